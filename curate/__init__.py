@@ -1,0 +1,1 @@
+"""diffcurate curation: CLI, run config, store, Ray actors, loop."""

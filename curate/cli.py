@@ -1,0 +1,49 @@
+"""`curate`: the command line. Thin: each command parses options and calls a library function.
+
+Errors are typed (solvers.errors): InputError -> one line on stderr, exit 2; CheckError -> exit 1.
+Command groups live in curate/commands/, one module per area, each registering on `app`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from solvers.errors import CheckError, InputError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
+
+
+def _register_commands() -> None:
+    """Import the command modules; each decorates its commands onto `app`. Imported lazily so that
+    `import curate.cli` stays cheap and tests can call the library functions without the CLI."""
+    from curate.commands import physics  # noqa: F401
+
+
+def main() -> None:
+    _register_commands()
+    try:
+        app(standalone_mode=False)
+    except (InputError, FileNotFoundError, IsADirectoryError, NotADirectoryError) as e:
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except CheckError as e:
+        typer.echo(f"check failed: {e}", err=True)
+        sys.exit(1)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except Exception as e:  # click usage errors
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(2)
+        raise
+
+
+if __name__ == "__main__":
+    main()

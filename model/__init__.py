@@ -1,0 +1,1 @@
+"""diffcurate surrogate models, losses, metrics and training."""

@@ -1,0 +1,76 @@
+"""One interface for every solver: (physics, configs) -> (B, L, L) target fields, behind a name registry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from solvers.problem import Configs, Physics, ProblemError
+
+# name -> fn(physics, configs, device, dtype) -> (B, L, L) tensor of *unnormalised* fields u
+SOLVERS: dict[str, Callable[..., torch.Tensor]] = {}
+
+
+def register(name: str):
+    def deco(fn):
+        SOLVERS[name] = fn
+        return fn
+
+    return deco
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ProblemError("--device cuda asked for, but torch sees no CUDA device")
+    if device not in ("cpu", "cuda"):
+        raise ProblemError(f"unknown device {device!r} (choose auto, cpu or cuda)")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    table = {"float32": torch.float32, "float64": torch.float64}
+    if dtype not in table:
+        raise ProblemError(f"unknown dtype {dtype!r} (choose float32 or float64)")
+    return table[dtype]
+
+
+def normalise(u: torch.Tensor, physics: Physics) -> torch.Tensor:
+    """The stored target: u itself (`fixed`) or u / max(u) per sample (`production`)."""
+    if physics.source_model == "production":
+        peak = u.amax(dim=(-2, -1), keepdim=True)
+        return u / torch.where(peak > 0, peak, torch.ones_like(peak))
+    return u
+
+
+def solve(
+    physics: Physics,
+    configs: Configs,
+    solver: str = "fast",
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype = "float64",
+    batch_size: int = 16,
+    normalised: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Solve every configuration; returns (n, L, L) numpy in `dtype`. Validates the configurations first."""
+    if solver not in SOLVERS:
+        raise ProblemError(f"unknown solver {solver!r} (choose from {', '.join(SOLVERS)})")
+    configs.validate(physics)
+    dev = resolve_device(device) if isinstance(device, str) else device
+    dt = resolve_dtype(dtype)
+    out = np.empty((len(configs), physics.lattice, physics.lattice), dtype=torch.empty(0, dtype=dt).numpy().dtype)
+    for start in range(0, len(configs), max(1, batch_size)):
+        part = configs[start : start + batch_size]
+        u = SOLVERS[solver](physics, part, device=dev, dtype=dt)
+        if normalised:
+            u = normalise(u, physics)
+        out[start : start + len(part)] = u.cpu().numpy()
+        if progress:
+            progress(len(part))
+    return out
