@@ -24,9 +24,7 @@ import scipy.fft as sfft
 import torch
 
 from solvers.problem import Configs, Physics, disc_index, paint
-from solvers.registry import register
-
-_WORKERS = -1  # scipy.fft threads: all cores
+from solvers.registry import fft_workers, register
 
 
 @functools.lru_cache(maxsize=16)
@@ -54,7 +52,8 @@ def unmasked_solve(f: torch.Tensor, physics: Physics, backend: str | None = None
     if backend == "scipy":
         inv = _dst_inverse_eigenvalues(L, physics.diffusion, physics.decay)
         a = f.detach().numpy()
-        u = sfft.dstn(sfft.dstn(a, type=1, axes=(1, 2), workers=_WORKERS) * inv, type=1, axes=(1, 2), workers=_WORKERS)
+        w = fft_workers()
+        u = sfft.dstn(sfft.dstn(a, type=1, axes=(1, 2), workers=w) * inv, type=1, axes=(1, 2), workers=w)
         return torch.from_numpy(u.astype(a.dtype, copy=False))
     inv_r, _, N, _ = _spectrum(L, physics.diffusion, physics.decay, str(f.device), f.dtype)
     ext = torch.zeros((f.shape[0], N, N), dtype=f.dtype, device=f.device)
@@ -92,11 +91,12 @@ def _boundary_pixels(physics: Physics, configs: Configs, s: int) -> tuple[np.nda
     return on.ravel(), val, b
 
 
-def _green(rows_p, cols_p, rows_q, cols_q, g: torch.Tensor, N: int) -> torch.Tensor:
-    """Dirichlet Green's function G[p, q] by the method of images (index tensors broadcast)."""
-    di, si = (rows_p - rows_q) % N, (rows_p + rows_q + 2) % N
+def _green(rows_p, cols_p, rows_q, cols_q, g_flat: torch.Tensor, N: int) -> torch.Tensor:
+    """Dirichlet Green's function G[p, q] by the method of images (index tensors broadcast; g_flat is the
+    (N*N,) periodic table, read with flat `take`, ~2x faster than 2-D advanced indexing)."""
+    di, si = (rows_p - rows_q) % N * N, (rows_p + rows_q + 2) % N * N
     dj, sj = (cols_p - cols_q) % N, (cols_p + cols_q + 2) % N
-    return g[di, dj] - g[si, dj] - g[di, sj] + g[si, sj]
+    return g_flat.take(di + dj) - g_flat.take(si + dj) - g_flat.take(di + sj) + g_flat.take(si + sj)
 
 
 @register("fast")
@@ -119,7 +119,7 @@ def solve_fast(physics: Physics, configs: Configs, device="cpu", dtype=torch.flo
             continue
         bt = torch.as_tensor(b, device=device)
         r, c = bt // L, bt % L
-        C[s, :k, :k] = _green(r[:, None], c[:, None], r[None, :], c[None, :], g, N)
+        C[s, :k, :k] = _green(r[:, None], c[:, None], r[None, :], c[None, :], g.reshape(-1), N)
         rhs[s, :k] = torch.as_tensor(val[b], dtype=dtype, device=device)
         idx[s, :k] = bt
     # -G is symmetric positive definite (A is negative definite), so Cholesky is exact and cheaper than LU

@@ -11,6 +11,7 @@ Everything that says what the steady diffusion-decay problem *is* lives here (CO
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -143,12 +144,15 @@ def resolve_physics(
     return physics, (p.sources if sources is None else parse_sources(sources))
 
 
+@functools.lru_cache(maxsize=32)
 def disc_offsets(radius: int) -> np.ndarray:
     """(P, 2) int64 offsets (di, dj) of the pixels of a disc: di^2 + dj^2 <= R^2."""
     r = np.arange(-radius, radius + 1)
     di, dj = np.meshgrid(r, r, indexing="ij")
     keep = di**2 + dj**2 <= radius**2
-    return np.stack([di[keep], dj[keep]], axis=1).astype(np.int64)
+    off = np.stack([di[keep], dj[keep]], axis=1).astype(np.int64)
+    off.setflags(write=False)  # cached: shared by every caller
+    return off
 
 
 @dataclass

@@ -1,0 +1,5 @@
+"""`python -m curate` = the `curate` command."""
+
+from curate.cli import main
+
+main()

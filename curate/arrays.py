@@ -1,0 +1,195 @@
+"""Read and write the CONTRACTS "Config arrays" layout as npz or HDF5 (no pickle, atomic writes).
+
+Layout: `centers` int64 (n, K, 2), `values` float64 (n, K), `counts` int64 (n,); optionally `x` float32 and
+`y` (n, L, L), `ids` str (n,), and the physics as 0-d arrays `lattice`, `radius`, `diffusion`, `decay`,
+`source_model` (str). HDF5 uses the same names as root datasets and repeats the physics as root attributes.
+Strings are numpy unicode arrays so that `np.load(..., allow_pickle=False)` always works.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from solvers.errors import InputError
+from solvers.problem import Configs, Physics
+
+PHYSICS_KEYS = ("lattice", "radius", "diffusion", "decay", "source_model")
+CONFIG_KEYS = ("centers", "values", "counts")
+CORE_KEYS = (*CONFIG_KEYS, "x", "y", "ids", *PHYSICS_KEYS)
+FORMATS = {".npz": "npz", ".h5": "h5", ".hdf5": "h5"}
+STRING_KEYS = ("ids", "source_model")
+
+
+def format_of(path: str | os.PathLike, fmt: str | None = None) -> str:
+    """'npz' or 'h5', from an explicit `fmt` or the file extension."""
+    if fmt is not None:
+        f = {"npz": "npz", "h5": "h5", "hdf5": "h5"}.get(str(fmt).lower())
+        if f is None:
+            raise InputError(f"unknown format {fmt!r} (choose npz or h5)")
+        return f
+    f = FORMATS.get(Path(path).suffix.lower())
+    if f is None:
+        raise InputError(f"{path}: unknown extension {Path(path).suffix!r} (use .npz, .h5 or .hdf5)")
+    return f
+
+
+def physics_arrays(physics: Physics) -> dict[str, np.ndarray]:
+    """The physics as the 0-d arrays of the layout."""
+    return {
+        "lattice": np.array(physics.lattice, np.int64),
+        "radius": np.array(physics.radius, np.int64),
+        "diffusion": np.array(physics.diffusion, np.float64),
+        "decay": np.array(physics.decay, np.float64),
+        "source_model": np.array(str(physics.source_model)),
+    }
+
+
+def physics_from_arrays(d: dict) -> Physics:
+    """Physics from the 0-d arrays of a loaded file; InputError if any is missing."""
+    missing = [k for k in PHYSICS_KEYS if k not in d]
+    if missing:
+        raise InputError(f"the arrays carry no physics (missing {', '.join(missing)})")
+    return Physics.from_dict({k: np.asarray(d[k]).item() for k in PHYSICS_KEYS})
+
+
+def _check_layout(d: dict, where: str) -> None:
+    """Raise InputError naming the first array whose shape or dtype breaks the layout."""
+    missing = [k for k in CONFIG_KEYS if k not in d]
+    if missing:
+        raise InputError(f"{where}: missing arrays {', '.join(missing)} (need centers, values, counts)")
+    try:
+        cfg = Configs(d["centers"], d["values"], d["counts"])
+    except InputError as e:
+        raise InputError(f"{where}: {e}") from None
+    n = len(cfg)
+    if n and cfg.centers.shape[1] < cfg.counts.max():
+        raise InputError(f"{where}: centers hold K={cfg.centers.shape[1]} slots but counts ask for {cfg.counts.max()}")
+    lattice = int(np.asarray(d["lattice"]).item()) if "lattice" in d else None
+    for k in ("x", "y"):
+        if k in d:
+            a = np.asarray(d[k])
+            if a.ndim != 3 or a.shape[0] != n or a.shape[1] != a.shape[2]:
+                raise InputError(f"{where}: {k} must have shape (n={n}, L, L), got {a.shape}")
+            if lattice is not None and a.shape[1] != lattice:
+                raise InputError(f"{where}: {k} is {a.shape[1]}x{a.shape[2]} but lattice is {lattice}")
+            if not np.issubdtype(a.dtype, np.floating):
+                raise InputError(f"{where}: {k} must be floating point, got {a.dtype}")
+    if "ids" in d and np.asarray(d["ids"]).shape != (n,):
+        raise InputError(f"{where}: ids must have shape ({n},), got {np.asarray(d['ids']).shape}")
+    for k in PHYSICS_KEYS:
+        if k in d and np.asarray(d[k]).ndim != 0:
+            raise InputError(f"{where}: {k} must be a 0-d array, got shape {np.asarray(d[k]).shape}")
+
+
+def save_arrays(
+    path: str | os.PathLike,
+    physics: Physics,
+    configs: Configs,
+    x: np.ndarray | None = None,
+    y: np.ndarray | None = None,
+    ids=None,
+    extra: dict | None = None,
+    fmt: str | None = None,
+) -> Path:
+    """Write the layout to `path` atomically (temp file in the same directory, then os.replace).
+
+    `extra` adds further arrays (e.g. `path`, `estimate` for predict); it may not reuse a layout name."""
+    path = Path(path)
+    f = format_of(path, fmt)
+    d: dict[str, np.ndarray] = {
+        "centers": configs.centers.astype(np.int64),  # (n, K, 2)
+        "values": configs.values.astype(np.float64),  # (n, K)
+        "counts": configs.counts.astype(np.int64),  # (n,)
+        **physics_arrays(physics),
+    }
+    if x is not None:
+        d["x"] = np.asarray(x, np.float32)  # (n, L, L)
+    if y is not None:
+        y = np.asarray(y)
+        d["y"] = y if y.dtype in (np.float32, np.float64) else y.astype(np.float32)  # (n, L, L)
+    if ids is not None:
+        d["ids"] = np.asarray([str(i) for i in ids], dtype=str).reshape(-1)  # (n,) unicode
+    for k, v in (extra or {}).items():
+        if k in CORE_KEYS:
+            raise InputError(f"extra array {k!r} would overwrite a layout array")
+        a = np.asarray(v)
+        if a.dtype == object:
+            raise InputError(f"extra array {k!r} has dtype object; use numbers or str")
+        d[k] = a
+    _check_layout(d, str(path))
+    if not path.parent.is_dir():
+        raise InputError(f"{path}: directory {path.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            if f == "npz":
+                np.savez(fh, **d)
+        if f == "h5":
+            _write_h5(tmp, d)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _write_h5(path: str, d: dict[str, np.ndarray]) -> None:
+    import h5py
+
+    with h5py.File(path, "w") as h:
+        for k, a in d.items():
+            if a.dtype.kind == "U":
+                h.create_dataset(k, data=a.astype(object), dtype=h5py.string_dtype("utf-8"))
+            else:
+                h.create_dataset(k, data=a)
+        for k in PHYSICS_KEYS:
+            h.attrs[k] = d[k].item()
+
+
+def _read_h5(path: Path) -> dict[str, np.ndarray]:
+    import h5py
+
+    d: dict[str, np.ndarray] = {}
+    with h5py.File(path, "r") as h:
+        for k, ds in h.items():
+            if not isinstance(ds, h5py.Dataset):
+                continue
+            if h5py.check_string_dtype(ds.dtype) is not None:
+                v = ds.asstr()[()]
+                d[k] = np.array(v, dtype=str) if isinstance(v, str) else np.asarray(v.tolist(), dtype=str)
+            else:
+                d[k] = ds[()]
+        for k in PHYSICS_KEYS:  # root attributes fill in what the datasets lack
+            if k not in d and k in h.attrs:
+                v = h.attrs[k]
+                d[k] = np.array(v.decode() if isinstance(v, bytes) else v)
+    return d
+
+
+def load_arrays(path: str | os.PathLike, fmt: str | None = None) -> dict[str, np.ndarray]:
+    """All arrays of an npz/HDF5 file in the layout, validated; InputError names what is wrong."""
+    path = Path(path)
+    f = format_of(path, fmt)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        if f == "npz":
+            with np.load(path, allow_pickle=False) as z:
+                d = {k: z[k] for k in z.files}
+        else:
+            d = _read_h5(path)
+    except InputError:
+        raise
+    except Exception as e:  # zip/HDF5/pickle errors all mean "not a readable file of this format"
+        raise InputError(f"{path}: cannot read as {f}: {e}") from None
+    _check_layout(d, str(path))
+    return d
+
+
+def load_configs(path: str | os.PathLike) -> Configs:
+    d = load_arrays(path)
+    return Configs(d["centers"], d["values"], d["counts"])

@@ -1,0 +1,199 @@
+"""Model commands: `model-info`, `train`, `evaluate`, `export-model`. Thin wrappers over model/."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from curate.cli import app
+from curate.options import Device, Json, OutFile, Preset, Seed
+from solvers.errors import InputError
+
+Checkpoint = Annotated[Path, typer.Option("--checkpoint", help="A checkpoint written by `curate train`.")]
+DataFile = Annotated[Path, typer.Option("--data", help="Data file: npz with centers, values, counts, x, y, physics.")]
+ModelName = Annotated[str, typer.Option("--model", help="Architecture: edcnn or unet.")]
+TrainBatch = Annotated[int | None, typer.Option("--batch-size", min=1, help="Samples per training batch.")]
+OptPreset = Annotated[
+    str | None, typer.Option("--preset", help="Preset for model/training defaults (default: the data's).")
+]
+
+
+def _console(as_json: bool) -> Console:
+    """Tables go to stderr when stdout carries the one JSON object."""
+    return Console(stderr=as_json)
+
+
+@app.command("model-info")
+def model_info_cmd(
+    model: ModelName = "edcnn",
+    preset: Preset = "small",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Batch for the memory estimate.")] = 32,
+    as_json: Json = False,
+) -> None:
+    """Parameters, FLOPs per sample and memory estimate of a preset's default model."""
+    from model.nets import default_model_config, model_info
+    from solvers.problem import resolve_physics
+
+    physics, _ = resolve_physics(preset)
+    info = model_info(default_model_config(preset, model), physics.lattice, batch_size)
+    info["preset"] = preset
+    if as_json:
+        typer.echo(json.dumps(info))
+        return
+    t = Table(title=f"{model} @ {preset} (L={physics.lattice})")
+    t.add_column("quantity")
+    t.add_column("value", justify="right")
+    t.add_row("parameters", f"{info['parameters']:,}")
+    t.add_row("forward GFLOPs / sample", f"{info['flops_per_sample'] / 1e9:.3f}")
+    t.add_row("weights (MB, fp32)", f"{info['weights_mb']:.1f}")
+    t.add_row("activations (MB / sample)", f"{info['activation_mb_per_sample']:.1f}")
+    t.add_row(f"train memory (MB, batch {batch_size}, Adam)", f"{info['train_memory_mb']:.0f}")
+    t.add_row(f"inference memory (MB, batch {batch_size})", f"{info['inference_memory_mb']:.0f}")
+    Console().print(t)
+
+
+@app.command("train")
+def train_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory; checkpoints go to RUN_DIR/checkpoints/.")],
+    data: DataFile,
+    preset: OptPreset = None,
+    model: ModelName = "edcnn",
+    loss: Annotated[str, typer.Option("--loss", help="mae, mse, huber or berhu.")] = "mae",
+    weight: Annotated[str, typer.Option("--weight", help="Per-pixel weight: none, exp or step.")] = "none",
+    alt_weight: Annotated[
+        str | None, typer.Option("--alt-weight", help="Weight the schedule switches to (default: exp<->step).")
+    ] = None,
+    transform: Annotated[str, typer.Option("--transform", help="Target transform: none or sqrt.")] = "none",
+    schedule: Annotated[str, typer.Option("--schedule", help="Loss schedule: fixed, toggle or random.")] = "fixed",
+    period: Annotated[int, typer.Option("--period", min=1, help="Epochs between toggles.")] = 5,
+    epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Epochs (default: the preset's).")] = None,
+    batch_size: TrainBatch = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Adam learning rate (default: the preset's).")] = None,
+    patience: Annotated[int | None, typer.Option("--patience", min=1, help="Early-stopping patience.")] = None,
+    train_fraction: Annotated[float, typer.Option("--train-fraction", help="Train share of the split.")] = 0.9,
+    init_from: Annotated[Path | None, typer.Option("--init-from", help="Warm start from a checkpoint.")] = None,
+    device: Device = "auto",
+    resume: Annotated[bool, typer.Option("--resume", help="Continue RUN_DIR/checkpoints/last.pt.")] = False,
+    seed: Seed = 0,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    as_json: Json = False,
+) -> None:
+    """Train a surrogate on a data file (split train/val by seed); best weights -> checkpoints/best.pt."""
+    from model.checkpoint import preset_of
+    from model.data import load_data
+    from model.nets import default_model_config
+    from model.train import default_train_config, train
+    from solvers.problem import PRESETS
+
+    train_set, physics = load_data(data, "train", seed, train_fraction)
+    val_set, _ = load_data(data, "val", seed, train_fraction)
+    name = preset or preset_of(physics)
+    if name is None:
+        raise InputError(f"{data}: its physics matches no preset; pass --preset for model and training defaults")
+    if name not in PRESETS:
+        raise InputError(f"unknown preset {name!r} (choose from {', '.join(PRESETS)})")
+    if PRESETS[name].physics.lattice != physics.lattice:
+        raise InputError(
+            f"--preset {name} is for L={PRESETS[name].physics.lattice}, but {data} has L={physics.lattice}"
+        )
+    overrides = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "patience": patience}
+    tc = default_train_config(
+        name,
+        **{k: v for k, v in overrides.items() if v is not None},
+        loss=loss,
+        weight=weight,
+        alt_weight=alt_weight,
+        transform=transform,
+        schedule=schedule,
+        schedule_period=period,
+        seed=seed,
+    )
+    tc.loss_specs()  # validate names before any work
+    res = train(
+        default_model_config(name, model),
+        tc,
+        train_set,
+        val_set,
+        Path(run_dir) / "checkpoints",
+        physics=physics,
+        device=device,
+        resume=resume,
+        init_from=init_from,
+        progress=progress and not as_json,
+    )
+    summary = {
+        "checkpoint": str(res.checkpoint),
+        "best_epoch": res.best_epoch,
+        "epochs_run": len(res.history),
+        "stopped_early": res.stopped_early,
+        "train_size": len(train_set),
+        "val_size": len(val_set),
+        "val": res.val_metrics,
+    }
+    if as_json:
+        typer.echo(json.dumps(summary))
+    else:
+        _console(False).print(f"best epoch {res.best_epoch}: val MAE {res.best_val:.4g} -> {res.checkpoint}")
+
+
+def metrics_table(m: dict, title: str = "evaluation") -> Table:
+    """The evaluate schema as a table: regions as rows, MAE overall and by source count."""
+    keys = sorted(next(iter(m["mae_by_sources"].values()), {}), key=int)
+    t = Table(title=f"{title}: n={m['n_samples']}, rel L2 {_fmt(m['rel_l2'])}")
+    t.add_column("region")
+    t.add_column("MAE", justify="right")
+    for k in keys:
+        t.add_column(k, justify="right")
+    for region, v in m["mae"].items():
+        t.add_row(region, _fmt(v), *[_fmt(m["mae_by_sources"][region][k]) for k in keys])
+    ps = m["per_sample_mae"]
+    t.caption = "per-sample MAE: " + ", ".join(f"{k} {_fmt(v)}" for k, v in ps.items())
+    return t
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.4g}"
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    checkpoint: Checkpoint,
+    data: DataFile,
+    out: OutFile,
+    device: Device = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Samples per batch.")] = 64,
+    as_json: Json = False,
+) -> None:
+    """Metrics of a checkpoint on a data file (CONTRACTS.md evaluate schema) -> --out JSON."""
+    from model.checkpoint import load_checkpoint
+    from model.data import load_data
+    from model.metrics import evaluate_model
+    from solvers.registry import resolve_device
+
+    dataset, physics = load_data(data, "all")
+    dev = resolve_device(device)
+    net, meta = load_checkpoint(checkpoint, physics=physics, device=dev)
+    transform = (meta.get("train_config") or {}).get("transform", "none")
+    metrics, _ = evaluate_model(net, dataset, dev, transform, batch_size)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(metrics, indent=1) + "\n")
+    _console(as_json).print(metrics_table(metrics, f"{checkpoint.name} on {data.name}"))
+    if as_json:
+        typer.echo(json.dumps(metrics))
+
+
+@app.command("export-model")
+def export_model_cmd(
+    checkpoint: Checkpoint,
+    fmt: Annotated[str, typer.Option("--format", help="torchscript or onnx.")] = "torchscript",
+    out: OutFile = Path("model.ts"),
+) -> None:
+    """Export a checkpoint as a standalone model (x -> y, target transform inverted)."""
+    from model.export import export_model
+
+    typer.echo(str(export_model(checkpoint, fmt, out)))

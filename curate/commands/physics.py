@@ -1,0 +1,84 @@
+"""Physics commands: `solve`, `presets`, `samplers`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from curate.cli import app
+from curate.options import (
+    BatchSize,
+    Decay,
+    Device,
+    Diffusion,
+    Dtype,
+    Force,
+    Lattice,
+    OutFile,
+    Preset,
+    Radius,
+    Sampler,
+    Seed,
+    SourceModel,
+    Sources,
+    physics_from_options,
+)
+from curate.progress import console
+
+
+@app.command()
+def solve(
+    out: OutFile,
+    input: Annotated[Path | None, typer.Option("--input", help="Configurations file (npz/HDF5).")] = None,
+    count: Annotated[int | None, typer.Option("--count", help="Sample this many configurations.")] = None,
+    seed: Seed = 0,
+    sampler: Sampler = "mixed",
+    sources: Sources = None,
+    preset: Preset = "small",
+    lattice: Lattice = None,
+    radius: Radius = None,
+    diffusion: Diffusion = None,
+    decay: Decay = None,
+    source_model: SourceModel = None,
+    solver: Annotated[str, typer.Option("--solver", help="fast, reference or timestep.")] = "fast",
+    device: Device = "auto",
+    dtype: Dtype = "float32",
+    batch_size: BatchSize = 16,
+    force: Force = False,
+) -> None:
+    """Solve configurations (from --input, or --count N sampled with --seed) and write x, y to --out."""
+    from curate.solving import configs_for, solve_to_file
+
+    physics, src = physics_from_options(preset, lattice, radius, diffusion, decay, source_model, sources)
+    configs = configs_for(physics, input, count, seed, sampler, src)
+    path = solve_to_file(out, physics, configs, solver, device, dtype, batch_size, force)
+    console.print(f"wrote {len(configs)} solved samples to {path}")
+
+
+@app.command()
+def presets() -> None:
+    """List the physics presets."""
+    from solvers.problem import PRESETS
+
+    t = Table("preset", "L", "R", "D", "gamma", "l_D", "sources", "notes", title="presets")
+    for p in PRESETS.values():
+        ph = p.physics
+        t.add_row(
+            p.name, str(ph.lattice), str(ph.radius), f"{ph.diffusion:g}", f"{ph.decay:.5g}",
+            f"{ph.diffusion_length:g}", f"{p.sources[0]}-{p.sources[1]}", p.notes,
+        )  # fmt: skip
+    console.print(t)
+
+
+@app.command()
+def samplers() -> None:
+    """List the configuration samplers."""
+    from solvers.sampling import DESCRIPTIONS
+
+    t = Table("sampler", "what it draws", title="samplers")
+    for name, text in DESCRIPTIONS.items():
+        t.add_row(name, text)
+    console.print(t)

@@ -1,0 +1,149 @@
+"""Store commands: `generate`, `info`, `verify`, `export`, `import`."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from curate.cli import app
+from curate.options import (
+    Address,
+    Decay,
+    Diffusion,
+    Force,
+    Json,
+    Lattice,
+    OutFile,
+    Preset,
+    Radius,
+    Sampler,
+    Seed,
+    SourceModel,
+    Sources,
+    StoreDir,
+    Workers,
+    physics_from_options,
+)
+from curate.progress import console
+from solvers.errors import CheckError
+
+Split = Annotated[str, typer.Option("--split", help="train, val or test.")]
+
+
+def _command() -> str:
+    return shlex.join(["curate", *sys.argv[1:]])
+
+
+@app.command()
+def generate(
+    store: StoreDir,
+    count: Annotated[int, typer.Option("--count", help="Samples of this split to have.")],
+    seed: Seed = 0,
+    sampler: Sampler = "mixed",
+    sources: Sources = None,
+    split: Split = "train",
+    workers: Workers = 1,
+    address: Address = None,
+    preset: Preset = "small",
+    lattice: Lattice = None,
+    radius: Radius = None,
+    diffusion: Diffusion = None,
+    decay: Decay = None,
+    source_model: SourceModel = None,
+    json_out: Json = False,
+) -> None:
+    """Solve N samples of (sampler, seed) on Ray actors into the store; resumable and idempotent."""
+    from curate.generate import generate as run
+
+    physics, src = physics_from_options(preset, lattice, radius, diffusion, decay, source_model, sources)
+    r = run(store, physics, count, seed, sampler, src, split, workers, address, preset=preset, command=_command(),
+            show_progress=not json_out)  # fmt: skip
+    if json_out:
+        print(json.dumps(r.to_dict()))
+    else:
+        console.print(
+            f"{split}: {r.added} added, {r.present} already present, {count} requested; "
+            f"{r.samples_per_s:,.0f} samples/s while solving, {r.seconds:.1f} s in all"
+        )
+
+
+@app.command()
+def info(store: StoreDir, json_out: Json = False) -> None:
+    """Physics and counts per split / source count / round / sampler, size on disk."""
+    from curate.store import Store
+
+    with Store(store, readonly=True) as s:
+        d = s.info()
+    if json_out:
+        print(json.dumps(d))
+        return
+    ph = d["physics"]
+    console.print(
+        f"[bold]{store}[/]  preset {d['preset'] or '-'}  L={ph['lattice']} R={ph['radius']} D={ph['diffusion']:g} "
+        f"gamma={ph['decay']:.4g} {ph['source_model']}  schema {d['schema_version']}  {d['encoding']}  "
+        f"{d['count']} samples  {d['bytes'] / 2**20:.1f} MiB"
+    )
+    for key in ("by_split", "by_sampler", "by_round", "by_sources"):
+        t = Table(key.removeprefix("by_"), "samples", title=key.replace("_", " "))
+        for k, v in sorted(d[key].items(), key=lambda kv: (len(kv[0]), kv[0])):
+            t.add_row(k, str(v))
+        console.print(t)
+
+
+@app.command()
+def verify(
+    store: StoreDir,
+    resolve: Annotated[int, typer.Option("--resolve", help="Re-solve K random samples and compare.")] = 0,
+    seed: Seed = 0,
+    json_out: Json = False,
+) -> None:
+    """Check every record's checksum (and re-solve K samples); exit 1 on any problem."""
+    from curate.verify import verify_store
+
+    r = verify_store(store, resolve, seed)
+    if json_out:
+        print(json.dumps(r))
+    else:
+        for p in r["problems"][:20]:
+            console.print(f"[red]{p}")
+        console.print(
+            f"{r['checked']} records checked, {r['resolved']} re-solved (max error {r['max_error']:.2g}), "
+            f"{len(r['problems'])} problems"
+        )
+    if r["problems"]:
+        raise CheckError(f"{len(r['problems'])} problems in {store}")
+
+
+@app.command()
+def export(
+    store: StoreDir,
+    out: OutFile,
+    format: Annotated[str | None, typer.Option("--format", help="npz or hdf5 (default: from --out).")] = None,
+    split: Annotated[str, typer.Option("--split", help="train, val, test or all.")] = "all",
+    max_round: Annotated[int | None, typer.Option("--max-round", help="Only samples of rounds <= R.")] = None,
+    force: Force = False,
+) -> None:
+    """Export samples in the CONTRACTS layout plus a dataset card (<out>.card.md / .card.json)."""
+    from curate.export import export_store
+
+    card = export_store(store, out, format, split, max_round, force, _command())
+    console.print(f"wrote {card['n_samples']} samples to {out} (+ {out}.card.md, .card.json)")
+
+
+@app.command(name="import")
+def import_(
+    store: StoreDir,
+    input: Annotated[Path, typer.Option("--input", help="npz/HDF5 file in the CONTRACTS layout, with y.")],
+    split: Split = "train",
+) -> None:
+    """Add the solved samples of a file (e.g. from `curate solve` or `curate export`) to a store."""
+    from curate.export import import_arrays
+
+    n = import_arrays(store, input, split, command=_command())
+    console.print(f"imported {n} new samples into {store}")

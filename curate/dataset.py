@@ -1,0 +1,136 @@
+"""Torch Datasets over a store or an exported file, all yielding the trainer's item (x, y, mask, count).
+
+Item contract (shared with model/'s ArrayDataset): x float32 (1, L, L) = ``paint`` of the config, y float32
+(1, L, L), mask bool (1, L, L) = ``disc_mask`` (disc pixels), count int64 scalar (number of sources).
+
+DataLoader workers: measured by bench/store.py on 2 cores shared with other jobs (load 4-6). At L=64, 2 workers
+ran an epoch at 0.6-1.2x the speed of 0 workers (MEASURED.md: 0.2x); at L=512 at 1.1-3.4x, because collating
+32 (1, 512, 512) items costs ~0.4 s in the main process. Hence ``default_num_workers``: 0 below L=256, else 2.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, get_worker_info
+
+from curate.arrays import FORMATS, load_arrays, physics_from_arrays
+from curate.store import SPLITS, Store, acquire_env, begin, decode_record, is_store, open_env, release_env
+from solvers.errors import InputError
+from solvers.problem import Configs, Physics, disc_mask, paint
+
+
+def default_num_workers(physics: Physics) -> int:
+    """DataLoader workers to use by default (see the module docstring for the measurement)."""
+    return 0 if physics.lattice < 256 else min(2, os.cpu_count() or 1)
+
+
+def make_item(physics: Physics, cfg: Configs, y: np.ndarray) -> tuple[torch.Tensor, ...]:
+    """(x, y, mask, count) for one sample: cfg has one configuration, y is (L, L)."""
+    x = torch.from_numpy(paint(physics, cfg))  # (1, L, L) float32
+    mask = torch.from_numpy(disc_mask(physics, cfg))  # (1, L, L) bool
+    yt = torch.from_numpy(np.asarray(y, np.float32).reshape(1, *y.shape[-2:]))  # (1, L, L) float32
+    return x, yt, mask, torch.tensor(int(cfg.counts[0]), dtype=torch.int64)
+
+
+class StoreDataset(Dataset):
+    """Samples of one split of a store (or the given ids). The LMDB environment is opened lazily, read-only
+    and without locks, once per process: safe with DataLoader workers whatever the start method."""
+
+    def __init__(self, path: str | os.PathLike, split: str = "train", ids: Sequence[str] | None = None):
+        if split not in (*SPLITS, "all"):
+            raise InputError(f"unknown split {split!r} (choose {', '.join(SPLITS)} or all)")
+        self.path = Path(path)
+        with Store(self.path, readonly=True) as st:  # closed again before any fork
+            self.physics = st.physics
+            self.ids = list(st.ids(split)) if ids is None else [str(i) for i in ids]
+        self._env = self._db = self._pid = None
+        self._shared = False
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_env": None, "_db": None, "_pid": None, "_shared": False}
+
+    def _open(self) -> None:
+        if get_worker_info() is not None:  # a DataLoader worker: a private read-only env, no lock table
+            self._env, self._shared = open_env(self.path, readonly=True, lock=False), False
+        else:  # the main process shares the env with any Store open on the path (LMDB: one per process)
+            self._env, self._shared = acquire_env(self.path), True
+        self._db = self._env.open_db(b"samples", create=False)
+        self._pid = os.getpid()
+
+    def close(self) -> None:
+        if self._env is not None and self._pid == os.getpid():  # an inherited env was closed at the fork
+            release_env(self._env) if self._shared else self._env.close()
+        self._env = self._db = self._pid = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __getitem__(self, i: int):
+        if self._pid != os.getpid():  # first use in this process (main or a forked worker)
+            self._open()
+        key = self.ids[i]
+        with begin(self._env, buffers=True) as txn:
+            buf = txn.get(key.encode(), db=self._db)
+            if buf is None:
+                raise InputError(f"no sample {key!r} in {self.path}")
+            h, y = decode_record(buf, key)
+        cfg = Configs(np.array(h["centers"], np.int64).reshape(1, -1, 2), np.array([h["values"]]), [h["n_sources"]])
+        return make_item(self.physics, cfg, y)
+
+
+class ArraysDataset(Dataset):
+    """Samples of an npz/HDF5 file in the CONTRACTS layout with `y` (x is taken from the file or painted)."""
+
+    def __init__(self, path: str | os.PathLike, ids: Sequence[str] | None = None):
+        d = load_arrays(path)
+        if "y" not in d:
+            raise InputError(f"{path}: no targets `y` (solve the configurations first)")
+        self.physics = physics_from_arrays(d)
+        self.configs = Configs(d["centers"], d["values"], d["counts"])
+        self.y = np.asarray(d["y"], np.float32)  # (n, L, L)
+        self.x = np.asarray(d["x"], np.float32) if "x" in d else None  # (n, L, L)
+        self.rows = np.arange(len(self.configs))
+        if ids is not None:
+            if "ids" not in d:
+                raise InputError(f"{path}: no `ids` array to select from")
+            where = {str(k): r for r, k in enumerate(d["ids"].tolist())}
+            missing = [i for i in ids if str(i) not in where]
+            if missing:
+                raise InputError(f"{path}: unknown ids {missing[:3]}")
+            self.rows = np.array([where[str(i)] for i in ids], np.int64)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int):
+        r = int(self.rows[i])
+        cfg = self.configs[r]
+        x, y, mask, count = make_item(self.physics, cfg, self.y[r])
+        if self.x is not None:
+            x = torch.from_numpy(self.x[r].copy()).unsqueeze(0)
+        return x, y, mask, count
+
+
+def open_dataset(path: str | os.PathLike, split: str = "train", ids: Sequence[str] | None = None) -> Dataset:
+    """A Dataset of (x, y, mask, count) over a store directory (one split) or an .npz/.h5 file (all rows).
+
+    >>> from curate.dataset import open_dataset
+    >>> ds = open_dataset("runs/x/store", split="train")   # or "data/test.npz"
+    """
+    p = Path(path)
+    if p.is_dir() or is_store(p):
+        return StoreDataset(p, split=split, ids=ids)
+    if p.suffix.lower() in FORMATS:
+        return ArraysDataset(p, ids=ids)
+    raise InputError(f"{p}: neither a store directory nor an .npz/.h5 file")

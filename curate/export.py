@@ -1,0 +1,197 @@
+"""Export a store to the CONTRACTS array layout with a dataset card, and import such files into a store.
+
+An export writes the config arrays, x float32, y float32, the physics scalars and `ids`, plus per-sample
+provenance arrays `split`, `sampler` (str), `round` (int64) and `score` (float64, NaN = none) so that an import
+restores them. Rows are ordered by id, so exporting equal stores gives byte-identical arrays. Next to the file:
+`<out>.card.json` and `<out>.card.md` (physics, counts, samplers, rounds, acquisition provenance, sha256 of each
+array, the command). Everything is held in memory: (n, L, L) x and y cost 8 L^2 bytes per sample.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from curate.arrays import format_of, load_arrays, physics_from_arrays, save_arrays
+from curate.store import SPLITS, Store, is_store
+from solvers.errors import InputError
+from solvers.problem import Configs, paint
+
+
+def card_paths(out: str | os.PathLike) -> tuple[Path, Path]:
+    out = Path(out)
+    return out.with_name(out.name + ".card.json"), out.with_name(out.name + ".card.md")
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _sha256(a: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+def export_store(
+    store_path: str | os.PathLike,
+    out: str | os.PathLike,
+    fmt: str | None = None,
+    split: str = "all",
+    max_round: int | None = None,
+    force: bool = False,
+    command: str = "",
+) -> dict:
+    """Write the samples of `split` (train/val/test/all) up to `max_round` to `out`; returns the card."""
+    out = Path(out)
+    f = format_of(out, fmt)
+    if split not in (*SPLITS, "all"):
+        raise InputError(f"unknown split {split!r} (choose {', '.join(SPLITS)} or all)")
+    existing = [p for p in (out, *card_paths(out)) if p.exists()]
+    if existing and not force:
+        raise InputError(f"{existing[0]} exists; pass --force to overwrite")
+    with Store(store_path, readonly=True) as st:
+        df = st.index()
+        if split != "all":
+            df = df[df["split"] == split]
+        if max_round is not None:
+            df = df[df["round"] <= max_round]
+        if df.empty:
+            raise InputError(f"nothing to export from {store_path} (split={split}, max_round={max_round})")
+        df = df.sort_values("id").reset_index(drop=True)
+        ids = df["id"].tolist()
+        configs, y, headers = st.get(ids)  # y (n, L, L) float32
+        physics, meta = st.physics, dict(st.meta)
+    x = paint(physics, configs)  # (n, L, L) float32
+    extra = {
+        "split": np.array(df["split"].tolist(), dtype=str),
+        "sampler": np.array(df["sampler"].tolist(), dtype=str),
+        "round": df["round"].to_numpy(np.int64),
+        "score": df["score"].to_numpy(np.float64),
+    }
+    save_arrays(out, physics, configs, x=x, y=y, ids=ids, extra=extra, fmt=f)
+    arrays = {"centers": configs.centers, "values": configs.values, "counts": configs.counts, "x": x, "y": y,
+              **extra}  # fmt: skip
+    strategies = [h["provenance"].get("strategy") for h in headers]
+    by_round = {}
+    for r, g in df.groupby("round"):
+        s = g["score"].dropna()
+        by_round[str(r)] = {
+            "count": len(g),
+            "samplers": {str(k): int(v) for k, v in g["sampler"].value_counts().sort_index().items()},
+            "strategies": sorted({str(strategies[i]) for i in g.index if strategies[i] is not None}),
+            "score": None if s.empty else {"min": float(s.min()), "mean": float(s.mean()), "max": float(s.max())},
+        }
+    card = {
+        "file": out.name,
+        "format": f,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": command,
+        "physics": physics.to_dict(),
+        "preset": meta.get("preset", ""),
+        "store_schema_version": meta["schema_version"],
+        "store_encoding": meta["encoding"],
+        "selection": {"split": split, "max_round": max_round},
+        "n_samples": len(df),
+        "by_split": {str(k): int(v) for k, v in df["split"].value_counts().sort_index().items()},
+        "by_sources": {str(k): int(v) for k, v in df["n_sources"].value_counts().sort_index().items()},
+        "by_sampler": {str(k): int(v) for k, v in df["sampler"].value_counts().sort_index().items()},
+        "rounds": by_round,
+        "sha256": {k: _sha256(a) for k, a in arrays.items()},
+    }
+    jpath, mpath = card_paths(out)
+    _atomic_text(jpath, json.dumps(card, indent=2) + "\n")
+    _atomic_text(mpath, card_markdown(card))
+    return card
+
+
+def card_markdown(card: dict) -> str:
+    ph = card["physics"]
+    lines = [
+        f"# Dataset card: {card['file']}",
+        "",
+        f"{card['n_samples']} samples ({card['format']}), exported {card['created']} by `{card['command']}`.",
+        "",
+        "## Physics",
+        f"L={ph['lattice']}, R={ph['radius']}, D={ph['diffusion']}, gamma={ph['decay']}, "
+        f"source model `{ph['source_model']}`, preset `{card['preset'] or '-'}`. "
+        f"Targets stored as {card['store_encoding']}, exported as float32.",
+        "",
+        "## Counts",
+        "| source count | samples |",
+        "|---|---|",
+        *[f"| {k} | {v} |" for k, v in card["by_sources"].items()],
+        "",
+        "Splits: " + ", ".join(f"{k} {v}" for k, v in card["by_split"].items()),
+        "Samplers: " + ", ".join(f"{k} {v}" for k, v in card["by_sampler"].items()),
+        "",
+        "## Rounds and acquisition",
+        "| round | samples | samplers | strategies | score min / mean / max |",
+        "|---|---|---|---|---|",
+    ]
+    for r, d in card["rounds"].items():
+        s = d["score"]
+        score = "-" if s is None else f"{s['min']:.3g} / {s['mean']:.3g} / {s['max']:.3g}"
+        smp = ", ".join(f"{k} {v}" for k, v in d["samplers"].items())
+        lines.append(f"| {r} | {d['count']} | {smp} | {', '.join(d['strategies']) or '-'} | {score} |")
+    lines += ["", "## sha256 of the arrays (C-order bytes)", *[f"- `{k}`: {v}" for k, v in card["sha256"].items()]]
+    return "\n".join(lines) + "\n"
+
+
+def import_arrays(
+    store_path: str | os.PathLike,
+    path: str | os.PathLike,
+    split: str | None = "train",
+    sampler: str = "import",
+    round: int = 0,
+    create: bool = True,
+    command: str = "",
+) -> int:
+    """Add the samples of an npz/HDF5 file (needs `y`) to a store; returns how many were new.
+
+    Ids are derived from the configs with `sample_id` (files from `curate solve` carry none); where the file
+    has `ids` they must agree. `split=None` takes each row's split from the file's `split` array (an export).
+    The file's `sampler`/`round`/`score` arrays, where present, override `sampler`/`round`. A missing store is
+    created with the file's physics when `create`; a store with other physics refuses the file."""
+    d = load_arrays(path)
+    if "y" not in d:
+        raise InputError(f"{path}: no targets `y`; solve the configurations before importing")
+    physics = physics_from_arrays(d)
+    configs = Configs(d["centers"], d["values"], d["counts"])
+    n = len(configs)
+    if "ids" in d:
+        bad = [s for s in range(n) if configs.sample_id(s, physics) != str(d["ids"][s])]
+        if bad:
+            raise InputError(f"{path}: row {bad[0]} has id {d['ids'][bad[0]]} that does not match its configuration")
+    if create and not is_store(store_path):
+        st = Store.create(store_path, physics, command=command)
+    else:
+        st = Store(store_path)
+    with st:
+        st.check_physics(physics, what=f"the samples of {path}")
+        splits = np.array([split] * n) if split is not None else d.get("split")
+        if splits is None:
+            raise InputError(f"{path}: no `split` array; name the split to import into")
+        samplers = d["sampler"].tolist() if "sampler" in d else [sampler] * n
+        rounds = d["round"] if "round" in d else np.full(n, round)
+        scores = d["score"] if "score" in d else None
+        added = 0
+        # group rows by (split, round): `add` takes one of each per call
+        for sp, rd in sorted({(str(a), int(b)) for a, b in zip(splits, rounds, strict=True)}):
+            rows = np.nonzero((splits == sp) & (rounds == rd))[0]
+            added += st.add(
+                configs[rows], d["y"][rows], split=sp, sampler=[samplers[r] for r in rows], round=rd,
+                scores=None if scores is None else scores[rows],
+            )  # fmt: skip
+    return added

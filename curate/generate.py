@@ -1,0 +1,141 @@
+"""Dataset generation on Ray: generator actors -> solver actors -> the driver writes LMDB.
+
+The request (sampler, seed, indices 0..count-1, sources) names a fixed set of sample ids, so generation is
+idempotent: a re-run after a crash solves only the ids missing from the store, and a re-run after success
+adds nothing. Results are written in arrival order, but the set of samples does not depend on the number of
+workers (ids come from the configurations, configurations from (seed, sampler, index)).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from curate.actors import make_generators, make_solvers, ray_session
+from curate.progress import progress_bar
+from curate.store import SPLITS, Store
+from solvers.errors import InputError
+from solvers.problem import Configs, Physics
+
+
+@dataclass
+class GenerateResult:
+    requested: int
+    added: int
+    present: int  # already in the store before this call
+    solved: int
+    seconds: float  # everything, Ray start-up included
+    solve_seconds: float  # first dispatch to last write: the sustained rate
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.solved / self.solve_seconds if self.solve_seconds > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "samples_per_s": self.samples_per_s}
+
+
+def solve_pending(store: Store, pending, solvers: list, advance, split: str, round: int = 0, provenance=None) -> int:
+    """Solve (configs, families, ids) chunks on the solver actors, at most 2 in flight per actor, and write each
+    result to the store as it arrives. Returns the number of samples written."""
+    import ray
+
+    in_flight: dict = {}
+    load = dict.fromkeys(range(len(solvers)), 0)
+    added = 0
+    pending = list(pending)
+    while pending or in_flight:
+        while pending and min(load.values()) < 2:
+            cfg, fams = pending.pop(0)
+            a = min(load, key=load.get)
+            ref = solvers[a].solve.remote(cfg.centers, cfg.values, cfg.counts)
+            in_flight[ref] = (cfg, fams, a)
+            load[a] += 1
+        [done], _ = ray.wait(list(in_flight), num_returns=1)
+        cfg, fams, a = in_flight.pop(done)
+        load[a] -= 1
+        y = ray.get(done)  # (n, L, L), read-only zero-copy view
+        added += store.add(cfg, y, split=split, sampler=fams, round=round, provenance=provenance)
+        advance(len(cfg))
+    return added
+
+
+def plan(store: Store, gens: list, sampler: str, seed: int, count: int, sources, split: str, chunk: int):
+    """Walk indices 0, 1, 2, ... of (sampler, seed) until `count` distinct samples of `split` are named.
+
+    A configuration drawn twice (e.g. two one-source samples at the same spot) counts once, and one that the
+    store already holds in another split is passed over (never moved, never leaked across splits), so the
+    split ends up with exactly `count` samples. Returns (chunks to solve as (Configs, families), present)."""
+    import ray
+
+    where = dict(zip(*(store.index()[c].tolist() for c in ("id", "split")), strict=True))
+    seen: set[str] = set()
+    pending, have, present, start = [], 0, 0, 0
+    while have < count:
+        stop = start + (count - have)
+        refs = [
+            gens[i % len(gens)].configs.remote(sampler, seed, a, min(stop, a + chunk), sources)
+            for i, a in enumerate(range(start, stop, chunk))
+        ]
+        for centers, values, counts, fams, ids in ray.get(refs):
+            keep = np.zeros(len(ids), bool)
+            for s, i in enumerate(ids):
+                if have == count or i in seen or where.get(i, split) != split:
+                    continue
+                seen.add(i)
+                have += 1
+                present += i in where
+                keep[s] = i not in where
+            if keep.any():
+                cfg = Configs(centers[keep], values[keep], counts[keep])
+                pending.append((cfg, [f for f, k in zip(fams, keep, strict=True) if k]))
+        start = stop
+    return pending, present
+
+
+def generate(
+    store_path: Path,
+    physics: Physics,
+    count: int,
+    seed: int,
+    sampler: str = "mixed",
+    sources: tuple[int, int] = (1, 20),
+    split: str = "train",
+    workers: int = 1,
+    address: str | None = None,
+    chunk: int = 64,
+    preset: str = "",
+    command: str = "",
+    show_progress: bool = True,
+    num_cpus: int | None = None,
+) -> GenerateResult:
+    """Make sure `split` holds the first `count` distinct samples of (sampler, seed); solve only what is missing."""
+    if count < 1:
+        raise InputError(f"--count must be >= 1, got {count}")
+    if split not in SPLITS:
+        raise InputError(f"unknown split {split!r} (choose {', '.join(SPLITS)})")
+    if workers < 1:
+        raise InputError(f"--workers must be >= 1, got {workers}")
+    from solvers.sampling import sample_configs
+
+    sample_configs(sampler, physics, seed, range(0), sources)  # refuse unknown samplers before any work
+    t0 = time.perf_counter()
+    with Store.create(store_path, physics, preset=preset, command=command) as store:
+        with ray_session(address, num_cpus=num_cpus):
+            import ray
+
+            gens = make_generators(physics, 1)
+            solvers = make_solvers(physics, workers)
+            pending, present = plan(store, gens, sampler, seed, count, sources, split, chunk)
+            todo = sum(len(c) for c, _ in pending)
+            with progress_bar(count, f"generate {split}", show=show_progress) as advance:
+                advance(present)
+                t1 = time.perf_counter()
+                added = solve_pending(store, pending, solvers, advance, split)
+                t_solve = time.perf_counter() - t1
+            for a in solvers + gens:
+                ray.kill(a)
+    return GenerateResult(count, added, present, todo, time.perf_counter() - t0, t_solve)

@@ -1,0 +1,499 @@
+"""The LMDB store of solved samples: one checksummed record per stable sample id, no pickle.
+
+Layout (named sub-databases of one LMDB environment in the store directory):
+
+* ``meta``    store-level JSON values: schema_version, physics, preset, encoding, created, command.
+* ``samples`` id -> record = 4-byte big-endian header length + header JSON + target bytes + crc32 (4 bytes,
+  big-endian) of everything before it. x is not stored: it is rebuilt from the config with ``paint``.
+* ``index``   id -> the same header JSON + its crc32, so that queries (``index``, ``configs``, ``count``) never
+  touch the large target pages.
+
+Why these choices: LMDB commits are atomic, so a writer killed with SIGKILL loses at most the batch in flight
+(MEASURED.md: 0 corrupt records in 3 trials); batching ~64 samples per transaction amortises the commit fsync;
+crc32 catches bit rot and torn copies (not tampering) at memory speed.
+
+Bytes per sample (measured by ``bench/store.py``; LMDB stores large values in whole 4 KiB overflow pages):
+
+=========  =====================  =====================
+encoding   L=64 (16 KiB payload)  L=512 (1 MiB payload)
+=========  =====================  =====================
+float32    21.2 KiB               1030 KiB
+float16    13.2 KiB               518 KiB
+=========  =====================  =====================
+
+float16 (opt-in at creation) halves the size; on solved fields in [0, 1] its error is max 2.4e-4, mean 2.7e-5
+(small) / 5e-6 (paper) (``FLOAT16_ERROR``): below a surrogate's MAE (~1e-3) but not free, so float32 is the
+default and should stay so for evaluation sets. It did not make writes or reads faster (conversion costs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import time
+import zlib
+from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import lmdb
+import numpy as np
+import pandas as pd
+
+from solvers.errors import CheckError, InputError
+from solvers.problem import Configs, Physics
+
+SCHEMA_VERSION = 1
+SPLITS = ("train", "val", "test")
+ENCODINGS = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
+BATCH = 64  # samples per write transaction
+INITIAL_MAP_SIZE = 64 << 20  # modest on purpose: the map doubles on MapFullError
+MAX_DBS = 4
+# Measured by bench/store.py on solved `small` and `paper` fields (y in [0, 1]): |float16(y) - y|.
+FLOAT16_ERROR = {"max": 2.44e-4, "mean_small": 2.65e-5, "mean_paper": 4.98e-6}
+_LEN = struct.Struct(">I")
+
+
+# --- record encoding ---------------------------------------------------------------------------------------
+
+
+def _crc(b) -> bytes:
+    return _LEN.pack(zlib.crc32(b) & 0xFFFFFFFF)
+
+
+def encode_record(header: dict, y: np.ndarray, encoding: str) -> bytes:
+    """header + the (L, L) target in `encoding` + crc32: bytes for the `samples` sub-database."""
+    h = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
+    body = _LEN.pack(len(h)) + h + np.ascontiguousarray(y, ENCODINGS[encoding]).tobytes()
+    return body + _crc(body)
+
+
+def decode_record(buf, key: str = "?") -> tuple[dict, np.ndarray]:
+    """(header, y (L, L) float32) from record bytes; CheckError if the checksum or layout is wrong."""
+    mv = memoryview(buf)
+    if len(mv) < 8:
+        raise CheckError(f"record {key}: truncated ({len(mv)} bytes)")
+    if bytes(mv[-4:]) != _crc(mv[:-4]):
+        raise CheckError(f"record {key}: checksum mismatch")
+    (n,) = _LEN.unpack(mv[:4])
+    try:
+        header = json.loads(bytes(mv[4 : 4 + n]))
+        dt = ENCODINGS[header["dtype"]]
+        y = np.frombuffer(mv[4 + n : -4], dtype=dt).reshape(header["shape"]).astype(np.float32)
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckError(f"record {key}: undecodable ({e})") from None
+    return header, y
+
+
+def _encode_index(header_json: bytes) -> bytes:
+    return header_json + _crc(header_json)
+
+
+def _decode_index(buf, key: str) -> dict:
+    mv = memoryview(buf)
+    if len(mv) < 4 or bytes(mv[-4:]) != _crc(mv[:-4]):
+        raise CheckError(f"index entry {key}: checksum mismatch")
+    return json.loads(bytes(mv[:-4]))
+
+
+def _header_json(record) -> bytes:
+    (n,) = _LEN.unpack(bytes(record[:4]))
+    return bytes(record[4 : 4 + n])
+
+
+# --- opening -----------------------------------------------------------------------------------------------
+
+
+def is_store(path: str | os.PathLike) -> bool:
+    return Path(path).is_dir() and (Path(path) / "data.mdb").is_file()
+
+
+def _check_path(path: Path, create: bool) -> None:
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path} is a file, not a store directory")
+    if is_store(path):
+        return
+    if not create:
+        what = "does not exist" if not path.exists() else "is a directory that is not a store (no data.mdb)"
+        raise InputError(f"{path} {what}; create the store first")
+    if path.exists() and any(path.iterdir()):
+        raise InputError(f"{path} is a non-empty directory that is not a store; refusing to create one there")
+
+
+def open_env(
+    path: str | os.PathLike, readonly: bool = True, map_size: int = INITIAL_MAP_SIZE, lock: bool = True
+) -> lmdb.Environment:
+    """A private LMDB environment (DataLoader workers: readonly, lock=False, opened lazily after the fork,
+    since an environment used across fork is undefined behaviour)."""
+    return lmdb.open(
+        str(path), map_size=map_size, max_dbs=MAX_DBS, subdir=True, readonly=readonly,
+        lock=lock or not readonly, readahead=False, create=not readonly,
+    )  # fmt: skip
+
+
+# LMDB allows one environment per store per process (py-lmdb refuses a second, even in a forked child that
+# inherited it), so every Store and main-process Dataset on a path shares one, reference-counted, and a forked
+# child (a DataLoader worker) closes the inherited ones so that it can open its own. Closing is safe only with
+# no transaction live at the fork (aborting one would free the parent's reader slot), so `begin` counts them.
+_ENVS: dict[str, list] = {}  # realpath -> [env, pid, refs]
+_LIVE: dict[int, int] = {}  # id(env) -> live transactions
+
+
+@contextmanager
+def begin(env: lmdb.Environment, write: bool = False, buffers: bool = False):
+    """env.begin(), counted so that a forked child knows whether it may close the inherited environment."""
+    k = id(env)
+    _LIVE[k] = _LIVE.get(k, 0) + 1
+    try:
+        try:
+            txn = env.begin(write=write, buffers=buffers)
+        except lmdb.MapResizedError:  # another process grew the map: adopt its size
+            env.set_mapsize(0)
+            txn = env.begin(write=write, buffers=buffers)
+        with txn:
+            yield txn
+    finally:
+        _LIVE[k] -= 1
+
+
+def _close_inherited() -> None:
+    for env, _pid, _refs in _ENVS.values():
+        if _LIVE.get(id(env), 0) == 0:
+            env.close()
+    _ENVS.clear()
+    _LIVE.clear()
+
+
+os.register_at_fork(after_in_child=_close_inherited)
+
+
+def acquire_env(path: str | os.PathLike, map_size: int = INITIAL_MAP_SIZE) -> lmdb.Environment:
+    key, pid = os.path.realpath(path), os.getpid()
+    entry = _ENVS.get(key)
+    if entry is not None and entry[1] == pid:
+        entry[2] += 1
+        return entry[0]
+    writable = os.access(key, os.W_OK)
+    try:
+        env = open_env(key, readonly=not writable, map_size=map_size, lock=writable)
+    except lmdb.Error as e:
+        raise InputError(f"{path}: cannot open as a store ({e})") from None
+    _ENVS[key] = [env, pid, 1]
+    return env
+
+
+def release_env(env: lmdb.Environment) -> None:
+    for key, entry in list(_ENVS.items()):
+        if entry[0] is env and entry[1] == os.getpid():
+            entry[2] -= 1
+            if entry[2] == 0:
+                del _ENVS[key]
+                env.close()
+            return
+
+
+class Store:
+    """A store directory. `Store(path)` opens an existing one; `Store.create(path, physics)` makes one
+    (or reopens it if it holds the same physics)."""
+
+    def __init__(self, path: str | os.PathLike, *, readonly: bool = False, map_size: int = INITIAL_MAP_SIZE):
+        self.path = Path(path)
+        _check_path(self.path, create=False)
+        self._open(readonly, map_size)
+        try:
+            with begin(self.env) as txn:
+                meta = {bytes(k).decode(): json.loads(bytes(v)) for k, v in txn.cursor(db=self._meta)}
+        except (ValueError, UnicodeDecodeError):
+            meta = {}
+        if meta.get("schema_version") is None or "physics" not in meta:
+            self.close()
+            raise InputError(f"{self.path} is an LMDB environment but not a diffcurate store (no store metadata)")
+        if meta["schema_version"] > SCHEMA_VERSION:
+            self.close()
+            raise InputError(f"{self.path}: store schema {meta['schema_version']} is newer than {SCHEMA_VERSION}")
+        self.meta = meta
+        self.physics = Physics.from_dict(meta["physics"])
+        self.encoding: str = meta["encoding"]
+
+    def _open(self, readonly: bool, map_size: int) -> None:
+        self.env = acquire_env(self.path, map_size=map_size)
+        self.readonly = readonly or self.env.flags()["readonly"]
+        try:
+            self._meta = self.env.open_db(b"meta", create=False)
+            self._samples = self.env.open_db(b"samples", create=False)
+            self._index = self.env.open_db(b"index", create=False)
+        except lmdb.Error as e:
+            self.close()
+            raise InputError(f"{self.path} is an LMDB environment but not a diffcurate store ({e})") from None
+
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike,
+        physics: Physics,
+        *,
+        preset: str = "",
+        encoding: str = "float32",
+        command: str = "",
+        map_size: int = INITIAL_MAP_SIZE,
+    ) -> Store:
+        """Create a store (an existing store is reopened; InputError if its physics differ)."""
+        path = Path(path)
+        if encoding not in ENCODINGS:
+            raise InputError(f"unknown encoding {encoding!r} (choose {', '.join(ENCODINGS)})")
+        _check_path(path, create=True)
+        if not is_store(path):
+            path.mkdir(parents=True, exist_ok=True)
+            env = acquire_env(path, map_size=map_size)
+            meta = {
+                "schema_version": SCHEMA_VERSION,
+                "physics": physics.to_dict(),
+                "preset": preset,
+                "encoding": encoding,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "command": command,
+            }
+            db = env.open_db(b"meta")
+            with begin(env, write=True) as txn:
+                for k, v in meta.items():
+                    txn.put(k.encode(), json.dumps(v).encode(), db=db)
+                env.open_db(b"samples", txn=txn)
+                env.open_db(b"index", txn=txn)
+            release_env(env)
+        store = cls(path, map_size=map_size)
+        try:
+            store.check_physics(physics)
+        except InputError:
+            store.close()
+            raise
+        return store
+
+    def check_physics(self, physics: Physics, what: str = "samples") -> None:
+        if physics.fingerprint() != self.physics.fingerprint():
+            raise InputError(
+                f"{what} were made with other physics than the store {self.path}: "
+                f"{physics.to_dict()} vs the store's {self.physics.to_dict()}"
+            )
+
+    def close(self) -> None:
+        if self.env is not None:
+            release_env(self.env)
+            self.env = None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- writing ---------------------------------------------------------------------------------------------
+
+    def add(
+        self,
+        configs: Configs,
+        y: np.ndarray,
+        *,
+        split: str = "train",
+        sampler: str | Sequence[str] = "uniform",
+        round: int = 0,
+        scores: np.ndarray | None = None,
+        provenance: dict | Sequence[dict] | None = None,
+        physics: Physics | None = None,
+    ) -> int:
+        """Add solved samples; returns how many were new. Duplicates (by id) are skipped, whatever their split:
+        a sample lives in exactly one split and adding it again elsewhere does not move it.
+
+        `y` (n, L, L) is stored in the store's encoding. `sampler` and `provenance` are one value for all or one
+        per sample; provenance is free-form JSON (e.g. strategy, cluster, source model of the surrogate).
+        Passing `physics` refuses samples made with other physics than the store's."""
+        if self.readonly:
+            raise InputError(f"{self.path} is open read-only")
+        if physics is not None:
+            self.check_physics(physics)
+        if split not in SPLITS:
+            raise InputError(f"unknown split {split!r} (choose {', '.join(SPLITS)})")
+        n, L = len(configs), self.physics.lattice
+        y = np.asarray(y)
+        if y.shape != (n, L, L):
+            raise InputError(f"targets must have shape ({n}, {L}, {L}) to match the configs, got {y.shape}")
+        configs.validate(self.physics)
+        samplers = [sampler] * n if isinstance(sampler, str) else list(sampler)
+        provs = [provenance or {}] * n if provenance is None or isinstance(provenance, dict) else list(provenance)
+        sc = np.full(n, np.nan) if scores is None else np.asarray(scores, np.float64).reshape(-1)
+        if len(samplers) != n or len(provs) != n or sc.shape != (n,):
+            raise InputError(f"sampler, provenance and scores must be one value or {n} values")
+        if not np.isfinite(y).all():
+            raise InputError("targets contain NaN or infinite values")
+        if self.encoding == "float16" and np.abs(y).max(initial=0) > 65504:
+            raise InputError("targets exceed the float16 range; use a float32 store")
+        ids = [configs.sample_id(s, self.physics) for s in range(n)]
+        added = 0
+        for start in range(0, n, BATCH):
+            rows = range(start, min(n, start + BATCH))
+            recs = []
+            for s in rows:
+                c, v = configs.sample(s)
+                header = {
+                    "id": ids[s], "n_sources": int(configs.counts[s]), "centers": c.tolist(),
+                    "values": [float(a) for a in v], "sampler": str(samplers[s]), "round": int(round),
+                    "split": split, "score": None if np.isnan(sc[s]) else float(sc[s]),
+                    "provenance": dict(provs[s]), "source_model": self.physics.source_model,
+                    "dtype": self.encoding, "shape": [L, L], "added": time.time(),
+                }  # fmt: skip
+                rec = encode_record(header, y[s], self.encoding)
+                recs.append((ids[s].encode(), rec, _encode_index(_header_json(rec))))
+            added += self._put_batch(recs)
+        return added
+
+    def _put_batch(self, recs: list[tuple[bytes, bytes, bytes]]) -> int:
+        """One transaction; on MapFullError the map doubles and the whole batch is retried."""
+        while True:
+            try:
+                added = 0
+                with begin(self.env, write=True) as txn:
+                    for key, rec, idx in recs:
+                        if txn.put(key, rec, db=self._samples, overwrite=False):
+                            txn.put(key, idx, db=self._index)
+                            added += 1
+                return added
+            except lmdb.MapFullError:
+                self.env.set_mapsize(2 * self.env.info()["map_size"])
+
+    # --- reading ---------------------------------------------------------------------------------------------
+
+    def _headers(self) -> Iterable[dict]:
+        with begin(self.env, buffers=True) as txn:
+            for k, v in txn.cursor(db=self._index):
+                yield _decode_index(v, bytes(k).decode())
+
+    def index(self) -> pd.DataFrame:
+        """One row per sample, ordered by id: id, n_sources, sampler, round, split, score, strategy, cluster,
+        added (unix time)."""
+        cols = ["id", "n_sources", "sampler", "round", "split", "score", "strategy", "cluster", "added"]
+        rows = [
+            [h["id"], h["n_sources"], h["sampler"], h["round"], h["split"],
+             np.nan if h["score"] is None else h["score"], h["provenance"].get("strategy"),
+             h["provenance"].get("cluster"), h["added"]]
+            for h in self._headers()
+        ]  # fmt: skip
+        df = pd.DataFrame(rows, columns=cols)
+        return df.astype({"n_sources": "int64", "round": "int64", "score": "float64"})
+
+    def ids(self, split: str | None = None) -> list[str]:
+        return [h["id"] for h in self._headers() if split in (None, "all", h["split"])]
+
+    def count(self, split: str | None = None) -> int:
+        if split is None or split == "all":
+            with begin(self.env) as txn:
+                return int(txn.stat(self._samples)["entries"])
+        return len(self.ids(split))
+
+    def configs(self, split: str | None = None) -> Configs:
+        """The configurations of a split (all if None), ordered by id."""
+        hs = [h for h in self._headers() if split in (None, "all", h["split"])]
+        return Configs.from_lists([np.array(h["centers"], np.int64).reshape(-1, 2) for h in hs],
+                                  [np.array(h["values"], np.float64) for h in hs])  # fmt: skip
+
+    def get(self, ids: Sequence[str]) -> tuple[Configs, np.ndarray, list[dict]]:
+        """(configs, y (n, L, L) float32, headers) for the ids, in order; checksums are verified."""
+        L = self.physics.lattice
+        y = np.empty((len(ids), L, L), np.float32)  # (n, L, L)
+        headers = []
+        with begin(self.env, buffers=True) as txn:
+            for s, i in enumerate(ids):
+                buf = txn.get(str(i).encode(), db=self._samples)
+                if buf is None:
+                    raise InputError(f"no sample {i!r} in {self.path}")
+                h, y[s] = decode_record(buf, str(i))
+                headers.append(h)
+        configs = Configs.from_lists([np.array(h["centers"], np.int64).reshape(-1, 2) for h in headers],
+                                     [np.array(h["values"], np.float64) for h in headers])  # fmt: skip
+        return configs, y, headers
+
+    def subset(self, split: str, fraction: float, seed: int = 0) -> list[str]:
+        """A train subset of round(fraction * N) ids; subsets of one seed are nested (1.25 % within 2.5 % ...).
+
+        Each source count's ids are shuffled (seeded) and dealt round-robin across source counts, so every
+        prefix holds equal numbers per source count until a count runs out. Ids are sorted first: the result
+        depends only on the store's content and the seed, not on insertion order."""
+        if not 0 < fraction <= 1:
+            raise InputError(f"fraction must be in (0, 1], got {fraction}")
+        df = self.index()
+        df = df[df["split"] == split].sort_values("id")
+        if df.empty:
+            return []
+        rng = np.random.default_rng(seed)
+        ranked = []
+        for _, g in df.groupby("n_sources", sort=True):
+            perm = rng.permutation(len(g))
+            ranked += [(r, rng.random(), i) for r, i in enumerate(g["id"].to_numpy()[perm])]
+        order = [i for _, _, i in sorted(ranked)]
+        m = max(1, int(round(fraction * len(order))))
+        return order[:m]
+
+    def info(self) -> dict:
+        """The `curate info --json` object (CONTRACTS.md), plus preset, encoding, created and command."""
+        df = self.index()
+
+        def counts(col: str) -> dict:
+            return {str(k): int(v) for k, v in df[col].value_counts().sort_index().items()}
+
+        with begin(self.env) as txn:
+            psize = txn.stat(self._samples)["psize"]
+        return {
+            "physics": self.physics.to_dict(),
+            "schema_version": int(self.meta["schema_version"]),
+            "count": len(df),
+            "by_split": counts("split"),
+            "by_sources": counts("n_sources"),
+            "by_round": counts("round"),
+            "by_sampler": counts("sampler"),
+            "bytes": int((self.env.info()["last_pgno"] + 1) * psize),
+            "preset": self.meta.get("preset", ""),
+            "encoding": self.encoding,
+            "created": self.meta.get("created", ""),
+            "command": self.meta.get("command", ""),
+        }
+
+    def verify(self) -> list[str]:
+        """Every problem found: bad checksums, undecodable records, ids that do not match their config,
+        index entries that disagree with their records. Empty means the store is sound."""
+        problems: list[str] = []
+        L = self.physics.lattice
+        with begin(self.env, buffers=True) as txn:
+            seen = set()
+            for k, v in txn.cursor(db=self._samples):
+                key = bytes(k).decode(errors="replace")
+                seen.add(key)
+                try:
+                    h, y = decode_record(v, key)
+                    cfg = Configs.from_lists([np.array(h["centers"], np.int64).reshape(-1, 2)], [h["values"]])
+                    if h["id"] != key or cfg.sample_id(0, self.physics) != key:
+                        problems.append(f"record {key}: id does not match its configuration")
+                    if y.shape != (L, L):
+                        problems.append(f"record {key}: shape {y.shape} is not ({L}, {L})")
+                    idx = txn.get(k, db=self._index)
+                    if idx is None:
+                        problems.append(f"record {key}: missing from the index")
+                    elif (_decode_index(idx, key) is None) or bytes(idx[:-4]) != _header_json(v):
+                        problems.append(f"record {key}: index entry disagrees with the record")
+                except CheckError as e:
+                    problems.append(str(e))
+                except (KeyError, TypeError, ValueError) as e:
+                    problems.append(f"record {key}: undecodable ({e})")
+            for k, _ in txn.cursor(db=self._index):
+                if bytes(k).decode(errors="replace") not in seen:
+                    problems.append(f"index entry {bytes(k).decode(errors='replace')}: no record")
+        return problems
+
+
+def open_dataset(path: str | os.PathLike, split: str = "train", ids: Sequence[str] | None = None):
+    """A torch Dataset of (x, y, mask, count) over a store directory, an .npz or an .h5 file.
+
+    >>> from curate.store import open_dataset
+    >>> ds = open_dataset("runs/x/store", split="train")
+    """
+    from curate.dataset import open_dataset as _open
+
+    return _open(path, split=split, ids=ids)

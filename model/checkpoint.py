@@ -1,0 +1,102 @@
+"""Checkpoints as plain data (no pickle): state_dict + model config + train config + physics + metrics.
+
+`torch.load(path, weights_only=True)` reads them; `load_checkpoint` rebuilds the network from the stored config
+and refuses a checkpoint made for other physics than the caller's data.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from model.nets import build_model, config_to_dict
+from solvers.errors import InputError
+from solvers.problem import PRESETS, Physics
+
+FORMAT = "diffcurate.model/1"
+
+
+def preset_of(physics: Physics | None) -> str | None:
+    """The preset whose physics equals `physics`, if any (for messages and defaults)."""
+    return next((name for name, p in PRESETS.items() if p.physics == physics), None)
+
+
+def atomic_save(obj: dict, path: Path) -> None:
+    """Write next to the target then rename: a kill mid-write leaves the previous file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def save_checkpoint(
+    path,
+    model: torch.nn.Module,
+    model_config,
+    train_config=None,
+    physics: Physics | None = None,
+    metrics: dict | None = None,
+    **extra,
+) -> Path:
+    """Save weights with everything needed to rebuild and check them. Extra keys must be plain data."""
+    mc = model_config if isinstance(model_config, dict) else config_to_dict(model_config)
+    tc = train_config if isinstance(train_config, dict) or train_config is None else train_config.to_dict()
+    obj = {
+        "format": FORMAT,
+        "state_dict": cpu_state(model),
+        "model_config": mc,
+        "train_config": tc or {},
+        "physics": physics.to_dict() if physics is not None else None,
+        "preset": preset_of(physics),
+        "metrics": metrics or {},
+        **extra,
+    }
+    atomic_save(obj, Path(path))
+    return Path(path)
+
+
+def read_checkpoint(path) -> dict:
+    """The raw checkpoint dict; InputError when missing or not one of ours."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated file, pickle with foreign globals, not a torch file
+        raise InputError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
+    if not isinstance(obj, dict) or "state_dict" not in obj or "model_config" not in obj:
+        raise InputError(f"{path}: not a diffcurate model checkpoint (no state_dict/model_config)")
+    return obj
+
+
+def check_physics(meta: dict, physics: Physics | None, path="checkpoint") -> None:
+    if physics is None or meta.get("physics") is None:
+        return
+    stored = Physics.from_dict(meta["physics"])
+    if stored != physics:
+        want = preset_of(physics) or f"L={physics.lattice}"
+        have = preset_of(stored) or f"L={stored.lattice}"
+        raise InputError(
+            f"{path} was trained for physics {have} ({stored.fingerprint()}), not for the requested {want}"
+            f" ({physics.fingerprint()})"
+        )
+
+
+def load_checkpoint(path, physics: Physics | None = None, device: str | torch.device = "cpu"):
+    """(model in eval mode on `device`, meta dict without the state_dict)."""
+    obj = read_checkpoint(path)
+    check_physics(obj, physics, path)
+    model = build_model(obj["model_config"])
+    try:
+        model.load_state_dict(obj["state_dict"])
+    except RuntimeError as e:
+        raise InputError(f"{path}: weights do not match the stored model config ({str(e).splitlines()[0]})") from None
+    meta = {k: v for k, v in obj.items() if k != "state_dict"}
+    return model.to(device).eval(), meta

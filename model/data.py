@@ -1,0 +1,116 @@
+"""Datasets the trainer reads: items are (x, y, mask, count), whatever the storage behind them.
+
+x float32 (1, L, L) input image, y float32 (1, L, L) target, mask bool (1, L, L) disc pixels (needed because
+zero-valued discs are invisible in x), count int64 scalar = number of sources. `load_data(path, split)` is the one
+entry point for files; the store adds its own backend to LOADERS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from solvers.errors import InputError
+from solvers.problem import Configs, Physics, disc_mask, paint
+
+SPLITS = ("train", "val", "all")
+
+
+class ArrayDataset(Dataset):
+    """In-memory arrays: x, y (n, L, L) float, mask (n, L, L) bool, counts (n,) int."""
+
+    def __init__(self, x, y, mask, counts) -> None:
+        self.x = torch.as_tensor(np.asarray(x, np.float32))
+        self.y = torch.as_tensor(np.asarray(y, np.float32))
+        self.mask = torch.as_tensor(np.asarray(mask, bool))
+        self.counts = torch.as_tensor(np.asarray(counts, np.int64))
+        n = len(self.counts)
+        if not (self.x.shape == self.y.shape == self.mask.shape and self.x.ndim == 3 and self.x.shape[0] == n):
+            raise InputError(
+                f"dataset arrays disagree: x {tuple(self.x.shape)}, y {tuple(self.y.shape)},"
+                f" mask {tuple(self.mask.shape)}, counts ({n},); expected (n, L, L) x3 and (n,)"
+            )
+
+    def __len__(self) -> int:
+        return int(self.counts.shape[0])
+
+    def __getitem__(self, i: int):
+        return self.x[i, None], self.y[i, None], self.mask[i, None], self.counts[i]
+
+    def subset(self, idx) -> ArrayDataset:
+        idx = torch.as_tensor(np.asarray(idx, np.int64))
+        return ArrayDataset(self.x[idx], self.y[idx], self.mask[idx], self.counts[idx])
+
+
+def dataset_from_configs(physics: Physics, configs: Configs, y: np.ndarray) -> ArrayDataset:
+    """Paint x and the disc mask from the configurations; y (n, L, L) the solved targets."""
+    return ArrayDataset(paint(physics, configs), y, disc_mask(physics, configs), configs.counts)
+
+
+def split_indices(n: int, split: str, seed: int = 0, train_fraction: float = 0.9) -> np.ndarray:
+    """Deterministic train/val split of n samples by seed (val gets at least one sample when n >= 2)."""
+    if split not in SPLITS:
+        raise InputError(f"unknown split {split!r} (choose from {', '.join(SPLITS)})")
+    if not 0 < train_fraction <= 1:
+        raise InputError(f"train fraction must lie in (0, 1], got {train_fraction}")
+    if split == "all":
+        return np.arange(n)
+    perm = np.random.default_rng(seed).permutation(n)
+    n_train = min(n - 1, round(train_fraction * n)) if n >= 2 and train_fraction < 1 else n
+    return np.sort(perm[:n_train] if split == "train" else perm[n_train:])
+
+
+def _load_npz(path: Path, split: str, seed: int, train_fraction: float) -> tuple[ArrayDataset, Physics]:
+    with np.load(path, allow_pickle=False) as f:
+        need = ("centers", "values", "counts", "x", "y", "lattice", "radius", "diffusion", "decay", "source_model")
+        missing = [k for k in need if k not in f.files]
+        if missing:
+            raise InputError(f"{path}: missing arrays {missing} (expected the `curate solve` npz layout)")
+        physics = Physics.from_dict({k: f[k].item() for k in need[5:]})
+        configs = Configs(f["centers"], f["values"], f["counts"])
+        x, y = f["x"], f["y"]
+    idx = split_indices(len(configs), split, seed, train_fraction)
+    sub = configs[idx] if len(idx) else Configs(configs.centers[:0], configs.values[:0], configs.counts[:0])
+    return ArrayDataset(x[idx], y[idx], disc_mask(physics, sub), sub.counts), physics
+
+
+# file suffix -> loader(path, split, seed, train_fraction) -> (Dataset, Physics); the store registers its own
+LOADERS: dict[str, Callable[[Path, str, int, float], tuple[Dataset, Physics]]] = {".npz": _load_npz}
+
+
+def load_data(path, split: str = "all", seed: int = 0, train_fraction: float = 0.9) -> tuple[Dataset, Physics]:
+    """(Dataset of (x, y, mask, count), Physics) for one split of a data file."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"data not found: {path}")
+    loader = LOADERS.get(path.suffix.lower())
+    if loader is None:
+        raise InputError(f"{path}: unsupported data format (supported: {', '.join(LOADERS)})")
+    return loader(path, split, seed, train_fraction)
+
+
+def uniform_configs(physics: Physics, n: int, sources: tuple[int, int], seed: int = 0) -> Configs:
+    """The paper's uniform family (centres uniform with discs fully inside, one value 1, others U(0, 1]), for tests
+    and benchmarks that must not depend on the sampler registry."""
+    rng = np.random.default_rng(seed)
+    L, R = physics.lattice, physics.radius
+    centers, values = [], []
+    for _ in range(n):
+        k = int(rng.integers(sources[0], sources[1] + 1))
+        v = 1.0 - rng.random(k)
+        v[rng.integers(k)] = 1.0
+        centers.append(rng.integers(R, L - R, size=(k, 2)))
+        values.append(v)
+    return Configs.from_lists(centers, values)
+
+
+def synthetic_dataset(physics: Physics, n: int, sources: tuple[int, int], seed: int = 0) -> ArrayDataset:
+    """n uniform configurations solved with the fast solver (float32 targets)."""
+    from solvers import solve
+
+    configs = uniform_configs(physics, n, sources, seed)
+    return dataset_from_configs(physics, configs, solve(physics, configs, "fast", dtype="float32", batch_size=64))

@@ -1,0 +1,57 @@
+"""Export a checkpoint as a standalone model that maps x (B, 1, L, L) to y in target units (transform inverted)."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from model.checkpoint import load_checkpoint
+from model.losses import transform_pair
+from solvers.errors import InputError
+
+
+class Surrogate(torch.nn.Module):
+    """The trained net followed by the inverse target transform, so users never see transformed outputs."""
+
+    def __init__(self, net: torch.nn.Module, transform: str = "none"):
+        super().__init__()
+        self.net = net
+        self.transform = transform
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, L, L) -> (B, 1, L, L)
+        return transform_pair(self.transform)[1](self.net(x))
+
+
+def _torchscript(model: torch.nn.Module, example: torch.Tensor, out: Path) -> None:
+    with torch.no_grad():
+        traced = torch.jit.trace(model, example)
+    traced.save(str(out))
+
+
+def _onnx(model: torch.nn.Module, example: torch.Tensor, out: Path) -> None:
+    if importlib.util.find_spec("onnx") is None:
+        raise InputError("--format onnx needs the `onnx` package, which is not installed (pip install onnx)")
+    torch.onnx.export(model, (example,), str(out), input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})  # fmt: skip
+
+
+EXPORTERS: dict[str, Callable[[torch.nn.Module, torch.Tensor, Path], None]] = {
+    "torchscript": _torchscript,
+    "onnx": _onnx,
+}
+
+
+def export_model(checkpoint, fmt: str, out) -> Path:
+    if fmt not in EXPORTERS:
+        raise InputError(f"unknown export format {fmt!r} (choose from {', '.join(EXPORTERS)})")
+    net, meta = load_checkpoint(checkpoint)
+    transform = (meta.get("train_config") or {}).get("transform", "none")
+    L = int((meta.get("physics") or {}).get("lattice", 64))
+    model = Surrogate(net, transform).eval()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    EXPORTERS[fmt](model, torch.zeros(1, 1, L, L), out)
+    return out

@@ -1,0 +1,116 @@
+"""The single definition of the paper's regions and errors (CONTRACTS.md, "JSON outputs": evaluate schema).
+
+Regions: sources = disc pixels (the mask: zero-valued discs are invisible in x); field = every other pixel;
+r1 / r2 / r3 = field pixels with y in [0.2, 1], [0.1, 0.2), [0.05, 0.1). Errors are pooled over the pixels of
+the whole set (sums and counts accumulated across batches, never means of batch means). Empty regions -> None.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+REGIONS = ("all", "sources", "field", "r1", "r2", "r3")
+# field pixels with lo <= y < hi (r1 closes at 1 and takes anything above: y is normalised to <= 1)
+BANDS = {"r1": (0.2, float("inf")), "r2": (0.1, 0.2), "r3": (0.05, 0.1)}
+PERCENTILES = {"p50": 50, "p95": 95, "p99": 99}
+
+
+def region_masks(y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, 1, L, L) target + disc mask -> (B, 6, L, L) bool, one channel per region in REGIONS order."""
+    mask = mask.bool()
+    field = ~mask
+    parts = [torch.ones_like(mask), mask, field]
+    parts += [field & (y >= lo) & (y < hi) for lo, hi in BANDS.values()]
+    return torch.cat(parts, dim=1)
+
+
+def per_sample_mae(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(B,) mean |pred - y| over all pixels of each sample."""
+    return (pred.double() - y.double()).abs().flatten(1).mean(1)
+
+
+def _none_if_empty(s: float, n: float) -> float | None:
+    return float(s / n) if n > 0 else None
+
+
+class MetricAccumulator:
+    """Accumulate per-region error sums and pixel counts over batches; `result()` gives the evaluate schema."""
+
+    def __init__(self) -> None:
+        self.abs_sum: dict[int, np.ndarray] = {}  # source count -> (6,) sum |e| per region
+        self.n_pix: dict[int, np.ndarray] = {}  # source count -> (6,) pixels per region
+        self.sq_err = 0.0
+        self.sq_y = 0.0
+        self.samples: list[np.ndarray] = []
+
+    def update(self, pred: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, counts: torch.Tensor) -> None:
+        """pred, y (B, 1, L, L) in target units; mask (B, 1, L, L) bool; counts (B,) int."""
+        pred, y = pred.detach().double(), y.detach().double()
+        err = (pred - y).abs()  # (B, 1, L, L)
+        reg = region_masks(y, mask.to(y.device))  # (B, 6, L, L)
+        sums = (err * reg).flatten(2).sum(2).cpu().numpy()  # (B, 6)
+        pix = reg.flatten(2).sum(2).cpu().numpy().astype(np.float64)  # (B, 6)
+        for k, s, n in zip(counts.reshape(-1).tolist(), sums, pix, strict=True):
+            k = int(k)
+            self.abs_sum[k] = self.abs_sum.get(k, 0.0) + s
+            self.n_pix[k] = self.n_pix.get(k, 0.0) + n
+        self.sq_err += float(((pred - y) ** 2).sum())
+        self.sq_y += float((y**2).sum())
+        self.samples.append(per_sample_mae(pred, y).cpu().numpy())
+
+    def per_sample(self) -> np.ndarray:
+        return np.concatenate(self.samples) if self.samples else np.zeros(0)
+
+    def result(self) -> dict:
+        ps = self.per_sample()
+        tot_s = sum(self.abs_sum.values(), np.zeros(len(REGIONS)))
+        tot_n = sum(self.n_pix.values(), np.zeros(len(REGIONS)))
+        keys = sorted(self.abs_sum)
+        return {
+            "n_samples": int(ps.size),
+            "mae": {r: _none_if_empty(tot_s[i], tot_n[i]) for i, r in enumerate(REGIONS)},
+            "mae_by_sources": {
+                r: {str(k): _none_if_empty(self.abs_sum[k][i], self.n_pix[k][i]) for k in keys}
+                for i, r in enumerate(REGIONS)
+            },
+            "rel_l2": float(np.sqrt(self.sq_err / self.sq_y)) if self.sq_y > 0 else None,
+            "per_sample_mae": {
+                "mean": float(ps.mean()) if ps.size else None,
+                **{k: float(np.percentile(ps, q)) if ps.size else None for k, q in PERCENTILES.items()},
+                "max": float(ps.max()) if ps.size else None,
+            },
+        }
+
+
+def _batches(data, batch_size: int):
+    """Accept a DataLoader (iterate it) or a Dataset (wrap it, in order)."""
+    if isinstance(data, torch.utils.data.DataLoader):
+        return data
+    return torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False)
+
+
+def evaluate_model(
+    model: torch.nn.Module,
+    data,
+    device: str | torch.device = "cpu",
+    transform: str | Callable[[torch.Tensor], torch.Tensor] = "none",
+    batch_size: int = 64,
+) -> tuple[dict, np.ndarray]:
+    """Metrics of `model` on a Dataset/DataLoader of (x, y, mask, count) items, in eval mode without grad.
+
+    `transform` names the target transform the model was trained with; its inverse maps predictions back to
+    target units. Returns (evaluate-schema dict, (n,) per-sample MAE in data order)."""
+    from model.losses import transform_pair
+
+    inverse = transform_pair(transform)[1] if isinstance(transform, str) else transform
+    device = torch.device(device)
+    model.eval()
+    acc = MetricAccumulator()
+    with torch.no_grad():
+        for x, y, mask, counts in _batches(data, batch_size):
+            pred = inverse(model(x.to(device)).float())  # (B, 1, L, L) float32, target units
+            acc.update(pred, y.to(device), mask.to(device), counts)
+    return acc.result(), acc.per_sample()

@@ -1,0 +1,260 @@
+"""Surrogate architectures behind a name registry, each rebuilt from a plain-data model config.
+
+A checkpoint stores `model_config` as a plain dict (`{"arch": name, **fields}`) next to the state_dict, so
+`torch.load(weights_only=True)` reads both and `build_model(config)` rebuilds the exact network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+
+from solvers.errors import InputError
+
+
+def _act(slope: float) -> nn.Module:
+    return nn.LeakyReLU(slope)
+
+
+def _maybe_dropout(p: float) -> list[nn.Module]:
+    """Dropout is off by default; with p > 0 it enables MC-dropout (see `enable_mc_dropout`)."""
+    return [nn.Dropout2d(p)] if p > 0 else []
+
+
+@dataclass
+class EDCNNConfig:
+    """The paper's encoder-decoder CNN (Table 1), parametrised so smaller presets keep the block structure.
+
+    Encoder: Conv3x3 per entry of `enc_channels` (BatchNorm after the first only), LReLU, AvgPool(2) after all
+    but the last. Decoder: ConvT3x3 per entry of `dec_channels` then a final ConvT3x3 to 1 channel, each followed
+    by LReLU; the last `len(enc_channels) - 1` of these convs are preceded by Upsample(x2), so the output has the
+    input's size. The bottleneck is enc_channels[-1] x (L / 2^pools)^2."""
+
+    enc_channels: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048)
+    dec_channels: tuple[int, ...] = (1024, 512, 256, 128, 64, 32)
+    slope: float = 0.02
+    dropout: float = 0.0
+    arch: str = "edcnn"
+
+    @property
+    def pools(self) -> int:
+        return len(self.enc_channels) - 1
+
+    def check(self, lattice: int | None = None) -> None:
+        if len(self.enc_channels) < 1 or len(self.dec_channels) + 1 < self.pools:
+            raise InputError("edcnn: need len(dec_channels) + 1 >= number of pools (len(enc_channels) - 1)")
+        if lattice is not None and lattice % (2**self.pools):
+            raise InputError(f"edcnn: lattice {lattice} is not divisible by 2^{self.pools} (its pools)")
+
+
+class EDCNN(nn.Module):
+    """Paper Table 1 (no skip connections): the bottleneck has to carry the whole field."""
+
+    def __init__(self, cfg: EDCNNConfig):
+        super().__init__()
+        cfg.check()
+        enc: list[nn.Module] = []
+        cin = 1
+        for i, c in enumerate(cfg.enc_channels):
+            enc.append(nn.Conv2d(cin, c, 3, padding=1))
+            if i == 0:
+                enc.append(nn.BatchNorm2d(c))
+            enc.append(_act(cfg.slope))
+            if i < cfg.pools:
+                enc.append(nn.AvgPool2d(2))
+            cin = c
+        dec: list[nn.Module] = _maybe_dropout(cfg.dropout)
+        outs = list(cfg.dec_channels) + [1]
+        first_up = len(outs) - cfg.pools
+        for i, c in enumerate(outs):
+            if i >= first_up:
+                dec.append(nn.Upsample(scale_factor=2, mode="nearest"))
+            dec.append(nn.ConvTranspose2d(cin, c, 3, padding=1))
+            dec.append(_act(cfg.slope))
+            if i < len(outs) - 1:
+                dec.extend(_maybe_dropout(cfg.dropout) if i < first_up else [])
+            cin = c
+        self.encoder = nn.Sequential(*enc)
+        self.decoder = nn.Sequential(*dec)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, L, L) -> (B, 1, L, L)
+        return self.decoder(self.encoder(x))
+
+
+@dataclass
+class UNetConfig:
+    """A UNet: `depth` AvgPool levels, channels base * 2^level, two Conv3x3+LReLU per level, skip connections.
+
+    Skips carry the sharp disc edges that an encoder-decoder must otherwise squeeze through its bottleneck."""
+
+    base: int = 16
+    depth: int = 3
+    slope: float = 0.02
+    dropout: float = 0.0
+    arch: str = "unet"
+
+    def check(self, lattice: int | None = None) -> None:
+        if self.base < 1 or self.depth < 0:
+            raise InputError("unet: base must be >= 1 and depth >= 0")
+        if lattice is not None and lattice % (2**self.depth):
+            raise InputError(f"unet: lattice {lattice} is not divisible by 2^{self.depth} (its depth)")
+
+
+def _double(cin: int, cout: int, slope: float, p: float = 0.0) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1),
+        _act(slope),
+        *_maybe_dropout(p),
+        nn.Conv2d(cout, cout, 3, padding=1),
+        _act(slope),
+    )
+
+
+class UNet(nn.Module):
+    def __init__(self, cfg: UNetConfig):
+        super().__init__()
+        cfg.check()
+        ch = [cfg.base * 2**i for i in range(cfg.depth + 1)]
+        self.down = nn.ModuleList([_double(1 if i == 0 else ch[i - 1], ch[i], cfg.slope) for i in range(cfg.depth)])
+        self.pool = nn.AvgPool2d(2)
+        self.mid = _double(ch[cfg.depth - 1] if cfg.depth else 1, ch[cfg.depth], cfg.slope, cfg.dropout)
+        self.up = nn.ModuleList(
+            [
+                nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch[i + 1], ch[i], 3, padding=1))
+                for i in reversed(range(cfg.depth))
+            ]
+        )
+        self.merge = nn.ModuleList([_double(2 * ch[i], ch[i], cfg.slope) for i in reversed(range(cfg.depth))])
+        self.head = nn.Conv2d(ch[0], 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, L, L) -> (B, 1, L, L)
+        skips = []
+        for block in self.down:
+            x = block(x)
+            skips.append(x)
+            x = self.pool(x)
+        x = self.mid(x)  # (B, base*2^depth, L/2^depth, L/2^depth)
+        for up, merge in zip(self.up, self.merge, strict=True):
+            x = merge(torch.cat([up(x), skips.pop()], dim=1))
+        return self.head(x)
+
+
+@dataclass(frozen=True)
+class Arch:
+    config: type
+    build: Callable[..., nn.Module]
+
+
+ARCHS: dict[str, Arch] = {"edcnn": Arch(EDCNNConfig, EDCNN), "unet": Arch(UNetConfig, UNet)}
+
+# (preset, arch) -> config fields. small/tiny keep the paper's bottleneck ratio (bottleneck = 2x input size).
+_DEFAULTS: dict[tuple[str, str], dict] = {
+    ("paper", "edcnn"): {},
+    ("small", "edcnn"): {"enc_channels": (16, 32, 64, 128), "dec_channels": (64, 32, 16, 8)},
+    ("tiny", "edcnn"): {"enc_channels": (8, 16, 32), "dec_channels": (16, 8)},
+    ("paper", "unet"): {"base": 32, "depth": 5},
+    ("small", "unet"): {"base": 8, "depth": 3},
+    ("tiny", "unet"): {"base": 8, "depth": 2},
+}
+
+
+def arch_names() -> list[str]:
+    return list(ARCHS)
+
+
+def _arch(name: str) -> Arch:
+    if name not in ARCHS:
+        raise InputError(f"unknown model {name!r} (choose from {', '.join(ARCHS)})")
+    return ARCHS[name]
+
+
+def default_model_config(preset: str, arch: str = "edcnn"):
+    """The model config used for a physics preset (paper / small / tiny)."""
+    spec = _arch(arch)
+    if (preset, arch) not in _DEFAULTS:
+        raise InputError(f"no default {arch} config for preset {preset!r} (choose from paper, small, tiny)")
+    return spec.config(**_DEFAULTS[(preset, arch)])
+
+
+def config_to_dict(cfg) -> dict:
+    """Plain data (lists, numbers, strings) for the checkpoint."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
+
+
+def config_from_dict(d: dict):
+    """Inverse of `config_to_dict`; unknown keys are an InputError (a checkpoint from a newer version)."""
+    d = dict(d)
+    spec = _arch(str(d.get("arch", "")))
+    names = {f.name for f in fields(spec.config)}
+    extra = set(d) - names
+    if extra:
+        raise InputError(f"model config has unknown fields {sorted(extra)} for arch {d['arch']!r}")
+    return spec.config(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def build_model(cfg) -> nn.Module:
+    """A network from a config dataclass or its dict form."""
+    if isinstance(cfg, dict):
+        cfg = config_from_dict(cfg)
+    return _arch(cfg.arch).build(cfg)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def enable_mc_dropout(model: nn.Module) -> nn.Module:
+    """Eval mode everywhere (BatchNorm uses running stats) except dropout layers, which keep sampling."""
+    model.eval()
+    for m in model.modules():
+        if isinstance(m, nn.Dropout | nn.Dropout2d):
+            m.train()
+    return model
+
+
+def model_info(cfg, lattice: int, batch_size: int = 1) -> dict:
+    """Parameters, forward FLOPs per sample and a memory estimate, without allocating weights (meta device).
+
+    FLOPs count 2 per multiply-add of the convolutions (the bulk); training is ~3x the forward. Memory: fp32
+    weights + grads + two Adam moments (16 B/param) plus the stored activations of one training batch; inference
+    keeps only the weights and the largest layer's input + output (no graph under no_grad)."""
+    if isinstance(cfg, dict):
+        cfg = config_from_dict(cfg)
+    cfg.check(lattice)
+    with torch.device("meta"):
+        model = build_model(cfg)
+    flops = 0
+    act_elems = 0
+    peak_elems = 0
+
+    def hook(mod, inputs, out):
+        nonlocal flops, act_elems, peak_elems
+        act_elems += out.numel()
+        peak_elems = max(peak_elems, out.numel() + inputs[0].numel())
+        if isinstance(mod, nn.Conv2d | nn.ConvTranspose2d):
+            kh, kw = mod.kernel_size
+            spatial = (out if isinstance(mod, nn.Conv2d) else inputs[0]).shape[-2:]
+            macs = mod.in_channels * mod.out_channels * kh * kw * spatial[0] * spatial[1] // mod.groups
+            flops += 2 * macs
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    with torch.no_grad():
+        model(torch.empty(1, 1, lattice, lattice, device="meta"))
+    for h in handles:
+        h.remove()
+    params = count_parameters(model)
+    return {
+        "arch": cfg.arch,
+        "lattice": lattice,
+        "parameters": params,
+        "flops_per_sample": flops,
+        "activation_mb_per_sample": act_elems * 4 / 2**20,
+        "weights_mb": params * 4 / 2**20,
+        "train_memory_mb": (params * 16 + act_elems * 4 * batch_size) / 2**20,
+        "inference_memory_mb": (params * 4 + peak_elems * 4 * batch_size) / 2**20,
+        "batch_size": batch_size,
+    }

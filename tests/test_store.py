@@ -1,0 +1,270 @@
+"""The LMDB store: dedupe, checksums, physics guard, crash safety, map growth, Dataset, subsets, export/import."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import lmdb
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from curate.arrays import load_arrays
+from curate.dataset import StoreDataset
+from curate.export import card_paths, export_store, import_arrays
+from curate.store import Store, open_dataset
+from solvers import solve
+from solvers.errors import CheckError, InputError
+from solvers.problem import Configs, Physics, disc_mask, paint
+
+TINY = Physics(32, 2, 1.0, 1 / 16)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def random_configs(n: int, seed: int = 0, physics: Physics = TINY, kmax: int = 10) -> Configs:
+    rng = np.random.default_rng(seed)
+    lo, hi = physics.radius, physics.lattice - 1 - physics.radius
+    ks = rng.integers(1, kmax + 1, n)
+    return Configs.from_lists(
+        [rng.integers(lo, hi + 1, (k, 2)) for k in ks], [rng.random(k) for k in ks]
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def solved() -> tuple[Configs, np.ndarray]:
+    c = random_configs(120)
+    return c, solve(TINY, c, "fast", dtype="float32")  # (120, 32, 32)
+
+
+@pytest.fixture
+def store(tmp_path, solved) -> Store:
+    c, y = solved
+    st = Store.create(tmp_path / "store", TINY, preset="tiny")
+    st.add(c[:80], y[:80], split="train", sampler="uniform", round=0, scores=np.arange(80.0))
+    st.add(c[80:100], y[80:100], split="val", sampler="clustered", round=1, provenance={"strategy": "topk"})
+    st.add(c[100:], y[100:], split="test", sampler=["uniform"] * 20, round=0)
+    yield st
+    st.close()
+
+
+def test_add_get_and_dedupe(store, solved):
+    c, y = solved
+    assert store.count() == 120 and store.count("val") == 20
+    assert store.add(c[:50], y[:50], split="test") == 0  # duplicates, even into another split, are no-ops
+    assert store.count("train") == 80 and store.count("test") == 20
+    ids = [c.sample_id(s, TINY) for s in (3, 90, 0)]
+    cfg, yy, hs = store.get(ids)
+    np.testing.assert_array_equal(yy, y[[3, 90, 0]])
+    np.testing.assert_array_equal(paint(TINY, cfg), paint(TINY, c[[3, 90, 0]]))
+    assert hs[1]["provenance"] == {"strategy": "topk"} and hs[1]["round"] == 1 and hs[0]["score"] == 3.0
+    assert len(store.configs("val")) == 20
+    df = store.index()
+    assert {"id", "n_sources", "sampler", "round", "split", "score"} <= set(df.columns)
+    assert df.set_index("id").loc[ids[1], "strategy"] == "topk"
+    assert store.verify() == []
+    with pytest.raises(InputError, match="no sample"):
+        store.get(["0" * 24])
+
+
+def test_info_schema(store):
+    info = store.info()
+    assert {"physics", "schema_version", "count", "by_split", "by_sources", "by_round", "by_sampler",
+            "bytes"} <= set(info)  # fmt: skip
+    assert info["count"] == 120 and info["by_split"] == {"test": 20, "train": 80, "val": 20}
+    assert info["by_sampler"] == {"clustered": 20, "uniform": 100} and info["bytes"] > 120 * 32 * 32 * 4
+    assert Physics.from_dict(info["physics"]) == TINY and sum(info["by_sources"].values()) == 120
+
+
+def test_checksum_corruption_detected(store, solved):
+    c, _ = solved
+    key = c.sample_id(7, TINY).encode()
+    with store.env.begin(write=True) as txn:
+        raw = bytearray(txn.get(key, db=store._samples))
+        raw[len(raw) // 2] ^= 0x01
+        txn.put(key, bytes(raw), db=store._samples)
+    problems = store.verify()
+    assert len(problems) == 1 and "checksum" in problems[0] and key.decode() in problems[0]
+    with pytest.raises(CheckError, match="checksum"):
+        store.get([key.decode()])
+
+
+def test_physics_mismatch_refused(store, solved, tmp_path):
+    c, y = solved
+    other = Physics(32, 2, 1.0, 1 / 9)
+    with pytest.raises(InputError, match="other physics"):
+        store.add(c[:2], y[:2], physics=other)
+    with pytest.raises(InputError, match="other physics"):
+        Store.create(store.path, other)
+    with pytest.raises(InputError, match="shape"):
+        store.add(c[:3], y[:2])
+    with pytest.raises(InputError, match="NaN"):
+        store.add(c[:1], np.full((1, 32, 32), np.nan, np.float32))
+
+
+def test_bad_paths(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(InputError, match="is a file"):
+        Store(f)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="not a store"):
+        Store(tmp_path / "empty")
+    with pytest.raises(InputError, match="does not exist"):
+        Store(tmp_path / "missing")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "a.txt").write_text("x")
+    with pytest.raises(InputError, match="non-empty"):
+        Store.create(tmp_path / "full", TINY)
+    env = lmdb.open(str(tmp_path / "bare"), max_dbs=2)  # an LMDB environment that is not a store
+    env.close()
+    with pytest.raises(InputError, match="not a diffcurate store"):
+        Store(tmp_path / "bare")
+
+
+def test_map_grows_from_tiny_map(tmp_path, solved):
+    c, y = solved
+    with Store.create(tmp_path / "s", TINY, map_size=64 << 10) as st:
+        before = st.env.info()["map_size"]
+        assert st.add(c, y) == 120
+        assert st.env.info()["map_size"] > before and st.verify() == []
+    with Store(tmp_path / "s") as st:
+        assert st.count() == 120
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys, numpy as np
+    from curate.store import Store
+    from solvers.problem import Configs, Physics
+    st = Store.create(sys.argv[1], Physics(32, 2, 1.0, 1 / 16))
+    rng = np.random.default_rng(0)
+    y = rng.random((8, 32, 32)).astype(np.float32)
+    for i in range(100000):
+        c = Configs.from_lists([rng.integers(2, 30, (3, 2)) for _ in range(8)], [rng.random(3) for _ in range(8)])
+        st.add(c, y)
+        if i == 5:
+            print("ready", flush=True)
+    """
+)
+
+
+def test_kill_9_writer_leaves_sound_store(tmp_path):
+    path = tmp_path / "s"
+    p = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        time.sleep(0.3)
+    finally:
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+    with Store(path) as st:
+        n = st.count()
+        assert n >= 48 and n % 8 == 0  # whole committed batches (8 samples per add call) and nothing else
+        assert st.verify() == []
+        assert len(st.index()) == n
+
+
+def test_dataset_items_and_workers(store, solved):
+    c, y = solved
+    ds = StoreDataset(store.path, split="val")
+    x, yy, mask, count = ds[0]
+    assert x.shape == yy.shape == mask.shape == (1, 32, 32)
+    assert (x.dtype, yy.dtype, mask.dtype, count.dtype) == (torch.float32, torch.float32, torch.bool, torch.int64)
+    s = [c.sample_id(i, TINY) for i in range(len(c))].index(ds.ids[0])
+    np.testing.assert_array_equal(x[0].numpy(), paint(TINY, c[s])[0])
+    np.testing.assert_array_equal(mask[0].numpy(), disc_mask(TINY, c[s])[0])
+    np.testing.assert_array_equal(yy[0].numpy(), y[s])
+    assert int(count) == c.counts[s]
+    batches = {}
+    for w in (0, 2):
+        loader = DataLoader(ds, batch_size=7, num_workers=w, shuffle=False)
+        batches[w] = [torch.cat(parts) for parts in zip(*loader, strict=True)]
+    for a, b in zip(batches[0], batches[2], strict=True):
+        assert torch.equal(a, b)
+    # the workers closed their inherited copy of the env; the parent's Store is unaffected
+    assert store.add(c[:1], y[:1]) == 0 and store.verify() == []
+
+
+def test_open_dataset_store_and_files(store, tmp_path):
+    ds = open_dataset(store.path, split="train")
+    assert len(ds) == 80
+    for ext in ("npz", "h5"):
+        out = tmp_path / f"all.{ext}"
+        export_store(store.path, out)
+        fds = open_dataset(out)
+        assert len(fds) == 120
+        ids = load_arrays(out)["ids"].tolist()
+        sds = StoreDataset(store.path, split="all", ids=ids[:5])
+        for i in range(5):
+            for a, b in zip(fds[i], sds[i], strict=True):
+                assert torch.equal(a, b)
+    with pytest.raises(InputError):
+        open_dataset(tmp_path / "nothing.txt")
+
+
+def test_subsets_nested_balanced_reproducible(tmp_path):
+    c = random_configs(400, seed=3)
+    y = np.zeros((400, 32, 32), np.float32)
+    with Store.create(tmp_path / "s", TINY) as st:
+        st.add(c, y)
+        fracs = [0.0125, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]
+        subs = [st.subset("train", f, seed=1) for f in fracs]
+        assert [len(s) for s in subs] == [5, 10, 20, 40, 100, 200, 400]
+        for small, big in zip(subs, subs[1:], strict=False):
+            assert set(small) <= set(big)
+        assert subs[3] == st.subset("train", 0.1, seed=1) and subs[3] != st.subset("train", 0.1, seed=2)
+        df = st.index().set_index("id")
+        per = df.loc[subs[3], "n_sources"].value_counts()
+        assert len(per) == 10 and per.max() - per.min() <= 1  # 40 = 4 per source count
+        with pytest.raises(InputError):
+            st.subset("train", 0.0, seed=1)
+
+
+@pytest.mark.parametrize("ext", ["npz", "h5"])
+def test_export_import_round_trip(store, tmp_path, ext):
+    a = tmp_path / f"a.{ext}"
+    card = export_store(store.path, a, command="curate export test")
+    assert card["n_samples"] == 120 and card["command"] == "curate export test"
+    jcard, mcard = card_paths(a)
+    assert jcard.is_file() and "Dataset card" in mcard.read_text()
+    assert import_arrays(tmp_path / "fresh", a, split=None) == 120
+    b = tmp_path / f"b.{ext}"
+    export_store(tmp_path / "fresh", b)
+    da, db = load_arrays(a), load_arrays(b)
+    assert set(da) == set(db)
+    for k in da:
+        np.testing.assert_array_equal(da[k], db[k])
+    with Store(tmp_path / "fresh") as st:
+        assert st.info()["by_split"] == store.info()["by_split"]
+        assert st.info()["by_round"] == store.info()["by_round"]
+    with pytest.raises(InputError, match="--force"):
+        export_store(store.path, a)
+    export_store(store.path, a, split="val", force=True)
+    assert len(load_arrays(a)["ids"]) == 20
+    export_store(store.path, a, max_round=0, force=True)
+    assert len(load_arrays(a)["ids"]) == 100
+
+
+def test_import_solve_output_and_refuse_other_physics(store, tmp_path, solved):
+    from curate.arrays import save_arrays
+
+    c, y = solved
+    f = tmp_path / "solved.npz"
+    save_arrays(f, TINY, c[:10], y=y[:10])  # like `curate solve`: no ids
+    assert import_arrays(store.path, f) == 0  # all already in the store
+    other = Physics(32, 2, 1.0, 1 / 9)
+    g = tmp_path / "other.npz"
+    save_arrays(g, other, c[:10], y=y[:10])
+    with pytest.raises(InputError, match="other physics"):
+        import_arrays(store.path, g)
+    h = tmp_path / "noy.npz"
+    save_arrays(h, TINY, c[:10])
+    with pytest.raises(InputError, match="no targets"):
+        import_arrays(store.path, h)

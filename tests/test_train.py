@@ -1,0 +1,188 @@
+"""Real (tiny-preset) training: it learns, is deterministic, resumes exactly after a kill, warm-starts, and its
+checkpoints round-trip through torch.load(weights_only=True). Also the model CLI end to end."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from model.checkpoint import load_checkpoint, read_checkpoint
+from model.data import load_data, synthetic_dataset, uniform_configs
+from model.metrics import evaluate_model
+from model.nets import default_model_config
+from model.train import TrainConfig, default_train_config, train
+from solvers.errors import InputError
+from solvers.problem import PRESETS
+
+torch.set_num_threads(1)
+TINY = PRESETS["tiny"]
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic_dataset(TINY.physics, 256, TINY.sources, seed=0), synthetic_dataset(
+        TINY.physics, 64, TINY.sources, seed=1
+    )
+
+
+def _cfg(**kw) -> TrainConfig:
+    return default_train_config("tiny", **{"epochs": 4, "batch_size": 16, **kw})
+
+
+def _run(data, out=None, **kw):
+    tr, va = data
+    return train(default_model_config("tiny", "edcnn"), _cfg(**kw), tr, va, out, physics=TINY.physics, device="cpu")
+
+
+def test_training_learns_and_logs(data, tmp_path):
+    res = _run(data, tmp_path, epochs=8)
+    zero_mae = data[1].y.abs().mean().item()  # predicting 0 everywhere
+    assert res.best_val < 0.5 * zero_mae
+    assert res.val_metrics["mae"]["all"] == pytest.approx(res.best_val)
+    lines = [json.loads(s) for s in (tmp_path / "train.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == list(range(8))
+    assert lines[-1]["lr"] < lines[0]["lr"]  # the cosine tail ran
+    assert (tmp_path / "best.pt").exists() and (tmp_path / "last.pt").exists()
+    assert not res.model.training
+
+
+def test_seeded_runs_are_identical(data):
+    a, b = _run(data, epochs=2), _run(data, epochs=2)
+    for p, q in zip(a.model.state_dict().values(), b.model.state_dict().values(), strict=True):
+        assert torch.equal(p, q)
+    c = _run(data, epochs=2, seed=1)
+    assert not torch.equal(next(iter(a.model.parameters())), next(iter(c.model.parameters())))
+
+
+def test_resume_after_kill_matches_uninterrupted(data, tmp_path):
+    full = _run(data, tmp_path / "full", schedule="random", schedule_prob=0.5, weight="exp")
+
+    def kill(epoch, record):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    tr, va = data
+    cfg = _cfg(schedule="random", schedule_prob=0.5, weight="exp")
+    mc = default_model_config("tiny", "edcnn")
+    with pytest.raises(KeyboardInterrupt):
+        train(mc, cfg, tr, va, tmp_path / "cut", physics=TINY.physics, device="cpu", callback=kill)
+    assert read_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 1
+    resumed = train(mc, cfg, tr, va, tmp_path / "cut", physics=TINY.physics, device="cpu", resume=True)
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in full.history]
+    for p, q in zip(full.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(p, q)
+    lines = (tmp_path / "cut" / "train.jsonl").read_text().splitlines()
+    assert [json.loads(s)["epoch"] for s in lines] == [0, 1, 2, 3]
+    with pytest.raises(InputError, match="cannot resume"):
+        train(mc, _cfg(lr=1e-2), tr, va, tmp_path / "cut", physics=TINY.physics, device="cpu", resume=True)
+
+
+def test_warm_start_begins_where_the_checkpoint_left_off(data, tmp_path):
+    first = _run(data, tmp_path / "a")
+    tr, va = data
+    mc = default_model_config("tiny", "edcnn")
+    warm = train(mc, _cfg(epochs=1, lr=1e-5), tr, va, physics=TINY.physics, device="cpu",
+                 init_from=tmp_path / "a" / "best.pt")  # fmt: skip
+    cold = train(mc, _cfg(epochs=1, lr=1e-5), tr, va, physics=TINY.physics, device="cpu")
+    assert warm.best_val < 1.2 * first.best_val < cold.best_val
+
+
+def test_checkpoint_round_trip_weights_only(data, tmp_path):
+    res = _run(data, tmp_path, epochs=1)
+    raw = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert raw["model_config"]["arch"] == "edcnn" and raw["physics"]["lattice"] == 32 and raw["preset"] == "tiny"
+    model, meta = load_checkpoint(tmp_path / "best.pt", physics=TINY.physics)
+    x = data[1].x[:5, None]
+    with torch.no_grad():
+        assert torch.equal(model(x), res.model(x))
+    assert meta["train_config"] == _cfg(epochs=1).to_dict() and "state_dict" not in meta
+    assert TrainConfig.from_dict(meta["train_config"]) == _cfg(epochs=1)
+    with pytest.raises(InputError, match="trained for physics tiny"):
+        load_checkpoint(tmp_path / "best.pt", physics=PRESETS["small"].physics)
+    with pytest.raises(InputError, match="not found"):
+        load_checkpoint(tmp_path / "nope.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
+
+
+def test_sqrt_transform_and_toggle_train(data):
+    res = _run(data, epochs=3, transform="sqrt", schedule="toggle", schedule_period=1, weight="step", a=10.0)
+    assert [h["loss_index"] for h in res.history] == [0, 1, 0]
+    m, per = evaluate_model(res.model, data[1], transform="sqrt")
+    assert m["mae"]["all"] == pytest.approx(res.best_val) and per.shape == (64,)
+
+
+def test_bad_train_options(data):
+    with pytest.raises(InputError, match="unknown loss"):
+        _run(data, loss="l7")
+    with pytest.raises(InputError, match="unknown transform"):
+        _run(data, transform="log")
+
+
+# ------------------------------------------------------------------------------------------------- data + CLI
+def _write_npz(path, n=96, seed=0):
+    from solvers import solve
+
+    configs = uniform_configs(TINY.physics, n, TINY.sources, seed)
+    y = solve(TINY.physics, configs, "fast", dtype="float32")
+    from solvers.problem import paint
+
+    ph = TINY.physics.to_dict()
+    np.savez(path, centers=configs.centers, values=configs.values, counts=configs.counts,
+             x=paint(TINY.physics, configs), y=y, **{k: np.asarray(v) for k, v in ph.items()})  # fmt: skip
+    return path
+
+
+def test_load_data_split_is_deterministic_and_disjoint(tmp_path):
+    path = _write_npz(tmp_path / "d.npz", n=50)
+    tr, ph = load_data(path, "train", seed=3)
+    va, _ = load_data(path, "val", seed=3)
+    al, _ = load_data(path, "all")
+    assert ph == TINY.physics and (len(tr), len(va), len(al)) == (45, 5, 50)
+    rows = {tuple(al.y[i].flatten()[:8].tolist()) for i in range(50)}
+    got = [tuple(d.y[i].flatten()[:8].tolist()) for d in (tr, va) for i in range(len(d))]
+    assert set(got) == rows and len(got) == 50
+    assert torch.equal(load_data(path, "val", seed=3)[0].y, va.y)
+    assert not torch.equal(load_data(path, "val", seed=4)[0].y, va.y)
+    x, y, mask, count = tr[0]
+    assert x.shape == y.shape == mask.shape == (1, 32, 32) and mask.dtype == torch.bool and count.dtype == torch.int64
+    assert (x[mask] >= 0).all() and (x[~mask] == 0).all()
+    with pytest.raises(InputError, match="not found"):
+        load_data(tmp_path / "missing.npz")
+
+
+def test_cli_train_evaluate_export(tmp_path):
+    from typer.testing import CliRunner
+
+    import curate.commands.model  # noqa: F401  (registers the commands)
+    from curate.cli import app
+
+    data = _write_npz(tmp_path / "d.npz")
+    run = CliRunner().invoke
+    r = run(app, ["train", str(tmp_path / "run"), "--data", str(data), "--epochs", "2", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    ckpt = tmp_path / "run" / "checkpoints" / "best.pt"
+    assert ckpt.exists()
+    out = tmp_path / "m.json"
+    r = run(app, ["evaluate", "--checkpoint", str(ckpt), "--data", str(data), "--out", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    m = json.loads(out.read_text())
+    assert json.loads(r.stdout) == m
+    assert m["n_samples"] == 96 and set(m["mae"]) == {"all", "sources", "field", "r1", "r2", "r3"}
+    assert set(m["per_sample_mae"]) == {"mean", "p50", "p95", "p99", "max"}
+    ts = tmp_path / "m.ts"
+    r = run(app, ["export-model", "--checkpoint", str(ckpt), "--format", "torchscript", "--out", str(ts)])
+    assert r.exit_code == 0, r.output
+    scripted = torch.jit.load(str(ts))
+    model, _ = load_checkpoint(ckpt)
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(scripted(x), model(x), atol=1e-6)
+    r = run(app, ["model-info", "--model", "edcnn", "--preset", "paper", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["parameters"] == 50_307_969
+    r = run(app, ["train", str(tmp_path / "run2"), "--data", str(data), "--loss", "l7", "--epochs", "1"])
+    assert isinstance(r.exception, InputError) and "unknown loss" in str(r.exception)
+    r = run(app, ["evaluate", "--checkpoint", str(ckpt), "--data", str(tmp_path / "none.npz"), "--out", str(out)])
+    assert isinstance(r.exception, InputError)
