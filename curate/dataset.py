@@ -134,3 +134,43 @@ def open_dataset(path: str | os.PathLike, split: str = "train", ids: Sequence[st
     if p.suffix.lower() in FORMATS:
         return ArraysDataset(p, ids=ids)
     raise InputError(f"{p}: neither a store directory nor an .npz/.h5 file")
+
+
+IN_MEMORY_BYTES = 2 << 30  # a split smaller than this is read once into RAM (x, y, mask: 9 bytes per pixel)
+
+
+def _load_store(path: Path, split: str, seed: int, train_fraction: float) -> tuple[Dataset, Physics]:
+    """model.data.load_data backend for a store: its own splits ("all" = every split); `seed` and
+    `train_fraction` are unused because a store's splits are fixed when samples are added."""
+    from model.data import dataset_from_configs
+
+    with Store(path, readonly=True) as st:
+        ids = st.ids(split)
+        if len(ids) * st.physics.lattice**2 * 9 > IN_MEMORY_BYTES:
+            return StoreDataset(path, split, ids), st.physics
+        cfg, y, _ = st.get(ids)
+        return dataset_from_configs(st.physics, cfg, y), st.physics
+
+
+def _load_file(path: Path, split: str, seed: int, train_fraction: float) -> tuple[Dataset, Physics]:
+    """model.data.load_data backend for .h5 files (and any layout file): the seeded train/val split of its rows."""
+    from model.data import dataset_from_configs, split_indices
+
+    d = load_arrays(path)
+    if "y" not in d:
+        raise InputError(f"{path}: no targets `y`")
+    physics = physics_from_arrays(d)
+    cfg = Configs(d["centers"], d["values"], d["counts"])
+    idx = split_indices(len(cfg), split, seed, train_fraction)
+    return dataset_from_configs(physics, cfg[idx], d["y"][idx]), physics
+
+
+def register_loaders() -> None:
+    from model.data import LOADERS
+
+    LOADERS[""] = _load_store
+    for suffix in (".h5", ".hdf5"):
+        LOADERS[suffix] = _load_file
+
+
+register_loaders()

@@ -78,7 +78,8 @@ def _load_npz(path: Path, split: str, seed: int, train_fraction: float) -> tuple
     return ArrayDataset(x[idx], y[idx], disc_mask(physics, sub), sub.counts), physics
 
 
-# file suffix -> loader(path, split, seed, train_fraction) -> (Dataset, Physics); the store registers its own
+# file suffix ("" for a directory) -> loader(path, split, seed, train_fraction) -> (Dataset, Physics);
+# curate.dataset registers the LMDB store ("") and HDF5 (".h5", ".hdf5")
 LOADERS: dict[str, Callable[[Path, str, int, float], tuple[Dataset, Physics]]] = {".npz": _load_npz}
 
 
@@ -87,7 +88,7 @@ def load_data(path, split: str = "all", seed: int = 0, train_fraction: float = 0
     path = Path(path)
     if not path.exists():
         raise InputError(f"data not found: {path}")
-    loader = LOADERS.get(path.suffix.lower())
+    loader = LOADERS.get("" if path.is_dir() else path.suffix.lower())
     if loader is None:
         raise InputError(f"{path}: unsupported data format (supported: {', '.join(LOADERS)})")
     return loader(path, split, seed, train_fraction)

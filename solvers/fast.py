@@ -23,7 +23,7 @@ import numpy as np
 import scipy.fft as sfft
 import torch
 
-from solvers.problem import Configs, Physics, disc_index, paint
+from solvers.problem import Configs, Physics, fixed_values, paint
 from solvers.registry import fft_workers, register
 
 
@@ -74,21 +74,18 @@ def _dst_inverse_eigenvalues(L: int, D: float, gamma: float) -> np.ndarray:
     return 1.0 / (lam * (2.0 * (L + 1)) ** 2)
 
 
-def _boundary_pixels(physics: Physics, configs: Configs, s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Disc-union mask (L*L,), imposed values (L*L,), and the flat indices of B (disc pixels next to free ones)."""
-    L = physics.lattice
-    flat, _, which = disc_index(physics, configs, s)
-    val = np.full(L * L, -np.inf)
-    np.maximum.at(val, flat, configs.sample(s)[1][which])
-    on = np.isfinite(val).reshape(L, L)
+def _boundary_pixels(values: np.ndarray) -> np.ndarray:
+    """(n, L, L) bool: B, the disc pixels with a free 4-neighbour (neighbours outside the lattice are not free).
+
+    values: (n, L, L) imposed values, NaN off the discs (`fixed_values`)."""
+    on = ~np.isnan(values)
     free = ~on
     touch = np.zeros_like(on)
-    touch[1:] |= free[:-1]
-    touch[:-1] |= free[1:]
     touch[:, 1:] |= free[:, :-1]
     touch[:, :-1] |= free[:, 1:]
-    b = np.nonzero((on & touch).ravel())[0]
-    return on.ravel(), val, b
+    touch[:, :, 1:] |= free[:, :, :-1]
+    touch[:, :, :-1] |= free[:, :, 1:]
+    return on & touch
 
 
 def _green(rows_p, cols_p, rows_q, cols_q, g_flat: torch.Tensor, N: int) -> torch.Tensor:
@@ -108,25 +105,28 @@ def solve_fast(physics: Physics, configs: Configs, device="cpu", dtype=torch.flo
         return unmasked_solve(-physics.decay * alpha, physics)
 
     _, g, N, _ = _spectrum(L, physics.diffusion, physics.decay, str(device), dtype)
-    geo = [_boundary_pixels(physics, configs, s) for s in range(n)]
-    m = max(1, max(len(b) for _, _, b in geo))
+    fixed = fixed_values(physics, configs)  # (n, L, L) float64, NaN off discs
+    boundary = _boundary_pixels(fixed).reshape(n, L * L)
+    fixed = fixed.reshape(n, L * L)
+    m = max(1, int(boundary.sum(1).max()))
     C = -torch.eye(m, dtype=dtype, device=device).repeat(n, 1, 1)  # padding rows stay -identity
     rhs = torch.zeros((n, m), dtype=dtype, device=device)
     idx = torch.full((n, m), L * L, dtype=torch.int64, device=device)  # padding scatters to a dummy slot
-    for s, (_, val, b) in enumerate(geo):
+    for s in range(n):
+        b = np.nonzero(boundary[s])[0]
         k = len(b)
         if k == 0:
             continue
         bt = torch.as_tensor(b, device=device)
         r, c = bt // L, bt % L
         C[s, :k, :k] = _green(r[:, None], c[:, None], r[None, :], c[None, :], g.reshape(-1), N)
-        rhs[s, :k] = torch.as_tensor(val[b], dtype=dtype, device=device)
+        rhs[s, :k] = torch.as_tensor(fixed[s, b], dtype=dtype, device=device)
         idx[s, :k] = bt
     # -G is symmetric positive definite (A is negative definite), so Cholesky is exact and cheaper than LU
     chol = torch.linalg.cholesky(-C)
     f = -torch.cholesky_solve(rhs.unsqueeze(-1), chol).squeeze(-1)  # (n, m) point-source strengths on B
     src = torch.zeros((n, L * L + 1), dtype=dtype, device=device).scatter_(1, idx, f)[:, : L * L]
     u = unmasked_solve(src.reshape(n, L, L), physics).reshape(n, L * L)
-    on = torch.as_tensor(np.stack([o for o, _, _ in geo]), device=device)
-    vals = torch.as_tensor(np.stack([np.where(o, v, 0.0) for o, v, _ in geo]), dtype=dtype, device=device)
-    return torch.where(on, vals, u).reshape(n, L, L)
+    on = ~np.isnan(fixed)
+    vals = torch.as_tensor(np.where(on, fixed, 0.0), dtype=dtype, device=device)
+    return torch.where(torch.as_tensor(on, device=device), vals, u).reshape(n, L, L)

@@ -41,7 +41,6 @@ def residual(u: torch.Tensor, physics: Physics, configs: Configs) -> torch.Tenso
         alpha = torch.as_tensor(paint(physics, configs, "sum", np.float64), dtype=u.dtype, device=u.device)
         return Au + physics.decay * alpha
     mask = torch.as_tensor(disc_mask(physics, configs), device=u.device)
-    L = physics.lattice
-    target = np.stack([fixed_values(physics, configs, s).reshape(L, L) for s in range(len(configs))])
+    target = fixed_values(physics, configs)
     target = torch.as_tensor(np.nan_to_num(target), dtype=u.dtype, device=u.device)
     return torch.where(mask, u - target, Au)

@@ -18,6 +18,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+import torch
 
 from solvers.errors import InputError
 
@@ -259,35 +260,38 @@ def disc_index(physics: Physics, configs: Configs, s: int) -> tuple[np.ndarray, 
     return rows * physics.lattice + cols, rows, which
 
 
+def _scatter(physics: Physics, configs: Configs, reduce: str) -> np.ndarray:
+    """(n, L*L) float64: the discs' values reduced per pixel ("amax": -inf off discs, "sum": 0 off discs).
+
+    One vectorised scatter over the whole batch; padding rows (k >= counts[s]) never take part."""
+    L, n, K = physics.lattice, len(configs), configs.centers.shape[1]
+    off = disc_offsets(physics.radius)  # (P, 2)
+    live = np.broadcast_to((np.arange(K)[None, :] < configs.counts[:, None])[:, :, None], (n, K, len(off)))
+    rc = configs.centers[:, :, None, :] + off[None, None]  # (n, K, P, 2)
+    flat = np.arange(n)[:, None, None] * L * L + rc[..., 0] * L + rc[..., 1]  # (n, K, P)
+    vals = np.broadcast_to(configs.values[:, :, None], flat.shape)
+    out = torch.full((n * L * L,), -np.inf if reduce == "amax" else 0.0, dtype=torch.float64)
+    out.scatter_reduce_(0, torch.from_numpy(flat[live]), torch.from_numpy(vals[live]), reduce)
+    return out.numpy().reshape(n, L * L)
+
+
 def paint(physics: Physics, configs: Configs, mode: str | None = None, dtype=np.float32) -> np.ndarray:
     """Input images x, (n, L, L) float32 (the network's input; solvers ask for float64): disc values painted
     with max (`fixed`) or summed (`production`, where x is the production density alpha)."""
     mode = mode or ("max" if physics.source_model == "fixed" else "sum")
-    L = physics.lattice
-    x = np.zeros((len(configs), L * L), np.float64)
-    for s in range(len(configs)):
-        flat, _, which = disc_index(physics, configs, s)
-        vals = configs.sample(s)[1][which]
-        if mode == "max":
-            np.maximum.at(x[s], flat, vals)
-        else:
-            np.add.at(x[s], flat, vals)
-    return x.reshape(-1, L, L).astype(dtype, copy=False)
+    x = _scatter(physics, configs, "amax" if mode == "max" else "sum")
+    if mode == "max":
+        x[np.isneginf(x)] = 0.0
+    return x.reshape(-1, physics.lattice, physics.lattice).astype(dtype, copy=False)
 
 
 def disc_mask(physics: Physics, configs: Configs) -> np.ndarray:
     """(n, L, L) bool: pixels covered by at least one disc (the paper's 'sources' region)."""
-    L = physics.lattice
-    m = np.zeros((len(configs), L * L), bool)
-    for s in range(len(configs)):
-        m[s, disc_index(physics, configs, s)[0]] = True
-    return m.reshape(-1, L, L)
+    return np.isfinite(_scatter(physics, configs, "amax")).reshape(-1, physics.lattice, physics.lattice)
 
 
-def fixed_values(physics: Physics, configs: Configs, s: int) -> np.ndarray:
-    """(L*L,) float64 with the imposed value on disc pixels (max over overlapping discs), NaN elsewhere."""
-    out = np.full(physics.lattice**2, -np.inf)
-    flat, _, which = disc_index(physics, configs, s)
-    np.maximum.at(out, flat, configs.sample(s)[1][which])
+def fixed_values(physics: Physics, configs: Configs) -> np.ndarray:
+    """(n, L, L) float64: the imposed value on disc pixels (max over overlapping discs), NaN elsewhere."""
+    out = _scatter(physics, configs, "amax")
     out[np.isneginf(out)] = np.nan
-    return out
+    return out.reshape(-1, physics.lattice, physics.lattice)

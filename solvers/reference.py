@@ -21,7 +21,7 @@ def solve_reference(physics: Physics, configs: Configs, device=None, dtype=torch
             alpha = paint(physics, configs[s], "sum", np.float64).ravel()
             out[s] = spla.spsolve(A.tocsc(), -physics.decay * alpha)
             continue
-        fixed = fixed_values(physics, configs, s)
+        fixed = fixed_values(physics, configs[s]).ravel()
         on = ~np.isnan(fixed)
         free = np.nonzero(~on)[0]
         out[s, on] = fixed[on]

@@ -27,7 +27,7 @@ def solve_timestep(physics: Physics, configs: Configs, device="cpu", dtype=torch
         keep = torch.zeros((n, L, L), dtype=torch.bool, device=device)
         u = torch.zeros((n, L, L), dtype=dtype, device=device)
     else:
-        fv = np.stack([fixed_values(physics, configs, s).reshape(L, L) for s in range(n)])
+        fv = fixed_values(physics, configs)
         keep = torch.as_tensor(~np.isnan(fv), device=device)
         u = torch.as_tensor(np.nan_to_num(fv), dtype=dtype, device=device)
         src = torch.zeros_like(u)

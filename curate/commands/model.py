@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+import curate.dataset  # noqa: F401  (registers the store and HDF5 data loaders)
 from curate.cli import app
 from curate.options import Device, Json, OutFile, Preset, Seed
 from solvers.errors import InputError
@@ -167,15 +168,16 @@ def evaluate_cmd(
     out: OutFile,
     device: Device = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Samples per batch.")] = 64,
+    split: Annotated[str, typer.Option("--split", help="Store split (a file is evaluated whole).")] = "test",
     as_json: Json = False,
 ) -> None:
-    """Metrics of a checkpoint on a data file (CONTRACTS.md evaluate schema) -> --out JSON."""
+    """Metrics of a checkpoint on a store split or a data file (CONTRACTS.md evaluate schema) -> --out JSON."""
     from model.checkpoint import load_checkpoint
     from model.data import load_data
     from model.metrics import evaluate_model
     from solvers.registry import resolve_device
 
-    dataset, physics = load_data(data, "all")
+    dataset, physics = load_data(data, split if Path(data).is_dir() else "all")
     dev = resolve_device(device)
     net, meta = load_checkpoint(checkpoint, physics=physics, device=dev)
     transform = (meta.get("train_config") or {}).get("transform", "none")
