@@ -120,3 +120,113 @@ def make_solvers(
     device = "cuda" if num_gpus > 0 else "cpu"
     threads = max(1, int(num_cpus))
     return [cls.remote(physics.to_dict(), device, dtype, threads) for _ in range(n)]
+
+
+class _Trainer:
+    """Owns the surrogate: trains it on the store each round, evaluates it on the test split, scores candidates.
+
+    Reads the store itself (read-only), so only paths and small arrays cross the cluster, never models."""
+
+    def __init__(self, threads: int = 0, device: str = "auto"):
+        import torch
+
+        from solvers.registry import resolve_device
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.device = str(resolve_device(device))
+        self._cache: tuple[str, object, dict] | None = None
+
+    def _model(self, ckpt: str):
+        from model.checkpoint import load_checkpoint
+
+        if self._cache is None or self._cache[0] != ckpt:
+            net, meta = load_checkpoint(ckpt, device=self.device)
+            self._cache = (ckpt, net, meta)
+        return self._cache[1], self._cache[2]
+
+    def fit(self, store: str, model_cfg: dict, train_cfg: dict, physics: dict, work_dir: str, out: str,
+            init_from: str | None = None, run: str = "") -> dict:  # fmt: skip
+        """Train (resuming work_dir/last.pt if a killed run left one) and publish the best weights at `out`."""
+        import shutil
+
+        import curate.dataset  # noqa: F401  (registers the store loader)
+        from model.data import load_data
+        from model.train import TrainConfig, train
+
+        train_set, ph = load_data(store, "train")
+        val_set, _ = load_data(store, "val")
+
+        def report(epoch: int, record: dict) -> None:
+            set_gauge("trainer_epoch", epoch, run)
+            set_gauge("trainer_loss", record["loss"], run)
+
+        res = train(model_cfg, TrainConfig.from_dict(train_cfg), train_set, val_set, work_dir,
+                    physics=Physics.from_dict(physics), device=self.device, resume=True, init_from=init_from,
+                    callback=report)  # fmt: skip
+        tmp = out + ".tmp"
+        shutil.copyfile(res.checkpoint, tmp)
+        os.replace(tmp, out)
+        rates = [h["train_samples_per_s"] for h in res.history if "train_samples_per_s" in h]
+        return {"epochs": len(res.history), "best_epoch": res.best_epoch, "train_size": len(train_set),
+                "train_samples_per_s": float(np.mean(rates)) if rates else None}  # fmt: skip
+
+    def evaluate(self, store: str, ckpt: str) -> dict:
+        """Test-split metrics (evaluate schema) and each test sample's error, for reports."""
+        from curate.store import Store
+        from model.data import dataset_from_configs
+        from model.metrics import evaluate_model
+
+        net, meta = self._model(ckpt)
+        with Store(store, readonly=True) as st:
+            ids = st.ids("test")
+            cfg, y, headers = st.get(ids)
+            ds = dataset_from_configs(st.physics, cfg, y)
+        transform = (meta.get("train_config") or {}).get("transform", "none")
+        metrics, per_sample = evaluate_model(net, ds, self.device, transform)
+        return {"test": metrics, "ids": ids, "per_sample": per_sample.tolist(),
+                "sampler": [h["sampler"] for h in headers]}  # fmt: skip
+
+    def score(self, ckpt: str, physics: dict, centers, values, counts, y, sources_weight: float = 1.0) -> np.ndarray:
+        """True-error scores of solved candidates: weighted per-sample MAE of the model's prediction."""
+        import torch
+
+        from model.inference import predict
+        from model.metrics import per_sample_weighted_mae
+        from solvers.problem import disc_mask, paint
+
+        net, meta = self._model(ckpt)
+        ph = Physics.from_dict(physics)
+        cfg = Configs(centers, values, counts)
+        pred = predict(net, paint(ph, cfg), (meta.get("train_config") or {}).get("transform", "none"), self.device)
+        s = per_sample_weighted_mae(torch.from_numpy(pred), torch.as_tensor(np.asarray(y, np.float32)),
+                                    torch.from_numpy(disc_mask(ph, cfg)), sources_weight)  # fmt: skip
+        return s.numpy()
+
+    def node(self) -> str:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
+
+def make_trainer(num_cpus: float = 1.0, num_gpus: float = -1.0, threads: int = 0):
+    """The trainer actor; num_gpus=-1 takes one GPU when the cluster has one (else trains on CPU)."""
+    import ray
+
+    if num_gpus < 0:
+        num_gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+    num_cpus = min(num_cpus, ray.cluster_resources().get("CPU", 1.0))
+    cls = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=RESTARTS, max_task_retries=RESTARTS)(_Trainer)
+    return cls.remote(threads, "cuda" if num_gpus > 0 else "cpu")
+
+
+_GAUGES: dict = {}
+
+
+def set_gauge(name: str, value: float, run: str, sources: str = "all") -> None:
+    """A ray.util.metrics gauge `diffcurate_<name>` (shown in the dashboard's metrics / Prometheus)."""
+    from ray.util.metrics import Gauge
+
+    if name not in _GAUGES:
+        _GAUGES[name] = Gauge(f"diffcurate_{name}", description=name.replace("_", " "), tag_keys=("run", "sources"))
+    _GAUGES[name].set(float(value), tags={"run": run or "-", "sources": str(sources)})

@@ -96,6 +96,22 @@ def plan(store: Store, gens: list, sampler: str, seed: int, count: int, sources,
     return pending, present
 
 
+def fill(store: Store, requests, gens: list, solvers: list, show_progress: bool = True, chunk: int = 64) -> int:
+    """Bring the store up to several (split, sampler, seed, count, sources) requests at once; returns solves."""
+    plans = []
+    for split, sampler, seed, count, sources in requests:
+        pending, present = plan(store, gens, sampler, seed, count, sources, split, chunk)
+        plans.append((split, pending, present, count))
+    total = sum(p[3] for p in plans)
+    solved = 0
+    with progress_bar(total, "initial sets", show=show_progress) as advance:
+        for split, pending, present, _ in plans:
+            advance(present)
+            solved += sum(len(c) for c, _ in pending)
+            solve_pending(store, pending, solvers, advance, split)
+    return solved
+
+
 def generate(
     store_path: Path,
     physics: Physics,

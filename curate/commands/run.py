@@ -1,0 +1,98 @@
+"""Run commands: `init`, `run`, `status`, `report`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from curate.cli import app
+from curate.options import Address, Json
+from curate.progress import console
+
+RunDir = Annotated[Path, typer.Argument(help="Run directory.")]
+
+
+@app.command()
+def init(
+    run_dir: RunDir,
+    preset: Annotated[str, typer.Option("--preset", help="paper, small or tiny.")] = "small",
+    model: Annotated[str, typer.Option("--model", help="edcnn or unet.")] = "edcnn",
+    config: Annotated[Path | None, typer.Option("--config", help="A full run config (TOML) to start from.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="The run's seed (every random choice).")] = None,
+) -> None:
+    """Create a run directory: config.toml (physics, samplers, model, training, acquisition, seeds, Ray)."""
+    from curate.config import RunConfig, default_config
+    from curate.loop import init_run
+
+    cfg = RunConfig.load(config) if config else default_config(preset, model)
+    if seed is not None:
+        cfg.seed = seed
+    paths = init_run(run_dir, cfg)
+    console.print(f"initialised {run_dir} ({cfg.preset}, {cfg.acquisition.strategy}); edit {paths.config} or run "
+                  f"`curate run {run_dir}`")  # fmt: skip
+
+
+@app.command("run")
+def run_cmd(
+    run_dir: RunDir,
+    rounds: Annotated[int | None, typer.Option("--rounds", min=0, help="Acquisition rounds (after round 0).")] = None,
+    strategy: Annotated[str | None, typer.Option("--strategy", help="al, random, uniform-per-count, topk.")] = None,
+    acquisition: Annotated[str | None, typer.Option("--acquisition", help="How candidates are scored.")] = None,
+    address: Address = None,
+    dashboard: Annotated[bool | None, typer.Option("--dashboard/--no-dashboard", help="Ray dashboard.")] = None,
+    dashboard_host: Annotated[str | None, typer.Option("--dashboard-host", help="Dashboard bind address.")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Solver actors.")] = None,
+    max_solves: Annotated[int | None, typer.Option("--max-solves", min=1, help="Stop at this many solves.")] = None,
+    target_p99: Annotated[float | None, typer.Option("--target-p99", help="Stop when test p99 <= E.")] = None,
+) -> None:
+    """Run (or resume after any interruption) the curation rounds of a run directory."""
+    from curate.loop import run
+
+    run(run_dir, rounds, log=console.print, strategy=strategy, acquisition=acquisition, address=address,
+        dashboard=dashboard, dashboard_host=dashboard_host, workers=workers, max_solves=max_solves,
+        target_p99=target_p99)  # fmt: skip
+
+
+def status_dict(run_dir: Path) -> dict:
+    from curate.loop import load_run, read_rounds
+
+    cfg = load_run(run_dir)
+    rounds = read_rounds(run_dir)
+    return {"run": str(run_dir), "preset": cfg.preset, "strategy": cfg.acquisition.strategy,
+            "rounds_completed": len(rounds), "rounds": rounds}  # fmt: skip
+
+
+@app.command()
+def status(run_dir: RunDir, json_out: Json = False) -> None:
+    """Rounds so far: sizes, solves, test metrics and step timings (`--json` for scripts)."""
+    d = status_dict(run_dir)
+    if json_out:
+        print(json.dumps(d))
+        return
+    t = Table("round", "train", "added", "solves", "MAE", "sources", "p99", "max", "rel L2", "train s", "total s",
+              title=f"{d['run']}: {d['preset']}, {d['strategy']}")  # fmt: skip
+    for r in d["rounds"]:
+        m = r["test"]
+        t.add_row(str(r["round"]), str(r["train_size"]), str(r["added"]), str(r["solves"]), f"{m['mae']['all']:.4g}",
+                  f"{m['mae']['sources']:.4g}", f"{m['per_sample_mae']['p99']:.4g}", f"{m['per_sample_mae']['max']:.4g}",
+                  f"{m['rel_l2']:.3g}", f"{r['seconds']['train']:.1f}", f"{r['seconds']['total']:.1f}")  # fmt: skip
+    console.print(t)
+    if d["rounds"]:
+        last = d["rounds"][-1]
+        by = last["test"]["mae_by_sources"]["all"]
+        t2 = Table("sources", *by.keys(), title=f"round {last['round']}: test MAE by number of sources")
+        t2.add_row("MAE", *[f"{v:.3g}" if v is not None else "-" for v in by.values()])
+        console.print(t2)
+
+
+@app.command()
+def report(run_dir: RunDir) -> None:
+    """Write RUN_DIR/report/report.md with PNG plots (metrics per round, budget, worst test cases)."""
+    from curate.report import write_report
+
+    path = write_report(run_dir)
+    console.print(f"wrote {path}")

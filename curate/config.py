@@ -1,0 +1,190 @@
+"""The run's typed config (dataclasses) <-> RUN_DIR/config.toml. Configuration is data: every random choice of
+a run comes from `seed` (or the fixed `data.test_seed`) recorded here, and checkpoints carry their own model
+and training config."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import tomli_w
+import tomllib
+
+from solvers.errors import InputError
+from solvers.problem import PRESETS, Physics
+
+
+@dataclass
+class DataConfig:
+    """Sizes and samplers of the initial sets and of each round's candidate pool."""
+
+    initial: int = 200  # initial training set: a small seeded random set
+    sampler: str = "mixed"  # initial set and candidate pools
+    val: int = 100  # early stopping
+    test_per_cell: int = 3  # test set: this many per (family, source count), uniform + every edge case
+    test_families: list[str] = field(
+        default_factory=lambda: ["uniform", "clustered", "boundary", "overlap", "sparse-values"]
+    )
+    test_seed: int = 2024  # fixed across runs so strategies are compared on one test set
+    pool: int = 1000  # candidates proposed per round
+
+
+@dataclass
+class AcquisitionConfig:
+    """How the round's budget is spent (the ranker)."""
+
+    strategy: str = "al"  # al | random | uniform-per-count | topk
+    acquisition: str = "true-error"  # how candidates are scored (registry in curate/ranker.py)
+    budget: int = 100  # samples added per round
+    floor: float = 0.5  # each source count gets at least floor x its equal share of the budget
+    exploration: float = 0.1  # share of each count's budget taken at random
+    diversity: str = "kmeans"  # kmeans | none: near-duplicate candidates are not all taken
+    candidates_factor: float = 3.0  # diversity clusters the top factor x budget candidates of a count
+    sources_weight: float = 1.0  # per-sample score = weighted MAE: disc pixels x this, other pixels x 1
+
+
+@dataclass
+class RayConfig:
+    """Cluster and actor resources."""
+
+    address: str = ""  # empty: start a local cluster
+    workers: int = 2  # solver actors
+    solver_cpus: float = 0.5
+    solver_gpus: float = 0.0
+    trainer_cpus: float = 1.0
+    trainer_gpus: float = -1.0  # -1: one GPU if the cluster has one, else CPU
+    trainer_threads: int = 0  # torch threads in the trainer; 0 = all cores of its node
+    dashboard: bool = True
+    dashboard_host: str = "127.0.0.1"
+    num_cpus: int = 0  # local cluster size; 0 = all cores
+
+
+@dataclass
+class RunConfig:
+    preset: str
+    physics: dict
+    sources: list[int]
+    model: dict
+    train: dict
+    seed: int = 0
+    rounds: int = 5
+    max_solves: int = 0  # stop when the solve budget is spent (0: no limit)
+    target_p99: float = 0.0  # stop when the test p99 per-sample MAE reaches this (0: never)
+    warm_start: bool = True  # each round starts from the previous round's weights
+    data: DataConfig = field(default_factory=DataConfig)
+    acquisition: AcquisitionConfig = field(default_factory=AcquisitionConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+    @property
+    def phys(self) -> Physics:
+        return Physics.from_dict(self.physics)
+
+    def sub_seed(self, *parts) -> int:
+        """A seed for one random choice of the run (pool of round k, initial set, ...), derived from `seed`."""
+        h = hashlib.sha256(repr((self.seed, *parts)).encode()).digest()
+        return int.from_bytes(h[:4], "little")
+
+    def to_dict(self) -> dict:
+        return _drop_none(asdict(self))
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".toml.tmp")
+        tmp.write_text(HEADER + tomli_w.dumps(self.to_dict()))
+        tmp.replace(path)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunConfig:
+        d = dict(d)
+        subs = {"data": DataConfig, "acquisition": AcquisitionConfig, "ray": RayConfig}
+        try:
+            for key, sub in subs.items():
+                d[key] = _build(sub, d.get(key, {}), key)
+            return _build(cls, d, "config")
+        except TypeError as e:
+            raise InputError(f"bad run config: {e}") from None
+
+    @classmethod
+    def load(cls, path: Path) -> RunConfig:
+        if not path.is_file():
+            raise InputError(f"{path}: no such config file")
+        try:
+            d = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise InputError(f"{path}: not valid TOML ({e})") from None
+        cfg = cls.from_dict(d)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> RunConfig:
+        from curate.ranker import ACQUISITIONS, STRATEGIES
+        from model.nets import config_from_dict
+        from model.train import TrainConfig
+
+        ph = self.phys
+        config_from_dict(self.model).check(ph.lattice)
+        TrainConfig.from_dict(self.train).loss_specs()
+        a = self.acquisition
+        if a.strategy not in STRATEGIES:
+            raise InputError(f"unknown strategy {a.strategy!r} (choose from {', '.join(STRATEGIES)})")
+        if a.acquisition not in ACQUISITIONS:
+            raise InputError(f"unknown acquisition {a.acquisition!r} (choose from {', '.join(ACQUISITIONS)})")
+        if a.budget < 1 or self.data.pool < a.budget:
+            raise InputError(f"need 1 <= budget <= pool, got budget {a.budget}, pool {self.data.pool}")
+        if not (0 <= a.floor <= 1 and 0 <= a.exploration <= 1):
+            raise InputError("floor and exploration must lie in [0, 1]")
+        lo, hi = self.sources
+        if not 1 <= lo <= hi:
+            raise InputError(f"bad source range {self.sources}")
+        if self.data.initial < 2 or self.data.val < 1:
+            raise InputError("need at least 2 initial training samples and 1 validation sample")
+        return self
+
+
+HEADER = "# diffcurate run config: every random choice of the run derives from `seed` (and data.test_seed).\n"
+
+
+def _drop_none(d):
+    """TOML has no null: None values are left out and come back as the field's default."""
+    if isinstance(d, dict):
+        return {k: _drop_none(v) for k, v in d.items() if v is not None}
+    return d
+
+
+def _build(cls, d: dict, where: str):
+    names = {f.name for f in fields(cls)}
+    extra = set(d) - names
+    if extra:
+        raise InputError(f"{where}: unknown keys {sorted(extra)}")
+    return cls(**d)
+
+
+def default_config(preset: str = "small", arch: str = "edcnn", **overrides) -> RunConfig:
+    """The run config of a preset; `tiny` is scaled down so that tests run rounds in seconds."""
+    from model.nets import config_to_dict, default_model_config
+    from model.train import default_train_config
+
+    if preset not in PRESETS:
+        raise InputError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
+    p = PRESETS[preset]
+    train = default_train_config(preset, patience=None)
+    cfg = RunConfig(
+        preset=preset,
+        physics=p.physics.to_dict(),
+        sources=list(p.sources),
+        model=config_to_dict(default_model_config(preset, arch)),
+        train=_drop_none(train.to_dict()),
+    )
+    if preset == "small":
+        cfg.train["epochs"] = 12
+    if preset == "tiny":
+        cfg.data = DataConfig(initial=40, val=20, test_per_cell=2, pool=80)
+        cfg.acquisition.budget = 20
+        cfg.train["epochs"] = 3
+        cfg.rounds = 2
+    if preset == "paper":
+        cfg.data = DataConfig(initial=2000, val=200, test_per_cell=5, pool=2000)
+        cfg.acquisition.budget = 500
+    for k, v in overrides.items():
+        setattr(cfg, k, v)
+    return cfg

@@ -1,0 +1,410 @@
+"""The curation loop: one round as explicit, resumable steps.
+
+Round 0 trains on the initial set. Round k >= 1:
+
+    generate   generator actor proposes the pool of round k (seeded by (seed, k)), minus ids already stored
+    solve      solver actors solve the pool (only when the acquisition scores against solutions)
+    score      the trainer actor scores every candidate with the model of round k-1
+    select     the ranker spends the budget (per source count, diverse, exploration)
+    add        the chosen samples (solved now if not yet) go into the store with provenance
+    train      the trainer actor retrains (warm start from round k-1) -> checkpoints/round-k.pt
+    evaluate   test-split metrics -> the round's record, appended to rounds.jsonl
+
+Every step writes its result under RUN_DIR/state/round-NNN/ (atomically) before the next starts, and a step whose
+result exists is skipped, so `curate run` after a kill -9 continues at the step where it stopped: the store dedupes
+by id, the trainer resumes its last epoch, and rounds.jsonl only ever gets whole rounds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from curate.config import RunConfig
+from curate.ranker import ACQUISITIONS, config_features, needs_scores, select
+from curate.store import Store
+from solvers.errors import InputError
+from solvers.problem import Configs
+
+CONFIG = "config.toml"
+ROUNDS = "rounds.jsonl"
+
+
+@dataclass
+class RunPaths:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / CONFIG
+
+    @property
+    def store(self) -> Path:
+        return self.root / "store"
+
+    @property
+    def rounds(self) -> Path:
+        return self.root / ROUNDS
+
+    def checkpoint(self, k: int) -> Path:
+        return self.root / "checkpoints" / f"round-{k:03d}.pt"
+
+    def state(self, k: int) -> Path:
+        return self.root / "state" / f"round-{k:03d}"
+
+
+def _atomic_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj))
+    os.replace(tmp, path)
+
+
+def _atomic_npy(path: Path, a: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp.npy")
+    np.save(tmp, a)
+    os.replace(tmp, path)
+
+
+def read_rounds(root: Path) -> list[dict]:
+    """Completed rounds; a torn last line (killed mid-append) is ignored and rewritten by the next append."""
+    path = RunPaths(root).rounds
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return [r for i, r in enumerate(out) if r.get("round") == i]
+
+
+def _append_round(root: Path, record: dict) -> None:
+    done = read_rounds(root)
+    lines = [json.dumps(r) for r in done + [record]]
+    tmp = RunPaths(root).rounds.with_suffix(".jsonl.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, RunPaths(root).rounds)
+
+
+def load_run(root: Path) -> RunConfig:
+    root = Path(root)
+    if not RunPaths(root).config.is_file():
+        raise InputError(f"{root} is not a run directory (no {CONFIG}); create one with `curate init {root}`")
+    return RunConfig.load(RunPaths(root).config)
+
+
+def init_run(root: Path, cfg: RunConfig) -> RunPaths:
+    """Write RUN_DIR/config.toml (the initial sets are made by the first `curate run`, or by `init` itself).
+
+    Re-initialising with the same config is a no-op; with another config it is refused."""
+    root = Path(root)
+    cfg.validate()
+    paths = RunPaths(root)
+    if root.exists() and not root.is_dir():
+        raise InputError(f"{root} exists and is not a directory")
+    if paths.config.exists():
+        if RunConfig.load(paths.config).to_dict() != cfg.to_dict():
+            raise InputError(f"{root} already holds a run with another config; choose a new directory")
+        return paths
+    if root.exists() and any(root.iterdir()):
+        raise InputError(f"{root} is not empty and holds no run config")
+    (root / "checkpoints").mkdir(parents=True, exist_ok=True)
+    cfg.save(paths.config)
+    return paths
+
+
+def initial_requests(cfg: RunConfig) -> list[tuple]:
+    """(split, sampler, seed, count, sources) of the initial train, val and fixed test sets."""
+    lo, hi = cfg.sources
+    d = cfg.data
+    reqs = [
+        ("train", d.sampler, cfg.sub_seed("initial"), d.initial, (lo, hi)),
+        ("val", d.sampler, cfg.sub_seed("val"), d.val, (lo, hi)),
+    ]
+    for f, fam in enumerate(d.test_families):
+        for c in range(lo, hi + 1):
+            reqs.append(("test", fam, d.test_seed * 1000 + f * 100 + c, d.test_per_cell, (c, c)))
+    return reqs
+
+
+class Runner:
+    """Drives the rounds of one run directory on a Ray cluster (actors made once, reused every round)."""
+
+    def __init__(self, root: Path, cfg: RunConfig, log: Callable[[str], None] = print, show_progress: bool = True):
+        from curate.actors import make_generators, make_solvers, make_trainer
+
+        self.root, self.cfg, self.paths = Path(root), cfg, RunPaths(Path(root))
+        self.physics = cfg.phys
+        self.log = log
+        self.show_progress = show_progress
+        r = cfg.ray
+        self.gens = make_generators(self.physics, 1)
+        self.solvers = make_solvers(self.physics, r.workers, r.solver_cpus, r.solver_gpus)
+        self.trainer = make_trainer(r.trainer_cpus, r.trainer_gpus, r.trainer_threads)
+
+    def close(self) -> None:
+        import ray
+
+        for a in [*self.solvers, *self.gens, self.trainer]:
+            ray.kill(a)
+
+    # --- one step, timed, skipped if its result exists ------------------------------------------------------
+
+    def _step(self, k: int, name: str, done: Path, fn: Callable[[], None], actor: str = "driver") -> None:
+        state = self.paths.state(k)
+        timing_path = state / "timing.json"
+        timing = json.loads(timing_path.read_text()) if timing_path.exists() else {}
+        if done.exists():
+            return
+        t0 = time.time()
+        fn()
+        timing[name] = {"start": t0, "end": time.time(), "actor": actor}
+        _atomic_json(timing_path, timing)
+
+    def initial_sets(self) -> int:
+        from curate.generate import fill
+
+        with Store.create(self.paths.store, self.physics, preset=self.cfg.preset, command="curate init") as st:
+            return fill(st, initial_requests(self.cfg), self.gens, self.solvers, self.show_progress)
+
+    # --- rounds ---------------------------------------------------------------------------------------------
+
+    def run_round(self, k: int) -> dict:
+        import ray
+
+        cfg, state = self.cfg, self.paths.state(k)
+        state.mkdir(parents=True, exist_ok=True)
+        meta_path = state / "meta.json"
+        if k == 0:
+
+            def initial():
+                n = self.initial_sets()
+                _atomic_json(meta_path, {"solves": n, "added_by_sources": {}, "added": 0})
+
+            self._step(k, "solve", meta_path, initial, "solvers")
+        else:
+            self._acquire(k)
+        ckpt = self.paths.checkpoint(k)
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        init = str(self.paths.checkpoint(k - 1)) if k > 0 and cfg.warm_start else None
+        fit_path = state / "fit.json"
+
+        def fit():
+            r = ray.get(self.trainer.fit.remote(str(self.paths.store), cfg.model, cfg.train, cfg.physics,
+                                                str(state / "train"), str(ckpt), init, self.root.name))  # fmt: skip
+            _atomic_json(fit_path, r)
+
+        self._step(k, "train", fit_path, fit, "trainer")
+        self.log(f"round {k}: trained ({json.loads(fit_path.read_text())['epochs']} epochs)")
+        eval_path = state / "eval.json"
+        self._step(k, "evaluate", eval_path,
+                   lambda: _atomic_json(eval_path, ray.get(self.trainer.evaluate.remote(str(self.paths.store),
+                                                                                        str(ckpt)))),
+                   "trainer")  # fmt: skip
+        return self._record(k)
+
+    def _acquire(self, k: int) -> None:
+        import ray
+
+        cfg, state = self.cfg, self.paths.state(k)
+        a = cfg.acquisition
+        pool_path, y_path = state / "pool.npz", state / "pool_y.npy"
+        scores_path, sel_path = state / "scores.npy", state / "selection.json"
+        added_path = state / "meta.json"
+        use_scores = needs_scores(a.strategy)
+        solve_pool = use_scores and ACQUISITIONS[a.acquisition].needs_solutions
+
+        def generate():
+            centers, values, counts, fams, ids = ray.get(
+                self.gens[0].configs.remote(cfg.data.sampler, cfg.sub_seed("pool", k), 0, cfg.data.pool,
+                                            tuple(cfg.sources))
+            )  # fmt: skip
+            with Store(self.paths.store, readonly=True) as st:
+                have = set(st.ids())
+            keep = np.array([i not in have for i in ids], bool)
+            tmp = state / "pool.tmp.npz"
+            np.savez(tmp, centers=centers[keep], values=values[keep], counts=counts[keep],
+                     families=np.array(fams)[keep], ids=np.array(ids)[keep])  # fmt: skip
+            os.replace(tmp, pool_path)
+
+        self._step(k, "generate", pool_path, generate, "generator")
+        with np.load(pool_path) as z:
+            pool = Configs(z["centers"], z["values"], z["counts"])
+            fams = z["families"].tolist()
+
+        def solve_all():
+            _atomic_npy(y_path, self._solve(pool))
+
+        if solve_pool:
+            self._step(k, "solve", y_path, solve_all, "solvers")
+
+        def score():
+            y = np.load(y_path)
+            s = ray.get(self.trainer.score.remote(str(self.paths.checkpoint(k - 1)), cfg.physics, pool.centers,
+                                                  pool.values, pool.counts, y, a.sources_weight))  # fmt: skip
+            _atomic_npy(scores_path, np.asarray(s, np.float64))
+
+        if use_scores:
+            self._step(k, "score", scores_path, score, "trainer")
+
+        def pick():
+            scores = np.load(scores_path) if use_scores else None
+            rng = np.random.default_rng(cfg.sub_seed("select", k))
+            sel = select(a.strategy, scores, pool.counts, config_features(self.physics, pool), a.budget, a, rng)
+            _atomic_json(sel_path, {"index": sel.index.tolist(), "cluster": sel.cluster.tolist(), "how": sel.how})
+
+        self._step(k, "select", sel_path, pick, "driver")
+        sel = json.loads(sel_path.read_text())
+        idx = np.array(sel["index"], np.int64)
+
+        def add():
+            chosen = pool[idx]
+            if solve_pool:
+                y, solves = np.load(y_path)[idx], len(pool)
+            else:
+                y, solves = self._solve(chosen), len(idx)
+            scores = np.load(scores_path)[idx] if use_scores else None
+            prov = [{"strategy": a.strategy, "acquisition": a.acquisition if use_scores else None,
+                     "cluster": int(c), "how": h} for c, h in zip(sel["cluster"], sel["how"], strict=True)]  # fmt: skip
+            with Store(self.paths.store) as st:
+                st.add(chosen, y, split="train", sampler=[fams[i] for i in idx], round=k, scores=scores,
+                       provenance=prov, physics=self.physics)  # fmt: skip
+            by = {}
+            for c in chosen.counts.tolist():
+                by[str(c)] = by.get(str(c), 0) + 1
+            _atomic_json(added_path, {"solves": solves, "added": len(idx), "added_by_sources": by})
+
+        self._step(k, "add", added_path, add, "driver")
+        self.log(f"round {k}: added {len(idx)} of a pool of {len(pool)} ({a.strategy})")
+
+    def _solve(self, configs: Configs) -> np.ndarray:
+        """Solve on the solver actors in chunks (at most 2 in flight per actor); (n, L, L) float32 in order."""
+        import ray
+
+        L = self.physics.lattice
+        out = np.empty((len(configs), L, L), np.float32)
+        chunk = max(16, min(256, len(configs) // (2 * len(self.solvers)) or 16))
+        refs = []
+        for n, a in enumerate(range(0, len(configs), chunk)):
+            part = configs[a : a + chunk]
+            refs.append((a, self.solvers[n % len(self.solvers)].solve.remote(part.centers, part.values, part.counts)))
+        for a, ref in refs:
+            y = ray.get(ref)
+            out[a : a + len(y)] = y
+        return out
+
+    def _record(self, k: int) -> dict:
+        state = self.paths.state(k)
+        meta = json.loads((state / "meta.json").read_text())
+        ev = json.loads((state / "eval.json").read_text())
+        timing = json.loads((state / "timing.json").read_text()) if (state / "timing.json").exists() else {}
+        with Store(self.paths.store, readonly=True) as st:
+            train_size = st.count("train")
+        sec = {s: round(v["end"] - v["start"], 3) for s, v in timing.items()}
+        seconds = {s: sec.get(s, 0.0) for s in ("generate", "solve", "score", "train", "evaluate")}
+        seconds["select"] = sec.get("select", 0.0)
+        seconds["add"] = sec.get("add", 0.0)
+        starts = [v["start"] for v in timing.values()]
+        ends = [v["end"] for v in timing.values()]
+        seconds["total"] = round(max(ends) - min(starts), 3) if starts else 0.0
+        return {
+            "round": k,
+            "train_size": train_size,
+            "added": meta["added"],
+            "added_by_sources": meta["added_by_sources"],
+            "solves": meta["solves"],
+            "test": ev["test"],
+            "seconds": seconds,
+            "strategy": self.cfg.acquisition.strategy,
+            "timeline": [{"step": s, **v} for s, v in sorted(timing.items(), key=lambda kv: kv[1]["start"])],
+        }
+
+    def publish(self, record: dict) -> None:
+        """Round metrics as Ray gauges (dashboard / Prometheus)."""
+        from curate.actors import set_gauge
+
+        run = self.root.name
+        set_gauge("round", record["round"], run)
+        set_gauge("train_size", record["train_size"], run)
+        set_gauge("test_mae", record["test"]["mae"]["all"], run)
+        set_gauge("test_p99", record["test"]["per_sample_mae"]["p99"], run)
+        for n, v in record["test"]["mae_by_sources"]["all"].items():
+            if v is not None:
+                set_gauge("test_mae_by_sources", v, run, sources=n)
+        solve_s = record["seconds"].get("solve", 0) or record["seconds"].get("add", 0)
+        if solve_s:
+            set_gauge("solves_per_s", record["solves"] / solve_s, run)
+
+
+def apply_overrides(root: Path, cfg: RunConfig, **kw) -> RunConfig:
+    """CLI overrides of `curate run`. Strategy/acquisition may change only before the first acquisition round,
+    so that one run directory never mixes strategies; the config file is updated to stay the run's truth."""
+    changed = False
+    done = read_rounds(root)
+    for key, section in (("strategy", "acquisition"), ("acquisition", "acquisition"), ("workers", "ray"),
+                         ("address", "ray"), ("dashboard", "ray"), ("dashboard_host", "ray")):  # fmt: skip
+        v = kw.get(key)
+        if v is None or getattr(getattr(cfg, section), key) == v:
+            continue
+        if key in ("strategy", "acquisition") and len(done) > 1:
+            raise InputError(f"{root} already ran acquisition rounds with {key} "
+                             f"{getattr(cfg.acquisition, key)!r}; start a new run directory for {v!r}")  # fmt: skip
+        setattr(getattr(cfg, section), key, v)
+        changed = changed or key in ("strategy", "acquisition", "workers")
+    for key in ("max_solves", "target_p99"):
+        if kw.get(key) is not None:
+            setattr(cfg, key, kw[key])
+            changed = True
+    if changed:
+        cfg.validate()
+        cfg.save(RunPaths(root).config)
+    return cfg
+
+
+def stop_reason(cfg: RunConfig, done: list[dict], rounds: int) -> str | None:
+    if len(done) > rounds:
+        return f"{rounds} rounds done"
+    spent = sum(r["solves"] for r in done)
+    if cfg.max_solves and spent >= cfg.max_solves:
+        return f"solve budget spent ({spent} >= {cfg.max_solves})"
+    if cfg.target_p99 and done and done[-1]["test"]["per_sample_mae"]["p99"] <= cfg.target_p99:
+        return f"test p99 {done[-1]['test']['per_sample_mae']['p99']:.4g} <= target {cfg.target_p99:g}"
+    return None
+
+
+def run(root: Path, rounds: int | None = None, log: Callable[[str], None] = print, show_progress: bool = True,
+        **overrides) -> list[dict]:  # fmt: skip
+    """Run (or resume) rounds 0..K of a run directory; returns all completed round records."""
+    from curate.actors import ray_session
+
+    root = Path(root)
+    cfg = apply_overrides(root, load_run(root), **overrides)
+    rounds = cfg.rounds if rounds is None else rounds
+    r = cfg.ray
+    with ray_session(r.address or None, r.num_cpus or None, r.dashboard, r.dashboard_host):
+        runner = Runner(root, cfg, log, show_progress)
+        try:
+            while True:
+                done = read_rounds(root)
+                why = stop_reason(cfg, done, rounds)
+                if why:
+                    log(f"stopped: {why}")
+                    break
+                record = runner.run_round(len(done))
+                _append_round(root, record)
+                runner.publish(record)
+                pool_y = RunPaths(root).state(record["round"]) / "pool_y.npy"
+                pool_y.unlink(missing_ok=True)  # the chosen ones are in the store; the rest is disk only
+                t = record["test"]
+                log(f"round {record['round']}: train {record['train_size']}, test MAE {t['mae']['all']:.4g}, "
+                    f"p99 {t['per_sample_mae']['p99']:.4g}, {record['seconds']['total']:.1f} s")  # fmt: skip
+        finally:
+            runner.close()
+    return read_rounds(root)

@@ -1,0 +1,210 @@
+"""The ranker: candidate scores -> a budget per source count -> a diverse pick within each count.
+
+Pure numpy and deterministic given its rng, so that it is tested on synthetic scores. An earlier probe on this
+problem found that plain top-K by error over-picks many-source configurations (their errors are largest) and pays
+for it on few sources; `al` therefore spends the budget in two stages:
+
+1. across source counts: share = floor x equal share + (1 - floor) x share proportional to each count's mean
+   candidate score, capped by the candidates available (largest-remainder rounding, budget exact);
+2. within a count: `exploration` of the count's share at random, the rest by k-means over the configuration
+   features of the count's top `candidates_factor` x share candidates, taking the best-scored member of each
+   cluster, so near-duplicate configurations are not all taken.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from solvers.problem import Configs, Physics
+
+
+@dataclass
+class Selection:
+    index: np.ndarray  # (B,) int64 rows of the pool
+    cluster: np.ndarray  # (B,) int64 cluster within its source count (-1: random / not clustered)
+    how: list[str]  # per pick: "exploit", "explore" or "random"
+
+
+@dataclass(frozen=True)
+class Acquisition:
+    """How candidates are scored. `needs_solutions`: the whole pool is solved before scoring (its cost counts)."""
+
+    name: str
+    needs_solutions: bool
+    description: str
+
+
+ACQUISITIONS: dict[str, Acquisition] = {
+    "true-error": Acquisition("true-error", True, "per-sample MAE of the model against the solved candidate"),
+}
+
+
+def config_features(physics: Physics, configs: Configs) -> np.ndarray:
+    """(n, 7) float64 features of a configuration for diversity: centroid (2), spread, mean value, nearest
+    neighbour distance, distance of the nearest disc to a wall, number of sources; lengths / L."""
+    L = physics.lattice
+    out = np.zeros((len(configs), 7))
+    for s in range(len(configs)):
+        c, v = configs.sample(s)
+        c = c.astype(float)
+        d = np.sqrt(((c[:, None] - c[None]) ** 2).sum(-1)) + np.eye(len(c)) * 2 * L
+        wall = np.minimum(c, L - 1 - c).min()
+        out[s] = [*c.mean(0) / L, c.std(0).mean() / L, v.mean(), d.min() / L if len(c) > 1 else 1.0, wall / L, len(c)]
+    return out
+
+
+def kmeans(x: np.ndarray, k: int, rng: np.random.Generator, iters: int = 25) -> np.ndarray:
+    """Labels (n,) of k-means with k-means++ seeding on z-scored features; k <= n."""
+    x = (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1.0)
+    centres = [x[rng.integers(len(x))]]
+    for _ in range(1, k):
+        d2 = ((x[:, None] - np.array(centres)[None]) ** 2).sum(-1).min(1)
+        p = d2 / d2.sum() if d2.sum() > 0 else np.full(len(x), 1 / len(x))
+        centres.append(x[rng.choice(len(x), p=p)])
+    c = np.array(centres)
+    labels = np.zeros(len(x), np.int64)
+    for _ in range(iters):
+        labels = ((x[:, None] - c[None]) ** 2).sum(-1).argmin(1)
+        new = np.array([x[labels == j].mean(0) if (labels == j).any() else c[j] for j in range(k)])
+        if np.allclose(new, c):
+            break
+        c = new
+    return labels
+
+
+def allocate(budget: int, weight: dict[int, float], available: dict[int, int], floor: float) -> dict[int, int]:
+    """Integer budget per source count: floor x equal share + (1 - floor) x share by weight, capped by what is
+    available; sums to min(budget, total available) exactly."""
+    groups = sorted(available)
+    budget = min(budget, sum(available.values()))
+    total_w = sum(max(weight.get(g, 0.0), 0.0) for g in groups)
+    want = {
+        g: floor / len(groups)
+        + (1 - floor) * (max(weight.get(g, 0.0), 0.0) / total_w if total_w > 0 else 1 / len(groups))
+        for g in groups
+    }
+    alloc = dict.fromkeys(groups, 0)
+    free = set(groups)
+    left = budget
+    while left > 0 and free:
+        share = sum(want[g] for g in free)
+        target = {g: left * want[g] / share if share > 0 else left / len(free) for g in free}
+        capped = [g for g in free if alloc[g] + target[g] >= available[g]]
+        if capped:  # fill the capped counts and spread the rest again
+            for g in capped:
+                left -= available[g] - alloc[g]
+                alloc[g] = available[g]
+                free.discard(g)
+            continue
+        floors = {g: math.floor(target[g]) for g in free}
+        for g in free:
+            alloc[g] += floors[g]
+        rest = left - sum(floors.values())
+        for g in sorted(free, key=lambda g: (-(target[g] - floors[g]), g))[:rest]:
+            alloc[g] += 1
+        left = 0
+    return alloc
+
+
+def diverse_pick(scores, feats, k: int, exploration: float, factor: float, diversity: str, rng) -> Selection:
+    """k rows of one group: the exploited ones spread over clusters of the top candidates, the rest random."""
+    n = len(scores)
+    k = min(k, n)
+    n_explore = int(round(exploration * k))
+    n_exploit = k - n_explore
+    order = np.argsort(-scores, kind="stable")
+    chosen, cluster, how = [], [], []
+    if n_exploit:
+        top = order[: min(n, max(n_exploit, math.ceil(factor * n_exploit)))]
+        if diversity == "kmeans" and len(top) > n_exploit:
+            labels = kmeans(feats[top], n_exploit, rng)
+            for j in range(n_exploit):
+                members = top[labels == j]
+                if len(members):
+                    chosen.append(int(members[np.argmax(scores[members])]))
+                    cluster.append(j)
+                    how.append("exploit")
+            for r in top:  # clusters that ended empty: next best by score
+                if len(chosen) == n_exploit:
+                    break
+                if r not in chosen:
+                    chosen.append(int(r))
+                    cluster.append(-1)
+                    how.append("exploit")
+        else:
+            chosen += [int(r) for r in top[:n_exploit]]
+            cluster += [-1] * n_exploit
+            how += ["exploit"] * n_exploit
+    rest = np.setdiff1d(np.arange(n), chosen)
+    extra = rng.choice(rest, size=min(n_explore, len(rest)), replace=False) if n_explore else []
+    chosen += [int(r) for r in extra]
+    cluster += [-1] * len(extra)
+    how += ["explore"] * len(extra)
+    return Selection(np.array(chosen, np.int64), np.array(cluster, np.int64), how)
+
+
+def _merge(parts: list[tuple[np.ndarray, Selection]]) -> Selection:
+    idx = [rows[s.index] for rows, s in parts]
+    return Selection(
+        np.concatenate(idx) if idx else np.zeros(0, np.int64),
+        np.concatenate([s.cluster for _, s in parts]) if parts else np.zeros(0, np.int64),
+        [h for _, s in parts for h in s.how],
+    )
+
+
+def _al(scores, counts, feats, budget, acq, rng) -> Selection:
+    groups = {int(c): np.nonzero(counts == c)[0] for c in np.unique(counts)}
+    weight = {c: float(scores[rows].mean()) for c, rows in groups.items()}
+    alloc = allocate(budget, weight, {c: len(r) for c, r in groups.items()}, acq.floor)
+    parts = []
+    for c, rows in groups.items():
+        if alloc[c]:
+            sel = diverse_pick(scores[rows], feats[rows], alloc[c], acq.exploration, acq.candidates_factor,
+                               acq.diversity, rng)  # fmt: skip
+            parts.append((rows, sel))
+    return _merge(parts)
+
+
+def _topk(scores, counts, feats, budget, acq, rng) -> Selection:
+    idx = np.argsort(-scores, kind="stable")[:budget]
+    return Selection(idx.astype(np.int64), np.full(len(idx), -1), ["exploit"] * len(idx))
+
+
+def _random(scores, counts, feats, budget, acq, rng) -> Selection:
+    idx = rng.choice(len(counts), size=min(budget, len(counts)), replace=False)
+    return Selection(np.sort(idx).astype(np.int64), np.full(len(idx), -1), ["random"] * len(idx))
+
+
+def _uniform_per_count(scores, counts, feats, budget, acq, rng) -> Selection:
+    groups = {int(c): np.nonzero(counts == c)[0] for c in np.unique(counts)}
+    alloc = allocate(budget, {}, {c: len(r) for c, r in groups.items()}, 1.0)
+    parts = []
+    for c, rows in groups.items():
+        pick = np.sort(rng.choice(len(rows), size=alloc[c], replace=False))
+        parts.append((rows, Selection(pick, np.full(len(pick), -1), ["random"] * len(pick))))
+    return _merge(parts)
+
+
+# name -> (fn(scores, counts, features, budget, acquisition config, rng) -> Selection, needs scores)
+STRATEGIES: dict[str, tuple[Callable[..., Selection], bool]] = {
+    "al": (_al, True),
+    "topk": (_topk, True),
+    "random": (_random, False),
+    "uniform-per-count": (_uniform_per_count, False),
+}
+
+
+def select(strategy: str, scores, counts, feats, budget: int, acq, rng: np.random.Generator) -> Selection:
+    """Spend `budget` on the pool. Strategies that need no scores ignore `scores` (may be None)."""
+    fn, needs = STRATEGIES[strategy]
+    counts = np.asarray(counts)
+    scores = np.zeros(len(counts)) if scores is None else np.asarray(scores, np.float64)
+    return fn(scores, counts, feats, budget, acq, rng)
+
+
+def needs_scores(strategy: str) -> bool:
+    return STRATEGIES[strategy][1]

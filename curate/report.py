@@ -1,0 +1,160 @@
+"""`curate report`: a Markdown report with PNG plots of a run (matplotlib, Agg backend, no screen needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from curate.loop import RunPaths, load_run, read_rounds
+from solvers.errors import InputError
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _metrics_per_round(rounds: list[dict], out: Path) -> None:
+    plt = _plt()
+    n = [r["train_size"] for r in rounds]
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax[0].plot(n, [r["test"]["mae"]["all"] for r in rounds], "o-", label="all pixels")
+    ax[0].plot(n, [r["test"]["mae"]["sources"] for r in rounds], "s--", label="sources")
+    ax[0].set(xlabel="training-set size", ylabel="test MAE", xscale="log", yscale="log", title="test MAE")
+    ax[0].legend()
+    for q in ("p50", "p95", "p99", "max"):
+        ax[1].plot(n, [r["test"]["per_sample_mae"][q] for r in rounds], "o-", label=q)
+    ax[1].set(xlabel="training-set size", ylabel="per-sample MAE", xscale="log", yscale="log", title="tails")
+    ax[1].legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def _by_sources(rounds: list[dict], out: Path, lo: int, hi: int) -> None:
+    plt = _plt()
+    counts = [str(c) for c in range(lo, hi + 1)]
+    err = np.array([[r["test"]["mae_by_sources"]["all"].get(c) or np.nan for c in counts] for r in rounds])
+    added = np.array([[r["added_by_sources"].get(c, 0) for c in counts] for r in rounds])
+    fig, ax = plt.subplots(1, 2, figsize=(11, 3.6))
+    im = ax[0].imshow(
+        err, aspect="auto", cmap="magma", origin="lower", extent=(lo - 0.5, hi + 0.5, -0.5, len(rounds) - 0.5)
+    )
+    fig.colorbar(im, ax=ax[0], label="test MAE")
+    ax[0].set(xlabel="number of sources", ylabel="round", title="test MAE per source count")
+    bottom = np.zeros(len(counts))
+    for k, row in enumerate(added[1:], start=1):
+        ax[1].bar(range(lo, hi + 1), row, bottom=bottom, label=f"round {k}")
+        bottom += row
+    ax[1].set(xlabel="number of sources", ylabel="samples added", title="where the budget went")
+    if len(rounds) > 1:
+        ax[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def _timeline(rounds: list[dict], out: Path) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(10, 0.5 + 0.35 * len(rounds)))
+    t0 = min((s["start"] for r in rounds for s in r.get("timeline", [])), default=0.0)
+    colours = {}
+    for r in rounds:
+        for s in r.get("timeline", []):
+            c = colours.setdefault(s["step"], f"C{len(colours)}")
+            ax.barh(r["round"], s["end"] - s["start"], left=s["start"] - t0, color=c,
+                    label=s["step"] if list(colours).index(s["step"]) == len(colours) - 1 else None)  # fmt: skip
+    ax.set(xlabel="seconds since the first step", ylabel="round", title="timeline of the steps (actor in report.md)")
+    handles, labels = ax.get_legend_handles_labels()
+    uniq = dict(zip(labels, handles, strict=True))
+    ax.legend(uniq.values(), uniq.keys(), fontsize=7, ncol=4)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def _worst_cases(root: Path, rounds: list[dict], out: Path, n: int = 4) -> list[dict]:
+    """Input, truth, prediction and |error| of the n worst test samples of the last round."""
+    from curate.store import Store
+    from model.checkpoint import load_checkpoint
+    from model.inference import predict
+    from solvers.problem import paint
+
+    paths = RunPaths(root)
+    k = rounds[-1]["round"]
+    ev = json.loads((paths.state(k) / "eval.json").read_text())
+    order = np.argsort(ev["per_sample"])[::-1][:n]
+    ids = [ev["ids"][i] for i in order]
+    with Store(paths.store, readonly=True) as st:
+        cfg, y, headers = st.get(ids)
+        physics = st.physics
+    net, meta = load_checkpoint(paths.checkpoint(k), physics=physics)
+    x = paint(physics, cfg)
+    pred = predict(net, x, (meta.get("train_config") or {}).get("transform", "none"))
+    plt = _plt()
+    fig, ax = plt.subplots(len(ids), 4, figsize=(10, 2.5 * len(ids)), squeeze=False)
+    for r in range(len(ids)):
+        for c, (img, title) in enumerate(((x[r], "input x"), (y[r], "truth y"), (pred[r], "prediction"),
+                                          (np.abs(pred[r] - y[r]), "|error|"))):  # fmt: skip
+            im = ax[r, c].imshow(img, cmap="viridis" if c < 3 else "inferno")
+            ax[r, c].set_xticks([])
+            ax[r, c].set_yticks([])
+            fig.colorbar(im, ax=ax[r, c], fraction=0.046)
+            if r == 0:
+                ax[r, c].set_title(title)
+        ax[r, 0].set_ylabel(f"{cfg.counts[r]} src, {headers[r]['sampler']}", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return [{"id": i, "per_sample_mae": float(ev["per_sample"][j]), "sources": int(cfg.counts[r]),
+             "sampler": headers[r]["sampler"]} for r, (i, j) in enumerate(zip(ids, order, strict=True))]  # fmt: skip
+
+
+def write_report(root: Path) -> Path:
+    root = Path(root)
+    cfg = load_run(root)
+    rounds = read_rounds(root)
+    if not rounds:
+        raise InputError(f"{root} has no completed round yet; run `curate run {root}` first")
+    rep = root / "report"
+    rep.mkdir(exist_ok=True)
+    lo, hi = cfg.sources
+    _metrics_per_round(rounds, rep / "metrics.png")
+    _by_sources(rounds, rep / "by_sources.png", lo, hi)
+    _timeline(rounds, rep / "timeline.png")
+    worst = _worst_cases(root, rounds, rep / "worst.png")
+    lines = [
+        f"# diffcurate report: {root.name}",
+        "",
+        f"Preset `{cfg.preset}` (L={cfg.physics['lattice']}, R={cfg.physics['radius']}, "
+        f"{cfg.physics['source_model']}), strategy `{cfg.acquisition.strategy}` / `{cfg.acquisition.acquisition}`, "
+        f"budget {cfg.acquisition.budget} per round from pools of {cfg.data.pool}, seed {cfg.seed}.",
+        "",
+        "| round | train size | added | solves | test MAE | sources MAE | p99 | max | rel L2 | train s | total s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rounds:
+        m = r["test"]
+        lines.append(f"| {r['round']} | {r['train_size']} | {r['added']} | {r['solves']} | {m['mae']['all']:.4g} | "
+                     f"{m['mae']['sources']:.4g} | {m['per_sample_mae']['p99']:.4g} | {m['per_sample_mae']['max']:.4g} | "
+                     f"{m['rel_l2']:.3g} | {r['seconds']['train']:.1f} | {r['seconds']['total']:.1f} |")  # fmt: skip
+    lines += ["", "![metrics per round](metrics.png)", "", "![per source count](by_sources.png)", "",
+              "## Timeline", "", "Which step ran when, and on which actor:", "", "![timeline](timeline.png)", "",
+              "| round | step | actor | start (s) | seconds |", "|---|---|---|---|---|"]  # fmt: skip
+    t0 = min((s["start"] for r in rounds for s in r.get("timeline", [])), default=0.0)
+    for r in rounds:
+        for s in r.get("timeline", []):
+            lines.append(f"| {r['round']} | {s['step']} | {s['actor']} | {s['start'] - t0:.1f} | "
+                         f"{s['end'] - s['start']:.2f} |")  # fmt: skip
+    lines += ["", f"## Worst test cases (round {rounds[-1]['round']})", "", "![worst](worst.png)", "",
+              "| id | sources | sampler | per-sample MAE |", "|---|---|---|---|"]  # fmt: skip
+    lines += [f"| {w['id']} | {w['sources']} | {w['sampler']} | {w['per_sample_mae']:.4g} |" for w in worst]
+    path = rep / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,21 @@
+"""Batched inference in eval mode: inputs x -> fields in target units (the training transform inverted)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from model.losses import transform_pair
+
+
+def predict(model: torch.nn.Module, x: np.ndarray, transform: str = "none", device="cpu", batch_size: int = 64):
+    """x (n, L, L) float32 -> (n, L, L) float32 predictions."""
+    inverse = transform_pair(transform)[1]
+    device = torch.device(device)
+    model.eval()
+    out = np.empty(x.shape, np.float32)
+    with torch.no_grad():
+        for a in range(0, len(x), batch_size):
+            xb = torch.as_tensor(x[a : a + batch_size], dtype=torch.float32, device=device)[:, None]  # (B, 1, L, L)
+            out[a : a + len(xb)] = inverse(model(xb).float())[:, 0].cpu().numpy()
+    return out
