@@ -1,0 +1,162 @@
+"""The curation loop end to end on the tiny preset with real Ray, LMDB and training: rounds, resume after kill -9,
+solver-actor kills, strategies that spend identical budgets, status and report."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from curate.config import default_config
+from curate.loop import RunPaths, Runner, init_run, read_rounds, run
+from curate.store import Store
+from solvers.registry import solve
+from solvers.sampling import sample_configs
+
+
+def tiny_config(strategy: str = "al", seed: int = 0):
+    cfg = default_config("tiny")
+    cfg.acquisition.strategy = strategy
+    cfg.ray.dashboard = False
+    cfg.seed = seed
+    return cfg
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="module")
+def al_run(ray_cluster, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("runs") / "al"
+    init_run(root, tiny_config("al"))
+    run(root, log=quiet, show_progress=False)
+    return root
+
+
+def _train_ids(root: Path) -> list[str]:
+    with Store(RunPaths(root).store, readonly=True) as st:
+        return sorted(st.ids("train"))
+
+
+def test_two_rounds_end_to_end(al_run):
+    cfg = tiny_config()
+    rounds = read_rounds(al_run)
+    assert [r["round"] for r in rounds] == [0, 1, 2]
+    assert [r["train_size"] for r in rounds] == [40, 60, 80]
+    assert [r["added"] for r in rounds] == [0, 20, 20]
+    assert sum(rounds[1]["added_by_sources"].values()) == 20
+    assert rounds[1]["solves"] == cfg.data.pool  # true-error acquisition solves the whole pool
+    for r in rounds:
+        assert set(r) >= {"round", "train_size", "added", "added_by_sources", "solves", "test", "seconds"}
+        assert set(r["seconds"]) >= {"generate", "solve", "score", "train", "evaluate", "total"}
+        assert set(r["test"]) == {"n_samples", "mae", "mae_by_sources", "rel_l2", "per_sample_mae"}
+        assert set(r["test"]["mae"]) == {"all", "sources", "field", "r1", "r2", "r3"}
+    with Store(RunPaths(al_run).store, readonly=True) as st:
+        idx = st.index()
+        assert st.count("val") == 20 and st.count("test") >= 95
+        assert set(idx[idx["split"] == "test"]["sampler"]) == set(cfg.data.test_families)
+        picked = idx[idx["round"] == 1]
+        assert len(picked) == 20 and picked["score"].notna().all() and (picked["strategy"] == "al").all()
+    for k in range(3):  # checkpoints rebuild their model from plain data
+        ck = torch.load(RunPaths(al_run).checkpoint(k), weights_only=True)
+        assert ck["model_config"]["arch"] == "edcnn" and "state_dict" in ck
+    assert rounds[-1]["test"]["mae"]["all"] < rounds[0]["test"]["mae"]["all"]
+
+
+def test_rerun_after_completion_does_nothing(al_run):
+    before = (RunPaths(al_run).rounds.read_text(), _train_ids(al_run))
+    run(al_run, log=quiet, show_progress=False)
+    assert (RunPaths(al_run).rounds.read_text(), _train_ids(al_run)) == before
+
+
+def test_random_spends_the_same_budget_on_the_same_pools(al_run, tmp_path):
+    root = tmp_path / "random"
+    init_run(root, tiny_config("random"))
+    rr = run(root, log=quiet, show_progress=False)
+    ra = read_rounds(al_run)
+    assert [r["train_size"] for r in rr] == [r["train_size"] for r in ra]
+    assert [r["added"] for r in rr] == [r["added"] for r in ra]
+    assert rr[1]["solves"] == 20 < ra[1]["solves"]  # random solves only what it picks
+    ids_a, ids_r = set(_train_ids(al_run)), set(_train_ids(root))
+    with Store(RunPaths(root).store, readonly=True) as st:
+        initial = set(st.index().query("round == 0 and split == 'train'")["id"])
+    assert initial <= ids_a and ids_a != ids_r  # same initial set, other picks
+
+
+def test_resume_after_sigkill_of_the_driver(al_run, ray_cluster, tmp_path):
+    """kill -9 the driver mid-round, re-run: the same samples, rounds and store as the uninterrupted run."""
+    root = tmp_path / "killed"
+    init_run(root, tiny_config("al"))
+    cmd = [sys.executable, "-m", "curate", "run", str(root), "--address", ray_cluster]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = RunPaths(root).state(1) / "selection.json"
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None and not marker.exists():
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(read_rounds(root)) <= 2
+    run(root, log=quiet, show_progress=False)
+    rounds, ref = read_rounds(root), read_rounds(al_run)
+    assert [r["round"] for r in rounds] == [0, 1, 2]
+    assert [r["train_size"] for r in rounds] == [r["train_size"] for r in ref]
+    assert _train_ids(root) == _train_ids(al_run)  # nothing lost, nothing duplicated, same picks
+    with Store(RunPaths(root).store, readonly=True) as st:
+        assert st.verify() == []
+
+
+def test_solver_actor_killed_mid_round(al_run, ray_cluster):
+    import ray
+
+    cfg = tiny_config()
+    runner = Runner(al_run, cfg, quiet, show_progress=False)
+    try:
+        pool, _ = sample_configs("mixed", cfg.phys, 77, range(3000), tuple(cfg.sources))
+        victim = ray.get(runner.solvers[0].pid.remote())
+        threading.Timer(0.3, os.kill, (victim, signal.SIGKILL)).start()
+        y = runner._solve(pool)
+        assert ray.get(runner.solvers[0].pid.remote()) != victim  # it was restarted
+        assert np.allclose(y, solve(cfg.phys, pool, "fast", dtype="float32"), atol=1e-6)
+    finally:
+        runner.close()
+
+
+def test_status_json_and_report(al_run, cli):
+    code, out, _ = cli("status", al_run, "--json")
+    d = json.loads(out)
+    assert code == 0 and d["rounds_completed"] == 3 and d["strategy"] == "al" and d["preset"] == "tiny"
+    assert d["rounds"] == read_rounds(al_run)
+    code, _, _ = cli("report", al_run)
+    rep = al_run / "report"
+    assert code == 0 and (rep / "report.md").exists()
+    for png in ("metrics.png", "by_sources.png", "timeline.png", "worst.png"):
+        assert (rep / png).stat().st_size > 10_000
+    assert "| 2 | 80 | 20 |" in (rep / "report.md").read_text()
+
+
+def test_run_bad_input(cli, tmp_path, al_run):
+    code, _, err = cli("run", tmp_path / "nothing")
+    assert code == 2 and "not a run directory" in err
+    code, _, err = cli("run", al_run, "--strategy", "random")
+    assert code == 2 and "already ran acquisition rounds" in err
+    code, _, err = cli("init", tmp_path / "x", "--preset", "huge")
+    assert code == 2 and "unknown preset" in err
+    cfg = tiny_config()
+    cfg.seed = 99
+    with pytest.raises(Exception, match="another config"):
+        init_run(al_run, cfg)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('preset = "tiny"\nphysics = 3\n')
+    code, _, err = cli("init", tmp_path / "y", "--config", bad)
+    assert code == 2 and "error" in err and "Traceback" not in err

@@ -1,0 +1,84 @@
+"""The ranker on synthetic scores: exact budgets, floors, caps, diversity, strategies spending identically."""
+
+import numpy as np
+import pytest
+
+from curate.config import AcquisitionConfig
+from curate.ranker import allocate, config_features, diverse_pick, kmeans, select
+from solvers.problem import PRESETS
+from solvers.sampling import sample_configs
+
+
+def test_allocation_is_exact_respects_floor_and_follows_error():
+    weight = {1: 0.001, 5: 0.01, 10: 0.05, 20: 0.2}
+    avail = dict.fromkeys(weight, 1000)
+    a = allocate(100, weight, avail, floor=0.5)
+    assert sum(a.values()) == 100
+    assert all(a[g] >= 0.5 * 100 / 4 - 1 for g in a)  # the floor: half of an equal share, up to rounding
+    assert a[1] < a[5] < a[10] < a[20]  # the rest follows the error
+    # floor 1 = equal shares; floor 0 = purely proportional to the weights
+    assert allocate(100, weight, avail, floor=1.0) == dict.fromkeys(weight, 25)
+    prop = allocate(1000, weight, avail, floor=0.0)
+    assert prop[20] == pytest.approx(1000 * 0.2 / 0.261, abs=1)
+
+
+def test_allocation_caps_by_availability_and_redistributes():
+    a = allocate(100, {1: 1.0, 2: 1.0, 3: 1.0}, {1: 5, 2: 500, 3: 500}, floor=1.0)
+    assert a[1] == 5 and a[2] + a[3] == 95 and abs(a[2] - a[3]) <= 1
+    assert allocate(50, {1: 1.0}, {1: 10}, floor=0.5) == {1: 10}  # never more than available
+
+
+def test_kmeans_separates_obvious_clusters():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 0.1, (30, 2)), rng.normal(10, 0.1, (30, 2)), rng.normal((0, 10), 0.1, (30, 2))])
+    labels = kmeans(x, 3, rng)
+    assert len({tuple(np.unique(labels[i * 30 : (i + 1) * 30])) for i in range(3)}) == 3
+    assert all(len(np.unique(labels[i * 30 : (i + 1) * 30])) == 1 for i in range(3))
+
+
+def test_diverse_pick_avoids_near_duplicates():
+    """Ten near-copies of one configuration have the top scores; top-K takes them all, the diverse pick one."""
+    rng = np.random.default_rng(1)
+    feats = np.concatenate([np.ones((10, 3)) + rng.normal(0, 1e-3, (10, 3)), rng.normal(0, 1, (90, 3)) * 5])
+    scores = np.concatenate([np.full(10, 10.0) + rng.random(10), rng.random(90)])
+    sel = diverse_pick(scores, feats, 5, exploration=0.0, factor=4.0, diversity="kmeans", rng=rng)
+    assert len(sel.index) == len(set(sel.index.tolist())) == 5
+    assert (sel.index < 10).sum() <= 2
+    plain = diverse_pick(scores, feats, 5, exploration=0.0, factor=4.0, diversity="none", rng=rng)
+    assert (plain.index < 10).all()
+
+
+def test_exploration_share_is_random_and_counted():
+    rng = np.random.default_rng(2)
+    scores = np.arange(100.0)
+    sel = diverse_pick(scores, rng.normal(size=(100, 2)), 10, exploration=0.3, factor=1.0, diversity="none", rng=rng)
+    assert sel.how.count("explore") == 3 and sel.how.count("exploit") == 7
+    assert set(sel.index[:7].tolist()) == set(range(93, 100))
+
+
+@pytest.mark.parametrize("strategy", ["al", "topk", "random", "uniform-per-count"])
+def test_every_strategy_spends_exactly_the_budget_without_duplicates(strategy):
+    ph = PRESETS["small"].physics
+    cfg, _ = sample_configs("mixed", ph, 0, range(500), (1, 20))
+    rng = np.random.default_rng(3)
+    scores = cfg.counts * 0.01 + rng.random(500) * 0.01  # error grows with the number of sources
+    acq = AcquisitionConfig(budget=60)
+    sel = select(strategy, scores, cfg.counts, config_features(ph, cfg), 60, acq, np.random.default_rng(4))
+    assert len(sel.index) == 60 == len(set(sel.index.tolist()))
+    assert len(sel.cluster) == len(sel.how) == 60
+    if strategy == "uniform-per-count":
+        per = np.bincount(cfg.counts[sel.index], minlength=21)[1:]
+        assert per.max() - per.min() <= 1
+    if strategy == "al":  # the floor keeps every count fed, the error share favours many sources
+        per = np.bincount(cfg.counts[sel.index], minlength=21)[1:]
+        assert per.min() >= 1 and per[15:].sum() > per[:5].sum()
+    if strategy == "topk":
+        assert cfg.counts[sel.index].min() >= 15
+
+
+def test_config_features_shape_and_meaning():
+    ph = PRESETS["small"].physics
+    cfg, _ = sample_configs("boundary", ph, 0, range(20), (3, 3))
+    f = config_features(ph, cfg)
+    assert f.shape == (20, 7) and (f[:, 6] == 3).all()
+    assert np.allclose(f[:, 5], ph.radius / ph.lattice)  # boundary discs touch a wall
