@@ -11,6 +11,7 @@ $(BIN)/curate: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/python -c "import torch, ray, lmdb, curate.cli"
 	touch $(BIN)/curate
 
 setup: $(BIN)/curate
@@ -20,8 +21,12 @@ test: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest -q
 
+DEMO ?= runs/demo
 demo: setup
-	$(BIN)/curate demo runs/demo
+	$(BIN)/curate init $(DEMO) --preset small
+	$(BIN)/curate run $(DEMO) --rounds 3 --no-dashboard
+	$(BIN)/curate status $(DEMO)
+	$(BIN)/curate report $(DEMO)
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

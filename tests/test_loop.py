@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from curate.config import default_config
-from curate.loop import RunPaths, Runner, init_run, read_rounds, run
+from curate.loop import Runner, RunPaths, init_run, read_rounds, run
 from curate.store import Store
 from solvers.registry import solve
 from solvers.sampling import sample_configs
