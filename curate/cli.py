@@ -31,8 +31,8 @@ def main() -> None:
     except CheckError as e:
         typer.echo(f"check failed: {e}", err=True)
         sys.exit(1)
-    except typer.Abort:
-        typer.echo("aborted", err=True)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("interrupted: everything committed so far is kept; re-run the same command to resume", err=True)
         sys.exit(130)
     except typer.Exit as e:
         sys.exit(e.exit_code)

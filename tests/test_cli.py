@@ -1,0 +1,136 @@
+"""The CLI edge: `solve`, `presets`, `samplers` and the store commands; bad input is one line, exit 2, no output."""
+
+from __future__ import annotations
+
+import json
+
+import lmdb
+import numpy as np
+import pytest
+
+from curate.arrays import load_arrays, save_arrays
+from curate.generate import generate
+from solvers.problem import PRESETS, Configs
+from solvers.registry import solve
+
+TINY = PRESETS["tiny"].physics
+
+
+def test_solve_count_and_input_round_trip(cli, tmp_path):
+    out = tmp_path / "a.npz"
+    code, _, err = cli("solve", "--out", out, "--count", "12", "--seed", "3", "--preset", "tiny", "--dtype", "float64")
+    assert code == 0, err
+    d = load_arrays(out)
+    assert d["x"].shape == d["y"].shape == (12, 32, 32) and d["y"].dtype == np.float64
+    assert int(d["lattice"]) == 32 and str(d["source_model"]) == "fixed"
+    cfg = Configs(d["centers"], d["values"], d["counts"])
+    assert np.abs(solve(TINY, cfg, "reference") - d["y"]).max() < 1e-8
+    # --input: the configurations of a file, the physics from the options
+    out2 = tmp_path / "b.h5"
+    code, _, err = cli("solve", "--out", out2, "--input", out, "--preset", "tiny", "--solver", "reference")
+    assert code == 0, err
+    assert np.abs(load_arrays(out2)["y"] - d["y"]).max() < 1e-6  # float32 output by default
+
+
+def _bad_input(tmp_path, centers, values, counts):
+    path = tmp_path / "bad.npz"
+    np.savez(path, centers=np.array(centers), values=np.array(values), counts=np.array(counts))
+    return path
+
+
+@pytest.mark.parametrize(
+    "case,msg",
+    [
+        (([[[1, 10]]], [[1.0]], [1]), "not fully inside"),
+        (([[[10, 10]]], [[1.0]], [0]), "at least 1"),
+        (([[[10, 10]]], [[1.5]], [1]), "[0, 1]"),
+        (([[[10, 10]]], [[1.0, 0.2]], [1]), "shape"),
+    ],
+)
+def test_solve_bad_input_file(cli, tmp_path, case, msg):
+    out = tmp_path / "out.npz"
+    code, stdout, err = cli("solve", "--out", out, "--input", _bad_input(tmp_path, *case), "--preset", "tiny")
+    assert code == 2 and msg in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "args,msg",
+    [
+        (["--count", "4", "--preset", "huge"], "unknown preset"),
+        (["--input", "/nonexistent.npz"], "no such file"),
+        (["--count", "4", "--input", "x.npz"], "either --input"),
+        (["--count", "4", "--solver", "magic"], "unknown solver"),
+        (["--count", "4", "--sources", "5-2"], "--sources"),
+        (["--count", "4", "--radius", "40"], "does not fit"),
+    ],
+)
+def test_solve_bad_options(cli, tmp_path, args, msg):
+    out = tmp_path / "out.npz"
+    code, _, err = cli("solve", "--out", out, "--preset", "tiny", *args)
+    assert code == 2 and msg in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_solve_refuses_to_overwrite_and_unknown_extension(cli, tmp_path):
+    out = tmp_path / "a.npz"
+    out.write_text("keep me")
+    code, _, err = cli("solve", "--out", out, "--count", "2", "--preset", "tiny")
+    assert code == 2 and "exists" in err and out.read_text() == "keep me"
+    code, _, err = cli("solve", "--out", tmp_path / "a.txt", "--count", "2", "--preset", "tiny")
+    assert code == 2 and not (tmp_path / "a.txt").exists()
+
+
+def test_presets_and_samplers_list_everything(cli):
+    import curate.progress
+
+    code, _, _ = cli("presets")
+    assert code == 0
+    with curate.progress.console.capture() as cap:
+        cli("samplers")
+    assert all(n in cap.get() for n in ("uniform", "clustered", "boundary", "overlap", "sparse-values", "mixed"))
+
+
+def test_store_commands(cli, ray_cluster, tmp_path):
+    store = tmp_path / "s"
+    generate(store, TINY, 30, seed=1, sources=(1, 10), show_progress=False)
+    code, out, _ = cli("info", "--store", store, "--json")
+    info = json.loads(out)
+    assert code == 0 and info["count"] == 30 and info["by_split"] == {"train": 30}
+    assert set(info) >= {
+        "physics",
+        "schema_version",
+        "count",
+        "by_split",
+        "by_sources",
+        "by_round",
+        "by_sampler",
+        "bytes",
+    }
+    code, out, _ = cli("verify", "--store", store, "--resolve", "5", "--json")
+    assert code == 0 and json.loads(out)["resolved"] == 5 and json.loads(out)["problems"] == []
+    exp = tmp_path / "e.npz"
+    assert cli("export", "--store", store, "--out", exp)[0] == 0
+    assert (tmp_path / "e.npz.card.md").exists() and json.loads((tmp_path / "e.npz.card.json").read_text())
+    code, _, err = cli("export", "--store", store, "--out", exp)
+    assert code == 2 and "--force" in err
+    code, _, _ = cli("import", "--store", tmp_path / "s2", "--input", exp)
+    assert code == 0 and json.loads(cli("info", "--store", tmp_path / "s2", "--json")[1])["count"] == 30
+    # other physics refused by import
+    other = tmp_path / "other.npz"
+    d = load_arrays(exp)
+    save_arrays(other, PRESETS["small"].physics, Configs(d["centers"] + 10, d["values"], d["counts"]),
+                y=np.zeros((30, 64, 64), np.float32))  # fmt: skip
+    code, _, err = cli("import", "--store", store, "--input", other)
+    assert code == 2 and "physics" in err
+    # a corrupted record: verify exits 1
+    env = lmdb.open(str(store), max_dbs=4)
+    db = env.open_db(b"samples")
+    with env.begin(write=True) as txn:
+        key, val = next(iter(txn.cursor(db=db)))
+        bad = bytearray(val)
+        bad[len(bad) // 2] ^= 0xFF
+        txn.put(key, bytes(bad), db=db)
+    env.close()
+    code, out, err = cli("verify", "--store", store, "--json")
+    assert code == 1 and len(json.loads(out)["problems"]) >= 1
