@@ -18,7 +18,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split
 def _register_commands() -> None:
     """Import the command modules; each decorates its commands onto `app`. Imported lazily so that
     `import curate.cli` stays cheap and tests can call the library functions without the CLI."""
-    from curate.commands import model, physics, run, store  # noqa: F401
+    from curate.commands import estimate, model, physics, run, store  # noqa: F401
 
 
 def main() -> None:

@@ -33,6 +33,7 @@ from solvers.errors import InputError
 from solvers.problem import Configs
 
 CONFIG = "config.toml"
+PLACEMENT_TIMEOUT = 180  # seconds for the actors to start (an unschedulable request would wait forever)
 ROUNDS = "rounds.jsonl"
 
 
@@ -148,6 +149,27 @@ class Runner:
         self.gens = make_generators(self.physics, 1)
         self.solvers = make_solvers(self.physics, r.workers, r.solver_cpus, r.solver_gpus)
         self.trainer = make_trainer(r.trainer_cpus, r.trainer_gpus, r.trainer_threads)
+        self._record_placement()
+
+    def _record_placement(self) -> None:
+        """RUN/state/actors.json: which node each actor runs on (one entry per `curate run`)."""
+        import ray
+
+        actors = {f"solver-{i}": a for i, a in enumerate(self.solvers)}
+        actors.update({"generator": self.gens[0], "trainer": self.trainer})
+        refs = [a.node.remote() for a in actors.values()]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=PLACEMENT_TIMEOUT)
+        if len(ready) < len(refs):
+            raise InputError(
+                f"the actors could not all be placed within {PLACEMENT_TIMEOUT} s: the cluster offers "
+                f"{ray.cluster_resources()}, the run asks for {self.cfg.ray.workers} solvers x "
+                f"{self.cfg.ray.solver_cpus} CPU and a trainer with {self.cfg.ray.trainer_cpus} CPU on one node"
+            )
+        nodes = dict(zip(actors, ray.get(refs), strict=True))
+        path = self.root / "state" / "actors.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        history = json.loads(path.read_text()) if path.exists() else []
+        _atomic_json(path, [*history, {"time": time.time(), "nodes": nodes}])
 
     def close(self) -> None:
         import ray
@@ -246,9 +268,13 @@ class Runner:
             self._step(k, "solve", y_path, solve_all, "solvers")
 
         def score():
-            y = np.load(y_path)
-            s = ray.get(self.trainer.score.remote(str(self.paths.checkpoint(k - 1)), cfg.physics, pool.centers,
-                                                  pool.values, pool.counts, y, a.sources_weight))  # fmt: skip
+            if solve_pool:  # the truth: the model's error on the solved candidates, on the trainer actor
+                s = ray.get(self.trainer.score.remote(str(self.paths.checkpoint(k - 1)), cfg.physics, pool.centers,
+                                                      pool.values, pool.counts, np.load(y_path), a.sources_weight))  # fmt: skip
+            else:  # a ground-truth-free estimate, calibrated to MAE units
+                from curate.estimate import score_candidates
+
+                s = score_candidates(self.paths.checkpoint(k - 1), self.physics, pool, a.acquisition)
             _atomic_npy(scores_path, np.asarray(s, np.float64))
 
         if use_scores:

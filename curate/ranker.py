@@ -40,6 +40,13 @@ class Acquisition:
 
 ACQUISITIONS: dict[str, Acquisition] = {
     "true-error": Acquisition("true-error", True, "per-sample MAE of the model against the solved candidate"),
+    # ground-truth-free error estimators (model/estimators/), scored by curate.estimate.score_candidates
+    "residual": Acquisition("residual", False, "estimated MAE from the PDE residual (a few CG correction steps)"),
+    "residual-l1": Acquisition("residual-l1", False, "estimated MAE from the PDE residual's L1 norm"),
+    "ensemble": Acquisition("ensemble", False, "estimated MAE from the disagreement of K seeded models"),
+    "mc-dropout": Acquisition("mc-dropout", False, "estimated MAE from dropout-sampled passes (needs dropout > 0)"),
+    "inverse": Acquisition("inverse", False, "estimated MAE from an inverse net's reconstruction of x"),
+    "tod": Acquisition("tod", False, "estimated MAE from rounds k-1 vs k-2 disagreement (from round 2 on)"),
 }
 
 

@@ -1,0 +1,87 @@
+"""Error-estimator commands: `estimate-eval` (judge the estimators on a run's test split) and `predict`
+(the surrogate guarded by an estimator). Thin wrappers over curate.estimate and curate.predict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from curate.cli import app
+from curate.options import Device, Json, OutFile
+from curate.progress import console
+
+RunDir = Annotated[Path, typer.Argument(help="Run directory.")]
+
+
+def _fmt(v, spec: str = ".3f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def eval_table(r: dict) -> Table:
+    t = Table("estimator", "Spearman", "min / max by sources", "AUROC", "ms / sample", "calibration",
+              "slack val / test", title=f"{r['run']} ({r['checkpoint']}): {r['n_test']} test samples, "
+              f"{r['flagged']} with MAE > {r['threshold']:.4g} ({r['threshold_from']})")  # fmt: skip
+    for name, e in r["estimators"].items():
+        if not e["available"]:
+            t.add_row(name, "-", "-", "-", "-", "-", e["why"])
+            continue
+        by = [v for v in e["spearman_by_sources"].values() if v is not None]
+        t.add_row(name, _fmt(e["spearman"]), f"{_fmt(min(by, default=None), '.2f')} / {_fmt(max(by, default=None), '.2f')}",
+                  _fmt(e["auroc"]), _fmt(e["ms_per_sample"], ".2f"), e["calibration"],
+                  f"{_fmt(e['val_slack'], '.2f')} / {_fmt(e['test_slack'], '.2f')}")  # fmt: skip
+    t.caption = (f"model {r['predict_ms_per_sample']:.2f} ms/sample, fast solve {r['solve_ms_per_sample']:.2f} "
+                 f"ms/sample; slack = worst true / estimated MAE")  # fmt: skip
+    return t
+
+
+@app.command("estimate-eval")
+def estimate_eval(
+    run_dir: RunDir,
+    estimators: Annotated[str | None, typer.Option("--estimators", help="Comma-separated (default: all).")] = None,
+    threshold: Annotated[
+        float | None, typer.Option("--threshold", help="AUROC: flag MAE > E (default val p90).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Also write the JSON to this file.")] = None,
+    device: Device = "cpu",
+    json_out: Json = False,
+) -> None:
+    """Spearman, AUROC and cost of each error estimator on the run's test split (trains members as needed)."""
+    from curate.estimate import evaluate_estimators
+
+    names = [n.strip() for n in estimators.split(",") if n.strip()] if estimators else None
+    r = evaluate_estimators(run_dir, names, threshold, device, log=console.print)
+    if out is not None:
+        out.write_text(json.dumps(r, indent=1))
+    if json_out:
+        print(json.dumps(r))
+    else:
+        console.print(eval_table(r))
+
+
+@app.command("predict")
+def predict_cmd(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="A checkpoint or a run directory.")],
+    input: Annotated[Path, typer.Option("--input", help="Configurations (npz/HDF5, CONTRACTS layout).")],
+    out: OutFile,
+    max_error: Annotated[
+        float | None, typer.Option("--max-error", help="Solve samples whose estimated MAE is not below E.")
+    ] = None,
+    estimator: Annotated[str, typer.Option("--estimator", help="Error estimator (see estimate-eval).")] = "residual",
+    device: Device = "cpu",
+    json_out: Json = False,
+) -> None:
+    """Predict fields with the surrogate; with --max-error, hand what the estimator does not clear to the solver."""
+    from curate.predict import predict_file
+
+    r = predict_file(checkpoint, input, out, max_error, estimator, device, log=console.print)
+    if json_out:
+        print(json.dumps(r))
+        return
+    worst = r["solved_model_error_max"]
+    console.print(f"wrote {r['n']} fields to {r['out']}: {r['solved']} solved ({100 * r['solved_fraction']:.1f} %), "
+                  f"estimator {r['estimator']} ({r['calibration']})"
+                  + (f"; worst model error among the solved {worst:.4g}" if worst is not None else ""))  # fmt: skip

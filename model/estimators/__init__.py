@@ -1,0 +1,35 @@
+"""Error estimators for a surrogate's predictions, behind one registry (`ESTIMATORS`).
+
+`raw_estimate(name, models, configs, x, pred)` scores predictions; `calibration` maps raw scores to per-sample
+MAE units. Importing this package registers every estimator (residual, spread, inverse modules)."""
+
+from model.estimators import inverse, residual, spread  # noqa: F401  (register the estimators)
+from model.estimators.base import (
+    ESTIMATORS,
+    Estimate,
+    Estimator,
+    Member,
+    Models,
+    check_available,
+    get_estimator,
+    raw_estimate,
+)
+from model.estimators.calibration import Calibration, fit
+from model.estimators.inverse import inverse_model_config
+from model.estimators.stats import auroc, spearman
+
+__all__ = [
+    "ESTIMATORS",
+    "Calibration",
+    "Estimate",
+    "Estimator",
+    "Member",
+    "Models",
+    "auroc",
+    "check_available",
+    "fit",
+    "get_estimator",
+    "inverse_model_config",
+    "raw_estimate",
+    "spearman",
+]

@@ -1,0 +1,114 @@
+"""The estimator interface: (models, configs, prediction) -> per-sample raw score and a per-pixel map.
+
+Every estimator judges a *given* prediction (normally the surrogate's own) against evidence that does not need
+the solution: the PDE it should satisfy, other models, the input it should map back to. Judging the prediction
+rather than the model is what lets a test corrupt a prediction and check that the score rises, and keeps the
+estimators interchangeable. Raw scores are turned into per-sample MAE units by `calibration`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from model.inference import predict
+from solvers.errors import InputError
+from solvers.problem import Configs, Physics
+
+
+@dataclass
+class Member:
+    """A trained network and the target transform it was trained with."""
+
+    net: torch.nn.Module
+    transform: str = "none"
+    config: dict = field(default_factory=dict)
+
+    def __call__(self, x: np.ndarray, device="cpu", batch_size: int = 64) -> np.ndarray:
+        return predict(self.net, x, self.transform, device, batch_size)  # (n, L, L) float32
+
+
+@dataclass
+class Models:
+    """What an estimator may use: the surrogate, plus the extras that a run directory brings."""
+
+    physics: Physics
+    model: Member
+    members: list[Member] = field(default_factory=list)  # extra independently seeded models (ensemble)
+    previous: Member | None = None  # the previous round's model (tod)
+    inverse: Member | None = None  # field -> source image x (inverse)
+    device: str = "cpu"
+    batch_size: int = 64
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.model(x, self.device, self.batch_size)  # (n, L, L) float32
+
+
+@dataclass
+class Estimate:
+    raw: np.ndarray  # (n,) float64, larger = worse; not yet in MAE units
+    pixels: np.ndarray | None = None  # (n, L, L) float32 per-pixel estimate, where the estimator has one
+
+
+@dataclass(frozen=True)
+class Estimator:
+    """`needs`: extras from REQUIREMENTS; `calibrate`: False when raw is already the per-sample MAE;
+    `ground_truth_free`: usable as an acquisition score (no solve)."""
+
+    name: str
+    fn: Callable[[Models, Configs, np.ndarray, np.ndarray], Estimate]  # (models, configs, x, pred)
+    description: str
+    needs: tuple[str, ...] = ()
+    calibrate: bool = True
+    ground_truth_free: bool = True
+
+
+# requirement -> (check(models), what is missing when it fails)
+REQUIREMENTS: dict[str, tuple[Callable[[Models], bool], str]] = {
+    "members": (lambda m: len(m.members) > 0, "ensemble members (a run directory, which trains them on demand)"),
+    "previous": (lambda m: m.previous is not None, "the previous round's checkpoint (a run with >= 2 rounds)"),
+    "inverse": (lambda m: m.inverse is not None, "an inverse network (a run directory, which trains it on demand)"),
+    "dropout": (
+        lambda m: float(m.model.config.get("dropout", 0.0)) > 0,
+        "a model trained with dropout > 0 (set `dropout` in the run config's [model] section)",
+    ),
+}
+
+ESTIMATORS: dict[str, Estimator] = {}
+
+
+def register(name: str, description: str, needs: tuple[str, ...] = (), calibrate: bool = True,
+             ground_truth_free: bool = True):  # fmt: skip
+    def deco(fn):
+        ESTIMATORS[name] = Estimator(name, fn, description, needs, calibrate, ground_truth_free)
+        return fn
+
+    return deco
+
+
+def get_estimator(name: str) -> Estimator:
+    if name not in ESTIMATORS:
+        raise InputError(f"unknown estimator {name!r} (choose from {', '.join(ESTIMATORS)})")
+    return ESTIMATORS[name]
+
+
+def check_available(name: str, models: Models) -> Estimator:
+    """The estimator, or InputError naming what it needs and the models lack."""
+    est = get_estimator(name)
+    for need in est.needs:
+        ok, what = REQUIREMENTS[need]
+        if not ok(models):
+            raise InputError(f"estimator {name!r} needs {what}")
+    return est
+
+
+def raw_estimate(name: str, models: Models, configs: Configs, x: np.ndarray, pred: np.ndarray) -> Estimate:
+    """Raw score of predictions `pred` (n, L, L) for inputs `x` (n, L, L) of `configs`."""
+    return check_available(name, models).fn(models, configs, x, pred)
+
+
+def pixel_mean(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a, np.float64).reshape(len(a), -1).mean(1)  # (n,)
