@@ -39,7 +39,7 @@ def main() -> None:
             for workers in (1, 2):
                 p = PRESETS[name]
                 r = generate(Path(d) / f"{name}-{workers}", p.physics, n, seed=0, sources=p.sources, workers=workers,
-                             chunk=8 if name == "paper" else 64, show_progress=False)  # fmt: skip
+                             chunk=4 if name == "paper" else 64, show_progress=False)  # fmt: skip
                 base = base or r.samples_per_s
                 t.add_row(name, str(workers), str(r.solved), f"{r.samples_per_s:,.1f}", f"{r.samples_per_s / base:.2f}",
                           f"{r.seconds:.1f}")  # fmt: skip

@@ -16,7 +16,7 @@ import numpy as np
 
 from curate.actors import make_generators, make_solvers, ray_session
 from curate.progress import progress_bar
-from curate.store import SPLITS, Store
+from curate.store import BATCH, SPLITS, Store
 from solvers.errors import InputError
 from solvers.problem import Configs, Physics
 
@@ -39,14 +39,25 @@ class GenerateResult:
 
 
 def solve_pending(store: Store, pending, solvers: list, advance, split: str, round: int = 0, provenance=None) -> int:
-    """Solve (configs, families, ids) chunks on the solver actors, at most 2 in flight per actor, and write each
-    result to the store as it arrives. Returns the number of samples written."""
+    """Solve (configs, families) chunks on the solver actors, at most 2 in flight per actor, and write the results
+    to the store in transactions of at least `store.BATCH` samples (small chunks keep the actors balanced; one
+    commit per chunk would fsync every few samples). A kill loses at most the buffered, uncommitted results.
+    Returns the number of samples written."""
     import ray
 
     in_flight: dict = {}
     load = dict.fromkeys(range(len(solvers)), 0)
     added = 0
     pending = list(pending)
+    buffer: list[tuple[Configs, list, np.ndarray]] = []
+
+    def flush() -> int:
+        cfg = Configs.concat([c for c, _, _ in buffer])
+        fams = [f for _, fs, _ in buffer for f in fs]
+        y = np.concatenate([y for _, _, y in buffer])  # (n, L, L)
+        buffer.clear()
+        return store.add(cfg, y, split=split, sampler=fams, round=round, provenance=provenance)
+
     while pending or in_flight:
         while pending and min(load.values()) < 2:
             cfg, fams = pending.pop(0)
@@ -57,9 +68,11 @@ def solve_pending(store: Store, pending, solvers: list, advance, split: str, rou
         [done], _ = ray.wait(list(in_flight), num_returns=1)
         cfg, fams, a = in_flight.pop(done)
         load[a] -= 1
-        y = ray.get(done)  # (n, L, L), read-only zero-copy view
-        added += store.add(cfg, y, split=split, sampler=fams, round=round, provenance=provenance)
-        advance(len(cfg))
+        buffer.append((cfg, fams, ray.get(done)))  # y (n, L, L): a read-only zero-copy view
+        if sum(len(c) for c, _, _ in buffer) >= BATCH or not (pending or in_flight):
+            n = sum(len(c) for c, _, _ in buffer)
+            added += flush()
+            advance(n)
     return added
 
 
