@@ -90,6 +90,14 @@ class _Solver:
         cfg = Configs(centers, values, counts)
         return solve(self.physics, cfg, "fast", device=self.device, dtype=self.dtype, batch_size=len(cfg))
 
+    def solve_timed(self, centers: np.ndarray, values: np.ndarray, counts: np.ndarray):
+        """(fields, start, end): wall-clock times for the run's timeline."""
+        import time
+
+        t0 = time.time()
+        y = self.solve(centers, values, counts)
+        return y, t0, time.time()
+
     def pid(self) -> int:
         return os.getpid()
 

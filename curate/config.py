@@ -58,6 +58,7 @@ class RayConfig:
     dashboard: bool = True
     dashboard_host: str = "127.0.0.1"
     num_cpus: int = 0  # local cluster size; 0 = all cores
+    pipeline: bool = True  # solve round k+1's pool while round k trains (same picks, less wall time)
 
 
 @dataclass

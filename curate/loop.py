@@ -145,6 +145,7 @@ class Runner:
         self.physics = cfg.phys
         self.log = log
         self.show_progress = show_progress
+        self.last_round = cfg.rounds  # pipelining prefetches no pool beyond it
         r = cfg.ray
         self.gens = make_generators(self.physics, 1)
         self.solvers = make_solvers(self.physics, r.workers, r.solver_cpus, r.solver_gpus)
@@ -223,7 +224,10 @@ class Runner:
                                                 str(state / "train"), str(ckpt), init, self.root.name))  # fmt: skip
             _atomic_json(fit_path, r)
 
+        pre = self._prefetch_start(k + 1) if not fit_path.exists() else None
         self._step(k, "train", fit_path, fit, "trainer")
+        if pre:
+            self._prefetch_finish(pre)
         self.log(f"round {k}: trained ({json.loads(fit_path.read_text())['epochs']} epochs)")
         eval_path = state / "eval.json"
         self._step(k, "evaluate", eval_path,
@@ -243,20 +247,7 @@ class Runner:
         use_scores = needs_scores(a.strategy)
         solve_pool = use_scores and ACQUISITIONS[a.acquisition].needs_solutions
 
-        def generate():
-            centers, values, counts, fams, ids = ray.get(
-                self.gens[0].configs.remote(cfg.data.sampler, cfg.sub_seed("pool", k), 0, cfg.data.pool,
-                                            tuple(cfg.sources))
-            )  # fmt: skip
-            with Store(self.paths.store, readonly=True) as st:
-                have = set(st.ids())
-            keep = np.array([i not in have for i in ids], bool)
-            tmp = state / "pool.tmp.npz"
-            np.savez(tmp, centers=centers[keep], values=values[keep], counts=counts[keep],
-                     families=np.array(fams)[keep], ids=np.array(ids)[keep])  # fmt: skip
-            os.replace(tmp, pool_path)
-
-        self._step(k, "generate", pool_path, generate, "generator")
+        self._step(k, "generate", pool_path, lambda: self._generate_pool(k), "generator")
         with np.load(pool_path) as z:
             pool = Configs(z["centers"], z["values"], z["counts"])
             fams = z["families"].tolist()
@@ -310,21 +301,74 @@ class Runner:
         self._step(k, "add", added_path, add, "driver")
         self.log(f"round {k}: added {len(idx)} of a pool of {len(pool)} ({a.strategy})")
 
-    def _solve(self, configs: Configs) -> np.ndarray:
-        """Solve on the solver actors in chunks (at most 2 in flight per actor); (n, L, L) float32 in order."""
+    def _generate_pool(self, k: int) -> None:
+        """state/round-k/pool.npz: the pool of round k (seeded by (seed, k)) minus the ids already stored."""
         import ray
 
-        L = self.physics.lattice
-        out = np.empty((len(configs), L, L), np.float32)
+        cfg, state = self.cfg, self.paths.state(k)
+        state.mkdir(parents=True, exist_ok=True)
+        centers, values, counts, fams, ids = ray.get(
+            self.gens[0].configs.remote(cfg.data.sampler, cfg.sub_seed("pool", k), 0, cfg.data.pool, tuple(cfg.sources))
+        )
+        with Store(self.paths.store, readonly=True) as st:
+            have = set(st.ids())
+        keep = np.array([i not in have for i in ids], bool)
+        tmp = state / "pool.tmp.npz"
+        np.savez(tmp, centers=centers[keep], values=values[keep], counts=counts[keep],
+                 families=np.array(fams)[keep], ids=np.array(ids)[keep])  # fmt: skip
+        os.replace(tmp, state / "pool.npz")
+
+    def _submit(self, configs: Configs) -> list:
+        """Chunks of `configs` sent round-robin to the solver actors; [(offset, ref of (y, start, end))]."""
         chunk = max(16, min(256, len(configs) // (2 * len(self.solvers)) or 16))
         refs = []
         for n, a in enumerate(range(0, len(configs), chunk)):
             part = configs[a : a + chunk]
-            refs.append((a, self.solvers[n % len(self.solvers)].solve.remote(part.centers, part.values, part.counts)))
+            refs.append((a, self.solvers[n % len(self.solvers)].solve_timed.remote(part.centers, part.values,
+                                                                                   part.counts)))  # fmt: skip
+        return refs
+
+    def _collect(self, refs: list, n: int) -> tuple[np.ndarray, float, float]:
+        """(n, L, L) float32 fields in order, and when the actors started and finished solving them."""
+        import ray
+
+        L = self.physics.lattice
+        out = np.empty((n, L, L), np.float32)
+        start, end = np.inf, 0.0
         for a, ref in refs:
-            y = ray.get(ref)
+            y, t0, t1 = ray.get(ref)
             out[a : a + len(y)] = y
-        return out
+            start, end = min(start, t0), max(end, t1)
+        return out, start, end
+
+    def _solve(self, configs: Configs) -> np.ndarray:
+        """Solve on the solver actors in chunks; (n, L, L) float32 in order."""
+        return self._collect(self._submit(configs), len(configs))[0]
+
+    # --- pipelining: round k+1's pool is generated and solved while round k trains ---------------------------
+
+    def _prefetch_start(self, k: int):
+        """Start round k's pool (generate now, solve asynchronously) if the run solves pools and it is not done."""
+        a = self.cfg.acquisition
+        state = self.paths.state(k)
+        if not (self.cfg.ray.pipeline and k <= self.last_round and needs_scores(a.strategy)
+                and ACQUISITIONS[a.acquisition].needs_solutions and not (state / "pool_y.npy").exists()):  # fmt: skip
+            return None
+        self._step(k, "generate", state / "pool.npz", lambda: self._generate_pool(k), "generator")
+        with np.load(state / "pool.npz") as z:
+            pool = Configs(z["centers"], z["values"], z["counts"])
+        return k, self._submit(pool), len(pool), time.time()
+
+    def _prefetch_finish(self, pre) -> None:
+        """Collect the prefetched solutions into state/round-k/pool_y.npy; its timing shows the overlap."""
+        k, refs, n, submitted = pre
+        state = self.paths.state(k)
+        y, start, end = self._collect(refs, n)
+        _atomic_npy(state / "pool_y.npy", y)
+        timing_path = state / "timing.json"
+        timing = json.loads(timing_path.read_text()) if timing_path.exists() else {}
+        timing["solve"] = {"start": max(start, submitted), "end": end, "actor": "solvers (pipelined)"}
+        _atomic_json(timing_path, timing)
 
     def _record(self, k: int) -> dict:
         state = self.paths.state(k)
@@ -416,6 +460,7 @@ def run(root: Path, rounds: int | None = None, log: Callable[[str], None] = prin
     r = cfg.ray
     with ray_session(r.address or None, r.num_cpus or None, r.dashboard, r.dashboard_host):
         runner = Runner(root, cfg, log, show_progress)
+        runner.last_round = rounds
         try:
             while True:
                 done = read_rounds(root)
@@ -426,8 +471,6 @@ def run(root: Path, rounds: int | None = None, log: Callable[[str], None] = prin
                 record = runner.run_round(len(done))
                 _append_round(root, record)
                 runner.publish(record)
-                pool_y = RunPaths(root).state(record["round"]) / "pool_y.npy"
-                pool_y.unlink(missing_ok=True)  # the chosen ones are in the store; the rest is disk only
                 t = record["test"]
                 log(f"round {record['round']}: train {record['train_size']}, test MAE {t['mae']['all']:.4g}, "
                     f"p99 {t['per_sample_mae']['p99']:.4g}, {record['seconds']['total']:.1f} s")  # fmt: skip

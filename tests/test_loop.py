@@ -160,3 +160,19 @@ def test_run_bad_input(cli, tmp_path, al_run):
     bad.write_text('preset = "tiny"\nphysics = 3\n')
     code, _, err = cli("init", tmp_path / "y", "--config", bad)
     assert code == 2 and "error" in err and "Traceback" not in err
+
+
+def test_pipelined_rounds_pick_the_same_samples_and_overlap(al_run, tmp_path):
+    """al_run is pipelined (the default): round k+1's pool is solved while round k trains. A sequential run with
+    the same seed picks exactly the same samples."""
+    root = tmp_path / "sequential"
+    cfg = tiny_config("al")
+    cfg.ray.pipeline = False
+    init_run(root, cfg)
+    run(root, log=quiet, show_progress=False)
+    assert _train_ids(root) == _train_ids(al_run)
+    piped = {r["round"]: {s["step"]: s for s in r["timeline"]} for r in read_rounds(al_run)}
+    assert piped[2]["solve"]["start"] < piped[1]["train"]["end"]  # solving round 2 overlapped training round 1
+    assert piped[2]["solve"]["actor"] == "solvers (pipelined)"
+    seq = {r["round"]: {s["step"]: s for s in r["timeline"]} for r in read_rounds(root)}
+    assert seq[2]["solve"]["start"] >= seq[1]["train"]["end"]
