@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +14,7 @@ from rich.table import Table
 import curate.dataset  # noqa: F401  (registers the store and HDF5 data loaders)
 from curate.cli import app
 from curate.options import Device, Json, OutFile, Preset, Seed
+from curate.progress import console
 from solvers.errors import InputError
 
 Checkpoint = Annotated[Path, typer.Option("--checkpoint", help="A checkpoint written by `curate train`.")]
@@ -26,7 +28,7 @@ OptPreset = Annotated[
 
 def _console(as_json: bool) -> Console:
     """Tables go to stderr when stdout carries the one JSON object."""
-    return Console(stderr=as_json)
+    return console if as_json else Console(width=None if sys.stdout.isatty() else 150)
 
 
 @app.command("model-info")
@@ -143,17 +145,16 @@ def train_cmd(
 
 
 def metrics_table(m: dict, title: str = "evaluation") -> Table:
-    """The evaluate schema as a table: regions as rows, MAE overall and by source count."""
+    """The evaluate schema as a table: one row per source count (and one for all), one column per region, so
+    that 20 source counts fit any terminal."""
+    regions = list(m["mae"])
     keys = sorted(next(iter(m["mae_by_sources"].values()), {}), key=int)
-    t = Table(title=f"{title}: n={m['n_samples']}, rel L2 {_fmt(m['rel_l2'])}")
-    t.add_column("region")
-    t.add_column("MAE", justify="right")
+    t = Table("sources", *regions, title=f"{title}: n={m['n_samples']}, rel L2 {_fmt(m['rel_l2'])}")
+    t.add_row("all", *[_fmt(m["mae"][r]) for r in regions], end_section=True)
     for k in keys:
-        t.add_column(k, justify="right")
-    for region, v in m["mae"].items():
-        t.add_row(region, _fmt(v), *[_fmt(m["mae_by_sources"][region][k]) for k in keys])
+        t.add_row(k, *[_fmt(m["mae_by_sources"][r][k]) for r in regions])
     ps = m["per_sample_mae"]
-    t.caption = "per-sample MAE: " + ", ".join(f"{k} {_fmt(v)}" for k, v in ps.items())
+    t.caption = "MAE per region; per-sample MAE: " + ", ".join(f"{k} {_fmt(v)}" for k, v in ps.items())
     return t
 
 
