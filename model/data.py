@@ -95,18 +95,10 @@ def load_data(path, split: str = "all", seed: int = 0, train_fraction: float = 0
 
 
 def uniform_configs(physics: Physics, n: int, sources: tuple[int, int], seed: int = 0) -> Configs:
-    """The paper's uniform family (centres uniform with discs fully inside, one value 1, others U(0, 1]), for tests
-    and benchmarks that must not depend on the sampler registry."""
-    rng = np.random.default_rng(seed)
-    L, R = physics.lattice, physics.radius
-    centers, values = [], []
-    for _ in range(n):
-        k = int(rng.integers(sources[0], sources[1] + 1))
-        v = 1.0 - rng.random(k)
-        v[rng.integers(k)] = 1.0
-        centers.append(rng.integers(R, L - R, size=(k, 2)))
-        values.append(v)
-    return Configs.from_lists(centers, values)
+    """n configurations of the paper's uniform family (the sampler registry's `uniform`, indices 0..n-1)."""
+    from solvers.sampling import sample_configs
+
+    return sample_configs("uniform", physics, seed, range(n), sources)[0]
 
 
 def synthetic_dataset(physics: Physics, n: int, sources: tuple[int, int], seed: int = 0) -> ArrayDataset:
