@@ -174,5 +174,6 @@ def test_pipelined_rounds_pick_the_same_samples_and_overlap(al_run, tmp_path):
     piped = {r["round"]: {s["step"]: s for s in r["timeline"]} for r in read_rounds(al_run)}
     assert piped[2]["solve"]["start"] < piped[1]["train"]["end"]  # solving round 2 overlapped training round 1
     assert piped[2]["solve"]["actor"] == "solvers (pipelined)"
+    assert read_rounds(al_run)[2]["seconds"]["total"] < piped[2]["evaluate"]["end"] - piped[2]["solve"]["start"]
     seq = {r["round"]: {s["step"]: s for s in r["timeline"]} for r in read_rounds(root)}
     assert seq[2]["solve"]["start"] >= seq[1]["train"]["end"]

@@ -83,9 +83,10 @@ def status(run_dir: RunDir, json_out: Json = False) -> None:
     console.print(t)
     if d["rounds"]:
         last = d["rounds"][-1]
-        by = last["test"]["mae_by_sources"]["all"]
-        t2 = Table("sources", *by.keys(), title=f"round {last['round']}: test MAE by number of sources")
-        t2.add_row("MAE", *[f"{v:.3g}" if v is not None else "-" for v in by.values()])
+        by = last["test"]["mae_by_sources"]
+        t2 = Table("sources", *by, title=f"round {last['round']}: test MAE by number of sources and region")
+        for n in by["all"]:
+            t2.add_row(n, *[f"{by[r][n]:.3g}" if by[r][n] is not None else "-" for r in by])
         console.print(t2)
 
 
