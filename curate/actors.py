@@ -50,10 +50,6 @@ def ray_session(
         ray.shutdown()
 
 
-def _configs_payload(configs: Configs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return configs.centers, configs.values, configs.counts
-
-
 class _Generator:
     """Configurations for index ranges of (sampler, seed): cheap, pure, reproducible."""
 
@@ -65,7 +61,7 @@ class _Generator:
 
         cfg, families = sample_configs(sampler, self.physics, seed, range(start, stop), tuple(sources))
         ids = [cfg.sample_id(s, self.physics) for s in range(len(cfg))]
-        return (*_configs_payload(cfg), families, ids)
+        return cfg.centers, cfg.values, cfg.counts, families, ids
 
     def node(self) -> str:
         import ray

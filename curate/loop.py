@@ -182,15 +182,18 @@ class Runner:
     # --- one step, timed, skipped if its result exists ------------------------------------------------------
 
     def _step(self, k: int, name: str, done: Path, fn: Callable[[], None], actor: str = "driver") -> None:
-        state = self.paths.state(k)
-        timing_path = state / "timing.json"
-        timing = json.loads(timing_path.read_text()) if timing_path.exists() else {}
         if done.exists():
             return
         t0 = time.time()
         fn()
-        timing[name] = {"start": t0, "end": time.time(), "actor": actor}
-        _atomic_json(timing_path, timing)
+        self._timing(k, name, t0, time.time(), actor)
+
+    def _timing(self, k: int, name: str, start: float, end: float, actor: str) -> None:
+        """Record when step `name` of round k ran and on which actor (state/round-k/timing.json)."""
+        path = self.paths.state(k) / "timing.json"
+        timing = json.loads(path.read_text()) if path.exists() else {}
+        timing[name] = {"start": start, "end": end, "actor": actor}
+        _atomic_json(path, timing)
 
     def initial_sets(self) -> int:
         from curate.generate import fill
@@ -366,10 +369,7 @@ class Runner:
         state = self.paths.state(k)
         y, start, end = self._collect(refs, n)
         _atomic_npy(state / "pool_y.npy", y)
-        timing_path = state / "timing.json"
-        timing = json.loads(timing_path.read_text()) if timing_path.exists() else {}
-        timing["solve"] = {"start": max(start, submitted), "end": end, "actor": f"solvers {PIPELINED}"}
-        _atomic_json(timing_path, timing)
+        self._timing(k, "solve", max(start, submitted), end, f"solvers {PIPELINED}")
 
     def _record(self, k: int) -> dict:
         state = self.paths.state(k)

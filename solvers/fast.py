@@ -37,8 +37,7 @@ def _spectrum(L: int, D: float, gamma: float, device: str, dtype: torch.dtype):
     inv = 1.0 / lam
     g = torch.fft.ifft2(inv).real  # (N, N) float64, even in both axes
     inv_r = inv[:, : N // 2 + 1]
-    cdt = torch.complex128 if dtype == torch.float64 else torch.complex64
-    return inv_r.to(device=device, dtype=dtype), g.to(device=device, dtype=dtype), N, cdt
+    return inv_r.to(device=device, dtype=dtype), g.to(device=device, dtype=dtype), N
 
 
 def unmasked_solve(f: torch.Tensor, physics: Physics, backend: str | None = None) -> torch.Tensor:
@@ -55,7 +54,7 @@ def unmasked_solve(f: torch.Tensor, physics: Physics, backend: str | None = None
         w = fft_workers()
         u = sfft.dstn(sfft.dstn(a, type=1, axes=(1, 2), workers=w) * inv, type=1, axes=(1, 2), workers=w)
         return torch.from_numpy(u.astype(a.dtype, copy=False))
-    inv_r, _, N, _ = _spectrum(L, physics.diffusion, physics.decay, str(f.device), f.dtype)
+    inv_r, _, N = _spectrum(L, physics.diffusion, physics.decay, str(f.device), f.dtype)
     ext = torch.zeros((f.shape[0], N, N), dtype=f.dtype, device=f.device)
     # odd extension about index 0 and L+1 (the absorbing ring) in both axes
     ext[:, 1 : L + 1, 1 : L + 1] = f
@@ -104,7 +103,7 @@ def solve_fast(physics: Physics, configs: Configs, device="cpu", dtype=torch.flo
         alpha = torch.as_tensor(paint(physics, configs, "sum", np.float64), dtype=dtype, device=device)
         return unmasked_solve(-physics.decay * alpha, physics)
 
-    _, g, N, _ = _spectrum(L, physics.diffusion, physics.decay, str(device), dtype)
+    _, g, N = _spectrum(L, physics.diffusion, physics.decay, str(device), dtype)
     fixed = fixed_values(physics, configs)  # (n, L, L) float64, NaN off discs
     boundary = _boundary_pixels(fixed).reshape(n, L * L)
     fixed = fixed.reshape(n, L * L)
