@@ -84,8 +84,9 @@ def test_solve_refuses_to_overwrite_and_unknown_extension(cli, tmp_path):
 def test_presets_and_samplers_list_everything(cli):
     import curate.progress
 
-    code, _, _ = cli("presets")
-    assert code == 0
+    with curate.progress.console.capture() as cap:
+        code, _, _ = cli("presets")
+    assert code == 0 and all(n in cap.get() for n in ("paper", "small", "tiny", "512", "64", "32"))
     with curate.progress.console.capture() as cap:
         cli("samplers")
     assert all(n in cap.get() for n in ("uniform", "clustered", "boundary", "overlap", "sparse-values", "mixed"))

@@ -73,19 +73,8 @@ def test_two_node_run(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
-    head = _start(
-        [
-            "--head",
-            "--port",
-            str(ports[0]),
-            "--include-dashboard",
-            "false",
-            *_node_args(ports[1:7]),
-            "--temp-dir",
-            tempfile.mkdtemp(prefix="ray", dir="/tmp"),
-        ],
-        env,
-    )  # fmt: skip (short: socket paths)
+    head = _start(["--head", "--port", str(ports[0]), "--include-dashboard", "false", *_node_args(ports[1:7]),
+                   "--temp-dir", temp], env)  # fmt: skip
     nodes = [head]
     try:
         _wait_for_nodes(address, 1, env)

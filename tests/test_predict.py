@@ -22,7 +22,7 @@ def tiny_run(ray_cluster, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def test_input(tiny_run, tmp_path_factory):
+def predict_input(tiny_run, tmp_path_factory):
     """The run's test configurations as an input file (no fields), and their true fields (float64)."""
     cfg, _ = _split(resolve_source(tiny_run), "test")
     path = tmp_path_factory.mktemp("predict") / "configs.npz"
@@ -36,8 +36,8 @@ def _predict(cli, tiny_run, inp, out, *extra):
     return load_arrays(out)
 
 
-def test_layout_and_the_two_extremes(tiny_run, test_input, tmp_path, cli):
-    inp, cfg, u = test_input
+def test_layout_and_the_two_extremes(tiny_run, predict_input, tmp_path, cli):
+    inp, cfg, u = predict_input
     d = _predict(cli, tiny_run, inp, tmp_path / "all.npz", "--max-error", "0")
     n, L = len(cfg), TINY.lattice
     assert d["y"].shape == (n, L, L) and d["y"].dtype == np.float32
@@ -51,8 +51,8 @@ def test_layout_and_the_two_extremes(tiny_run, test_input, tmp_path, cli):
     assert np.all(d["estimate"] > 0)
 
 
-def test_residual_exact_guard_holds_exactly(tiny_run, test_input, tmp_path, cli):
-    inp, _, u = test_input
+def test_residual_exact_guard_holds_exactly(tiny_run, predict_input, tmp_path, cli):
+    inp, _, u = predict_input
     for E in (0.02, 0.05, 0.1):
         d = _predict(cli, tiny_run, inp, tmp_path / "g.npz", "--max-error", str(E), "--estimator", "residual-exact")
         model = d["path"] == "model"
@@ -62,10 +62,10 @@ def test_residual_exact_guard_holds_exactly(tiny_run, test_input, tmp_path, cli)
         assert np.all(d["error"][solved] >= E) and np.all(np.isnan(d["error"][model]))
 
 
-def test_residual_guard_within_its_stated_calibration(tiny_run, test_input, tmp_path, cli):
+def test_residual_guard_within_its_stated_calibration(tiny_run, predict_input, tmp_path, cli):
     """Measured on the tiny test set: with 5 CG steps the residual estimate is within a few % of the truth, and
     the worst model answer kept under E stayed below E x the calibration's val slack (the stated calibration)."""
-    inp, _, u = test_input
+    inp, _, u = predict_input
     for E in (0.02, 0.05, 0.1):
         d = _predict(cli, tiny_run, inp, tmp_path / "r.npz", "--max-error", str(E))
         slack = Calibration.load(tiny_run / "estimators" / "residual.json").slack
@@ -83,8 +83,8 @@ def _bad(cli, tiny_run, inp, out, *extra) -> str:
     return err
 
 
-def test_bad_input_is_one_line_and_exit_2(tiny_run, test_input, tmp_path, cli):
-    inp, cfg, _ = test_input
+def test_bad_input_is_one_line_and_exit_2(tiny_run, predict_input, tmp_path, cli):
+    inp, cfg, _ = predict_input
     out = tmp_path / "p.npz"
     assert "checkpoint not found" in _bad(cli, tmp_path / "nope.pt", inp, out)
     assert "unknown estimator" in _bad(cli, tiny_run, inp, out, "--estimator", "oracle")
