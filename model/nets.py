@@ -37,6 +37,7 @@ class EDCNNConfig:
     dec_channels: tuple[int, ...] = (1024, 512, 256, 128, 64, 32)
     slope: float = 0.02
     dropout: float = 0.0
+    clamp_sources: bool = False
     arch: str = "edcnn"
 
     @property
@@ -50,12 +51,20 @@ class EDCNNConfig:
             raise InputError(f"edcnn: lattice {lattice} is not divisible by 2^{self.pools} (its pools)")
 
 
+def clamp_known(x: torch.Tensor, out: torch.Tensor, on: bool) -> torch.Tensor:
+    """With fixed-value sources the field inside a disc *is* the painted input (x > 0 there), so an optional hard
+    constraint copies it instead of asking the network for it: the paper's worst region becomes exact and the
+    training signal goes to the field. (B, 1, L, L) each."""
+    return torch.where(x > 0, x, out) if on else out
+
+
 class EDCNN(nn.Module):
     """Paper Table 1 (no skip connections): the bottleneck has to carry the whole field."""
 
     def __init__(self, cfg: EDCNNConfig):
         super().__init__()
         cfg.check()
+        self.clamp = cfg.clamp_sources
         enc: list[nn.Module] = []
         cin = 1
         for i, c in enumerate(cfg.enc_channels):
@@ -81,7 +90,7 @@ class EDCNN(nn.Module):
         self.decoder = nn.Sequential(*dec)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, L, L) -> (B, 1, L, L)
-        return self.decoder(self.encoder(x))
+        return clamp_known(x, self.decoder(self.encoder(x)), self.clamp)
 
 
 @dataclass
@@ -94,6 +103,7 @@ class UNetConfig:
     depth: int = 3
     slope: float = 0.02
     dropout: float = 0.0
+    clamp_sources: bool = False
     arch: str = "unet"
 
     def check(self, lattice: int | None = None) -> None:
@@ -117,6 +127,7 @@ class UNet(nn.Module):
     def __init__(self, cfg: UNetConfig):
         super().__init__()
         cfg.check()
+        self.clamp = cfg.clamp_sources
         ch = [cfg.base * 2**i for i in range(cfg.depth + 1)]
         self.down = nn.ModuleList([_double(1 if i == 0 else ch[i - 1], ch[i], cfg.slope) for i in range(cfg.depth)])
         self.pool = nn.AvgPool2d(2)
@@ -131,15 +142,15 @@ class UNet(nn.Module):
         self.head = nn.Conv2d(ch[0], 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, L, L) -> (B, 1, L, L)
-        skips = []
+        skips, h = [], x
         for block in self.down:
-            x = block(x)
-            skips.append(x)
-            x = self.pool(x)
-        x = self.mid(x)  # (B, base*2^depth, L/2^depth, L/2^depth)
+            h = block(h)
+            skips.append(h)
+            h = self.pool(h)
+        h = self.mid(h)  # (B, base*2^depth, L/2^depth, L/2^depth)
         for up, merge in zip(self.up, self.merge, strict=True):
-            x = merge(torch.cat([up(x), skips.pop()], dim=1))
-        return self.head(x)
+            h = merge(torch.cat([up(h), skips.pop()], dim=1))
+        return clamp_known(x, self.head(h), self.clamp)
 
 
 @dataclass(frozen=True)

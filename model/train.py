@@ -169,6 +169,11 @@ def train(
     forward_t = transform_pair(tc.transform)[0]
     mc = model_config if isinstance(model_config, dict) else config_to_dict(model_config)
     config_from_dict(mc).check(physics.lattice if physics else None)
+    if mc.get("clamp_sources"):
+        if tc.transform != "none":
+            raise InputError("clamp_sources copies the input into the discs; it needs --transform none")
+        if physics is not None and physics.source_model != "fixed":
+            raise InputError("clamp_sources needs fixed-value sources (the input is not the field in the discs)")
     if len(train_data) == 0:
         raise InputError("training set is empty")
     dev = resolve_device(device) if isinstance(device, str) else torch.device(device)

@@ -1,6 +1,7 @@
 """Real (tiny-preset) training: it learns, is deterministic, resumes exactly after a kill, warm-starts, and its
 checkpoints round-trip through torch.load(weights_only=True). Also the model CLI end to end."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -112,6 +113,23 @@ def test_sqrt_transform_and_toggle_train(data):
     assert [h["loss_index"] for h in res.history] == [0, 1, 0]
     m, per = evaluate_model(res.model, data[1], transform="sqrt")
     assert m["mae"]["all"] == pytest.approx(res.best_val) and per.shape == (64,)
+
+
+def test_clamp_sources_makes_the_discs_exact(data):
+    """Hard constraint for fixed sources: the disc pixels equal the painted input, whatever the weights."""
+    tr, va = data
+    mc = default_model_config("tiny", "unet")
+    mc.clamp_sources = True
+    res = train(mc, _cfg(epochs=2), tr, va, physics=TINY.physics, device="cpu")
+    m, _ = evaluate_model(res.model, va)
+    assert m["mae"]["sources"] < 1e-7 < m["mae"]["field"]
+    plain = _run(data, epochs=2)
+    assert evaluate_model(plain.model, va)[0]["mae"]["sources"] > 1e-3
+    with pytest.raises(InputError, match="transform none"):
+        train(mc, _cfg(epochs=1, transform="sqrt"), tr, va, physics=TINY.physics, device="cpu")
+    with pytest.raises(InputError, match="fixed-value sources"):
+        ph = dataclasses.replace(TINY.physics, source_model="production")
+        train(mc, _cfg(epochs=1), tr, va, physics=ph, device="cpu")
 
 
 def test_bad_train_options(data):

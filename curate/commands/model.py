@@ -82,6 +82,9 @@ def train_cmd(
     init_from: Annotated[Path | None, typer.Option("--init-from", help="Warm start from a checkpoint.")] = None,
     device: Device = "auto",
     resume: Annotated[bool, typer.Option("--resume", help="Continue RUN_DIR/checkpoints/last.pt.")] = False,
+    clamp_sources: Annotated[
+        bool, typer.Option("--clamp-sources", help="Copy the known disc values into the output (fixed sources).")
+    ] = False,
     seed: Seed = 0,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
     as_json: Json = False,
@@ -117,8 +120,10 @@ def train_cmd(
         seed=seed,
     )
     tc.loss_specs()  # validate names before any work
+    model_config = default_model_config(name, model)
+    model_config.clamp_sources = clamp_sources
     res = train(
-        default_model_config(name, model),
+        model_config,
         tc,
         train_set,
         val_set,
