@@ -213,15 +213,21 @@ class _Trainer:
         return ray.get_runtime_context().get_node_id()
 
 
-def make_trainer(num_cpus: float = 1.0, num_gpus: float = -1.0, threads: int = 0):
-    """The trainer actor; num_gpus=-1 takes one GPU when the cluster has one (else trains on CPU)."""
+def make_trainers(n: int = 1, num_cpus: float = 1.0, num_gpus: float = -1.0, threads: int = 0) -> list:
+    """n trainer actors (the surrogate and n-1 ensemble members). num_gpus=-1: one GPU each when the cluster has
+    n GPUs, an equal share of its GPUs when it has fewer, else CPU. CPUs are shared like the solvers' (an actor
+    that asks for more than its share would never be scheduled); with several trainers on CPU and threads=0 each
+    gets one torch thread per CPU it holds, so they do not oversubscribe the node."""
     import ray
 
+    res = ray.cluster_resources()
     if num_gpus < 0:
-        num_gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
-    num_cpus = min(num_cpus, ray.cluster_resources().get("CPU", 1.0))
+        num_gpus = min(1.0, res.get("GPU", 0) / n)
+    num_cpus = min(num_cpus, res.get("CPU", 1.0) / n)
+    if n > 1 and not threads and num_gpus == 0:
+        threads = max(1, int(num_cpus))
     cls = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=RESTARTS, max_task_retries=RESTARTS)(_Trainer)
-    return cls.remote(threads, "cuda" if num_gpus > 0 else "cpu")
+    return [cls.remote(threads, "cuda" if num_gpus > 0 else "cpu") for _ in range(n)]
 
 
 _GAUGES: dict = {}

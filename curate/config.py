@@ -52,7 +52,8 @@ class RayConfig:
     workers: int = 2  # solver actors
     solver_cpus: float = 0.5
     solver_gpus: float = 0.0
-    trainer_cpus: float = 1.0
+    trainers: int = 1  # M trainer actors: the surrogate and M-1 ensemble members, trained in parallel
+    trainer_cpus: float = 1.0  # per trainer
     trainer_gpus: float = -1.0  # -1: one GPU if the cluster has one, else CPU
     trainer_threads: int = 0  # torch threads in the trainer; 0 = all cores of its node
     dashboard: bool = True
@@ -137,6 +138,8 @@ class RunConfig:
         lo, hi = self.sources
         if not 1 <= lo <= hi:
             raise InputError(f"bad source range {self.sources}")
+        if self.ray.trainers < 1:
+            raise InputError(f"need at least 1 trainer, got ray.trainers = {self.ray.trainers}")
         if self.data.initial < 2 or self.data.val < 1:
             raise InputError("need at least 2 initial training samples and 1 validation sample")
         return self

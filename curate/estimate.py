@@ -4,7 +4,8 @@ members, the inverse net: trained once per round and kept next to the checkpoint
 
 Files in a run directory (round k = the checkpoint's round):
 
-    checkpoints/round-NNN-member-M.pt   ensemble member M = 1..K-1 (seed = the run's seed + 1000 M)
+    checkpoints/round-NNN-member-M.pt   ensemble member M = 1..K-1 (seed = the run's seed + 1000 M; written by
+                                        the loop itself when it runs M > 1 trainers, else trained on demand)
     checkpoints/round-NNN-inverse.pt    the inverse net (true field -> source image)
     estimators/<name>.json              calibration of <name> for the checkpoint named inside it
 
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from curate.loop import RunPaths, load_run, read_rounds
+from curate.loop import RunPaths, load_run, member_train_config, read_rounds
 from model.estimators import (
     ESTIMATORS,
     Calibration,
@@ -41,7 +42,6 @@ from solvers.errors import InputError
 from solvers.problem import Configs, Physics, paint
 
 ENSEMBLE_SIZE = 3  # K: the surrogate + K-1 members
-MEMBER_SEED_STEP = 1000
 INVERSE_MIN_EPOCHS = 20  # the inverse net is small and cheap; the surrogate's few (tiny: 3) epochs leave it blind
 _ROUND = re.compile(r"^round-(\d{3})\.pt$")
 # requirement -> builder that trains the missing artifact (see `prepare`)
@@ -63,7 +63,7 @@ class Source:
         return RunPaths(self.run_dir)
 
     def member(self, m: int) -> Path:
-        return self.paths.root / "checkpoints" / f"round-{self.round:03d}-member-{m}.pt"
+        return self.paths.member(self.round, m)
 
     def inverse(self) -> Path:
         return self.paths.root / "checkpoints" / f"round-{self.round:03d}-inverse.pt"
@@ -138,7 +138,7 @@ def _train_member(source: Source, m: int, device: str, log: Log) -> None:
 
     cfg = load_run(source.run_dir)
     train_set, val_set, ph = _train_val(source)
-    tc = TrainConfig.from_dict({**cfg.train, "seed": cfg.seed + MEMBER_SEED_STEP * m})
+    tc = TrainConfig.from_dict(member_train_config(cfg, m))
     log(f"ensemble: training member {m} of round {source.round} ({len(train_set)} samples, {tc.epochs} epochs)")
     res = train(cfg.model, tc, train_set, val_set, physics=ph, device=device)
     save_checkpoint(source.member(m), res.model, cfg.model, tc, ph, metrics={"val": res.val_metrics}, member=m)

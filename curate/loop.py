@@ -36,6 +36,7 @@ CONFIG = "config.toml"
 PIPELINED = "(pipelined)"  # actor suffix of steps run ahead, during the previous round
 PLACEMENT_TIMEOUT = 180  # seconds for the actors to start (an unschedulable request would wait forever)
 ROUNDS = "rounds.jsonl"
+MEMBER_SEED_STEP = 1000  # ensemble member m trains with seed + 1000 m (loop trainers and estimators alike)
 
 
 @dataclass
@@ -57,8 +58,17 @@ class RunPaths:
     def checkpoint(self, k: int) -> Path:
         return self.root / "checkpoints" / f"round-{k:03d}.pt"
 
+    def member(self, k: int, m: int) -> Path:
+        """Ensemble member m >= 1 of round k (member 0 is the surrogate itself, `checkpoint(k)`)."""
+        return self.checkpoint(k) if m == 0 else self.root / "checkpoints" / f"round-{k:03d}-member-{m}.pt"
+
     def state(self, k: int) -> Path:
         return self.root / "state" / f"round-{k:03d}"
+
+
+def member_train_config(cfg: RunConfig, m: int) -> dict:
+    """Member m's training config: the run's, with its own seed (m = 0 is the surrogate)."""
+    return cfg.train if m == 0 else {**cfg.train, "seed": cfg.seed + MEMBER_SEED_STEP * m}
 
 
 def _atomic_json(path: Path, obj) -> None:
@@ -140,7 +150,7 @@ class Runner:
     """Drives the rounds of one run directory on a Ray cluster (actors made once, reused every round)."""
 
     def __init__(self, root: Path, cfg: RunConfig, log: Callable[[str], None] = print, show_progress: bool = True):
-        from curate.actors import make_generators, make_solvers, make_trainer
+        from curate.actors import make_generators, make_solvers, make_trainers
 
         self.root, self.cfg, self.paths = Path(root), cfg, RunPaths(Path(root))
         self.physics = cfg.phys
@@ -150,7 +160,8 @@ class Runner:
         r = cfg.ray
         self.gens = make_generators(self.physics, 1)
         self.solvers = make_solvers(self.physics, r.workers, r.solver_cpus, r.solver_gpus)
-        self.trainer = make_trainer(r.trainer_cpus, r.trainer_gpus, r.trainer_threads)
+        self.trainers = make_trainers(r.trainers, r.trainer_cpus, r.trainer_gpus, r.trainer_threads)
+        self.trainer = self.trainers[0]  # the surrogate's: scores, evaluates, feeds the ranker
         self._record_placement()
 
     def _record_placement(self) -> None:
@@ -159,13 +170,14 @@ class Runner:
 
         actors = {f"solver-{i}": a for i, a in enumerate(self.solvers)}
         actors.update({"generator": self.gens[0], "trainer": self.trainer})
+        actors.update({f"trainer-{m}": a for m, a in enumerate(self.trainers) if m})
         refs = [a.node.remote() for a in actors.values()]
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=PLACEMENT_TIMEOUT)
         if len(ready) < len(refs):
             raise InputError(
                 f"the actors could not all be placed within {PLACEMENT_TIMEOUT} s: the cluster offers "
                 f"{ray.cluster_resources()}, the run asks for {self.cfg.ray.workers} solvers x "
-                f"{self.cfg.ray.solver_cpus} CPU and a trainer with {self.cfg.ray.trainer_cpus} CPU on one node"
+                f"{self.cfg.ray.solver_cpus} CPU and {self.cfg.ray.trainers} trainer(s) x {self.cfg.ray.trainer_cpus} CPU"
             )
         nodes = dict(zip(actors, ray.get(refs), strict=True))
         path = self.root / "state" / "actors.json"
@@ -176,7 +188,7 @@ class Runner:
     def close(self) -> None:
         import ray
 
-        for a in [*self.solvers, *self.gens, self.trainer]:
+        for a in [*self.solvers, *self.gens, *self.trainers]:
             ray.kill(a)
 
     # --- one step, timed, skipped if its result exists ------------------------------------------------------
@@ -204,9 +216,7 @@ class Runner:
     # --- rounds ---------------------------------------------------------------------------------------------
 
     def run_round(self, k: int) -> dict:
-        import ray
-
-        cfg, state = self.cfg, self.paths.state(k)
+        state = self.paths.state(k)
         state.mkdir(parents=True, exist_ok=True)
         meta_path = state / "meta.json"
         if k == 0:
@@ -220,25 +230,47 @@ class Runner:
             self._acquire(k)
         ckpt = self.paths.checkpoint(k)
         ckpt.parent.mkdir(parents=True, exist_ok=True)
-        init = str(self.paths.checkpoint(k - 1)) if k > 0 and cfg.warm_start else None
         fit_path = state / "fit.json"
-
-        def fit():
-            r = ray.get(self.trainer.fit.remote(str(self.paths.store), cfg.model, cfg.train, cfg.physics,
-                                                str(state / "train"), str(ckpt), init, self.root.name))  # fmt: skip
-            _atomic_json(fit_path, r)
-
         pre = self._prefetch_start(k + 1) if not fit_path.exists() else None
-        self._step(k, "train", fit_path, fit, "trainer")
+        self._step(k, "train", fit_path, lambda: _atomic_json(fit_path, self._fit(k)), self._trainers_name)
         if pre:
             self._prefetch_finish(pre)
         self.log(f"round {k}: trained ({json.loads(fit_path.read_text())['epochs']} epochs)")
         eval_path = state / "eval.json"
-        self._step(k, "evaluate", eval_path,
-                   lambda: _atomic_json(eval_path, ray.get(self.trainer.evaluate.remote(str(self.paths.store),
-                                                                                        str(ckpt)))),
-                   "trainer")  # fmt: skip
+        self._step(k, "evaluate", eval_path, lambda: _atomic_json(eval_path, self._evaluate(k)),
+                   self._trainers_name)  # fmt: skip
         return self._record(k)
+
+    @property
+    def _trainers_name(self) -> str:
+        return "trainer" if len(self.trainers) == 1 else f"trainers x{len(self.trainers)}"
+
+    def _fit(self, k: int) -> dict:
+        """All trainers at once: member m trains with its own seed in its own work dir (resumable), warm-started
+        from its own previous-round weights, so the members stay independent (an ensemble, not M copies)."""
+        import ray
+
+        cfg, state = self.cfg, self.paths.state(k)
+        refs = []
+        for m, tr in enumerate(self.trainers):
+            prev = self.paths.member(k - 1, m) if k > 0 else None
+            init = str(prev) if prev is not None and cfg.warm_start and prev.is_file() else None
+            work = state / ("train" if m == 0 else f"train-member-{m}")
+            refs.append(tr.fit.remote(str(self.paths.store), cfg.model, member_train_config(cfg, m), cfg.physics,
+                                      str(work), str(self.paths.member(k, m)), init, self.root.name))  # fmt: skip
+        first, *members = ray.get(refs)
+        return {**first, **({"members": [{"member": m, **r} for m, r in enumerate(members, 1)]} if members else {})}
+
+    def _evaluate(self, k: int) -> dict:
+        """The surrogate's test metrics (and each member's, on its own trainer, when there are several)."""
+        import ray
+
+        store = str(self.paths.store)
+        refs = [tr.evaluate.remote(store, str(self.paths.member(k, m))) for m, tr in enumerate(self.trainers)]
+        first, *members = ray.get(refs)
+        if members:
+            first["members"] = [{"member": m, "test": r["test"]} for m, r in enumerate(members, 1)]
+        return first
 
     def _acquire(self, k: int) -> None:
         import ray
@@ -394,6 +426,7 @@ class Runner:
             "test": ev["test"],
             "seconds": seconds,
             "strategy": self.cfg.acquisition.strategy,
+            **({"members": [_member_summary(e) for e in ev["members"]]} if "members" in ev else {}),
             "timeline": [{"step": s, **v} for s, v in sorted(timing.items(), key=lambda kv: kv[1]["start"])],
         }
 
@@ -414,13 +447,18 @@ class Runner:
             set_gauge("solves_per_s", record["solves"] / solve_s, run)
 
 
+def _member_summary(ev: dict) -> dict:
+    t = ev["test"]
+    return {"member": ev["member"], "mae": t["mae"]["all"], "p99": t["per_sample_mae"]["p99"], "rel_l2": t["rel_l2"]}
+
+
 def apply_overrides(root: Path, cfg: RunConfig, **kw) -> RunConfig:
     """CLI overrides of `curate run`. Strategy/acquisition may change only before the first acquisition round,
     so that one run directory never mixes strategies; the config file is updated to stay the run's truth."""
     changed = False
     done = read_rounds(root)
     for key, section in (("strategy", "acquisition"), ("acquisition", "acquisition"), ("workers", "ray"),
-                         ("address", "ray"), ("dashboard", "ray"), ("dashboard_host", "ray")):  # fmt: skip
+                         ("trainers", "ray"), ("address", "ray"), ("dashboard", "ray"), ("dashboard_host", "ray")):  # fmt: skip
         v = kw.get(key)
         if v is None or getattr(getattr(cfg, section), key) == v:
             continue
@@ -428,7 +466,7 @@ def apply_overrides(root: Path, cfg: RunConfig, **kw) -> RunConfig:
             raise InputError(f"{root} already ran acquisition rounds with {key} "
                              f"{getattr(cfg.acquisition, key)!r}; start a new run directory for {v!r}")  # fmt: skip
         setattr(getattr(cfg, section), key, v)
-        changed = changed or key in ("strategy", "acquisition", "workers")
+        changed = changed or key in ("strategy", "acquisition", "workers", "trainers")
     for key in ("max_solves", "target_p99"):
         if kw.get(key) is not None:
             setattr(cfg, key, kw[key])

@@ -177,3 +177,33 @@ def test_pipelined_rounds_pick_the_same_samples_and_overlap(al_run, tmp_path):
     assert read_rounds(al_run)[2]["seconds"]["total"] < piped[2]["evaluate"]["end"] - piped[2]["solve"]["start"]
     seq = {r["round"]: {s["step"]: s for s in r["timeline"]} for r in read_rounds(root)}
     assert seq[2]["solve"]["start"] >= seq[1]["train"]["end"]
+
+
+def test_two_trainers_train_independent_ensemble_members(ray_cluster, tmp_path):
+    """ray.trainers = 2: member 1 trains beside the surrogate with its own seed, is warm-started from its own
+    previous round, is evaluated per member, and the ensemble estimator reuses it instead of training one."""
+    from curate.estimate import Source, prepare
+
+    root = tmp_path / "ens"
+    cfg = tiny_config("al")
+    cfg.rounds, cfg.ray.trainers, cfg.ray.trainer_cpus = 1, 2, 0.5
+    init_run(root, cfg)
+    run(root, log=quiet, show_progress=False)
+    paths, rounds = RunPaths(root), read_rounds(root)
+    for k in (0, 1):
+        ck, mem = (torch.load(p, weights_only=True) for p in (paths.checkpoint(k), paths.member(k, 1)))
+        assert mem["train_config"]["seed"] == ck["train_config"]["seed"] + 1000
+        assert mem["model_config"] == ck["model_config"]
+        pairs = zip(ck["state_dict"].values(), mem["state_dict"].values(), strict=True)
+        assert not all(torch.equal(a, b) for a, b in pairs)
+        assert [m["member"] for m in rounds[k]["members"]] == [1]
+        assert rounds[k]["members"][0]["mae"] != rounds[k]["test"]["mae"]["all"]
+        assert {s["step"]: s["actor"] for s in rounds[k]["timeline"]}["train"] == "trainers x2"
+    fit = json.loads((paths.state(1) / "fit.json").read_text())
+    assert fit["members"][0]["member"] == 1 and fit["members"][0]["train_size"] == fit["train_size"]
+    member = paths.member(1, 1)
+    before = member.stat().st_mtime_ns
+    prepare(Source(paths.checkpoint(1), root, 1), ["ensemble"], ensemble_size=2)
+    assert member.stat().st_mtime_ns == before  # reused, not retrained
+    placed = json.loads((root / "state" / "actors.json").read_text())[-1]["nodes"]
+    assert {"trainer", "trainer-1"} <= set(placed)

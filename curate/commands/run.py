@@ -46,6 +46,9 @@ def run_cmd(
     dashboard: Annotated[bool | None, typer.Option("--dashboard/--no-dashboard", help="Ray dashboard.")] = None,
     dashboard_host: Annotated[str | None, typer.Option("--dashboard-host", help="Dashboard bind address.")] = None,
     workers: Annotated[int | None, typer.Option("--workers", min=1, help="Solver actors.")] = None,
+    trainers: Annotated[
+        int | None, typer.Option("--trainers", min=1, help="Trainer actors: the surrogate + ensemble members.")
+    ] = None,
     max_solves: Annotated[int | None, typer.Option("--max-solves", min=1, help="Stop at this many solves.")] = None,
     target_p99: Annotated[float | None, typer.Option("--target-p99", help="Stop when test p99 <= E.")] = None,
 ) -> None:
@@ -53,8 +56,8 @@ def run_cmd(
     from curate.loop import run
 
     run(run_dir, rounds, log=console.print, strategy=strategy, acquisition=acquisition, address=address,
-        dashboard=dashboard, dashboard_host=dashboard_host, workers=workers, max_solves=max_solves,
-        target_p99=target_p99)  # fmt: skip
+        dashboard=dashboard, dashboard_host=dashboard_host, workers=workers, trainers=trainers,
+        max_solves=max_solves, target_p99=target_p99)  # fmt: skip
 
 
 def status_dict(run_dir: Path) -> dict:
