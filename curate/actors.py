@@ -207,6 +207,20 @@ class _Trainer:
                                     torch.from_numpy(disc_mask(ph, cfg)), sources_weight)  # fmt: skip
         return s.numpy()
 
+    def embed(self, ckpt: str, physics: dict, centers, values, counts, store: str) -> tuple[np.ndarray, np.ndarray]:
+        """Bottleneck features of the candidates (n, D) and of the store's training split (m, D)."""
+        from curate.store import Store
+        from model.inference import embed
+        from solvers.problem import paint
+
+        net, _ = self._model(ckpt)
+        ph = Physics.from_dict(physics)
+        with Store(store, readonly=True) as st:
+            train_cfg = st.configs("train")
+        return embed(net, paint(ph, Configs(centers, values, counts)), self.device), embed(
+            net, paint(ph, train_cfg), self.device
+        )
+
     def node(self) -> str:
         import ray
 

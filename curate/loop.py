@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from curate.config import RunConfig
-from curate.ranker import ACQUISITIONS, config_features, needs_scores, select
+from curate.ranker import ACQUISITIONS, NetFeatures, config_features, needs_network_features, needs_scores, select
 from curate.store import Store
 from solvers.errors import InputError
 from solvers.problem import Configs
@@ -80,6 +80,12 @@ def _atomic_json(path: Path, obj) -> None:
 def _atomic_npy(path: Path, a: np.ndarray) -> None:
     tmp = path.with_name(path.name + ".tmp.npy")
     np.save(tmp, a)
+    os.replace(tmp, path)
+
+
+def _atomic_npz(path: Path, **arrays: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
     os.replace(tmp, path)
 
 
@@ -306,11 +312,25 @@ class Runner:
 
         if use_scores:
             self._step(k, "score", scores_path, score, "trainer")
+        embed_path = state / "embed.npz"
+
+        def embed():  # peers (lcmd, coreset) pick in the surrogate's feature space: pool and training set
+            fp, ft = ray.get(self.trainer.embed.remote(str(self.paths.checkpoint(k - 1)), cfg.physics, pool.centers,
+                                                       pool.values, pool.counts, str(self.paths.store)))  # fmt: skip
+            _atomic_npz(embed_path, pool=fp, train=ft)
+
+        if needs_network_features(a.strategy):
+            self._step(k, "score", embed_path, embed, "trainer")
 
         def pick():
             scores = np.load(scores_path) if use_scores else None
             rng = np.random.default_rng(cfg.sub_seed("select", k))
-            sel = select(a.strategy, scores, pool.counts, config_features(self.physics, pool), a.budget, a, rng)
+            if needs_network_features(a.strategy):
+                with np.load(embed_path) as z:
+                    feats = NetFeatures(z["pool"], z["train"])
+            else:
+                feats = config_features(self.physics, pool)
+            sel = select(a.strategy, scores, pool.counts, feats, a.budget, a, rng)
             _atomic_json(sel_path, {"index": sel.index.tolist(), "cluster": sel.cluster.tolist(), "how": sel.how})
 
         self._step(k, "select", sel_path, pick, "driver")
@@ -349,10 +369,8 @@ class Runner:
         with Store(self.paths.store, readonly=True) as st:
             have = set(st.ids())
         keep = np.array([i not in have for i in ids], bool)
-        tmp = state / "pool.tmp.npz"
-        np.savez(tmp, centers=centers[keep], values=values[keep], counts=counts[keep],
-                 families=np.array(fams)[keep], ids=np.array(ids)[keep])  # fmt: skip
-        os.replace(tmp, state / "pool.npz")
+        _atomic_npz(state / "pool.npz", centers=centers[keep], values=values[keep], counts=counts[keep],
+                    families=np.array(fams)[keep], ids=np.array(ids)[keep])  # fmt: skip
 
     def _submit(self, configs: Configs) -> list:
         """Chunks of `configs` sent round-robin to the solver actors; [(offset, ref of (y, start, end))]."""

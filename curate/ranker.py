@@ -196,22 +196,55 @@ def _uniform_per_count(scores, counts, feats, budget, acq, rng) -> Selection:
     return _merge(parts)
 
 
-# name -> (fn(scores, counts, features, budget, acquisition config, rng) -> Selection, needs scores)
-STRATEGIES: dict[str, tuple[Callable[..., Selection], bool]] = {
-    "al": (_al, True),
-    "topk": (_topk, True),
-    "random": (_random, False),
-    "uniform-per-count": (_uniform_per_count, False),
+@dataclass
+class NetFeatures:
+    """The surrogate's bottleneck features of the pool (n, D) and of the current training set (m, D)."""
+
+    pool: np.ndarray
+    train: np.ndarray
+
+
+def _peer(method: str) -> Callable[..., Selection]:
+    def pick(scores, counts, feats: NetFeatures, budget, acq, rng) -> Selection:
+        from curate.peers import bmdal_select
+
+        idx = np.sort(bmdal_select(feats.pool, feats.train, budget, method))
+        return Selection(idx, np.full(len(idx), -1), ["exploit"] * len(idx))
+
+    return pick
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """fn(scores, counts, features, budget, acquisition config, rng) -> Selection. `features` are the
+    configuration features (`config_features`), or `NetFeatures` when `network_features` is set."""
+
+    fn: Callable[..., Selection]
+    needs_scores: bool
+    network_features: bool = False
+
+
+STRATEGIES: dict[str, Strategy] = {
+    "al": Strategy(_al, True),
+    "topk": Strategy(_topk, True),
+    "random": Strategy(_random, False),
+    "uniform-per-count": Strategy(_uniform_per_count, False),
+    # peers from bmdal-reg (curate/peers.py): diversity in the network's feature space, no scores, no pool solves
+    "lcmd": Strategy(_peer("lcmd"), False, True),
+    "coreset": Strategy(_peer("coreset"), False, True),
 }
 
 
 def select(strategy: str, scores, counts, feats, budget: int, acq, rng: np.random.Generator) -> Selection:
     """Spend `budget` on the pool. Strategies that need no scores ignore `scores` (may be None)."""
-    fn, needs = STRATEGIES[strategy]
     counts = np.asarray(counts)
     scores = np.zeros(len(counts)) if scores is None else np.asarray(scores, np.float64)
-    return fn(scores, counts, feats, budget, acq, rng)
+    return STRATEGIES[strategy].fn(scores, counts, feats, budget, acq, rng)
 
 
 def needs_scores(strategy: str) -> bool:
-    return STRATEGIES[strategy][1]
+    return STRATEGIES[strategy].needs_scores
+
+
+def needs_network_features(strategy: str) -> bool:
+    return STRATEGIES[strategy].network_features

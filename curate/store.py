@@ -62,11 +62,16 @@ def _crc(b) -> bytes:
     return _LEN.pack(zlib.crc32(b) & 0xFFFFFFFF)
 
 
-def encode_record(header: dict, y: np.ndarray, encoding: str) -> bytes:
+def encode_record(header: dict, y: np.ndarray, encoding: str) -> bytearray:
     """header + the (L, L) target in `encoding` + crc32: bytes for the `samples` sub-database."""
     h = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
-    body = _LEN.pack(len(h)) + h + np.ascontiguousarray(y, ENCODINGS[encoding]).tobytes()
-    return body + _crc(body)
+    prefix = _LEN.pack(len(h)) + h
+    a = memoryview(np.ascontiguousarray(y, ENCODINGS[encoding])).cast("B")
+    out = bytearray(len(prefix) + len(a) + 4)  # one copy of the target (a paper sample is 1 MiB), crc on the fly
+    out[: len(prefix)] = prefix
+    out[len(prefix) : -4] = a
+    out[-4:] = _LEN.pack(zlib.crc32(a, zlib.crc32(prefix)) & 0xFFFFFFFF)
+    return out
 
 
 def decode_record(buf, key: str = "?") -> tuple[dict, np.ndarray]:

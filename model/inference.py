@@ -19,3 +19,15 @@ def predict(model: torch.nn.Module, x: np.ndarray, transform: str = "none", devi
             xb = torch.as_tensor(x[a : a + batch_size], dtype=torch.float32, device=device)[:, None]  # (B, 1, L, L)
             out[a : a + len(xb)] = inverse(model(xb).float())[:, 0].cpu().numpy()
     return out
+
+
+def embed(model: torch.nn.Module, x: np.ndarray, device="cpu", batch_size: int = 64) -> np.ndarray:
+    """x (n, L, L) float32 -> (n, D) float32 bottleneck features (`model.embed`), in eval mode."""
+    device = torch.device(device)
+    model.eval()
+    parts = []
+    with torch.no_grad():
+        for a in range(0, len(x), batch_size):
+            xb = torch.as_tensor(x[a : a + batch_size], dtype=torch.float32, device=device)[:, None]  # (B, 1, L, L)
+            parts.append(model.embed(xb).float().cpu().numpy())
+    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)

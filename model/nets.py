@@ -51,6 +51,12 @@ class EDCNNConfig:
             raise InputError(f"edcnn: lattice {lattice} is not divisible by 2^{self.pools} (its pools)")
 
 
+def _pooled(h: torch.Tensor) -> torch.Tensor:
+    """Bottleneck (B, C, h, w) -> (B, C * 16) features on a 4x4 grid: the network's own view of a configuration,
+    for feature-space active learning (curate/peers.py)."""
+    return nn.functional.adaptive_avg_pool2d(h, 4).flatten(1)
+
+
 def clamp_known(x: torch.Tensor, out: torch.Tensor, on: bool) -> torch.Tensor:
     """With fixed-value sources the field inside a disc *is* the painted input (x > 0 there), so an optional hard
     constraint copies it instead of asking the network for it: the paper's worst region becomes exact and the
@@ -91,6 +97,9 @@ class EDCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, L, L) -> (B, 1, L, L)
         return clamp_known(x, self.decoder(self.encoder(x)), self.clamp)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, L, L) -> (B, C * 16)
+        return _pooled(self.encoder(x))
 
 
 @dataclass
@@ -142,15 +151,21 @@ class UNet(nn.Module):
         self.head = nn.Conv2d(ch[0], 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, L, L) -> (B, 1, L, L)
+        h, skips = self._encode(x)
+        for up, merge in zip(self.up, self.merge, strict=True):
+            h = merge(torch.cat([up(h), skips.pop()], dim=1))
+        return clamp_known(x, self.head(h), self.clamp)
+
+    def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         skips, h = [], x
         for block in self.down:
             h = block(h)
             skips.append(h)
             h = self.pool(h)
-        h = self.mid(h)  # (B, base*2^depth, L/2^depth, L/2^depth)
-        for up, merge in zip(self.up, self.merge, strict=True):
-            h = merge(torch.cat([up(h), skips.pop()], dim=1))
-        return clamp_known(x, self.head(h), self.clamp)
+        return self.mid(h), skips  # (B, base*2^depth, L/2^depth, L/2^depth), one skip per level
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, L, L) -> (B, C * 16)
+        return _pooled(self._encode(x)[0])
 
 
 @dataclass(frozen=True)

@@ -207,3 +207,20 @@ def test_two_trainers_train_independent_ensemble_members(ray_cluster, tmp_path):
     assert member.stat().st_mtime_ns == before  # reused, not retrained
     placed = json.loads((root / "state" / "actors.json").read_text())[-1]["nodes"]
     assert {"trainer", "trainer-1"} <= set(placed)
+
+
+def test_peer_strategy_lcmd_picks_in_feature_space(al_run, tmp_path):
+    """bmdal-reg's LCMD on the surrogate's bottleneck features: no pool solves, the same budget, other picks."""
+    root = tmp_path / "lcmd"
+    cfg = tiny_config("lcmd")
+    cfg.rounds = 1
+    init_run(root, cfg)
+    rounds = run(root, log=quiet, show_progress=False)
+    assert rounds[1]["added"] == 20 == rounds[1]["solves"] and rounds[1]["train_size"] == 60
+    with np.load(RunPaths(root).state(1) / "embed.npz") as z:
+        assert z["pool"].shape[1] == z["train"].shape[1] and len(z["train"]) == 40
+    picked = {}
+    for r in (root, al_run):
+        with Store(RunPaths(r).store, readonly=True) as st:
+            picked[r] = set(st.index().query("round == 1")["id"])
+    assert len(picked[root]) == 20 and picked[root] != picked[al_run]  # same pool (seed), other picks

@@ -106,3 +106,12 @@ def test_model_info_counts_conv_flops_exactly():
     # tiny edcnn by hand: convs 1->8 @32, 8->16 @16, 16->32 @8, convT 32->16 @8, 16->8 @16, 8->1 @32
     macs = 9 * (1 * 8 * 32**2 + 8 * 16 * 16**2 + 16 * 32 * 8**2 + 32 * 16 * 8**2 + 16 * 8 * 16**2 + 8 * 1 * 32**2)
     assert model_info(default_model_config("tiny", "edcnn"), 32)["flops_per_sample"] == 2 * macs
+
+
+@pytest.mark.parametrize("arch", ["edcnn", "unet"])
+def test_embed_gives_bottleneck_features_per_sample(arch):
+    net = build_model(default_model_config("tiny", arch)).eval()
+    x = torch.rand(3, 1, 32, 32)
+    e = net.embed(x)
+    assert e.shape[0] == 3 and e.ndim == 2 and e.shape[1] % 16 == 0
+    assert torch.allclose(net.embed(x[1:2]), e[1:2], atol=1e-6)  # per sample, no batch coupling in eval

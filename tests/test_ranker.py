@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from curate.config import AcquisitionConfig
-from curate.ranker import allocate, config_features, diverse_pick, kmeans, select
+from curate.ranker import NetFeatures, allocate, config_features, diverse_pick, kmeans, select
 from solvers.problem import PRESETS
 from solvers.sampling import sample_configs
 
@@ -74,6 +74,20 @@ def test_every_strategy_spends_exactly_the_budget_without_duplicates(strategy):
         assert per.min() >= 1 and per[15:].sum() > per[:5].sum()
     if strategy == "topk":
         assert cfg.counts[sel.index].min() >= 15
+
+
+@pytest.mark.parametrize("strategy", ["lcmd", "coreset"])
+def test_peer_strategies_fill_the_gaps_of_the_training_set(strategy):
+    """bmdal-reg's LCMD / Core-Set in TP mode: with training features all in one blob, the pick goes to the
+    three blobs the training set does not cover, spread over them, no duplicates."""
+    rng = np.random.default_rng(0)
+    centres = np.array([[0, 0], [10, 0], [0, 10], [10, 10]], float)
+    pool = np.concatenate([c + rng.normal(0, 0.5, (50, 2)) for c in centres])  # rows 0-49 lie in the covered blob
+    train = centres[0] + rng.normal(0, 0.5, (40, 2))
+    counts = np.ones(len(pool), np.int64)
+    sel = select(strategy, None, counts, NetFeatures(pool, train), 6, AcquisitionConfig(budget=6), rng)
+    assert len(set(sel.index.tolist())) == 6 and (sel.index >= 50).all()
+    assert len(set((sel.index // 50).tolist())) == 3
 
 
 def test_config_features_shape_and_meaning():
