@@ -144,6 +144,11 @@ def write_report(root: Path) -> Path:
         lines.append(f"| {r['round']} | {r['train_size']} | {r['added']} | {r['solves']} | {m['mae']['all']:.4g} | "
                      f"{m['mae']['sources']:.4g} | {m['per_sample_mae']['p99']:.4g} | {m['per_sample_mae']['max']:.4g} | "
                      f"{m['rel_l2']:.3g} | {r['seconds']['train']:.1f} | {r['seconds']['total']:.1f} |")  # fmt: skip
+    if any("members" in r for r in rounds):  # ray.trainers > 1: the ensemble members, each on its own
+        lines += ["", "Ensemble members (trained beside the surrogate, own seeds):", "",
+                  "| round | member | test MAE | p99 | rel L2 |", "|---|---|---|---|---|"]  # fmt: skip
+        lines += [f"| {r['round']} | {m['member']} | {m['mae']:.4g} | {m['p99']:.4g} | {m['rel_l2']:.3g} |"
+                  for r in rounds for m in r.get("members", [])]  # fmt: skip
     lines += ["", "![metrics per round](metrics.png)", "", "![per source count](by_sources.png)", "",
               "## Timeline", "", "Which step ran when, and on which actor:", "", "![timeline](timeline.png)", "",
               "| round | step | actor | start (s) | seconds |", "|---|---|---|---|---|"]  # fmt: skip

@@ -207,6 +207,10 @@ def test_two_trainers_train_independent_ensemble_members(ray_cluster, tmp_path):
     assert member.stat().st_mtime_ns == before  # reused, not retrained
     placed = json.loads((root / "state" / "actors.json").read_text())[-1]["nodes"]
     assert {"trainer", "trainer-1"} <= set(placed)
+    from curate.report import write_report
+
+    text = write_report(root).read_text()
+    assert "Ensemble members" in text and f"| 1 | 1 | {rounds[1]['members'][0]['mae']:.4g} |" in text
 
 
 def test_peer_strategy_lcmd_picks_in_feature_space(al_run, tmp_path):
