@@ -47,6 +47,16 @@ HARD_SOURCES = 15
 VARIANTS: dict[str, dict] = {
     "al": {"acquisition": {"strategy": "al", "acquisition": "true-error"}},
     "al-residual": {"acquisition": {"strategy": "al", "acquisition": "residual"}},
+    # a more exploitative ranker: less budget floor per count, no random share, tighter candidate set
+    "al-focus": {
+        "acquisition": {
+            "strategy": "al",
+            "acquisition": "true-error",
+            "floor": 0.2,
+            "exploration": 0.0,
+            "candidates_factor": 1.5,
+        }
+    },
     "random": {"acquisition": {"strategy": "random"}},
     "uniform-per-count": {"acquisition": {"strategy": "uniform-per-count"}},
     "lcmd": {"acquisition": {"strategy": "lcmd"}},

@@ -1,7 +1,10 @@
 """End-to-end `generate` throughput (solve + Ray + LMDB) with 1 and 2 solver actors, ratio in the same run.
 
     .venv/bin/python bench/generate.py                       # small (2000 samples) and paper (48 samples)
-    .venv/bin/python bench/generate.py --presets paper --paper-count 96
+    .venv/bin/python bench/generate.py --presets paper --paper-count 400 --repeats 5
+
+With --repeats N the 1- and 2-actor runs alternate N times (this machine is noisy) and the table gives the median
+rate of each and the ratio of the medians, with the range of the per-pair ratios.
 
 Rates are over the solve phase (first dispatch to last write); Ray start-up and actor start are reported apart.
 Each solver actor runs one torch / FFT thread (num_cpus=1), so 2 actors use the 2 cores.
@@ -14,6 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -29,21 +33,32 @@ def main() -> None:
     ap.add_argument("--presets", nargs="+", default=["small", "paper"])
     ap.add_argument("--small-count", type=int, default=2000)
     ap.add_argument("--paper-count", type=int, default=48)
+    ap.add_argument("--repeats", type=int, default=1, help="alternate 1- and 2-actor runs this many times")
+    ap.add_argument("--paper-chunk", type=int, default=4, help="configurations per solver task at the paper preset")
     args = ap.parse_args()
-    t = Table("preset", "workers", "samples", "samples/s (solving)", "x vs 1 worker", "seconds in all",
-              title="curate generate, end to end (mixed sampler, 1-20 sources)")  # fmt: skip
+    t = Table("preset", "workers", "samples", "samples/s (solving, median)", "x vs 1 worker", "pair ratios",
+              "seconds in all", title=f"curate generate, end to end (mixed sampler, 1-20 sources, {args.repeats} "
+              "alternating repeats)")  # fmt: skip
     with ray_session(num_cpus=2), tempfile.TemporaryDirectory() as d:
         for name in args.presets:
             n = args.paper_count if name == "paper" else args.small_count
-            base = None
+            p = PRESETS[name]
+            rates: dict[int, list[float]] = {1: [], 2: []}
+            secs: dict[int, list[float]] = {1: [], 2: []}
+            for rep in range(args.repeats):
+                for workers in (1, 2):
+                    r = generate(Path(d) / f"{name}-{workers}-{rep}", p.physics, n, seed=0, sources=p.sources,
+                                 workers=workers, chunk=args.paper_chunk if name == "paper" else 64, show_progress=False)  # fmt: skip
+                    rates[workers].append(r.samples_per_s)
+                    secs[workers].append(r.seconds)
+            base = float(np.median(rates[1]))
+            pairs = [b / a for a, b in zip(rates[1], rates[2], strict=True)]
             for workers in (1, 2):
-                p = PRESETS[name]
-                r = generate(Path(d) / f"{name}-{workers}", p.physics, n, seed=0, sources=p.sources, workers=workers,
-                             chunk=4 if name == "paper" else 64, show_progress=False)  # fmt: skip
-                base = base or r.samples_per_s
-                t.add_row(name, str(workers), str(r.solved), f"{r.samples_per_s:,.1f}", f"{r.samples_per_s / base:.2f}",
-                          f"{r.seconds:.1f}")  # fmt: skip
-    Console(width=140).print(t)
+                med = float(np.median(rates[workers]))
+                span = "-" if workers == 1 else f"{min(pairs):.2f}-{max(pairs):.2f}"
+                t.add_row(name, str(workers), str(n), f"{med:,.1f}", f"{med / base:.2f}", span,
+                          f"{np.median(secs[workers]):.1f}")  # fmt: skip
+    Console(width=160).print(t)
 
 
 if __name__ == "__main__":

@@ -62,16 +62,23 @@ def _crc(b) -> bytes:
     return _LEN.pack(zlib.crc32(b) & 0xFFFFFFFF)
 
 
-def encode_record(header: dict, y: np.ndarray, encoding: str) -> bytearray:
-    """header + the (L, L) target in `encoding` + crc32: bytes for the `samples` sub-database."""
+def encode_record(header: dict, y: np.ndarray, encoding: str, out: bytearray | None = None) -> memoryview:
+    """header + the (L, L) target in `encoding` + crc32: bytes for the `samples` sub-database.
+
+    Written into `out` (grown as needed, reused across records: a paper sample is 1 MiB, and a fresh buffer per
+    record costs more in page faults than the copy itself); the crc is computed on the fly, the target copied once."""
     h = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
     prefix = _LEN.pack(len(h)) + h
     a = memoryview(np.ascontiguousarray(y, ENCODINGS[encoding])).cast("B")
-    out = bytearray(len(prefix) + len(a) + 4)  # one copy of the target (a paper sample is 1 MiB), crc on the fly
-    out[: len(prefix)] = prefix
-    out[len(prefix) : -4] = a
-    out[-4:] = _LEN.pack(zlib.crc32(a, zlib.crc32(prefix)) & 0xFFFFFFFF)
-    return out
+    size = len(prefix) + len(a) + 4
+    out = bytearray(size) if out is None else out
+    if len(out) < size:  # (the caller has released its view of the previous record)
+        out.extend(bytes(size + 4096 - len(out)))
+    view = memoryview(out)[:size]
+    view[: len(prefix)] = prefix
+    view[len(prefix) : -4] = a
+    view[-4:] = _LEN.pack(zlib.crc32(a, zlib.crc32(prefix)) & 0xFFFFFFFF)
+    return view
 
 
 def decode_record(buf, key: str = "?") -> tuple[dict, np.ndarray]:
@@ -333,10 +340,10 @@ class Store:
         if self.encoding == "float16" and np.abs(y).max(initial=0) > 65504:
             raise InputError("targets exceed the float16 range; use a float32 store")
         ids = [configs.sample_id(s, self.physics) for s in range(n)]
-        added = 0
+        added, buf = 0, bytearray()
         for start in range(0, n, BATCH):
             rows = range(start, min(n, start + BATCH))
-            recs = []
+            items = []
             for s in rows:
                 c, v = configs.sample(s)
                 header = {
@@ -346,21 +353,22 @@ class Store:
                     "provenance": dict(provs[s]), "source_model": self.physics.source_model,
                     "dtype": self.encoding, "shape": [L, L], "added": time.time(),
                 }  # fmt: skip
-                rec = encode_record(header, y[s], self.encoding)
-                recs.append((ids[s].encode(), rec, _encode_index(_header_json(rec))))
-            added += self._put_batch(recs)
+                items.append((ids[s].encode(), header, y[s]))
+            added += self._put_batch(items, buf)
         return added
 
-    def _put_batch(self, recs: list[tuple[bytes, bytes, bytes]]) -> int:
-        """One transaction; on MapFullError the map doubles and the whole batch is retried."""
+    def _put_batch(self, items: list[tuple[bytes, dict, np.ndarray]], buf: bytearray) -> int:
+        """One transaction; records are encoded into `buf` one at a time (LMDB copies each on put). On
+        MapFullError the map doubles and the whole batch is retried."""
         while True:
             try:
                 added = 0
                 with begin(self.env, write=True) as txn:
-                    for key, rec, idx in recs:
-                        if txn.put(key, rec, db=self._samples, overwrite=False):
-                            txn.put(key, idx, db=self._index)
-                            added += 1
+                    for key, header, y in items:
+                        with encode_record(header, y, self.encoding, buf) as rec:
+                            if txn.put(key, rec, db=self._samples, overwrite=False):
+                                txn.put(key, _encode_index(_header_json(rec)), db=self._index)
+                                added += 1
                 return added
             except lmdb.MapFullError:
                 self.env.set_mapsize(2 * self.env.info()["map_size"])
