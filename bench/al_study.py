@@ -40,8 +40,9 @@ from curate.loop import RunPaths, init_run, read_rounds, run  # noqa: E402
 from curate.store import Store  # noqa: E402
 
 console = Console(width=210)
+# --quick: no cross-count matrix (its 8 trainings would take it past 10 minutes); results go to docs/quick/
 QUICK = {"preset": "small", "strategies": ["al", "random"], "seeds": [0, 1], "rounds": 3, "overrides": {},
-         "bootstrap": 500, "cross_count_bins": [[1, 5], [6, 10], [11, 15], [16, 20]]}  # fmt: skip
+         "bootstrap": 500, "cross_count_bins": []}  # fmt: skip
 HARD_SOURCES = 15
 # variant -> run-config overrides (section -> key -> value); a study config may add its own [variants.NAME]
 VARIANTS: dict[str, dict] = {
@@ -118,8 +119,9 @@ def main() -> None:
     ap.add_argument("--config", type=Path, help="TOML: preset, strategies, seeds, rounds, [overrides], [variants]")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", type=Path, default=Path("runs/study"))
-    ap.add_argument("--docs", type=Path, default=Path("docs"))
+    ap.add_argument("--docs", type=Path, help="results.json and figures (default: docs/, or docs/quick/ with --quick)")
     args = ap.parse_args()
+    args.docs = args.docs or Path("docs/quick" if args.quick else "docs")
     spec = dict(QUICK)
     if args.config:
         spec.update(tomllib.loads(args.config.read_text()))
@@ -186,7 +188,7 @@ def _bins(spec: dict) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in spec["cross_count_bins"]]
 
 
-def cross_count(runs: dict[str, list[Path]], spec: dict, out: Path) -> dict:
+def cross_count(runs: dict[str, list[Path]], spec: dict, out: Path) -> dict | None:
     """{variant: (P bins x M bins) test MAE}: train on the final training set's samples with P sources (the
     run's own model and training config, seed-0 run), test on M sources. Cached in out/cross_count.json."""
     from curate.loop import load_run
@@ -194,6 +196,8 @@ def cross_count(runs: dict[str, list[Path]], spec: dict, out: Path) -> dict:
     from model.metrics import evaluate_model
     from model.train import TrainConfig, train
 
+    if not spec["cross_count_bins"]:
+        return None
     path = out / "cross_count.json"
     cache = json.loads(path.read_text()) if path.exists() else {}
     bins = _bins(spec)
@@ -241,7 +245,8 @@ def summarise(spec: dict, runs: dict[str, list[Path]], docs: Path, seconds: floa
     rng = np.random.default_rng(0)
     results = {"strategies": {}, "baseline": "random", "command": command, "seconds": round(seconds, 1),
                "preset": spec["preset"], "rounds": spec["rounds"], "seeds": spec["seeds"],
-               "cross_count": matrix}  # fmt: skip
+               "cross_count": matrix,
+               "round_seconds_all_runs": round(float(sum(c["seconds"][-1] for cs in per_seed.values() for c in cs)), 1)}  # fmt: skip
     table = Table("strategy", "seeds", "final n", "MAE", "p99", "hard (>=15 src | clustered)", ">=15 src", "clustered",
                   "ratio MAE", "ratio p99", "ratio hard", "fit p99 [90 % CI]", "fit hard [90 % CI]", "solves",
                   "wall s",
