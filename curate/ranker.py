@@ -9,6 +9,9 @@ for it on few sources; `al` therefore spends the budget in two stages:
 2. within a count: `exploration` of the count's share at random, the rest by k-means over the configuration
    features of the count's top `candidates_factor` x share candidates, taking the best-scored member of each
    cluster, so near-duplicate configurations are not all taken.
+
+Baselines: `random`, `uniform-per-count`, `topk`, and the peers `lcmd` / `coreset` (bmdal-reg, on the surrogate's
+bottleneck features; curate/peers.py), which need no scores and solve only what they pick.
 """
 
 from __future__ import annotations
