@@ -40,7 +40,9 @@ def init(
 def run_cmd(
     run_dir: RunDir,
     rounds: Annotated[int | None, typer.Option("--rounds", min=0, help="Acquisition rounds (after round 0).")] = None,
-    strategy: Annotated[str | None, typer.Option("--strategy", help="al, random, uniform-per-count, topk, lcmd, coreset.")] = None,
+    strategy: Annotated[
+        str | None, typer.Option("--strategy", help="al, random, uniform-per-count, topk, lcmd, coreset.")
+    ] = None,
     acquisition: Annotated[str | None, typer.Option("--acquisition", help="How candidates are scored.")] = None,
     address: Address = None,
     dashboard: Annotated[bool | None, typer.Option("--dashboard/--no-dashboard", help="Ray dashboard.")] = None,
