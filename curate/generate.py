@@ -58,7 +58,7 @@ def solve_pending(store: Store, pending, solvers: list, advance, split: str, rou
 
     in_flight: dict = {}
     load = dict.fromkeys(range(len(solvers)), 0)
-    added = 0
+    added = buffered = 0
     pending = list(pending)
     buffer: list[tuple[Configs, list, np.ndarray]] = []
     scratch = np.empty(0, np.float32)  # reused across flushes: fresh 64 MiB per commit costs page faults
@@ -67,10 +67,11 @@ def solve_pending(store: Store, pending, solvers: list, advance, split: str, rou
         nonlocal scratch
         cfg = Configs.concat([c for c, _, _ in buffer])
         fams = [f for _, fs, _ in buffer for f in fs]
-        shape = (len(cfg), *buffer[0][2].shape[1:])
-        if scratch.size < np.prod(shape):
-            scratch = np.empty(int(np.prod(shape)), buffer[0][2].dtype)
-        y = np.concatenate([y for _, _, y in buffer], out=scratch[: int(np.prod(shape))].reshape(shape))  # (n, L, L)
+        field = buffer[0][2][0]  # (L, L)
+        if scratch.size < len(cfg) * field.size:
+            scratch = np.empty(len(cfg) * field.size, field.dtype)
+        y = scratch[: len(cfg) * field.size].reshape(len(cfg), *field.shape)  # (n, L, L)
+        np.concatenate([y for _, _, y in buffer], out=y)
         buffer.clear()
         return store.add(cfg, y, split=split, sampler=fams, round=round, provenance=provenance)
 
@@ -85,10 +86,11 @@ def solve_pending(store: Store, pending, solvers: list, advance, split: str, rou
         cfg, fams, a = in_flight.pop(done)
         load[a] -= 1
         buffer.append((cfg, fams, ray.get(done)))  # y (n, L, L): a read-only zero-copy view
-        if sum(len(c) for c, _, _ in buffer) >= BATCH or not (pending or in_flight):
-            n = sum(len(c) for c, _, _ in buffer)
+        buffered += len(cfg)
+        if buffered >= BATCH or not (pending or in_flight):
             added += flush()
-            advance(n)
+            advance(buffered)
+            buffered = 0
     return added
 
 
