@@ -55,6 +55,32 @@ FLOAT16_ERROR = {"max": 2.44e-4, "mean_small": 2.65e-5, "mean_paper": 4.98e-6}
 _LEN = struct.Struct(">I")
 
 
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
+_malloc_tuned = False
+
+
+def _keep_freed_pages() -> None:
+    """Let this (writing) process reuse the memory LMDB frees after each commit instead of refaulting it.
+
+    Without MDB_WRITEMAP every large record is copied into freshly malloc'd dirty pages that the commit frees;
+    glibc then trims them back to the kernel, so each 1 MiB paper sample cost ~256 page faults (zeroed pages):
+    ~1 ms of kernel time per sample, a fifth of the driver's work in `generate` (profiled: system time per
+    `Store.add` sample 3.1-4.0 -> 1.3-2.6 ms, minor faults 340 -> 35). Blocks up to 32 MiB come from the heap
+    and up to 256 MiB of freed heap is kept. glibc only; elsewhere a no-op."""
+    global _malloc_tuned
+    if _malloc_tuned:
+        return
+    _malloc_tuned = True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+        libc.mallopt(_M_TRIM_THRESHOLD, 256 << 20)
+    except (OSError, AttributeError):
+        pass
+
+
 # --- record encoding ---------------------------------------------------------------------------------------
 
 
@@ -231,6 +257,8 @@ class Store:
     def _open(self, readonly: bool, map_size: int) -> None:
         self.env = acquire_env(self.path, map_size=map_size)
         self.readonly = readonly or self.env.flags()["readonly"]
+        if not self.readonly:
+            _keep_freed_pages()
         try:
             self._meta = self.env.open_db(b"meta", create=False)
             self._samples = self.env.open_db(b"samples", create=False)
