@@ -73,8 +73,10 @@ class _Solver:
     """Solves batches of configurations; one torch/FFT thread per CPU it was given."""
 
     def __init__(self, physics: dict, device: str = "cpu", dtype: str = "float32", threads: int = 1):
+        from curate.heap import keep_freed_pages
         from solvers.registry import set_threads
 
+        keep_freed_pages()  # FFT work arrays are allocated and freed on every solve
         set_threads(threads)
         self.physics = Physics.from_dict(physics)
         self.device = device

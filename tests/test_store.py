@@ -73,6 +73,29 @@ def test_add_get_and_dedupe(store, solved):
         store.get(["0" * 24])
 
 
+def test_add_blocks_and_uncached_writes(tmp_path, solved):
+    """Solver results arrive as (k, L, L) blocks; the bulk writer drops its committed pages from the cache."""
+    c, y = solved
+    st = Store.create(tmp_path / "s", TINY, cache_writes=False)
+    assert st.add(c[:10], [y[:3], y[3:4], y[4:10]], sampler="uniform") == 10
+    ids = [c.sample_id(s, TINY) for s in range(10)]
+    np.testing.assert_array_equal(st.get(ids)[1], y[:10])
+    assert st.verify() == []
+    bad = y[10:12].copy()
+    bad[1, 5, 5] = -np.inf
+    for blocks, match in (
+        ([y[10:12], y[12:13]], "shape"),  # 3 rows for 2 configs
+        ([y[10:11], y[11:12, :16]], "shape"),
+        ([y[10:11], np.full((1, 32, 32), np.nan, np.float32)], "NaN"),
+        ([bad], "infinite"),
+    ):
+        with pytest.raises(InputError, match=match):
+            st.add(c[10:12], blocks)
+    assert st.count() == 10
+    st.close()
+    assert Store(tmp_path / "s").count() == 10
+
+
 def test_info_schema(store):
     info = store.info()
     assert {"physics", "schema_version", "count", "by_split", "by_sources", "by_round", "by_sampler",
