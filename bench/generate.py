@@ -39,6 +39,7 @@ def main() -> None:
     t = Table("preset", "workers", "samples", "samples/s (solving, median)", "x vs 1 worker", "pair ratios",
               "seconds in all", title=f"curate generate, end to end (mixed sampler, 1-20 sources, {args.repeats} "
               "alternating repeats)")  # fmt: skip
+    pair_text: dict[str, str] = {}
     with ray_session(num_cpus=2), tempfile.TemporaryDirectory() as d:
         for name in args.presets:
             n = args.paper_count if name == "paper" else args.small_count
@@ -58,7 +59,10 @@ def main() -> None:
                 span = "-" if workers == 1 else f"{min(pairs):.2f}-{max(pairs):.2f}"
                 t.add_row(name, str(workers), str(n), f"{med:,.1f}", f"{med / base:.2f}", span,
                           f"{np.median(secs[workers]):.1f}")  # fmt: skip
+            pair_text[name] = " ".join(f"{a:.1f}->{b:.1f}" for a, b in zip(rates[1], rates[2], strict=True))
     Console(width=160).print(t)
+    for name, text in pair_text.items():
+        print(f"{name} pairs (samples/s, 1 -> 2 actors, in run order): {text}")
 
 
 if __name__ == "__main__":

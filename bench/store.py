@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/store.py [--small N] [--paper N] [--dir DIR]
 
-Fields are real `fast` solves (a pool, reused across the distinct configurations written). Dataset rows: best of 2 epochs, workers started afresh each epoch. Ratios compare each
+Fields are real `fast` solves (a pool, reused across the distinct configurations written). Dataset rows: best of 2 epochs (warm), workers started afresh each epoch; the cold row is one
+epoch after the store's pages were dropped from the page cache. Ratios compare each
 row with the float32 row (writes, reads) or the 0-worker row (Dataset) of the same preset, measured in this run.
 """
 
@@ -66,14 +67,23 @@ def bench_preset(name: str, n: int, pool: int, root: Path, rows: list, errors: l
         rows.append((name, f"write {enc}", f"{w:,.0f}", f"{payload / dt:,.0f}", f"{w / base['w']:.2f}",
                      f"{size / n / 1024:,.1f} KiB/sample"))  # fmt: skip
         rows.append((name, f"random read {enc}", f"{r:,.0f}", f"{payload / rt:,.0f}", f"{r / base['r']:.2f}", ""))
+    with Store.create(root / f"{name}-bulk", physics, cache_writes=False) as st:  # how `generate` writes
+        dt, _ = timed(lambda st=st: st.add(configs, y))
+    rows.append((name, "write float32, uncached", f"{n / dt:,.0f}", f"{n * L * L * 4 / dt / 1e6:,.0f}",
+                 f"{n / dt / base['w']:.2f}", "generate's mode"))  # fmt: skip
     ds = StoreDataset(root / f"{name}-float32", split="train")
     d0 = None
-    for workers in (0, 2):
+    for workers, cold in ((0, False), (2, False), (0, True)):
         loader = DataLoader(ds, batch_size=32, shuffle=True, num_workers=workers)
-        t = min(timed(lambda loader=loader: sum(len(b[0]) for b in loader))[0] for _ in range(2))  # best of 2
+        if cold:  # one epoch straight after the store's pages left the page cache
+            with Store(root / f"{name}-float32", readonly=True) as st:
+                st.drop_cache()
+        epoch = lambda loader=loader: sum(len(b[0]) for b in loader)  # noqa: E731
+        t = timed(epoch)[0] if cold else min(timed(epoch)[0] for _ in range(2))  # warm: best of 2
         d0 = d0 or n / t
-        rows.append((name, f"Dataset epoch, {workers} workers", f"{n / t:,.0f}", f"{n * L * L * 4 / t / 1e6:,.0f}",
-                     f"{n / t / d0:.2f}", "x, y, mask, count"))  # fmt: skip
+        what = f"Dataset epoch, {workers} workers" + (", cold cache" if cold else "")
+        rows.append((name, what, f"{n / t:,.0f}", f"{n * L * L * 4 / t / 1e6:,.0f}", f"{n / t / d0:.2f}",
+                     "x, y, mask, count"))  # fmt: skip
 
 
 def main() -> None:

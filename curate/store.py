@@ -141,7 +141,7 @@ def open_env(
     since an environment used across fork is undefined behaviour)."""
     return lmdb.open(
         str(path), map_size=map_size, max_dbs=MAX_DBS, subdir=True, readonly=readonly,
-        lock=lock or not readonly, readahead=False, create=not readonly,
+        lock=lock or not readonly, readahead=True, create=not readonly,
     )  # fmt: skip
 
 
@@ -219,7 +219,7 @@ class Store:
         cache_writes: bool = True,
     ):
         self.path = Path(path)
-        # False for bulk writers (`generate`): committed pages leave the page cache, see `_uncache`
+        # False for bulk writers (`generate`): committed pages leave the page cache, see `drop_cache`
         self.cache_writes = cache_writes
         _check_path(self.path, create=False)
         self._open(readonly, map_size)
@@ -388,13 +388,14 @@ class Store:
                                 txn.put(key, _encode_index(_header_json(rec)), db=self._index)
                                 added += 1
                 if not self.cache_writes:
-                    self._uncache()
+                    self.drop_cache()
                 return added
             except lmdb.MapFullError:
                 self.env.set_mapsize(2 * self.env.info()["map_size"])
 
-    def _uncache(self) -> None:
-        """Drop the store's clean (committed, fsync'd) pages from the page cache.
+    def drop_cache(self) -> None:
+        """Drop the store's clean (committed, fsync'd) pages from the page cache (after each commit when the
+        store was opened with `cache_writes=False`; `bench/store.py` uses it for cold reads).
 
         A bulk writer never reads back what it wrote, and a paper-scale dataset (~1 MiB per sample) would
         otherwise push everything else out of the cache; dropping them also lets the kernel recycle those page
