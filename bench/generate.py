@@ -40,8 +40,8 @@ def main() -> None:
               "seconds in all", title=f"curate generate, end to end (mixed sampler, 1-20 sources, {args.repeats} "
               "alternating repeats)")  # fmt: skip
     pair_text: dict[str, str] = {}
-    with ray_session(num_cpus=2), tempfile.TemporaryDirectory() as d:
-        for name in args.presets:
+    for name in args.presets:  # a fresh cluster and directory per preset: one preset's runs don't tax the next's
+        with ray_session(num_cpus=2), tempfile.TemporaryDirectory() as d:
             n = args.paper_count if name == "paper" else args.small_count
             p = PRESETS[name]
             rates: dict[int, list[float]] = {1: [], 2: []}
@@ -52,14 +52,14 @@ def main() -> None:
                                  workers=workers, chunk=args.paper_chunk if name == "paper" else 64, show_progress=False)  # fmt: skip
                     rates[workers].append(r.samples_per_s)
                     secs[workers].append(r.seconds)
-            base = float(np.median(rates[1]))
-            pairs = [b / a for a, b in zip(rates[1], rates[2], strict=True)]
-            for workers in (1, 2):
-                med = float(np.median(rates[workers]))
-                span = "-" if workers == 1 else f"{min(pairs):.2f}-{max(pairs):.2f}"
-                t.add_row(name, str(workers), str(n), f"{med:,.1f}", f"{med / base:.2f}", span,
-                          f"{np.median(secs[workers]):.1f}")  # fmt: skip
-            pair_text[name] = " ".join(f"{a:.1f}->{b:.1f}" for a, b in zip(rates[1], rates[2], strict=True))
+        base = float(np.median(rates[1]))
+        pairs = [b / a for a, b in zip(rates[1], rates[2], strict=True)]
+        for workers in (1, 2):
+            med = float(np.median(rates[workers]))
+            span = "-" if workers == 1 else f"{min(pairs):.2f}-{max(pairs):.2f}"
+            t.add_row(name, str(workers), str(n), f"{med:,.1f}", f"{med / base:.2f}", span,
+                      f"{np.median(secs[workers]):.1f}")  # fmt: skip
+        pair_text[name] = " ".join(f"{a:.1f}->{b:.1f}" for a, b in zip(rates[1], rates[2], strict=True))
     Console(width=160).print(t)
     for name, text in pair_text.items():
         print(f"{name} pairs (samples/s, 1 -> 2 actors, in run order): {text}")
