@@ -34,7 +34,8 @@ def main() -> None:
     ap.add_argument("--small-count", type=int, default=2000)
     ap.add_argument("--paper-count", type=int, default=48)
     ap.add_argument("--repeats", type=int, default=1, help="alternate 1- and 2-actor runs this many times")
-    ap.add_argument("--paper-chunk", type=int, default=4, help="configurations per solver task at the paper preset")
+    ap.add_argument("--paper-chunk", type=int, default=None, help="configurations per solver task at the paper "
+                    "preset (default: generate's, 8)")  # fmt: skip
     args = ap.parse_args()
     t = Table("preset", "workers", "samples", "samples/s (solving, median)", "x vs 1 worker", "pair ratios",
               "seconds in all", title=f"curate generate, end to end (mixed sampler, 1-20 sources, {args.repeats} "
@@ -49,7 +50,7 @@ def main() -> None:
             for rep in range(args.repeats):
                 for workers in (1, 2):
                     r = generate(Path(d) / f"{name}-{workers}-{rep}", p.physics, n, seed=0, sources=p.sources,
-                                 workers=workers, chunk=args.paper_chunk if name == "paper" else 64, show_progress=False)  # fmt: skip
+                                 workers=workers, chunk=args.paper_chunk if name == "paper" else None, show_progress=False)  # fmt: skip
                     rates[workers].append(r.samples_per_s)
                     secs[workers].append(r.seconds)
         base = float(np.median(rates[1]))
