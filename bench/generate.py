@@ -1,7 +1,7 @@
 """End-to-end `generate` throughput (solve + Ray + LMDB) with 1 and 2 solver actors, ratio in the same run.
 
     .venv/bin/python bench/generate.py                       # small (2000 samples) and paper (48 samples)
-    .venv/bin/python bench/generate.py --presets paper --paper-count 400 --repeats 5
+    .venv/bin/python bench/generate.py --presets small paper --paper-count 1000 --repeats 5   # the README's table
 
 With --repeats N the 1- and 2-actor runs alternate N times (this machine is noisy) and the table gives the median
 rate of each and the ratio of the medians, with the range of the per-pair ratios.
