@@ -2,9 +2,11 @@
 
     .venv/bin/python bench/store.py [--small N] [--paper N] [--dir DIR]
 
-Fields are real `fast` solves (a pool, reused across the distinct configurations written). Dataset rows: best of 2 epochs (warm), workers started afresh each epoch; the cold row is one
-epoch after the store's pages were dropped from the page cache. Ratios compare each
-row with the float32 row (writes, reads) or the 0-worker row (Dataset) of the same preset, measured in this run.
+Fields are real `fast` solves (a pool, reused across the distinct configurations written). Dataset rows: best of
+2 epochs (warm), workers started afresh each epoch; the cold row is one epoch after the store's pages were dropped
+from the page cache. "write float32, uncached" writes as `generate` does at L >= 256 (`cache_writes=False`).
+Ratios compare each row with the float32 row (writes, reads) or the 0-worker row (Dataset) of the same preset,
+measured in this run.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ actors spent ~10 % of their time clearing freshly faulted huge pages. glibc only
 from __future__ import annotations
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
-MMAP_THRESHOLD = 32 << 20  # blocks up to this size come from the heap (the glibc maximum on 64-bit)
+MMAP_THRESHOLD = 32 << 20  # blocks up to this size come from the heap (glibc's own dynamic cap on 64-bit)
 TRIM_THRESHOLD = 256 << 20  # free heap kept before it is returned to the kernel
 _done = False
 

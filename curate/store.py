@@ -330,8 +330,9 @@ class Store:
         a sample lives in exactly one split and adding it again elsewhere does not move it.
 
         `y` (n, L, L) is stored in the store's encoding; a list of (k, L, L) blocks with n rows in all (solver
-        results as they arrive) is taken as is, without joining them into one copy first. `sampler` and `provenance` are one value for all or one
-        per sample; provenance is free-form JSON (e.g. strategy, cluster, source model of the surrogate).
+        results as they arrive) is taken as is, without joining them into one copy first. `sampler` and
+        `provenance` are one value for all or one per sample; provenance is free-form JSON (e.g. strategy,
+        cluster, source model of the surrogate).
         Passing `physics` refuses samples made with other physics than the store's."""
         if self.readonly:
             raise InputError(f"{self.path} is open read-only")
