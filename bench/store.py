@@ -3,8 +3,9 @@
     .venv/bin/python bench/store.py [--small N] [--paper N] [--dir DIR]
 
 Fields are real `fast` solves (a pool, reused across the distinct configurations written). Dataset rows: best of
-2 epochs (warm), workers started afresh each epoch; the cold row is one epoch after the store's pages were dropped
-from the page cache. "write float32, uncached" writes as `generate` does at L >= 256 (`cache_writes=False`).
+2 epochs (warm), workers started afresh each epoch; the cold rows are one epoch each after the store's pages were
+dropped from the page cache (workers read with LMDB readahead, the main process, which shares the writer's
+environment, without). "write float32, uncached" writes as `generate` does at L >= 256 (`cache_writes=False`).
 Ratios compare each row with the float32 row (writes, reads) or the 0-worker row (Dataset) of the same preset,
 measured in this run.
 """
@@ -75,9 +76,10 @@ def bench_preset(name: str, n: int, pool: int, root: Path, rows: list, errors: l
                  f"{n / dt / base['w']:.2f}", "generate's mode"))  # fmt: skip
     ds = StoreDataset(root / f"{name}-float32", split="train")
     d0 = None
-    for workers, cold in ((0, False), (2, False), (0, True)):
+    for workers, cold in ((0, False), (2, False), (0, True), (2, True)):
         loader = DataLoader(ds, batch_size=32, shuffle=True, num_workers=workers)
-        if cold:  # one epoch straight after the store's pages left the page cache
+        if cold:  # one epoch straight after the store's pages left the page cache (mapped pages would stay)
+            ds.close()
             with Store(root / f"{name}-float32", readonly=True) as st:
                 st.drop_cache()
         epoch = lambda loader=loader: sum(len(b[0]) for b in loader)  # noqa: E731

@@ -60,8 +60,9 @@ class StoreDataset(Dataset):
     def _open(self) -> None:
         if get_worker_info() is not None:  # a DataLoader worker: a private read-only env, no lock table
             self._env, self._shared = open_env(self.path, readonly=True, lock=False), False
-        else:  # the main process shares the env with any Store open on the path (LMDB: one per process)
-            self._env, self._shared = acquire_env(self.path), True
+        else:  # the main process shares the env with any Store open on the path (LMDB: one per process), else
+            # opens a read-only one (readahead)
+            self._env, self._shared = acquire_env(self.path, write=False), True
         self._db = self._env.open_db(b"samples", create=False)
         self._pid = os.getpid()
 

@@ -141,8 +141,12 @@ def open_env(
     since an environment used across fork is undefined behaviour)."""
     return lmdb.open(
         str(path), map_size=map_size, max_dbs=MAX_DBS, subdir=True, readonly=readonly,
-        lock=lock or not readonly, readahead=True, create=not readonly,
+        lock=lock or not readonly, readahead=readonly, create=not readonly,
     )  # fmt: skip
+    # Readahead for read-only environments only. A record is 4 (L = 64) to 257 (L = 512) pages, and without
+    # readahead a cold read faults them in one 4 KiB I/O at a time (`bench/store.py`, Dataset epoch on a cold cache:
+    # paper 36 vs 244 samples/s). The writer's faults are B-tree pages, where readahead only dragged in
+    # neighbouring record pages: 12 % of the `generate` driver's time at L = 512.
 
 
 # LMDB allows one environment per store per process (py-lmdb refuses a second, even in a forked child that
@@ -181,15 +185,22 @@ def _close_inherited() -> None:
 os.register_at_fork(after_in_child=_close_inherited)
 
 
-def acquire_env(path: str | os.PathLike, map_size: int = INITIAL_MAP_SIZE) -> lmdb.Environment:
+def acquire_env(path: str | os.PathLike, map_size: int = INITIAL_MAP_SIZE, write: bool = True) -> lmdb.Environment:
+    """The process's environment for `path`. Readers (`write=False`) share a writer's if one is open, else get a
+    read-only one with readahead; a writer cannot share a reader's (close the reader first)."""
     key, pid = os.path.realpath(path), os.getpid()
+    can_write = os.access(key, os.W_OK)
     entry = _ENVS.get(key)
     if entry is not None and entry[1] == pid:
+        if write and can_write and entry[0].flags()["readonly"]:
+            raise InputError(
+                f"{path} is open read-only in this process (a Dataset or a read-only Store); close it before "
+                "opening the store for writing"
+            )
         entry[2] += 1
         return entry[0]
-    writable = os.access(key, os.W_OK)
     try:
-        env = open_env(key, readonly=not writable, map_size=map_size, lock=writable)
+        env = open_env(key, readonly=not (write and can_write), map_size=map_size, lock=can_write)
     except lmdb.Error as e:
         raise InputError(f"{path}: cannot open as a store ({e})") from None
     _ENVS[key] = [env, pid, 1]
@@ -239,7 +250,7 @@ class Store:
         self.encoding: str = meta["encoding"]
 
     def _open(self, readonly: bool, map_size: int) -> None:
-        self.env = acquire_env(self.path, map_size=map_size)
+        self.env = acquire_env(self.path, map_size=map_size, write=not readonly)
         self.readonly = readonly or self.env.flags()["readonly"]
         if not self.readonly:
             keep_freed_pages()  # LMDB frees each commit's dirty pages: reuse them

@@ -96,6 +96,19 @@ def test_add_blocks_and_uncached_writes(tmp_path, solved):
     assert Store(tmp_path / "s").count() == 10
 
 
+def test_reader_env_is_read_only_and_refuses_a_writer(tmp_path, solved):
+    """A process that only reads gets a read-only environment (with readahead); a writer must not share it."""
+    c, y = solved
+    with Store.create(tmp_path / "s", TINY) as st:
+        st.add(c[:4], y[:4])
+    with Store(tmp_path / "s", readonly=True) as reader:
+        assert reader.env.flags()["readonly"] and reader.readonly
+        with pytest.raises(InputError, match="open read-only in this process"):
+            Store(tmp_path / "s")
+    with Store(tmp_path / "s") as writer, Store(tmp_path / "s", readonly=True) as reader:
+        assert reader.env is writer.env and writer.add(c[4:6], y[4:6]) == 2  # a reader shares the writer's env
+
+
 def test_info_schema(store):
     info = store.info()
     assert {"physics", "schema_version", "count", "by_split", "by_sources", "by_round", "by_sampler",
