@@ -144,9 +144,9 @@ def open_env(
         lock=lock or not readonly, readahead=readonly, create=not readonly,
     )  # fmt: skip
     # Readahead for read-only environments only. A record is 4 (L = 64) to 257 (L = 512) pages, and without
-    # readahead a cold read faults them in one 4 KiB I/O at a time (`bench/store.py`, Dataset epoch on a cold cache:
-    # paper 36 vs 244 samples/s). The writer's faults are B-tree pages, where readahead only dragged in
-    # neighbouring record pages: 12 % of the `generate` driver's time at L = 512.
+    # readahead a cold read faults them in one 4 KiB I/O at a time (a 0-worker Dataset epoch right after `generate`,
+    # cold cache: paper 32 -> 283 samples/s, small 970 -> 3,036). The writer's faults are B-tree pages, where
+    # readahead only dragged in neighbouring record pages: 12 % of the `generate` driver's time at L = 512.
 
 
 # LMDB allows one environment per store per process (py-lmdb refuses a second, even in a forked child that
