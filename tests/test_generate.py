@@ -15,6 +15,7 @@ from conftest import TINY
 from curate.actors import make_solvers
 from curate.generate import generate, solve_pending
 from curate.store import Store
+from solvers.errors import InputError
 from solvers.problem import PRESETS, Physics
 from solvers.sampling import sample_configs
 
@@ -60,18 +61,23 @@ def test_generate_killed_with_sigkill_resumes_to_exact_count(ray_cluster, tmp_pa
     cmd = [sys.executable, "-m", "curate", "generate", "--store", str(store), "--count", "3000",
            "--preset", "tiny", "--seed", "5", "--workers", "2", "--address", ray_cluster]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    n = 0
-    while time.time() < deadline and proc.poll() is None:
-        time.sleep(0.3)
-        if (store / "data.mdb").exists():
-            with Store(store, readonly=True) as s:
-                n = s.count()
+    try:
+        deadline = time.time() + 120
+        n = 0
+        while time.time() < deadline and proc.poll() is None:
+            time.sleep(0.3)
+            try:
+                with Store(store, readonly=True) as s:
+                    n = s.count()
+            except InputError:  # not created yet, or its metadata not yet committed
+                continue
             if n >= 128:
                 break
-    assert proc.poll() is None, "generate finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+        assert proc.poll() is None, "generate finished before it could be killed"
+    finally:  # never leave it running: its actors would hold the test cluster's CPUs
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
     with Store(store, readonly=True) as s:
         partial = s.count()
         assert s.verify() == []
