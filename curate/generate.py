@@ -99,13 +99,16 @@ def solve_pending(store: Store, pending, solvers: list, advance, split: str, rou
     return added
 
 
-def plan(store: Store, gens: list, sampler: str, seed: int, count: int, sources, split: str, chunk: int):
+def plan(store: Store, gens: list, sampler: str, seed: int, count: int, sources, split: str, chunk: int | None = None):
     """Walk indices 0, 1, 2, ... of (sampler, seed) until `count` distinct samples of `split` are named.
 
     A configuration drawn twice (e.g. two one-source samples at the same spot) counts once, and one that the
     store already holds in another split is passed over (never moved, never leaked across splits), so the
-    split ends up with exactly `count` samples. Returns (chunks to solve as (Configs, families), present)."""
+    split ends up with exactly `count` samples. Returns (chunks to solve as (Configs, families), present);
+    `chunk` configurations per chunk, `default_chunk` if None."""
     import ray
+
+    chunk = chunk or default_chunk(store.physics)
 
     where = dict(zip(*(store.index()[c].tolist() for c in ("id", "split")), strict=True))
     seen: set[str] = set()
@@ -136,7 +139,6 @@ def fill(
     store: Store, requests, gens: list, solvers: list, show_progress: bool = True, chunk: int | None = None
 ) -> int:
     """Bring the store up to several (split, sampler, seed, count, sources) requests at once; returns solves."""
-    chunk = chunk or default_chunk(store.physics)
     plans = []
     for split, sampler, seed, count, sources in requests:
         pending, present = plan(store, gens, sampler, seed, count, sources, split, chunk)
@@ -184,7 +186,7 @@ def generate(
 
             gens = make_generators(physics, 1)
             solvers = make_solvers(physics, workers)
-            pending, present = plan(store, gens, sampler, seed, count, sources, split, chunk or default_chunk(physics))
+            pending, present = plan(store, gens, sampler, seed, count, sources, split, chunk)
             ray.get([s.pid.remote() for s in solvers])  # actor start (a Python + torch import each) is not solving
             todo = sum(len(c) for c, _ in pending)
             with progress_bar(count, f"generate {split}", show=show_progress) as advance:
