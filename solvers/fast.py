@@ -94,9 +94,10 @@ def _boundary_pixels(values: np.ndarray) -> np.ndarray:
 
 def _green(rows_p, cols_p, rows_q, cols_q, g_flat: torch.Tensor, N: int) -> torch.Tensor:
     """Dirichlet Green's function G[p, q] by the method of images (index tensors broadcast; g_flat is the
-    (N*N,) periodic table, read with flat `take`, ~2x faster than 2-D advanced indexing)."""
-    di, si = (rows_p - rows_q) % N * N, (rows_p + rows_q + 2) % N * N
-    dj, sj = (cols_p - cols_q) % N, (cols_p + cols_q + 2) % N
+    (N*N,) periodic table, read with flat `take`, ~2x faster than 2-D advanced indexing). Rows and columns lie in
+    [0, L), so |p - q| < N and p + q + 2 <= 2L < N: with g even, no index needs a modulo (a third faster)."""
+    di, si = (rows_p - rows_q).abs_() * N, (rows_p + rows_q + 2) * N
+    dj, sj = (cols_p - cols_q).abs_(), cols_p + cols_q + 2
     return g_flat.take(di + dj) - g_flat.take(si + dj) - g_flat.take(di + sj) + g_flat.take(si + sj)
 
 
