@@ -10,7 +10,7 @@ Layout (named sub-databases of one LMDB environment in the store directory):
 
 Why these choices: LMDB commits are atomic, so a writer killed with SIGKILL loses at most the batch in flight
 (MEASURED.md: 0 corrupt records in 3 trials); batching ~64 samples per transaction amortises the commit fsync;
-crc32 catches bit rot and torn copies (not tampering) at memory speed.
+crc32 catches bit rot and torn copies (not tampering) at memory speed (zlib-ng's: 14 GB/s here, zlib's 3.4).
 
 Bytes per sample (measured by ``bench/store.py``; LMDB stores large values in whole 4 KiB overflow pages):
 
@@ -32,7 +32,6 @@ import json
 import os
 import struct
 import time
-import zlib
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,6 +39,7 @@ from pathlib import Path
 import lmdb
 import numpy as np
 import pandas as pd
+from zlib_ng.zlib_ng import crc32  # zlib's CRC-32, same values (the format is unchanged), ~4x faster here
 
 from curate.heap import keep_freed_pages
 from solvers.errors import CheckError, InputError
@@ -60,7 +60,7 @@ _LEN = struct.Struct(">I")
 
 
 def _crc(b) -> bytes:
-    return _LEN.pack(zlib.crc32(b) & 0xFFFFFFFF)
+    return _LEN.pack(crc32(b) & 0xFFFFFFFF)
 
 
 def encode_record(header: dict, y: np.ndarray, encoding: str, out: bytearray | None = None) -> memoryview:
@@ -78,7 +78,7 @@ def encode_record(header: dict, y: np.ndarray, encoding: str, out: bytearray | N
     view = memoryview(out)[:size]
     view[: len(prefix)] = prefix
     view[len(prefix) : -4] = a
-    view[-4:] = _LEN.pack(zlib.crc32(a, zlib.crc32(prefix)) & 0xFFFFFFFF)
+    view[-4:] = _LEN.pack(crc32(a, crc32(prefix)) & 0xFFFFFFFF)
     return view
 
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import zlib
 from pathlib import Path
 
 import lmdb
@@ -123,6 +124,8 @@ def test_checksum_corruption_detected(store, solved):
     key = c.sample_id(7, TINY).encode()
     with store.env.begin(write=True) as txn:
         raw = bytearray(txn.get(key, db=store._samples))
+        # the record's checksum is zlib's CRC-32 of everything before it (the format does not depend on the library)
+        assert int.from_bytes(raw[-4:], "big") == zlib.crc32(raw[:-4])
         raw[len(raw) // 2] ^= 0x01
         txn.put(key, bytes(raw), db=store._samples)
     problems = store.verify()
