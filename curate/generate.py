@@ -63,7 +63,7 @@ def cache_writes(physics: Physics) -> bool:
 def solve_pending(store: Store, pending, solvers: list, advance, split: str, round: int = 0, provenance=None) -> int:
     """Solve (configs, families) chunks on the solver actors, at most IN_FLIGHT per actor, and write the results
     to the store in transactions of at least `store.BATCH` samples (small chunks keep the actors balanced; one
-    commit per chunk would fsync every few samples). A kill loses at most the buffered, uncommitted results.
+    commit per chunk would fsync every few samples), chunk by chunk in the last round. A kill loses at most the buffered, uncommitted results.
     Returns the number of samples written."""
     import ray
 
@@ -92,7 +92,9 @@ def solve_pending(store: Store, pending, solvers: list, advance, split: str, rou
         load[a] -= 1
         buffer.append((cfg, fams, ray.get(done)))  # y (n, L, L): a read-only zero-copy view
         buffered += len(cfg)
-        if buffered >= BATCH or not (pending or in_flight):
+        # full batches, and in the last round (one chunk or less left per actor) each chunk as it lands, so
+        # the commit after the last solve, when every actor is idle, holds one chunk instead of up to a batch
+        if buffered >= BATCH or not pending and len(in_flight) < len(solvers):
             added += flush()
             advance(buffered)
             buffered = 0

@@ -363,12 +363,17 @@ class Store:
         sc = np.full(n, np.nan) if scores is None else np.asarray(scores, np.float64).reshape(-1)
         if len(samplers) != n or len(provs) != n or sc.shape != (n,):
             raise InputError(f"sampler, provenance and scores must be one value or {n} values")
-        lo = float(np.min([b.min() for b in blocks if b.size], initial=0.0))  # np.min and np.max propagate
-        hi = float(np.max([b.max() for b in blocks if b.size], initial=0.0))  # NaN; no (n, L, L) temporaries
-        if not (np.isfinite(lo) and np.isfinite(hi)):
-            raise InputError("targets contain NaN or infinite values")
-        if self.encoding == "float16" and max(-lo, hi, 0) > 65504:
-            raise InputError("targets exceed the float16 range; use a float32 store")
+        # one pass over each block (no (n, L, L) temporaries): a finite sum means every value is finite; an
+        # overflowing sum, a float16 store (which needs the range) or a bad value falls back to min and max
+        with np.errstate(over="ignore", invalid="ignore"):
+            sums_finite = all(np.isfinite(b.sum()) for b in blocks)
+        if self.encoding == "float16" or not sums_finite:
+            lo = float(np.min([b.min() for b in blocks if b.size], initial=0.0))  # np.min and np.max
+            hi = float(np.max([b.max() for b in blocks if b.size], initial=0.0))  # propagate NaN
+            if not (np.isfinite(lo) and np.isfinite(hi)):
+                raise InputError("targets contain NaN or infinite values")
+            if self.encoding == "float16" and max(-lo, hi, 0) > 65504:
+                raise InputError("targets exceed the float16 range; use a float32 store")
         ids = [configs.sample_id(s, self.physics) for s in range(n)]
         added, buf = 0, bytearray()
         for start in range(0, n, BATCH):

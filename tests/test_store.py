@@ -93,8 +93,14 @@ def test_add_blocks_and_uncached_writes(tmp_path, solved):
         with pytest.raises(InputError, match=match):
             st.add(c[10:12], blocks)
     assert st.count() == 10
+    huge = np.full((2, 32, 32), 3e38, np.float32)  # finite, though its float32 sum overflows
+    assert st.add(c[10:12], [huge]) == 2 and st.get([c.sample_id(11, TINY)])[1].max() == np.float32(3e38)
     st.close()
-    assert Store(tmp_path / "s").count() == 10
+    assert Store(tmp_path / "s").count() == 12
+    with Store.create(tmp_path / "h", TINY, encoding="float16") as h:
+        with pytest.raises(InputError, match="float16 range"):
+            h.add(c[:2], y[:2] * 1e5)
+        assert h.add(c[:2], y[:2]) == 2 and h.count() == 2
 
 
 def test_reader_env_is_read_only_and_refuses_a_writer(tmp_path, solved):
