@@ -3,9 +3,7 @@
 Item contract (shared with model/'s ArrayDataset): x float32 (1, L, L) = ``paint`` of the config, y float32
 (1, L, L), mask bool (1, L, L) = ``disc_mask`` (disc pixels), count int64 scalar (number of sources).
 
-DataLoader workers: measured by bench/store.py on 2 cores shared with other jobs (load 4-6). At L=64, 2 workers
-ran an epoch at 0.6-1.2x the speed of 0 workers (MEASURED.md: 0.2x); at L=512 at 1.1-3.4x, because collating
-32 (1, 512, 512) items costs ~0.4 s in the main process. Hence ``default_num_workers``: 0 below L=256, else 2.
+DataLoader workers: see ``model.data.default_num_workers`` (the trainer's default) and bench/store.py.
 """
 
 from __future__ import annotations
@@ -22,11 +20,6 @@ from curate.arrays import FORMATS, load_arrays, physics_from_arrays
 from curate.store import SPLITS, Store, acquire_env, begin, decode_record, is_store, open_env, release_env
 from solvers.errors import InputError
 from solvers.problem import Configs, Physics, disc_mask, paint
-
-
-def default_num_workers(physics: Physics) -> int:
-    """DataLoader workers to use by default (see the module docstring for the measurement)."""
-    return 0 if physics.lattice < 256 else min(2, os.cpu_count() or 1)
 
 
 def make_item(physics: Physics, cfg: Configs, y: np.ndarray) -> tuple[torch.Tensor, ...]:

@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from model.checkpoint import atomic_save, cpu_state, read_checkpoint, save_checkpoint
+from model.data import default_num_workers
 from model.losses import LossSpec, loss_value, lr_at, schedule_index, transform_pair
 from model.metrics import evaluate_model
 from model.nets import build_model, config_from_dict, config_to_dict
@@ -157,7 +158,7 @@ def train(
     log_path=None,
     callback: Callable[[int, dict], None] | None = None,
     checkpoint_name: str = BEST,
-    num_workers: int = 0,
+    num_workers: int | None = None,  # DataLoader workers; None: `default_num_workers`
 ) -> TrainResult:
     """Train a model from scratch, from `init_from` (warm start), or resume `out_dir/last.pt`.
 
@@ -177,6 +178,8 @@ def train(
     if len(train_data) == 0:
         raise InputError("training set is empty")
     dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    if num_workers is None:
+        num_workers = default_num_workers(int(train_data[0][0].shape[-1]), dev)  # item x: (1, L, L)
     out = Path(out_dir) if out_dir is not None else None
     log = Path(log_path) if log_path is not None else (out / "train.jsonl" if out else None)
 

@@ -3,13 +3,14 @@ checkpoints round-trip through torch.load(weights_only=True). Also the model CLI
 
 import dataclasses
 import json
+import os
 
 import numpy as np
 import pytest
 import torch
 
 from model.checkpoint import load_checkpoint, read_checkpoint
-from model.data import load_data, synthetic_dataset, uniform_configs
+from model.data import default_num_workers, load_data, synthetic_dataset, uniform_configs
 from model.metrics import evaluate_model
 from model.nets import default_model_config
 from model.train import TrainConfig, default_train_config, train
@@ -204,3 +205,11 @@ def test_cli_train_evaluate_export(tmp_path):
     assert isinstance(r.exception, InputError) and "unknown loss" in str(r.exception)
     r = run(app, ["evaluate", "--checkpoint", str(ckpt), "--data", str(tmp_path / "none.npz"), "--out", str(out)])
     assert isinstance(r.exception, InputError)
+
+
+def test_default_loader_workers_follow_the_measurement():
+    """0 workers on a CPU trainer (measured faster on 2 cores) and at small L; workers only for a GPU at L >= 256,
+    leaving one core to the trainer."""
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert default_num_workers(512, cpu) == 0 and default_num_workers(64, gpu) == 0
+    assert default_num_workers(512, gpu) == max(0, min(4, (os.cpu_count() or 1) - 1))
