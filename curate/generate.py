@@ -63,8 +63,8 @@ def cache_writes(physics: Physics) -> bool:
 def solve_pending(store: Store, pending, solvers: list, advance, split: str, round: int = 0, provenance=None) -> int:
     """Solve (configs, families) chunks on the solver actors, at most IN_FLIGHT per actor, and write the results
     to the store in transactions of at least `store.BATCH` samples (small chunks keep the actors balanced; one
-    commit per chunk would fsync every few samples), chunk by chunk in the last round. A kill loses at most the buffered, uncommitted results.
-    Returns the number of samples written."""
+    commit per chunk would fsync every few samples), chunk by chunk in the last round. A kill loses at most the
+    buffered, uncommitted results. Returns the number of samples written."""
     import ray
 
     in_flight: dict = {}

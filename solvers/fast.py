@@ -85,11 +85,12 @@ def _disc_boundary(physics: Physics, configs: Configs, s: int) -> tuple[np.ndarr
     Works on the ~R^2 * K disc pixels and one (L+2)^2 bool occupancy grid, never on (n, L, L) float fields:
     at L = 512 the full-lattice masks took ~1.5 ms a sample and memory bandwidth that a second solver shares."""
     L = physics.lattice
-    flat, rows, which = disc_index(physics, configs, s)
+    flat, _, which = disc_index(physics, configs, s)
     vals = configs.sample(s)[1][which]
     order = np.lexsort((vals, flat))  # by pixel, then value: the last of each run of a pixel is its max
     flat, vals = flat[order], vals[order]
-    last = np.append(flat[1:] != flat[:-1], True)
+    last = np.ones(len(flat), bool)
+    last[:-1] = flat[1:] != flat[:-1]
     flat, vals = flat[last], vals[last]
     r, c = flat // L + 1, flat % L + 1  # in the grid padded by the ring outside the lattice
     occ = np.ones((L + 2, L + 2), bool)
