@@ -75,7 +75,9 @@ def _dst_inverse_eigenvalues(L: int, D: float, gamma: float, dtype: str = "<f8")
     DST to float64 (measured at L = 512: 15.8 -> 12.9 ms a sample with the cast, max error unchanged)."""
     c = 2.0 * np.cos(np.pi * np.arange(1, L + 1) / (L + 1)) - 2.0
     lam = D * (c[:, None] + c[None, :]) - gamma
-    return (1.0 / (lam * (2.0 * (L + 1)) ** 2)).astype(dtype)
+    inv = (1.0 / (lam * (2.0 * (L + 1)) ** 2)).astype(dtype)
+    inv.setflags(write=False)  # cached: shared by every solve
+    return inv
 
 
 def _disc_boundary(physics: Physics, configs: Configs, s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
