@@ -50,7 +50,8 @@ def main() -> None:
             for rep in range(args.repeats):
                 for workers in (1, 2):
                     r = generate(Path(d) / f"{name}-{workers}-{rep}", p.physics, n, seed=0, sources=p.sources,
-                                 workers=workers, chunk=args.paper_chunk if name == "paper" else None, show_progress=False)  # fmt: skip
+                                 workers=workers, chunk=args.paper_chunk if name == "paper" else None,
+                                 show_progress=False)  # fmt: skip
                     rates[workers].append(r.samples_per_s)
                     secs[workers].append(r.seconds)
         base = float(np.median(rates[1]))

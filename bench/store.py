@@ -4,7 +4,8 @@
 
 Fields are real `fast` solves (a pool, reused across the distinct configurations written). Dataset rows: best of
 2 epochs (warm), workers started afresh each epoch; the cold rows are one epoch each after the store's pages were
-dropped from the page cache (every reader here opens LMDB read-only, with readahead: the writers are closed). "write float32, uncached" writes as `generate` does at L >= 256 (`cache_writes=False`).
+dropped from the page cache (every reader here opens LMDB read-only, with readahead: the writers are closed).
+"write float32, uncached" writes as `generate` does at L >= 256 (`cache_writes=False`).
 Ratios compare each row with the float32 row (writes, reads) or the 0-worker row (Dataset) of the same preset,
 measured in this run.
 """

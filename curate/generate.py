@@ -46,9 +46,10 @@ IN_FLIGHT = 8
 
 def default_chunk(physics: Physics) -> int:
     """Configurations per solver task: 2^21 / L^2 in [1, 64] (64 at L <= 128, 8 = 8 MiB of results at L = 512;
-    ~0.07 s of solving at both), so actors stay balanced to the end of a run and results flow to the store steadily. At L = 512, 8
-    per task instead of 4 halved Ray's per-task work and raised the CPU share the 2 actors get from 1.53-1.55 to
-    1.59-1.62 cores (1000 samples); 16 per task measured no better (ratio 1.52-1.66 against 1.57-1.65)."""
+    ~0.07 s of solving at both), so actors stay balanced to the end of a run and results flow to the store
+    steadily. At L = 512, 8 per task instead of 4 halved Ray's per-task work and raised the CPU share the 2 actors
+    get from 1.53-1.55 to 1.59-1.62 cores (1000 samples); 16 per task measured no better (ratio 1.52-1.66 against
+    1.57-1.65)."""
     return int(np.clip(2**21 // physics.lattice**2, 1, 64))
 
 

@@ -138,15 +138,16 @@ def open_env(
     path: str | os.PathLike, readonly: bool = True, map_size: int = INITIAL_MAP_SIZE, lock: bool = True
 ) -> lmdb.Environment:
     """A private LMDB environment (DataLoader workers: readonly, lock=False, opened lazily after the fork,
-    since an environment used across fork is undefined behaviour)."""
+    since an environment used across fork is undefined behaviour).
+
+    Readahead for read-only environments only. A record is 4 (L = 64) to 257 (L = 512) pages, and without
+    readahead a cold read faults them in one 4 KiB I/O at a time (a 0-worker Dataset epoch right after `generate`,
+    cold cache: paper 32 -> 283 samples/s, small 970 -> 3,036). The writer's faults are B-tree pages, where
+    readahead only dragged in neighbouring record pages: 12 % of the `generate` driver's time at L = 512."""
     return lmdb.open(
         str(path), map_size=map_size, max_dbs=MAX_DBS, subdir=True, readonly=readonly,
         lock=lock or not readonly, readahead=readonly, create=not readonly,
     )  # fmt: skip
-    # Readahead for read-only environments only. A record is 4 (L = 64) to 257 (L = 512) pages, and without
-    # readahead a cold read faults them in one 4 KiB I/O at a time (a 0-worker Dataset epoch right after `generate`,
-    # cold cache: paper 32 -> 283 samples/s, small 970 -> 3,036). The writer's faults are B-tree pages, where
-    # readahead only dragged in neighbouring record pages: 12 % of the `generate` driver's time at L = 512.
 
 
 # LMDB allows one environment per store per process (py-lmdb refuses a second, even in a forked child that

@@ -179,7 +179,8 @@ def train(
         raise InputError("training set is empty")
     dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
     if num_workers is None:
-        num_workers = default_num_workers(int(train_data[0][0].shape[-1]), dev)  # item x: (1, L, L)
+        L = physics.lattice if physics is not None else int(train_data[0][0].shape[-1])  # item x: (1, L, L)
+        num_workers = default_num_workers(L, dev)
     out = Path(out_dir) if out_dir is not None else None
     log = Path(log_path) if log_path is not None else (out / "train.jsonl" if out else None)
 

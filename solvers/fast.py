@@ -120,13 +120,14 @@ def solve_fast(physics: Physics, configs: Configs, device="cpu", dtype=torch.flo
         return unmasked_solve(-physics.decay * alpha, physics)
 
     _, g, N = _spectrum(L, physics.diffusion, physics.decay, str(device), dtype)
+    g_flat = g.reshape(-1)  # (N*N,) periodic Green's table
     discs = [_disc_boundary(physics, configs, s) for s in range(n)]  # (flat, values, on B) per sample
     src = torch.zeros((n, L * L), dtype=dtype, device=device)  # point sources on B, zero elsewhere
     for s, (flat, vals, on_b) in enumerate(discs):
         # one system per sample, of its own size: padding a batch to its largest B cost ~4x in Cholesky
         bt = torch.as_tensor(flat[on_b], device=device)
         r, c = bt // L, bt % L
-        G = _green(r[:, None], c[:, None], r[None, :], c[None, :], g.reshape(-1), N)  # (k, k)
+        G = _green(r[:, None], c[:, None], r[None, :], c[None, :], g_flat, N)  # (k, k)
         # -G is symmetric positive definite (A is negative definite), so Cholesky is exact and cheaper than LU
         rhs = torch.as_tensor(vals[on_b], dtype=dtype, device=device).unsqueeze(-1)
         src[s, bt] = torch.cholesky_solve(rhs, torch.linalg.cholesky(-G)).squeeze(-1).neg_()  # strengths f
