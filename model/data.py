@@ -89,7 +89,7 @@ def default_num_workers(lattice: int, device: torch.device) -> int:
 
     Measured on 2 CPU cores (bench/store.py, quiet machine): 0 workers ran an epoch at least as fast as 2 at both
     presets (L = 64: 3,148 vs 2,759 samples/s; L = 512: 342-396 vs 292), and a CPU trainer consumes far less
-    (416 and 0.3 samples/s), so workers only take its cores. A GPU trainer at L = 512 would consume thousands of
+    (416 and 0.4 samples/s), so workers only take its cores. A GPU trainer at L = 512 would consume thousands of
     samples/s (estimated, not measured here) against ~350 loaded by one process: there, up to 4 workers, one
     core left to the trainer."""
     if device.type == "cpu" or lattice < 256:
