@@ -74,10 +74,11 @@ class _Solver:
 
     def __init__(self, physics: dict, device: str = "cpu", dtype: str = "float32", threads: int = 1):
         from curate.heap import keep_freed_pages
-        from solvers.registry import set_threads
+        from solvers.registry import load_solvers, set_threads
 
         keep_freed_pages()  # FFT work arrays are allocated and freed on every solve
         set_threads(threads)
+        load_solvers()  # torch and scipy now, while the actor starts, not in its first call
         self.physics = Physics.from_dict(physics)
         self.device = device
         self.dtype = dtype

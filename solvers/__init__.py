@@ -1,7 +1,18 @@
-"""diffcurate physics and solvers: numpy, scipy and torch only (no training, storage, Ray or CLI)."""
+"""diffcurate physics and solvers: numpy, scipy and torch only (no training, storage, Ray or CLI).
 
-from solvers import fast, reference, timestep  # noqa: F401  (register the solvers)
+Configurations, physics and sample ids import without torch or scipy (a generator actor, `curate info` and
+the CLI's start-up need only those); the solvers register when the registry is first asked for them."""
+
 from solvers.problem import PRESETS, Configs, Physics, ProblemError, paint, resolve_physics
-from solvers.registry import SOLVERS, solve
+
+
+def __getattr__(name: str):
+    if name in ("SOLVERS", "solve"):
+        from solvers import registry
+
+        registry.load_solvers()
+        return getattr(registry, name)
+    raise AttributeError(f"module 'solvers' has no attribute {name!r}")
+
 
 __all__ = ["PRESETS", "SOLVERS", "Configs", "Physics", "ProblemError", "paint", "resolve_physics", "solve"]

@@ -18,7 +18,6 @@ import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-import torch
 
 from solvers.errors import InputError
 
@@ -264,6 +263,8 @@ def _scatter(physics: Physics, configs: Configs, reduce: str) -> np.ndarray:
     """(n, L*L) float64: the discs' values reduced per pixel ("amax": -inf off discs, "sum": 0 off discs).
 
     One vectorised scatter over the whole batch; padding rows (k >= counts[s]) never take part."""
+    import torch  # here, not at the top: configs, ids and physics must stay importable without torch
+
     L, n, K = physics.lattice, len(configs), configs.centers.shape[1]
     off = disc_offsets(physics.radius)  # (P, 2)
     live = np.broadcast_to((np.arange(K)[None, :] < configs.counts[:, None])[:, :, None], (n, K, len(off)))

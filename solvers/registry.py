@@ -26,6 +26,12 @@ def fft_workers() -> int:
     return _FFT_WORKERS[0]
 
 
+def load_solvers() -> None:
+    """Import the solver modules, which register themselves (kept out of `import solvers`: torch and scipy
+    take ~2 s to import here, and most processes that use configurations never solve)."""
+    from solvers import fast, reference, timestep  # noqa: F401
+
+
 def register(name: str):
     def deco(fn):
         SOLVERS[name] = fn
@@ -72,6 +78,7 @@ def solve(
     progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """Solve every configuration; returns (n, L, L) numpy in `dtype`. Validates the configurations first."""
+    load_solvers()
     if solver not in SOLVERS:
         raise ProblemError(f"unknown solver {solver!r} (choose from {', '.join(SOLVERS)})")
     configs.validate(physics)

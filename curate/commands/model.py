@@ -11,7 +11,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-import curate.dataset  # noqa: F401  (registers the store and HDF5 data loaders)
 from curate.cli import app
 from curate.options import Device, Json, OutFile, Preset, Seed
 from curate.progress import console
@@ -90,6 +89,7 @@ def train_cmd(
     as_json: Json = False,
 ) -> None:
     """Train a surrogate on a data file (split train/val by seed); best weights -> checkpoints/best.pt."""
+    import curate.dataset  # noqa: F401  (registers the store and HDF5 data loaders; imports torch)
     from model.checkpoint import preset_of
     from model.data import load_data
     from model.nets import default_model_config
@@ -178,6 +178,7 @@ def evaluate_cmd(
     as_json: Json = False,
 ) -> None:
     """Metrics of a checkpoint on a store split or a data file (CONTRACTS.md evaluate schema) -> --out JSON."""
+    import curate.dataset  # noqa: F401  (registers the store and HDF5 data loaders)
     from model.checkpoint import load_checkpoint
     from model.data import load_data
     from model.metrics import evaluate_model
