@@ -12,6 +12,10 @@ import typer
 
 from solvers.errors import CheckError, InputError
 
+# click's exception base, as typer raises it: typer >= 0.2x vendors its own click (whose errors are not
+# click.ClickException), older typer re-exports click's
+_CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
 
 
@@ -36,13 +40,11 @@ def main() -> None:
         sys.exit(130)
     except typer.Exit as e:
         sys.exit(e.exit_code)
-    except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(2)
-        raise
+    except _CLICK_ERROR as e:  # usage errors: unknown option, bad value, missing argument
+        ctx = getattr(e, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        typer.echo(f"error: {e.format_message()}{hint}", err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":  # `python -m curate.cli`: commands register on the imported module's app

@@ -72,6 +72,23 @@ def test_solve_bad_options(cli, tmp_path, args, msg):
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    "args, msg",
+    [
+        (["generate", "--store", "s", "--count", "3", "--no-such-flag"], "No such option: --no-such-flag"),
+        (["generate", "--store", "s", "--count", "abc"], "Invalid value for '--count'"),
+        (["generate", "--count", "3"], "Missing option '--store'"),
+        (["no-such-command"], "No such command"),
+    ],
+)
+def test_usage_errors_are_one_line(cli, tmp_path, args, msg):
+    """typer's own (vendored) click errors are not click.ClickException: they once escaped as a traceback."""
+    code, _, err = cli(*[str(tmp_path / "s") if a == "s" else a for a in args])
+    assert code == 2 and msg in err and "Traceback" not in err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "--help" in err
+    assert not (tmp_path / "s").exists()
+
+
 def test_solve_refuses_to_overwrite_and_unknown_extension(cli, tmp_path):
     out = tmp_path / "a.npz"
     out.write_text("keep me")
