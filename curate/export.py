@@ -108,6 +108,7 @@ def export_store(
         "by_sources": {str(k): int(v) for k, v in df["n_sources"].value_counts().sort_index().items()},
         "by_sampler": {str(k): int(v) for k, v in df["sampler"].value_counts().sort_index().items()},
         "rounds": by_round,
+        "store_history": meta.get("history", []),  # the generate / import commands that filled the store
         "sha256": {k: _sha256(a) for k, a in arrays.items()},
     }
     jpath, mpath = card_paths(out)
@@ -145,6 +146,16 @@ def card_markdown(card: dict) -> str:
         score = "-" if s is None else f"{s['min']:.3g} / {s['mean']:.3g} / {s['max']:.3g}"
         smp = ", ".join(f"{k} {v}" for k, v in d["samplers"].items())
         lines.append(f"| {r} | {d['count']} | {smp} | {', '.join(d['strategies']) or '-'} | {score} |")
+    if card.get("store_history"):
+        lines += [
+            "",
+            "## How the store was filled",
+            "| finished | command | split | asked | added |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [f"| {h.get('finished', '-')} | `{h.get('command') or h['kind']}` | {h.get('split', '-')} | "
+                  f"{h.get('count', '-')} | {h.get('added', '-')} |" for h in card["store_history"]]  # fmt: skip
+        lines += ["", "(rounds of `curate run` are recorded per sample: round, strategy, score, source model)"]
     lines += ["", "## sha256 of the arrays (C-order bytes)", *[f"- `{k}`: {v}" for k, v in card["sha256"].items()]]
     return "\n".join(lines) + "\n"
 
@@ -194,4 +205,6 @@ def import_arrays(
                 configs[rows], d["y"][rows], split=sp, sampler=[samplers[r] for r in rows], round=rd,
                 scores=None if scores is None else scores[rows],
             )  # fmt: skip
+        st.log({"kind": "import", "input": str(path), "split": split or "from file", "count": n, "added": added,
+                "command": command, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})  # fmt: skip
     return added

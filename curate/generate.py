@@ -184,7 +184,13 @@ def generate(
 
     sample_configs(sampler, physics, seed, range(0), sources)  # refuse unknown samplers before any work
     t0 = time.perf_counter()
+    request = {"kind": "generate", "split": split, "sampler": sampler, "seed": seed, "count": count,
+               "sources": [int(s) for s in sources]}  # fmt: skip
     with Store.create(store_path, physics, preset=preset, command=command, cache_writes=cache_writes(physics)) as store:
+        if any(all(h.get(k) == v for k, v in request.items()) for h in store.history()):
+            # this exact request finished before, and samples are never removed or moved: nothing is missing,
+            # and planning it again would start Ray (~8 s here) to find that out
+            return GenerateResult(count, 0, count, 0, time.perf_counter() - t0, 0.0)
         with ray_session(address, num_cpus=num_cpus):
             import ray
 
@@ -200,4 +206,5 @@ def generate(
                 t_solve = time.perf_counter() - t1
             for a in solvers + gens:
                 ray.kill(a)
+        store.log({**request, "added": added, "command": command, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     return GenerateResult(count, added, present, todo, time.perf_counter() - t0, t_solve)

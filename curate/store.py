@@ -2,7 +2,8 @@
 
 Layout (named sub-databases of one LMDB environment in the store directory):
 
-* ``meta``    store-level JSON values: schema_version, physics, preset, encoding, created, command.
+* ``meta``    store-level JSON values: schema_version, physics, preset, encoding, created, command, history (one
+  entry per finished `generate` / `import`).
 * ``samples`` id -> record = 4-byte big-endian header length + header JSON + target bytes + crc32 (4 bytes,
   big-endian) of everything before it. x is not stored: it is rebuilt from the config with ``paint``.
 * ``index``   id -> the same header JSON + its crc32, so that queries (``index``, ``configs``, ``count``) never
@@ -510,8 +511,22 @@ class Store:
         m = max(1, int(round(fraction * len(order))))
         return order[:m]
 
+    def log(self, entry: dict) -> None:
+        """Append an entry (a finished `generate` or `import`: what was asked, what it added, the command) to the
+        store's history: provenance for `info` and the dataset card, and how a re-run of a finished `generate`
+        knows without starting Ray that nothing is missing (samples are never removed or moved)."""
+        with begin(self.env, write=True) as txn:
+            raw = txn.get(b"history", db=self._meta)
+            history = (json.loads(bytes(raw)) if raw is not None else []) + [entry]
+            txn.put(b"history", json.dumps(history).encode(), db=self._meta)
+        self.meta["history"] = history
+
+    def history(self) -> list[dict]:
+        """The `log` entries, oldest first."""
+        return list(self.meta.get("history", []))
+
     def info(self) -> dict:
-        """The `curate info --json` object (CONTRACTS.md), plus preset, encoding, created and command."""
+        """The `curate info --json` object (CONTRACTS.md), plus preset, encoding, created, command and history."""
         df = self.index()
 
         def counts(col: str) -> dict:
@@ -532,6 +547,7 @@ class Store:
             "encoding": self.encoding,
             "created": self.meta.get("created", ""),
             "command": self.meta.get("command", ""),
+            "history": self.history(),
         }
 
     def verify(self) -> list[str]:

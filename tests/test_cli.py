@@ -148,11 +148,17 @@ def test_store_commands(cli, ray_cluster, tmp_path):
     assert code == 0 and json.loads(out)["resolved"] == 5 and json.loads(out)["problems"] == []
     exp = tmp_path / "e.npz"
     assert cli("export", "--store", store, "--out", exp)[0] == 0
-    assert (tmp_path / "e.npz.card.md").exists() and json.loads((tmp_path / "e.npz.card.json").read_text())
+    card = json.loads((tmp_path / "e.npz.card.json").read_text())
+    assert [(h["kind"], h["count"], h["added"]) for h in card["store_history"]] == [("generate", 30, 30)]
+    assert "How the store was filled" in (tmp_path / "e.npz.card.md").read_text()
     code, _, err = cli("export", "--store", store, "--out", exp)
     assert code == 2 and "--force" in err
     code, _, _ = cli("import", "--store", tmp_path / "s2", "--input", exp)
-    assert code == 0 and json.loads(cli("info", "--store", tmp_path / "s2", "--json")[1])["count"] == 30
+    info2 = json.loads(cli("info", "--store", tmp_path / "s2", "--json")[1])
+    assert code == 0 and info2["count"] == 30
+    assert [(h["kind"], h["added"], h["command"].split()[:2]) for h in info2["history"]] == [
+        ("import", 30, ["curate", "import"])
+    ]
     # other physics refused by import
     other = tmp_path / "other.npz"
     d = load_arrays(exp)

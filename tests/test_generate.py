@@ -39,9 +39,19 @@ def test_same_seed_same_dataset_with_1_and_2_workers(ray_cluster, tmp_path):
     # a re-run after success adds nothing; another split of the same store keeps its own count
     again = generate(tmp_path / "a", TINY, 60, seed=3, sources=SRC, workers=2, show_progress=False)
     assert (again.added, again.present, again.solved) == (0, 60, 0)
+    # that re-run was answered from the store's history (no Ray); a request not in it is planned, and the
+    # plan finds its samples present (the first 50 of the same walk)
+    fewer = generate(tmp_path / "a", TINY, 50, seed=3, sources=SRC, show_progress=False)
+    assert (fewer.added, fewer.present, fewer.solved) == (0, 50, 0)
     val = generate(tmp_path / "a", TINY, 10, seed=4, sources=SRC, split="val", show_progress=False)
     with Store(tmp_path / "a", readonly=True) as s:
         assert (s.count("train"), s.count("val")) == (60, 10) and val.added == 10
+        history = [(h["kind"], h["split"], h["seed"], h["count"], h["added"]) for h in s.history()]
+    assert history == [
+        ("generate", "train", 3, 60, 60),
+        ("generate", "train", 3, 50, 0),
+        ("generate", "val", 4, 10, 10),
+    ]
 
 
 def test_exact_count_despite_repeated_configurations(ray_cluster, tmp_path):

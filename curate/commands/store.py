@@ -94,6 +94,11 @@ def info(store: StoreDir, json_out: Json = False) -> None:
         for k, v in sorted(d[key].items(), key=lambda kv: (len(kv[0]), kv[0])):
             t.add_row(k, str(v))
         console.print(t)
+    if d["history"]:
+        t = Table("finished", "command", "added", title="history")
+        for h in d["history"]:
+            t.add_row(h.get("finished", "-"), h.get("command") or h["kind"], str(h.get("added", "-")))
+        console.print(t)
 
 
 @app.command()
