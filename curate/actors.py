@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from solvers.errors import InputError
 from solvers.problem import Configs, Physics
 
 RESTARTS = 3
@@ -125,8 +126,11 @@ def make_solvers(
     CPUs gives each a fractional share (otherwise the extra actors would never be scheduled)."""
     import ray
 
-    total = ray.cluster_resources().get("CPU", 1.0)
-    num_cpus = min(num_cpus, total / n)
+    res = ray.cluster_resources()
+    if num_gpus > 0 and n * num_gpus > res.get("GPU", 0):  # Ray would keep such actors pending forever
+        raise InputError(f"{n} solver actors with {num_gpus:g} GPU each need {n * num_gpus:g} GPUs; the cluster has "
+                         f"{res.get('GPU', 0):g}")  # fmt: skip
+    num_cpus = min(num_cpus, res.get("CPU", 1.0) / n)
     cls = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=RESTARTS, max_task_retries=RESTARTS)(_Solver)
     device = "cuda" if num_gpus > 0 else "cpu"
     threads = max(1, int(num_cpus))

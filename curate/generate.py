@@ -16,7 +16,7 @@ import numpy as np
 
 from curate.actors import make_generators, make_solvers, ray_session
 from curate.progress import progress_bar
-from curate.store import BATCH, SPLITS, Store
+from curate.store import BATCH, SPLITS, Store, check_path, is_store
 from solvers.errors import InputError
 from solvers.problem import Configs, Physics
 
@@ -172,6 +172,7 @@ def generate(
     command: str = "",
     show_progress: bool = True,
     num_cpus: int | None = None,
+    gpus: float = 0.0,  # per solver actor; 0: CPU
 ) -> GenerateResult:
     """Make sure `split` holds the first `count` distinct samples of (sampler, seed); solve only what is missing."""
     if count < 1:
@@ -186,16 +187,22 @@ def generate(
     t0 = time.perf_counter()
     request = {"kind": "generate", "split": split, "sampler": sampler, "seed": seed, "count": count,
                "sources": [int(s) for s in sources]}  # fmt: skip
-    with Store.create(store_path, physics, preset=preset, command=command, cache_writes=cache_writes(physics)) as store:
-        if any(all(h.get(k) == v for k, v in request.items()) for h in store.history()):
-            # this exact request finished before, and samples are never removed or moved: nothing is missing,
-            # and planning it again would start Ray (~8 s here) to find that out
-            return GenerateResult(count, 0, count, 0, time.perf_counter() - t0, 0.0)
-        with ray_session(address, num_cpus=num_cpus):
-            import ray
+    # refused before Ray starts (~5 s here): a path that cannot be a store, a store of other physics; and a
+    # request that finished before needs nothing (samples are never removed or moved)
+    check_path(Path(store_path), create=True)
+    if is_store(store_path):
+        with Store(store_path, readonly=True) as st:
+            st.check_physics(physics)
+            if any(all(h.get(k) == v for k, v in request.items()) for h in st.history()):
+                return GenerateResult(count, 0, count, 0, time.perf_counter() - t0, 0.0)
+    with ray_session(address, num_cpus=num_cpus):
+        import ray
 
-            gens = make_generators(physics, 1)
-            solvers = make_solvers(physics, workers)
+        solvers = make_solvers(physics, workers, num_gpus=gpus)  # first: it refuses GPUs the cluster lacks
+        gens = make_generators(physics, 1)
+        with Store.create(
+            store_path, physics, preset=preset, command=command, cache_writes=cache_writes(physics)
+        ) as store:
             pending, present = plan(store, gens, sampler, seed, count, sources, split, chunk)
             ray.get([s.pid.remote() for s in solvers])  # actor start (a Python + torch import each) is not solving
             todo = sum(len(c) for c, _ in pending)
@@ -204,7 +211,7 @@ def generate(
                 t1 = time.perf_counter()
                 added = solve_pending(store, pending, solvers, advance, split)
                 t_solve = time.perf_counter() - t1
-            for a in solvers + gens:
-                ray.kill(a)
-        store.log({**request, "added": added, "command": command, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            store.log({**request, "added": added, "command": command, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        for a in solvers + gens:
+            ray.kill(a)
     return GenerateResult(count, added, present, todo, time.perf_counter() - t0, t_solve)

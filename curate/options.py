@@ -24,6 +24,9 @@ OutFile = Annotated[Path, typer.Option("--out", help="Output file.")]
 Json = Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout.")]
 Force = Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")]
 Workers = Annotated[int, typer.Option("--workers", min=1, help="Ray solver actors.")]
+SolverGpus = Annotated[
+    float, typer.Option("--gpus", min=0, help="GPUs per solver actor (1, or 0.5 to share one); 0 solves on the CPU.")
+]
 Address = Annotated[str | None, typer.Option("--address", help="Join an existing Ray cluster (auto or HOST:PORT).")]
 
 

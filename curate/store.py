@@ -123,7 +123,8 @@ def is_store(path: str | os.PathLike) -> bool:
     return Path(path).is_dir() and (Path(path) / "data.mdb").is_file()
 
 
-def _check_path(path: Path, create: bool) -> None:
+def check_path(path: Path, create: bool) -> None:
+    """InputError unless `path` is a store (or, with `create`, a place where one can be made)."""
     if path.exists() and not path.is_dir():
         raise InputError(f"{path} is a file, not a store directory")
     if is_store(path):
@@ -234,7 +235,7 @@ class Store:
         self.path = Path(path)
         # False for bulk writers (`generate`): committed pages leave the page cache, see `drop_cache`
         self.cache_writes = cache_writes
-        _check_path(self.path, create=False)
+        check_path(self.path, create=False)
         self._open(readonly, map_size)
         try:
             with begin(self.env) as txn:
@@ -280,7 +281,7 @@ class Store:
         path = Path(path)
         if encoding not in ENCODINGS:
             raise InputError(f"unknown encoding {encoding!r} (choose {', '.join(ENCODINGS)})")
-        _check_path(path, create=True)
+        check_path(path, create=True)
         if not is_store(path):
             path.mkdir(parents=True, exist_ok=True)
             env = acquire_env(path, map_size=map_size)

@@ -144,3 +144,10 @@ def test_generate_into_store_of_other_physics_is_refused(cli, ray_cluster, tmp_p
     f.write_text("x")
     code, _, err = cli("generate", "--store", f, "--count", "5", "--preset", "tiny")
     assert code == 2 and "error" in err
+
+
+def test_generate_asking_for_gpus_the_cluster_lacks_is_refused(cli, ray_cluster, tmp_path):
+    """Ray would keep solver actors that need a missing GPU pending forever: refused, and no store is made."""
+    code, _, err = cli("generate", "--store", tmp_path / "s", "--count", "5", "--preset", "tiny", "--gpus", "1")
+    assert code == 2 and "need 1 GPUs; the cluster has 0" in err and "Traceback" not in err
+    assert not (tmp_path / "s").exists()

@@ -24,6 +24,7 @@ from curate.options import (
     Radius,
     Sampler,
     Seed,
+    SolverGpus,
     SourceModel,
     Sources,
     StoreDir,
@@ -49,6 +50,7 @@ def generate(
     sources: Sources = None,
     split: Split = "train",
     workers: Workers = 1,
+    gpus: SolverGpus = 0.0,
     address: Address = None,
     preset: Preset = "small",
     lattice: Lattice = None,
@@ -63,7 +65,7 @@ def generate(
 
     physics, src = physics_from_options(preset, lattice, radius, diffusion, decay, source_model, sources)
     r = run(store, physics, count, seed, sampler, src, split, workers, address, preset=preset, command=_command(),
-            show_progress=not json_out)  # fmt: skip
+            show_progress=not json_out, gpus=gpus)  # fmt: skip
     if json_out:
         print(json.dumps(r.to_dict()))
     else:
