@@ -25,18 +25,27 @@ def _register_commands() -> None:
     from curate.commands import estimate, model, physics, run, store  # noqa: F401
 
 
+_INTERRUPTED = "interrupted: everything committed so far is kept; re-run the same command to resume"
+
+
 def main() -> None:
     _register_commands()
     try:
-        app(standalone_mode=False)
+        # commands return None; typer >= 0.2x turns Ctrl-C into Exit(130) and, outside standalone mode, returns
+        # that code instead of raising (which had ended an interrupted run silently with exit 0)
+        code = app(standalone_mode=False)
+        if code == 130:
+            raise KeyboardInterrupt
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except (InputError, FileNotFoundError, IsADirectoryError, NotADirectoryError) as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
     except CheckError as e:
         typer.echo(f"check failed: {e}", err=True)
         sys.exit(1)
-    except (typer.Abort, KeyboardInterrupt):
-        typer.echo("interrupted: everything committed so far is kept; re-run the same command to resume", err=True)
+    except (typer.Abort, KeyboardInterrupt):  # (older typer: click's Abort)
+        typer.echo(_INTERRUPTED, err=True)
         sys.exit(130)
     except typer.Exit as e:
         sys.exit(e.exit_code)

@@ -66,11 +66,16 @@ def test_exact_count_despite_repeated_configurations(ray_cluster, tmp_path):
     assert len({cfg.sample_id(s, ph) for s in range(20)}) < 20
 
 
-def test_generate_killed_with_sigkill_resumes_to_exact_count(ray_cluster, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_generate_killed_or_interrupted_resumes_to_exact_count(ray_cluster, tmp_path, sig):
+    """kill -9 or Ctrl-C mid-run: the store holds what was committed, and the same command completes it. Ctrl-C
+    exits 130 with a one-line note (typer 0.29 had turned it into a silent exit 0)."""
     store = tmp_path / "k"
     cmd = [sys.executable, "-m", "curate", "generate", "--store", str(store), "--count", "3000",
            "--preset", "tiny", "--seed", "5", "--workers", "2", "--address", ray_cluster]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    err_path = tmp_path / "stderr.txt"
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
     try:
         deadline = time.time() + 120
         n = 0
@@ -84,10 +89,17 @@ def test_generate_killed_with_sigkill_resumes_to_exact_count(ray_cluster, tmp_pa
             if n >= 128:
                 break
         assert proc.poll() is None, "generate finished before it could be killed"
+        os.kill(proc.pid, sig)
+        proc.wait(timeout=60)
     finally:  # never leave it running: its actors would hold the test cluster's CPUs
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
+    if sig == signal.SIGINT:
+        last = err_path.read_text().strip().splitlines()[-1]
+        assert proc.returncode == 130 and last.startswith("interrupted: everything committed so far is kept")
+    else:
+        assert proc.returncode == -signal.SIGKILL
     with Store(store, readonly=True) as s:
         partial = s.count()
         assert s.verify() == []
