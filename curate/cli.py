@@ -50,6 +50,10 @@ def main() -> None:
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except _CLICK_ERROR as e:  # usage errors: unknown option, bad value, missing argument
+        if type(e).__name__ == "NoArgsIsHelpError":  # bare `curate` / group: the help (rich has printed it)
+            if e.format_message():
+                typer.echo(e.format_message(), err=True)
+            sys.exit(2)
         ctx = getattr(e, "ctx", None)
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
         typer.echo(f"error: {e.format_message()}{hint}", err=True)

@@ -89,6 +89,11 @@ def test_usage_errors_are_one_line(cli, tmp_path, args, msg):
     assert not (tmp_path / "s").exists()
 
 
+def test_bare_curate_shows_help_without_an_error_line(cli):
+    code, out, err = cli()
+    assert code == 2 and "error" not in err and "Traceback" not in err
+
+
 def test_solve_refuses_to_overwrite_and_unknown_extension(cli, tmp_path):
     out = tmp_path / "a.npz"
     out.write_text("keep me")
