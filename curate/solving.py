@@ -8,7 +8,7 @@ from curate.arrays import format_of, load_configs, save_arrays
 from curate.progress import progress_bar
 from solvers.errors import InputError
 from solvers.problem import Configs, Physics, paint
-from solvers.registry import solve
+from solvers.registry import check_request, solve
 from solvers.sampling import sample_configs
 
 
@@ -46,6 +46,7 @@ def solve_to_file(
     if out.exists() and not force:
         raise InputError(f"{out} exists (use --force to overwrite)")
     configs.validate(physics)
+    check_request(solver, device, dtype)
     with progress_bar(len(configs), f"solving ({solver})", show=show_progress) as advance:
         y = solve(physics, configs, solver, device=device, dtype=dtype, batch_size=batch_size, progress=advance)
     return save_arrays(out, physics, configs, x=paint(physics, configs), y=y)

@@ -67,6 +67,16 @@ def normalise(u: torch.Tensor, physics: Physics) -> torch.Tensor:
     return u
 
 
+def check_request(
+    solver: str, device: str | torch.device = "cpu", dtype: str | torch.dtype = "float64"
+) -> tuple[torch.device, torch.dtype]:
+    """ProblemError for an unknown solver, device or dtype (callers check before they start a progress bar)."""
+    load_solvers()
+    if solver not in SOLVERS:
+        raise ProblemError(f"unknown solver {solver!r} (choose from {', '.join(SOLVERS)})")
+    return (resolve_device(device) if isinstance(device, str) else device), resolve_dtype(dtype)
+
+
 def solve(
     physics: Physics,
     configs: Configs,
@@ -78,12 +88,8 @@ def solve(
     progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """Solve every configuration; returns (n, L, L) numpy in `dtype`. Validates the configurations first."""
-    load_solvers()
-    if solver not in SOLVERS:
-        raise ProblemError(f"unknown solver {solver!r} (choose from {', '.join(SOLVERS)})")
+    dev, dt = check_request(solver, device, dtype)
     configs.validate(physics)
-    dev = resolve_device(device) if isinstance(device, str) else device
-    dt = resolve_dtype(dtype)
     out = np.empty((len(configs), physics.lattice, physics.lattice), dtype=torch.empty(0, dtype=dt).numpy().dtype)
     for start in range(0, len(configs), max(1, batch_size)):
         part = configs[start : start + batch_size]

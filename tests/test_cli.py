@@ -61,6 +61,8 @@ def test_solve_bad_input_file(cli, tmp_path, case, msg):
         (["--input", "/nonexistent.npz"], "no such file"),
         (["--count", "4", "--input", "x.npz"], "either --input"),
         (["--count", "4", "--solver", "magic"], "unknown solver"),
+        (["--count", "4", "--dtype", "float16"], "unknown dtype"),
+        (["--count", "4", "--device", "tpu"], "unknown device"),
         (["--count", "4", "--sources", "5-2"], "--sources"),
         (["--count", "4", "--radius", "40"], "does not fit"),
     ],
@@ -68,7 +70,7 @@ def test_solve_bad_input_file(cli, tmp_path, case, msg):
 def test_solve_bad_options(cli, tmp_path, args, msg):
     out = tmp_path / "out.npz"
     code, _, err = cli("solve", "--out", out, "--preset", "tiny", *args)
-    assert code == 2 and msg in err and "Traceback" not in err
+    assert code == 2 and msg in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
 
 
