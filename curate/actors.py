@@ -75,16 +75,16 @@ class _Solver:
 
     def __init__(self, physics: dict, device: str = "cpu", dtype: str = "float32", threads: int = 1):
         from curate.heap import keep_freed_pages
-        from solvers.registry import load_solvers, set_threads
+        from solvers.registry import set_threads
 
         keep_freed_pages()  # FFT work arrays are allocated and freed on every solve
         set_threads(threads)
-        load_solvers()  # torch and scipy now, while the actor starts, not in its first call
         self.physics = Physics.from_dict(physics)
         self.device = device
         self.dtype = dtype
-        # one source at the centre: builds the Green's and eigenvalue tables and the FFT plans for this physics
-        # (0.1-0.2 s at L = 512) while the actor starts, so the first real call is as fast as the rest
+        # one source at the centre: imports the solvers and builds the Green's and eigenvalue tables and the FFT
+        # plans for this physics (0.1-0.2 s at L = 512) while the actor starts, so the first real call is as fast
+        # as the rest
         mid = self.physics.lattice // 2
         self.solve(np.array([[[mid, mid]]]), np.ones((1, 1)), np.ones(1, np.int64))
 

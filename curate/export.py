@@ -206,5 +206,5 @@ def import_arrays(
                 scores=None if scores is None else scores[rows],
             )  # fmt: skip
         st.log({"kind": "import", "input": str(path), "split": split or "from file", "count": n, "added": added,
-                "command": command, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})  # fmt: skip
+                "command": command})  # fmt: skip
     return added

@@ -211,7 +211,7 @@ def generate(
                 t1 = time.perf_counter()
                 added = solve_pending(store, pending, solvers, advance, split)
                 t_solve = time.perf_counter() - t1
-            store.log({**request, "added": added, "command": command, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            store.log({**request, "added": added, "command": command})
         for a in solvers + gens:
             ray.kill(a)
     return GenerateResult(count, added, present, todo, time.perf_counter() - t0, t_solve)

@@ -513,9 +513,11 @@ class Store:
         return order[:m]
 
     def log(self, entry: dict) -> None:
-        """Append an entry (a finished `generate` or `import`: what was asked, what it added, the command) to the
-        store's history: provenance for `info` and the dataset card, and how a re-run of a finished `generate`
-        knows without starting Ray that nothing is missing (samples are never removed or moved)."""
+        """Append an entry (a finished `generate` or `import`: what was asked, what it added, the command), stamped
+        `finished` now, to the store's history: provenance for `info` and the dataset card, and how a re-run of a
+        finished `generate` knows without starting Ray that nothing is missing (samples are never removed or
+        moved)."""
+        entry = {**entry, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         with begin(self.env, write=True) as txn:
             raw = txn.get(b"history", db=self._meta)
             history = (json.loads(bytes(raw)) if raw is not None else []) + [entry]

@@ -47,6 +47,7 @@ def test_same_seed_same_dataset_with_1_and_2_workers(ray_cluster, tmp_path):
     with Store(tmp_path / "a", readonly=True) as s:
         assert (s.count("train"), s.count("val")) == (60, 10) and val.added == 10
         history = [(h["kind"], h["split"], h["seed"], h["count"], h["added"]) for h in s.history()]
+        assert all(h["finished"].startswith(time.strftime("%Y-")) for h in s.history())  # stamped by Store.log
     assert history == [
         ("generate", "train", 3, 60, 60),
         ("generate", "train", 3, 50, 0),
