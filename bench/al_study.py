@@ -5,7 +5,7 @@
 
 Every (variant, seed) is an ordinary run directory under --out (resumable: re-running the command continues
 where it stopped); all variants of one seed share the initial set, the candidate pools and the test set.
-Writes docs/results.json (CONTRACTS.md schema) and PNG figures into --docs.
+Writes docs/results.json (docs/formats.md schema) and PNG figures into --docs.
 
 Variants: `al` (true error), `al-residual` (the best ground-truth-free estimator), `random`, `uniform-per-count`,
 `lcmd` (bmdal-reg's LCMD on the network's bottleneck features: the field's implementation).
@@ -34,10 +34,11 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from curate.actors import ray_session  # noqa: E402
-from curate.config import default_config  # noqa: E402
-from curate.loop import RunPaths, init_run, read_rounds, run  # noqa: E402
-from curate.store import Store  # noqa: E402
+from diffcurate.curate.cluster.actors import ray_session  # noqa: E402
+from diffcurate.curate.loop.config import default_config  # noqa: E402
+from diffcurate.curate.loop.rundir import RunPaths, init_run, read_rounds  # noqa: E402
+from diffcurate.curate.loop.runner import run  # noqa: E402
+from diffcurate.curate.store.lmdbstore import Store  # noqa: E402
 
 console = Console(width=210)
 # --quick: no cross-count matrix (its 8 trainings would take it past 10 minutes); results go to docs/quick/
@@ -191,10 +192,10 @@ def _bins(spec: dict) -> list[tuple[int, int]]:
 def cross_count(runs: dict[str, list[Path]], spec: dict, out: Path) -> dict | None:
     """{variant: (P bins x M bins) test MAE}: train on the final training set's samples with P sources (the
     run's own model and training config, seed-0 run), test on M sources. Cached in out/cross_count.json."""
-    from curate.loop import load_run
-    from model.data import dataset_from_configs
-    from model.metrics import evaluate_model
-    from model.train import TrainConfig, train
+    from diffcurate.curate.loop.rundir import load_run
+    from diffcurate.model.data import dataset_from_configs
+    from diffcurate.model.metrics import evaluate_model
+    from diffcurate.model.train import TrainConfig, train
 
     if not spec["cross_count_bins"]:
         return None

@@ -23,11 +23,11 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from curate.estimate import _split, load_estimator, resolve_source, true_errors  # noqa: E402
-from curate.loop import load_run  # noqa: E402
-from curate.predict import guard  # noqa: E402
-from solvers.problem import paint  # noqa: E402
-from solvers.registry import solve  # noqa: E402
+from diffcurate.curate.loop.estimate import _split, load_estimator, resolve_source, true_errors  # noqa: E402
+from diffcurate.curate.loop.predict import guard  # noqa: E402
+from diffcurate.curate.loop.rundir import load_run  # noqa: E402
+from diffcurate.solvers.problem import paint  # noqa: E402
+from diffcurate.solvers.registry import solve  # noqa: E402
 
 DEFAULT = "residual,residual-l1,ensemble,mc-dropout,inverse,tod,residual-exact"
 

@@ -24,10 +24,10 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model.nets import build_model, count_parameters, default_model_config  # noqa: E402
-from solvers import solve  # noqa: E402
-from solvers.problem import PRESETS, paint  # noqa: E402
-from solvers.sampling import sample_configs  # noqa: E402
+from diffcurate.model.nets import build_model, count_parameters, default_model_config  # noqa: E402
+from diffcurate.solvers import solve  # noqa: E402
+from diffcurate.solvers.problem import PRESETS, paint  # noqa: E402
+from diffcurate.solvers.sampling import sample_configs  # noqa: E402
 
 console = Console(width=150)
 

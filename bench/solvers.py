@@ -24,7 +24,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from solvers import Configs, Physics, solve  # noqa: E402
+from diffcurate.solvers import Configs, Physics, solve  # noqa: E402
 
 console = Console(width=150)
 

@@ -26,10 +26,10 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from curate.dataset import StoreDataset  # noqa: E402
-from curate.store import Store  # noqa: E402
-from solvers import solve  # noqa: E402
-from solvers.problem import PRESETS, Configs, Physics  # noqa: E402
+from diffcurate.curate.store.dataset import StoreDataset  # noqa: E402
+from diffcurate.curate.store.lmdbstore import Store  # noqa: E402
+from diffcurate.solvers import solve  # noqa: E402
+from diffcurate.solvers.problem import PRESETS, Configs, Physics  # noqa: E402
 
 
 def random_configs(physics: Physics, n: int, kmax: int, rng: np.random.Generator) -> Configs:

@@ -26,12 +26,12 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from model.data import dataset_from_configs, uniform_configs  # noqa: E402
-from model.metrics import evaluate_model  # noqa: E402
-from model.nets import build_model, count_parameters, default_model_config  # noqa: E402
-from model.train import default_train_config, train  # noqa: E402
-from solvers import solve  # noqa: E402
-from solvers.problem import PRESETS  # noqa: E402
+from diffcurate.model.data import dataset_from_configs, uniform_configs  # noqa: E402
+from diffcurate.model.metrics import evaluate_model  # noqa: E402
+from diffcurate.model.nets import build_model, count_parameters, default_model_config  # noqa: E402
+from diffcurate.model.train import default_train_config, train  # noqa: E402
+from diffcurate.solvers import solve  # noqa: E402
+from diffcurate.solvers.problem import PRESETS  # noqa: E402
 
 console = Console(stderr=True)
 

@@ -1,5 +1,5 @@
 """`python -m curate` = the `curate` command."""
 
-from curate.cli import main
+from diffcurate.curate.cli.app import main
 
 main()

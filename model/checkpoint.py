@@ -11,11 +11,12 @@ from pathlib import Path
 
 import torch
 
-from model.nets import build_model, config_to_dict
-from solvers.errors import InputError
-from solvers.problem import PRESETS, Physics
+from diffcurate.model.nets import build_model, config_to_dict
+from diffcurate.solvers.errors import InputError
+from diffcurate.solvers.problem import PRESETS, Physics
 
 FORMAT = "diffcurate.model/1"
+KNOWN_FORMATS = (FORMAT,)  # checkpoints without a tag are read as format 1 (written before tags were checked)
 
 
 def preset_of(physics: Physics | None) -> str | None:
@@ -73,6 +74,13 @@ def read_checkpoint(path) -> dict:
         raise InputError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
     if not isinstance(obj, dict) or "state_dict" not in obj or "model_config" not in obj:
         raise InputError(f"{path}: not a diffcurate model checkpoint (no state_dict/model_config)")
+    fmt = obj.get("format", FORMAT)
+    if fmt not in KNOWN_FORMATS:
+        raise InputError(
+            f"{path}: checkpoint format {fmt!r} is not one this version reads ({', '.join(KNOWN_FORMATS)})"
+        )
+    if not isinstance(obj["model_config"], dict) or not isinstance(obj["state_dict"], dict):
+        raise InputError(f"{path}: not a diffcurate model checkpoint (model_config and state_dict must be tables)")
     return obj
 
 

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from solvers.errors import InputError
-from solvers.problem import Configs, Physics, disc_mask, paint
+from diffcurate.solvers.errors import InputError
+from diffcurate.solvers.problem import Configs, Physics, disc_mask, paint
 
 SPLITS = ("train", "val", "all")
 
@@ -110,14 +110,14 @@ def load_data(path, split: str = "all", seed: int = 0, train_fraction: float = 0
 
 def uniform_configs(physics: Physics, n: int, sources: tuple[int, int], seed: int = 0) -> Configs:
     """n configurations of the paper's uniform family (the sampler registry's `uniform`, indices 0..n-1)."""
-    from solvers.sampling import sample_configs
+    from diffcurate.solvers.sampling import sample_configs
 
     return sample_configs("uniform", physics, seed, range(n), sources)[0]
 
 
 def synthetic_dataset(physics: Physics, n: int, sources: tuple[int, int], seed: int = 0) -> ArrayDataset:
     """n uniform configurations solved with the fast solver (float32 targets)."""
-    from solvers import solve
+    from diffcurate.solvers import solve
 
     configs = uniform_configs(physics, n, sources, seed)
     return dataset_from_configs(physics, configs, solve(physics, configs, "fast", dtype="float32", batch_size=64))

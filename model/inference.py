@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from model.losses import transform_pair
+from diffcurate.model.losses import transform_pair
 
 
 def _batches(x: np.ndarray, device: torch.device, batch_size: int):

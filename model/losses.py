@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from solvers.errors import InputError
+from diffcurate.solvers.errors import InputError
 
 Tensor = torch.Tensor
 
@@ -128,8 +128,8 @@ def schedule_index(name: str, epoch: int, period: int = 5, prob: float = 0.5, se
 
 
 def lr_at(step: int, total: int, lr: float, warmup: int = 0, const_frac: float = 0.6, final_ratio: float = 0.01):
-    """Linear warm-up, constant until const_frac of the steps, then cosine to lr * final_ratio (MEASURED.md:
-    this cut round-to-round noise from 15-20 % to 3-4 %; a pure cosine under-trained)."""
+    """Linear warm-up, constant until const_frac of the steps, then cosine to lr * final_ratio (on this
+    problem it cut round-to-round noise from 15-20 % to 3-4 %; a pure cosine under-trained)."""
     if warmup > 0 and step < warmup:
         return lr * (step + 1) / warmup
     knee = max(warmup, int(const_frac * total))

@@ -1,4 +1,4 @@
-"""The single definition of the paper's regions and errors (CONTRACTS.md, "JSON outputs": evaluate schema).
+"""The single definition of the paper's regions and errors (docs/formats.md, "JSON outputs": evaluate schema).
 
 Regions: sources = disc pixels (the mask: zero-valued discs are invisible in x); field = every other pixel;
 r1 / r2 / r3 = field pixels with y in [0.2, 1], [0.1, 0.2), [0.05, 0.1). Errors are pooled over the pixels of
@@ -103,7 +103,7 @@ def evaluate_model(
 
     `transform` names the target transform the model was trained with; its inverse maps predictions back to
     target units. Returns (evaluate-schema dict, (n,) per-sample MAE in data order)."""
-    from model.losses import transform_pair
+    from diffcurate.model.losses import transform_pair
 
     inverse = transform_pair(transform)[1] if isinstance(transform, str) else transform
     device = torch.device(device)

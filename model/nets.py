@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import nn
 
-from solvers.errors import InputError
+from diffcurate.solvers.errors import InputError
 
 
 def _act(slope: float) -> nn.Module:

@@ -18,14 +18,14 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from model.checkpoint import atomic_save, cpu_state, read_checkpoint, save_checkpoint
-from model.data import default_num_workers
-from model.losses import LossSpec, loss_value, lr_at, schedule_index, transform_pair
-from model.metrics import evaluate_model
-from model.nets import build_model, config_from_dict, config_to_dict
-from solvers.errors import InputError
-from solvers.problem import Physics
-from solvers.registry import resolve_device
+from diffcurate.model.checkpoint import atomic_save, cpu_state, read_checkpoint, save_checkpoint
+from diffcurate.model.data import default_num_workers
+from diffcurate.model.losses import LossSpec, loss_value, lr_at, schedule_index, transform_pair
+from diffcurate.model.metrics import evaluate_model
+from diffcurate.model.nets import build_model, config_from_dict, config_to_dict
+from diffcurate.solvers.errors import InputError
+from diffcurate.solvers.problem import Physics
+from diffcurate.solvers.registry import resolve_device
 
 LAST = "last.pt"
 BEST = "best.pt"
@@ -88,7 +88,7 @@ class TrainConfig:
 
 
 # preset -> TrainConfig overrides. paper: the authors' Adam lr 1e-4, 100 epochs. small/tiny: 1e-3 then cosine
-# (MEASURED.md), sized to train on a 2-core CPU in minutes.
+# (docs/benchmarks.md), sized to train on a 2-core CPU in minutes.
 _TRAIN_DEFAULTS: dict[str, dict] = {
     "paper": {"lr": 1e-4, "batch_size": 8, "epochs": 100},
     "small": {"lr": 2e-3, "batch_size": 8, "epochs": 30},

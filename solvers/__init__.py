@@ -3,12 +3,12 @@
 Configurations, physics and sample ids import without torch or scipy (a generator actor, `curate info` and
 the CLI's start-up need only those); the solvers register when the registry is first asked for them."""
 
-from solvers.problem import PRESETS, Configs, Physics, ProblemError, paint, resolve_physics
+from diffcurate.solvers.problem import PRESETS, Configs, Physics, ProblemError, paint, resolve_physics
 
 
 def __getattr__(name: str):
     if name in ("SOLVERS", "solve"):
-        from solvers import registry
+        from diffcurate.solvers import registry
 
         registry.load_solvers()
         return getattr(registry, name)

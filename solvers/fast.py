@@ -23,8 +23,8 @@ import numpy as np
 import scipy.fft as sfft
 import torch
 
-from solvers.problem import Configs, Physics, disc_index, paint
-from solvers.registry import fft_workers, register
+from diffcurate.solvers.problem import Configs, Physics, disc_index, paint
+from diffcurate.solvers.threads import fft_workers
 
 
 @functools.lru_cache(maxsize=16)
@@ -111,7 +111,6 @@ def _green(rows_p, cols_p, rows_q, cols_q, g_flat: torch.Tensor, N: int) -> torc
     return g_flat.take(di + dj) - g_flat.take(si + dj) - g_flat.take(di + sj) + g_flat.take(si + sj)
 
 
-@register("fast")
 def solve_fast(physics: Physics, configs: Configs, device="cpu", dtype=torch.float64) -> torch.Tensor:
     device = torch.device(device)
     L, n = physics.lattice, len(configs)

@@ -10,7 +10,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from solvers.problem import Configs, Physics, disc_mask, fixed_values, paint
+from diffcurate.solvers.problem import Configs, Physics, disc_mask, fixed_values, paint
 
 
 def sparse_operator(physics: Physics) -> sp.csr_matrix:

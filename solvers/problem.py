@@ -1,6 +1,6 @@
 """The physics, defined once: lattice, discs, source models, painting, presets, input validation.
 
-Everything that says what the steady diffusion-decay problem *is* lives here (CONTRACTS.md, "Physics"):
+Everything that says what the steady diffusion-decay problem *is* lives here (docs/formats.md, "Physics"):
 
 * an L x L lattice with unit spacing, u = 0 on the ring just outside it (absorbing boundary);
 * K discs of radius R, disc k = pixels with (i-ci)^2 + (j-cj)^2 <= R^2, centre (row, col) fully inside;
@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from solvers.errors import InputError
+from diffcurate.solvers.errors import InputError
 
 SOURCE_MODELS = ("fixed", "production")
 

@@ -6,12 +6,10 @@ import numpy as np
 import scipy.sparse.linalg as spla
 import torch
 
-from solvers.operator import sparse_operator
-from solvers.problem import Configs, Physics, fixed_values, paint
-from solvers.registry import register
+from diffcurate.solvers.operator import sparse_operator
+from diffcurate.solvers.problem import Configs, Physics, fixed_values, paint
 
 
-@register("reference")
 def solve_reference(physics: Physics, configs: Configs, device=None, dtype=torch.float64) -> torch.Tensor:
     L = physics.lattice
     A = sparse_operator(physics)

@@ -7,37 +7,21 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from solvers.problem import Configs, Physics, ProblemError
+from diffcurate.solvers.problem import Configs, Physics, ProblemError
+from diffcurate.solvers.threads import set_threads  # noqa: F401  (re-exported for the actors)
 
 # name -> fn(physics, configs, device, dtype) -> (B, L, L) tensor of *unnormalised* fields u
 SOLVERS: dict[str, Callable[..., torch.Tensor]] = {}
 
 
-_FFT_WORKERS = [-1]  # scipy.fft threads for the CPU path of `fast`; -1 = all cores
-
-
-def set_threads(n: int) -> None:
-    """Limit one process (e.g. one Ray solver actor with num_cpus=1) to n threads for torch and scipy.fft."""
-    torch.set_num_threads(max(1, n))
-    _FFT_WORKERS[0] = max(1, n)
-
-
-def fft_workers() -> int:
-    return _FFT_WORKERS[0]
-
-
 def load_solvers() -> None:
-    """Import the solver modules, which register themselves (kept out of `import solvers`: torch and scipy
-    take ~2 s to import here, and most processes that use configurations never solve)."""
-    from solvers import fast, reference, timestep  # noqa: F401
+    """Register the solvers (on first use, not at `import diffcurate.solvers`: torch and scipy take ~2 s to
+    import, and most processes that use configurations never solve)."""
+    if SOLVERS:
+        return
+    from diffcurate.solvers import fast, reference, timestep
 
-
-def register(name: str):
-    def deco(fn):
-        SOLVERS[name] = fn
-        return fn
-
-    return deco
+    SOLVERS.update(fast=fast.solve_fast, reference=reference.solve_reference, timestep=timestep.solve_timestep)
 
 
 def resolve_device(device: str = "auto") -> torch.device:

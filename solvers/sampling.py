@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from solvers.problem import Configs, Physics, ProblemError, disc_offsets
+from diffcurate.solvers.problem import Configs, Physics, ProblemError, disc_offsets
 
 # name -> fn(rng, physics, k) -> (centers (k, 2) int64, values (k,) float64)
 SAMPLERS: dict[str, Callable[[np.random.Generator, Physics, int], tuple[np.ndarray, np.ndarray]]] = {}

@@ -9,16 +9,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from solvers.operator import apply_operator
-from solvers.problem import Configs, Physics, fixed_values, paint
-from solvers.registry import register
+from diffcurate.solvers.operator import apply_operator
+from diffcurate.solvers.problem import Configs, Physics, fixed_values, paint
 
 TOL = 1e-6
 MAX_STEPS = 2_000_000
 CHECK_EVERY = 50
 
 
-@register("timestep")
 def solve_timestep(physics: Physics, configs: Configs, device="cpu", dtype=torch.float64, tol: float = TOL):
     L, n = physics.lattice, len(configs)
     dt = 0.9 * 2.0 / (8.0 * physics.diffusion + physics.decay)  # 90 % of the explicit stability limit

@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from solvers.problem import PRESETS
-from solvers.sampling import sample_configs
+from diffcurate.solvers.problem import PRESETS
+from diffcurate.solvers.sampling import sample_configs
 
 TINY = PRESETS["tiny"].physics
 
@@ -31,7 +31,7 @@ def ray_cluster(tmp_path_factory):
 
 def run_cli(*args: str) -> tuple[int, str, str]:
     """Run `curate ARGS` in this process (so it reuses the session's Ray); returns (exit code, stdout, stderr)."""
-    from curate.cli import main
+    from diffcurate.curate.cli.app import main
 
     out, err = io.StringIO(), io.StringIO()
     argv = sys.argv

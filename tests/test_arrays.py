@@ -1,4 +1,4 @@
-"""npz/HDF5 read and write of the CONTRACTS config-array layout."""
+"""npz/HDF5 read and write of the config-array layout."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import h5py
 import numpy as np
 import pytest
 
-from curate.arrays import load_arrays, load_configs, physics_from_arrays, save_arrays
-from solvers.errors import InputError
-from solvers.problem import Configs, Physics, paint
+from diffcurate.curate.store.arrays import load_arrays, load_configs, physics_from_arrays, save_arrays
+from diffcurate.solvers.errors import InputError
+from diffcurate.solvers.problem import Configs, Physics, paint
 
 TINY = Physics(32, 2, 1.0, 1 / 16, "production")
 

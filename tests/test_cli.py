@@ -8,10 +8,10 @@ import lmdb
 import numpy as np
 import pytest
 
-from curate.arrays import load_arrays, save_arrays
-from curate.generate import generate
-from solvers.problem import PRESETS, Configs
-from solvers.registry import solve
+from diffcurate.curate.cluster.generate import generate
+from diffcurate.curate.store.arrays import load_arrays, save_arrays
+from diffcurate.solvers.problem import PRESETS, Configs
+from diffcurate.solvers.registry import solve
 
 TINY = PRESETS["tiny"].physics
 
@@ -106,12 +106,12 @@ def test_solve_refuses_to_overwrite_and_unknown_extension(cli, tmp_path):
 
 
 def test_presets_and_samplers_list_everything(cli):
-    import curate.progress
+    import diffcurate.curate.progress as progress
 
-    with curate.progress.console.capture() as cap:
+    with progress.console.capture() as cap:
         code, _, _ = cli("presets")
     assert code == 0 and all(n in cap.get() for n in ("paper", "small", "tiny", "512", "64", "32"))
-    with curate.progress.console.capture() as cap:
+    with progress.console.capture() as cap:
         cli("samplers")
     assert all(n in cap.get() for n in ("uniform", "clustered", "boundary", "overlap", "sparse-values", "mixed"))
 
@@ -123,14 +123,15 @@ def test_cli_and_store_side_import_without_torch():
     import sys
 
     code = (
-        "import sys; from curate.cli import _register_commands; _register_commands(); "
-        "import curate.generate, curate.actors, curate.store, curate.export, solvers.sampling, solvers; "
+        "import sys; import diffcurate.curate.cli.app; "
+        "import diffcurate.curate.cluster.generate, diffcurate.curate.cluster.actors, diffcurate.curate.store.export; "
+        "import diffcurate.curate.store.lmdbstore, diffcurate.solvers.sampling, diffcurate.solvers; "
         "print(sorted(m for m in ('torch', 'scipy') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
     # and the package still hands out its solvers on demand
-    import solvers
+    import diffcurate.solvers as solvers
 
     assert {"fast", "reference"} <= set(solvers.SOLVERS)
 

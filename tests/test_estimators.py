@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from curate.estimate import (
+from diffcurate.curate.acquisition.ranker import ACQUISITIONS
+from diffcurate.curate.loop.estimate import (
     _split,
     calibrate,
     evaluate_estimators,
@@ -20,19 +21,19 @@ from curate.estimate import (
     score_candidates,
     true_errors,
 )
-from curate.ranker import ACQUISITIONS
-from model.estimators import ESTIMATORS, Member, Models, auroc, check_available, fit, raw_estimate, spearman
-from model.nets import build_model, default_model_config
-from solvers.errors import InputError
-from solvers.problem import PRESETS, paint
+from diffcurate.model.estimators import ESTIMATORS, Member, Models, auroc, check_available, fit, raw_estimate, spearman
+from diffcurate.model.nets import build_model, default_model_config
+from diffcurate.solvers.errors import InputError
+from diffcurate.solvers.problem import PRESETS, paint
 
 TINY = PRESETS["tiny"].physics
 
 
 def build_tiny_run(tmp_path_factory) -> Path:
     """One tiny run (3 rounds, dropout 0.1 so that mc-dropout applies) per test session, shared by modules."""
-    from curate.config import default_config
-    from curate.loop import init_run, run
+    from diffcurate.curate.loop.config import default_config
+    from diffcurate.curate.loop.rundir import init_run
+    from diffcurate.curate.loop.runner import run
 
     root = tmp_path_factory.getbasetemp() / "estimators-run"
     if not (root / "rounds.jsonl").exists():
@@ -127,7 +128,7 @@ def test_calibration_is_plain_json_in_mae_units_and_reused(tiny_run):
 
 
 def test_estimate_eval_cli_json(tiny_run, cli):
-    import curate.commands.estimate  # noqa: F401  (registers the commands)
+    import diffcurate.curate.cli.estimate  # noqa: F401  (registers the commands)
 
     out = tiny_run / "eval.json"
     code, stdout, err = cli("estimate-eval", tiny_run, "--estimators", "residual,residual-l1,tod,ensemble",
@@ -170,8 +171,8 @@ def test_production_residual_recovers_the_hidden_amplitude(rng):
     `residual-l1` (least-squares amplitude) still sees a prediction that is off by a constant factor."""
     from dataclasses import replace
 
-    from model.data import uniform_configs
-    from solvers.registry import solve
+    from diffcurate.model.data import uniform_configs
+    from diffcurate.solvers.registry import solve
 
     ph = replace(TINY, source_model="production")
     cfg = uniform_configs(ph, 6, (1, 10), 0)

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from conftest import TINY
 
-from curate.actors import make_solvers
-from curate.generate import generate, solve_pending
-from curate.store import Store
-from solvers.errors import InputError
-from solvers.problem import PRESETS, Physics
-from solvers.sampling import sample_configs
+from diffcurate.curate.cluster.actors import make_solvers
+from diffcurate.curate.cluster.generate import generate, solve_pending
+from diffcurate.curate.store.lmdbstore import Store
+from diffcurate.solvers.errors import InputError
+from diffcurate.solvers.problem import PRESETS, Physics
+from diffcurate.solvers.sampling import sample_configs
 
 SRC = PRESETS["tiny"].sources
 
@@ -72,7 +72,7 @@ def test_generate_killed_or_interrupted_resumes_to_exact_count(ray_cluster, tmp_
     """kill -9 or Ctrl-C mid-run: the store holds what was committed, and the same command completes it. Ctrl-C
     exits 130 with a one-line note (typer 0.29 had turned it into a silent exit 0)."""
     store = tmp_path / "k"
-    cmd = [sys.executable, "-m", "curate", "generate", "--store", str(store), "--count", "3000",
+    cmd = [sys.executable, "-m", "diffcurate.curate", "generate", "--store", str(store), "--count", "3000",
            "--preset", "tiny", "--seed", "5", "--workers", "2", "--address", ray_cluster]  # fmt: skip
     err_path = tmp_path / "stderr.txt"
     with open(err_path, "w") as err:

@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 import torch
 
-from curate.config import default_config
-from curate.loop import Runner, RunPaths, init_run, read_rounds, run
-from curate.store import Store
-from solvers.registry import solve
-from solvers.sampling import sample_configs
+from diffcurate.curate.loop.config import default_config
+from diffcurate.curate.loop.rundir import RunPaths, init_run, read_rounds
+from diffcurate.curate.loop.runner import Runner, run
+from diffcurate.curate.store.lmdbstore import Store
+from diffcurate.solvers.registry import solve
+from diffcurate.solvers.sampling import sample_configs
 
 
 def tiny_config(strategy: str = "al", seed: int = 0):
@@ -97,7 +98,7 @@ def test_resume_after_sigkill_of_the_driver(al_run, ray_cluster, tmp_path):
     """kill -9 the driver mid-round, re-run: the same samples, rounds and store as the uninterrupted run."""
     root = tmp_path / "killed"
     init_run(root, tiny_config("al"))
-    cmd = [sys.executable, "-m", "curate", "run", str(root), "--address", ray_cluster]
+    cmd = [sys.executable, "-m", "diffcurate.curate", "run", str(root), "--address", ray_cluster]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     marker = RunPaths(root).state(1) / "selection.json"
     deadline = time.time() + 180
@@ -182,7 +183,7 @@ def test_pipelined_rounds_pick_the_same_samples_and_overlap(al_run, tmp_path):
 def test_two_trainers_train_independent_ensemble_members(ray_cluster, tmp_path):
     """ray.trainers = 2: member 1 trains beside the surrogate with its own seed, is warm-started from its own
     previous round, is evaluated per member, and the ensemble estimator reuses it instead of training one."""
-    from curate.estimate import Source, prepare
+    from diffcurate.curate.loop.estimate import Source, prepare
 
     root = tmp_path / "ens"
     cfg = tiny_config("al")
@@ -207,7 +208,7 @@ def test_two_trainers_train_independent_ensemble_members(ray_cluster, tmp_path):
     assert member.stat().st_mtime_ns == before  # reused, not retrained
     placed = json.loads((root / "state" / "actors.json").read_text())[-1]["nodes"]
     assert {"trainer", "trainer-1"} <= set(placed)
-    from curate.report import write_report
+    from diffcurate.curate.loop.report import write_report
 
     text = write_report(root).read_text()
     assert "Ensemble members" in text and f"| 1 | 1 | {rounds[1]['members'][0]['mae']:.4g} |" in text

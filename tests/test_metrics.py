@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from model.data import ArrayDataset
-from model.metrics import MetricAccumulator, evaluate_model, per_sample_mae
+from diffcurate.model.data import ArrayDataset
+from diffcurate.model.metrics import MetricAccumulator, evaluate_model, per_sample_mae
 
 
 def t(a, dtype=torch.float32):

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from model.nets import (
+from diffcurate.model.nets import (
     EDCNNConfig,
     build_model,
     config_from_dict,
@@ -13,7 +13,7 @@ from model.nets import (
     enable_mc_dropout,
     model_info,
 )
-from solvers.errors import InputError
+from diffcurate.solvers.errors import InputError
 
 torch.set_num_threads(1)
 LATTICE = {"paper": 512, "small": 64, "tiny": 32}

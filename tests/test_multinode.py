@@ -16,8 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from curate.config import default_config
-from curate.loop import init_run, read_rounds
+from diffcurate.curate.loop.config import default_config
+from diffcurate.curate.loop.rundir import init_run, read_rounds
 
 RAY = str(Path(sys.executable).with_name("ray"))
 
@@ -84,7 +84,7 @@ def test_two_node_run(tmp_path):
         cfg = default_config("tiny")
         cfg.rounds, cfg.ray.dashboard, cfg.ray.workers = 1, False, 2
         init_run(root, cfg)
-        out = subprocess.run([sys.executable, "-m", "curate", "run", str(root), "--address", address],
+        out = subprocess.run([sys.executable, "-m", "diffcurate.curate", "run", str(root), "--address", address],
                              capture_output=True, text=True, timeout=400, env=env)  # fmt: skip
         assert out.returncode == 0, out.stderr[-3000:]
         assert [r["round"] for r in read_rounds(root)] == [0, 1]

@@ -1,4 +1,4 @@
-"""`curate predict`: the CONTRACTS layout, the guard's promise per estimator, and bad input -> exit 2."""
+"""`curate predict`: the config-array layout (docs/formats.md), the guard's promise per estimator, and bad input -> exit 2."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from test_estimators import build_tiny_run
 
-import curate.commands.estimate  # noqa: F401  (registers predict / estimate-eval on the CLI app)
-from curate.arrays import load_arrays, save_arrays
-from curate.estimate import _split, resolve_source, true_errors
-from model.estimators import Calibration
-from solvers.problem import PRESETS, Configs
-from solvers.registry import solve
+import diffcurate.curate.cli.estimate  # noqa: F401  (registers predict / estimate-eval on the CLI app)
+from diffcurate.curate.loop.estimate import _split, resolve_source, true_errors
+from diffcurate.curate.store.arrays import load_arrays, save_arrays
+from diffcurate.model.estimators import Calibration
+from diffcurate.solvers.problem import PRESETS, Configs
+from diffcurate.solvers.registry import solve
 
 TINY = PRESETS["tiny"].physics
 

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from curate.config import AcquisitionConfig
-from curate.ranker import NetFeatures, allocate, config_features, diverse_pick, kmeans, select
-from solvers.problem import PRESETS
-from solvers.sampling import sample_configs
+from diffcurate.curate.acquisition.ranker import NetFeatures, allocate, config_features, diverse_pick, kmeans, select
+from diffcurate.curate.loop.config import AcquisitionConfig
+from diffcurate.solvers.problem import PRESETS
+from diffcurate.solvers.sampling import sample_configs
 
 
 def test_allocation_is_exact_respects_floor_and_follows_error():

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from solvers.problem import PRESETS, ProblemError, disc_index
-from solvers.sampling import sample_configs, sampler_names
+from diffcurate.solvers.problem import PRESETS, ProblemError, disc_index
+from diffcurate.solvers.sampling import sample_configs, sampler_names
 
 SMALL = PRESETS["small"].physics
 

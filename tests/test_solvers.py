@@ -5,11 +5,11 @@ import pytest
 import scipy.special as sps
 import torch
 
-from solvers import Configs, Physics, solve
-from solvers.fast import unmasked_solve
-from solvers.operator import residual
-from solvers.problem import PRESETS, ProblemError
-from solvers.sampling import sample_configs, sampler_names
+from diffcurate.solvers import Configs, Physics, solve
+from diffcurate.solvers.fast import unmasked_solve
+from diffcurate.solvers.operator import residual
+from diffcurate.solvers.problem import PRESETS, ProblemError
+from diffcurate.solvers.sampling import sample_configs, sampler_names
 
 TINY = PRESETS["tiny"].physics
 

@@ -17,13 +17,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from curate.arrays import load_arrays
-from curate.dataset import StoreDataset
-from curate.export import card_paths, export_store, import_arrays
-from curate.store import Store, open_dataset
-from solvers import solve
-from solvers.errors import CheckError, InputError
-from solvers.problem import Configs, Physics, disc_mask, paint
+from diffcurate.curate.store.arrays import load_arrays
+from diffcurate.curate.store.dataset import StoreDataset, open_dataset
+from diffcurate.curate.store.export import card_paths, export_store, import_arrays
+from diffcurate.curate.store.lmdbstore import Store
+from diffcurate.solvers import solve
+from diffcurate.solvers.errors import CheckError, InputError
+from diffcurate.solvers.problem import Configs, Physics, disc_mask, paint
 
 TINY = Physics(32, 2, 1.0, 1 / 16)
 ROOT = Path(__file__).resolve().parents[1]
@@ -193,8 +193,8 @@ def test_map_grows_from_tiny_map(tmp_path, solved):
 WRITER = textwrap.dedent(
     """
     import sys, numpy as np
-    from curate.store import Store
-    from solvers.problem import Configs, Physics
+    from diffcurate.curate.store.lmdbstore import Store
+    from diffcurate.solvers.problem import Configs, Physics
     st = Store.create(sys.argv[1], Physics(32, 2, 1.0, 1 / 16))
     rng = np.random.default_rng(0)
     y = rng.random((8, 32, 32)).astype(np.float32)
@@ -305,7 +305,7 @@ def test_export_import_round_trip(store, tmp_path, ext):
 
 
 def test_import_solve_output_and_refuse_other_physics(store, tmp_path, solved):
-    from curate.arrays import save_arrays
+    from diffcurate.curate.store.arrays import save_arrays
 
     c, y = solved
     f = tmp_path / "solved.npz"

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from model.checkpoint import load_checkpoint, read_checkpoint
-from model.data import default_num_workers, load_data, synthetic_dataset, uniform_configs
-from model.metrics import evaluate_model
-from model.nets import default_model_config
-from model.train import TrainConfig, default_train_config, train
-from solvers.errors import InputError
-from solvers.problem import PRESETS
+from diffcurate.model.checkpoint import load_checkpoint, read_checkpoint
+from diffcurate.model.data import default_num_workers, load_data, synthetic_dataset, uniform_configs
+from diffcurate.model.metrics import evaluate_model
+from diffcurate.model.nets import default_model_config
+from diffcurate.model.train import TrainConfig, default_train_config, train
+from diffcurate.solvers.errors import InputError
+from diffcurate.solvers.problem import PRESETS
 
 torch.set_num_threads(1)
 TINY = PRESETS["tiny"]
@@ -107,6 +107,13 @@ def test_checkpoint_round_trip_weights_only(data, tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(InputError, match="not a readable checkpoint"):
         load_checkpoint(tmp_path / "junk.pt")
+    # a format this version does not know is refused, as the store refuses an unknown schema
+    torch.save({**raw, "format": "diffcurate.model/99"}, tmp_path / "future.pt")
+    with pytest.raises(InputError, match="format 'diffcurate.model/99'"):
+        load_checkpoint(tmp_path / "future.pt")
+    untagged = {k: v for k, v in raw.items() if k != "format"}  # older checkpoints carry no tag: still read
+    torch.save(untagged, tmp_path / "old.pt")
+    assert load_checkpoint(tmp_path / "old.pt")[1]["model_config"] == raw["model_config"]
 
 
 def test_sqrt_transform_and_toggle_train(data):
@@ -142,11 +149,11 @@ def test_bad_train_options(data):
 
 # ------------------------------------------------------------------------------------------------- data + CLI
 def _write_npz(path, n=96, seed=0):
-    from solvers import solve
+    from diffcurate.solvers import solve
 
     configs = uniform_configs(TINY.physics, n, TINY.sources, seed)
     y = solve(TINY.physics, configs, "fast", dtype="float32")
-    from solvers.problem import paint
+    from diffcurate.solvers.problem import paint
 
     ph = TINY.physics.to_dict()
     np.savez(path, centers=configs.centers, values=configs.values, counts=configs.counts,
@@ -175,8 +182,8 @@ def test_load_data_split_is_deterministic_and_disjoint(tmp_path):
 def test_cli_train_evaluate_export(tmp_path):
     from typer.testing import CliRunner
 
-    import curate.commands.model  # noqa: F401  (registers the commands)
-    from curate.cli import app
+    import diffcurate.curate.cli.model  # noqa: F401  (registers the commands)
+    from diffcurate.curate.cli.app import app
 
     data = _write_npz(tmp_path / "d.npz")
     run = CliRunner().invoke

@@ -3,8 +3,8 @@
 `raw_estimate(name, models, configs, x, pred)` scores predictions; `calibration` maps raw scores to per-sample
 MAE units. Importing this package registers every estimator (residual, spread, inverse modules)."""
 
-from model.estimators import inverse, residual, spread  # noqa: F401  (register the estimators)
-from model.estimators.base import (
+from diffcurate.model.estimators import inverse, residual, spread  # noqa: F401  (register the estimators)
+from diffcurate.model.estimators.base import (
     ESTIMATORS,
     Estimate,
     Estimator,
@@ -14,9 +14,9 @@ from model.estimators.base import (
     get_estimator,
     raw_estimate,
 )
-from model.estimators.calibration import Calibration, fit
-from model.estimators.inverse import inverse_model_config
-from model.estimators.stats import auroc, spearman
+from diffcurate.model.estimators.calibration import Calibration, fit
+from diffcurate.model.estimators.inverse import inverse_model_config
+from diffcurate.model.estimators.stats import auroc, spearman
 
 __all__ = [
     "ESTIMATORS",

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from model.inference import predict
-from solvers.errors import InputError
-from solvers.problem import Configs, Physics
+from diffcurate.model.inference import predict
+from diffcurate.solvers.errors import InputError
+from diffcurate.solvers.problem import Configs, Physics
 
 
 @dataclass

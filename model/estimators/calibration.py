@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from solvers.errors import InputError
+from diffcurate.solvers.errors import InputError
 
 EPS = 1e-12
 
@@ -70,7 +70,7 @@ class Calibration:
 
 def fit(estimator: str, raw: np.ndarray, true: np.ndarray, method: str = "loglinear", **meta) -> Calibration:
     """Fit raw -> true per-sample MAE on val samples."""
-    from model.estimators.stats import spearman
+    from diffcurate.model.estimators.stats import spearman
 
     raw, true = np.asarray(raw, np.float64), np.asarray(true, np.float64)
     cal = Calibration(estimator, method, n_val=int(len(raw)), **meta)

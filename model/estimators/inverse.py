@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from model.estimators.base import Estimate, Models, pixel_mean, register
-from model.nets import UNetConfig, config_to_dict
-from solvers.problem import Configs
+from diffcurate.model.estimators.base import Estimate, Models, pixel_mean, register
+from diffcurate.model.nets import UNetConfig, config_to_dict
+from diffcurate.solvers.problem import Configs
 
 
 def inverse_model_config(lattice: int) -> dict:

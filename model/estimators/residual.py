@@ -35,10 +35,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from model.estimators.base import Estimate, Models, pixel_mean, register
-from solvers.fast import unmasked_solve
-from solvers.operator import apply_operator, residual
-from solvers.problem import Configs, disc_mask, paint
+from diffcurate.model.estimators.base import Estimate, Models, pixel_mean, register
+from diffcurate.solvers.fast import unmasked_solve
+from diffcurate.solvers.operator import apply_operator, residual
+from diffcurate.solvers.problem import Configs, disc_mask, paint
 
 
 def residual_field(models: Models, configs: Configs, pred: np.ndarray, amplitude: torch.Tensor | None = None):
@@ -116,7 +116,7 @@ def _residual(models: Models, configs: Configs, x: np.ndarray, pred: np.ndarray)
 @register("residual-exact", "the correction solve A e = -r (one full solve): the true error, for calibration",
           calibrate=False, ground_truth_free=False)  # fmt: skip
 def _residual_exact(models: Models, configs: Configs, x: np.ndarray, pred: np.ndarray) -> Estimate:
-    from solvers.registry import solve
+    from diffcurate.solvers.registry import solve
 
     u = solve(models.physics, configs, "fast", dtype="float64", batch_size=64)  # (n, L, L) float64
     e = np.abs(u - np.asarray(pred, np.float64))

@@ -18,10 +18,10 @@ import copy
 import numpy as np
 import torch
 
-from model.estimators.base import Estimate, Models, pixel_mean, register
-from model.losses import transform_pair
-from model.nets import enable_mc_dropout
-from solvers.problem import Configs
+from diffcurate.model.estimators.base import Estimate, Models, pixel_mean, register
+from diffcurate.model.losses import transform_pair
+from diffcurate.model.nets import enable_mc_dropout
+from diffcurate.solvers.problem import Configs
 
 MC_PASSES = 16
 MC_SEED = 0

@@ -1,4 +1,4 @@
-"""Read and write the CONTRACTS "Config arrays" layout as npz or HDF5 (no pickle, atomic writes).
+"""Read and write the "Config arrays" layout of docs/formats.md as npz or HDF5 (no pickle, atomic writes).
 
 Layout: `centers` int64 (n, K, 2), `values` float64 (n, K), `counts` int64 (n,); optionally `x` float32 and
 `y` (n, L, L), `ids` str (n,), and the physics as 0-d arrays `lattice`, `radius`, `diffusion`, `decay`,
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from solvers.errors import InputError
-from solvers.problem import Configs, Physics
+from diffcurate.solvers.errors import InputError
+from diffcurate.solvers.problem import Configs, Physics
 
 PHYSICS_KEYS = ("lattice", "radius", "diffusion", "decay", "source_model")
 CONFIG_KEYS = ("centers", "values", "counts")

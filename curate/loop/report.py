@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from curate.loop import RunPaths, load_run, read_rounds
-from solvers.errors import InputError
+from diffcurate.curate.loop.rundir import RunPaths, load_run, read_rounds
+from diffcurate.solvers.errors import InputError
 
 
 def _plt():
@@ -81,10 +81,10 @@ def _timeline(rounds: list[dict], out: Path) -> None:
 
 def _worst_cases(root: Path, rounds: list[dict], out: Path, n: int = 4) -> list[dict]:
     """Input, truth, prediction and |error| of the n worst test samples of the last round."""
-    from curate.store import Store
-    from model.checkpoint import load_checkpoint
-    from model.inference import predict
-    from solvers.problem import paint
+    from diffcurate.curate.store.lmdbstore import Store
+    from diffcurate.model.checkpoint import load_checkpoint
+    from diffcurate.model.inference import predict
+    from diffcurate.solvers.problem import paint
 
     paths = RunPaths(root)
     k = rounds[-1]["round"]

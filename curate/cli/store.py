@@ -11,8 +11,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from curate.cli import app
-from curate.options import (
+from diffcurate.curate.cli.options import (
     Address,
     Decay,
     Diffusion,
@@ -31,8 +30,8 @@ from curate.options import (
     Workers,
     physics_from_options,
 )
-from curate.progress import console
-from solvers.errors import CheckError
+from diffcurate.curate.progress import console
+from diffcurate.solvers.errors import CheckError
 
 Split = Annotated[str, typer.Option("--split", help="train, val or test.")]
 
@@ -41,7 +40,6 @@ def _command() -> str:
     return shlex.join(["curate", *sys.argv[1:]])
 
 
-@app.command()
 def generate(
     store: StoreDir,
     count: Annotated[int, typer.Option("--count", help="Samples of this split to have.")],
@@ -61,7 +59,7 @@ def generate(
     json_out: Json = False,
 ) -> None:
     """Solve N samples of (sampler, seed) on Ray actors into the store; resumable and idempotent."""
-    from curate.generate import generate as run
+    from diffcurate.curate.cluster.generate import generate as run
 
     physics, src = physics_from_options(preset, lattice, radius, diffusion, decay, source_model, sources)
     r = run(store, physics, count, seed, sampler, src, split, workers, address, preset=preset, command=_command(),
@@ -75,10 +73,9 @@ def generate(
         )
 
 
-@app.command()
 def info(store: StoreDir, json_out: Json = False) -> None:
     """Physics and counts per split / source count / round / sampler, size on disk."""
-    from curate.store import Store
+    from diffcurate.curate.store.lmdbstore import Store
 
     with Store(store, readonly=True) as s:
         d = s.info()
@@ -103,7 +100,6 @@ def info(store: StoreDir, json_out: Json = False) -> None:
         console.print(t)
 
 
-@app.command()
 def verify(
     store: StoreDir,
     resolve: Annotated[int, typer.Option("--resolve", help="Re-solve K random samples and compare.")] = 0,
@@ -111,7 +107,7 @@ def verify(
     json_out: Json = False,
 ) -> None:
     """Check every record's checksum (and re-solve K samples); exit 1 on any problem."""
-    from curate.verify import verify_store
+    from diffcurate.curate.store.verify import verify_store
 
     r = verify_store(store, resolve, seed)
     if json_out:
@@ -127,7 +123,6 @@ def verify(
         raise CheckError(f"{len(r['problems'])} problems in {store}")
 
 
-@app.command()
 def export(
     store: StoreDir,
     out: OutFile,
@@ -136,21 +131,22 @@ def export(
     max_round: Annotated[int | None, typer.Option("--max-round", help="Only samples of rounds <= R.")] = None,
     force: Force = False,
 ) -> None:
-    """Export samples in the CONTRACTS layout plus a dataset card (<out>.card.md / .card.json)."""
-    from curate.export import export_store
+    """Export samples in the config-array layout (docs/formats.md) plus a dataset card (<out>.card.md / .card.json)."""
+    from diffcurate.curate.store.export import export_store
 
     card = export_store(store, out, format, split, max_round, force, _command())
     console.print(f"wrote {card['n_samples']} samples to {out} (+ {out}.card.md, .card.json)")
 
 
-@app.command(name="import")
 def import_(
     store: StoreDir,
-    input: Annotated[Path, typer.Option("--input", help="npz/HDF5 file in the CONTRACTS layout, with y.")],
+    input: Annotated[
+        Path, typer.Option("--input", help="npz/HDF5 file in the config-array layout (docs/formats.md), with y.")
+    ],
     split: Split = "train",
 ) -> None:
     """Add the solved samples of a file (e.g. from `curate solve` or `curate export`) to a store."""
-    from curate.export import import_arrays
+    from diffcurate.curate.store.export import import_arrays
 
     n = import_arrays(store, input, split, command=_command())
     console.print(f"imported {n} new samples into {store}")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from solvers.problem import Configs, Physics
+from diffcurate.solvers.problem import Configs, Physics
 
 
 @dataclass
@@ -209,7 +209,7 @@ class NetFeatures:
 
 def _peer(method: str) -> Callable[..., Selection]:
     def pick(scores, counts, feats: NetFeatures, budget, acq, rng) -> Selection:
-        from curate.peers import bmdal_select
+        from diffcurate.curate.acquisition.peers import bmdal_select
 
         idx = np.sort(bmdal_select(feats.pool, feats.train, budget, method))
         return Selection(idx, np.full(len(idx), -1), ["exploit"] * len(idx))

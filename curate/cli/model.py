@@ -11,10 +11,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from curate.cli import app
-from curate.options import Device, Json, OutFile, Preset, Seed
-from curate.progress import console
-from solvers.errors import InputError
+from diffcurate.curate.cli.options import Device, Json, OutFile, Preset, Seed
+from diffcurate.curate.progress import console
+from diffcurate.solvers.errors import InputError
 
 Checkpoint = Annotated[Path, typer.Option("--checkpoint", help="A checkpoint written by `curate train`.")]
 DataFile = Annotated[Path, typer.Option("--data", help="Data file: npz with centers, values, counts, x, y, physics.")]
@@ -30,7 +29,6 @@ def _console(as_json: bool) -> Console:
     return console if as_json else Console(width=None if sys.stdout.isatty() else 150)
 
 
-@app.command("model-info")
 def model_info_cmd(
     model: ModelName = "edcnn",
     preset: Preset = "small",
@@ -38,8 +36,8 @@ def model_info_cmd(
     as_json: Json = False,
 ) -> None:
     """Parameters, FLOPs per sample and memory estimate of a preset's default model."""
-    from model.nets import default_model_config, model_info
-    from solvers.problem import resolve_physics
+    from diffcurate.model.nets import default_model_config, model_info
+    from diffcurate.solvers.problem import resolve_physics
 
     physics, _ = resolve_physics(preset)
     info = model_info(default_model_config(preset, model), physics.lattice, batch_size)
@@ -59,7 +57,6 @@ def model_info_cmd(
     Console().print(t)
 
 
-@app.command("train")
 def train_cmd(
     run_dir: Annotated[Path, typer.Argument(help="Run directory; checkpoints go to RUN_DIR/checkpoints/.")],
     data: DataFile,
@@ -89,13 +86,14 @@ def train_cmd(
     as_json: Json = False,
 ) -> None:
     """Train a surrogate on a data file (split train/val by seed); best weights -> checkpoints/best.pt."""
-    import curate.dataset  # noqa: F401  (registers the store and HDF5 data loaders; imports torch)
-    from model.checkpoint import preset_of
-    from model.data import load_data
-    from model.nets import default_model_config
-    from model.train import default_train_config, train
-    from solvers.problem import PRESETS
+    from diffcurate.curate.store.dataset import register_loaders
+    from diffcurate.model.checkpoint import preset_of
+    from diffcurate.model.data import load_data
+    from diffcurate.model.nets import default_model_config
+    from diffcurate.model.train import default_train_config, train
+    from diffcurate.solvers.problem import PRESETS
 
+    register_loaders()
     train_set, physics = load_data(data, "train", seed, train_fraction)
     val_set, _ = load_data(data, "val", seed, train_fraction)
     name = preset or preset_of(physics)
@@ -167,7 +165,6 @@ def _fmt(v) -> str:
     return "-" if v is None else f"{v:.4g}"
 
 
-@app.command("evaluate")
 def evaluate_cmd(
     checkpoint: Checkpoint,
     data: DataFile,
@@ -177,13 +174,14 @@ def evaluate_cmd(
     split: Annotated[str, typer.Option("--split", help="Store split (a file is evaluated whole).")] = "test",
     as_json: Json = False,
 ) -> None:
-    """Metrics of a checkpoint on a store split or a data file (CONTRACTS.md evaluate schema) -> --out JSON."""
-    import curate.dataset  # noqa: F401  (registers the store and HDF5 data loaders)
-    from model.checkpoint import load_checkpoint
-    from model.data import load_data
-    from model.metrics import evaluate_model
-    from solvers.registry import resolve_device
+    """Metrics of a checkpoint on a store split or a data file (evaluate schema, docs/formats.md) -> --out JSON."""
+    from diffcurate.curate.store.dataset import register_loaders
+    from diffcurate.model.checkpoint import load_checkpoint
+    from diffcurate.model.data import load_data
+    from diffcurate.model.metrics import evaluate_model
+    from diffcurate.solvers.registry import resolve_device
 
+    register_loaders()
     dataset, physics = load_data(data, split if Path(data).is_dir() else "all")
     dev = resolve_device(device)
     net, meta = load_checkpoint(checkpoint, physics=physics, device=dev)
@@ -196,13 +194,12 @@ def evaluate_cmd(
         typer.echo(json.dumps(metrics))
 
 
-@app.command("export-model")
 def export_model_cmd(
     checkpoint: Checkpoint,
     fmt: Annotated[str, typer.Option("--format", help="torchscript or onnx.")] = "torchscript",
     out: OutFile = Path("model.ts"),
 ) -> None:
     """Export a checkpoint as a standalone model (x -> y, target transform inverted)."""
-    from model.export import export_model
+    from diffcurate.model.export import export_model
 
     typer.echo(str(export_model(checkpoint, fmt, out)))

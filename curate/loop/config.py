@@ -11,8 +11,8 @@ from pathlib import Path
 import tomli_w
 import tomllib
 
-from solvers.errors import InputError
-from solvers.problem import PRESETS, Physics
+from diffcurate.solvers.errors import InputError
+from diffcurate.solvers.problem import PRESETS, Physics
 
 
 @dataclass
@@ -119,9 +119,9 @@ class RunConfig:
         return cfg
 
     def validate(self) -> RunConfig:
-        from curate.ranker import ACQUISITIONS, STRATEGIES
-        from model.nets import config_from_dict
-        from model.train import TrainConfig
+        from diffcurate.curate.acquisition.ranker import ACQUISITIONS, STRATEGIES
+        from diffcurate.model.nets import config_from_dict
+        from diffcurate.model.train import TrainConfig
 
         ph = self.phys
         config_from_dict(self.model).check(ph.lattice)
@@ -165,8 +165,8 @@ def _build(cls, d: dict, where: str):
 
 def default_config(preset: str = "small", arch: str = "edcnn", **overrides) -> RunConfig:
     """The run config of a preset; `tiny` is scaled down so that tests run rounds in seconds."""
-    from model.nets import config_to_dict, default_model_config
-    from model.train import default_train_config
+    from diffcurate.model.nets import config_to_dict, default_model_config
+    from diffcurate.model.train import default_train_config
 
     if preset not in PRESETS:
         raise InputError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from curate.arrays import format_of, load_configs, save_arrays
-from curate.progress import progress_bar
-from solvers.errors import InputError
-from solvers.problem import Configs, Physics, paint
-from solvers.registry import check_request, solve
-from solvers.sampling import sample_configs
+from diffcurate.curate.progress import progress_bar
+from diffcurate.curate.store.arrays import format_of, load_configs, save_arrays
+from diffcurate.solvers.errors import InputError
+from diffcurate.solvers.problem import Configs, Physics, paint
+from diffcurate.solvers.registry import check_request, solve
+from diffcurate.solvers.sampling import sample_configs
 
 
 def configs_for(
@@ -41,7 +41,7 @@ def solve_to_file(
     force: bool = False,
     show_progress: bool = True,
 ) -> Path:
-    """Solve and write the CONTRACTS layout (config arrays, x, y, physics). Nothing is written on bad input."""
+    """Solve and write the config-array layout of docs/formats.md (configs, x, y, physics). Nothing is written on bad input."""
     format_of(out)  # refuse an unknown extension before any work
     if out.exists() and not force:
         raise InputError(f"{out} exists (use --force to overwrite)")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from curate.store import Store
-from solvers.registry import solve
+from diffcurate.curate.store.lmdbstore import Store
+from diffcurate.solvers.registry import solve
 
 # A stored target may differ from a fresh float64 solve by its encoding's rounding only.
 TOLERANCE = {"float32": 1e-6, "float16": 5e-4}

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from curate.actors import make_generators, make_solvers, ray_session
-from curate.progress import progress_bar
-from curate.store import BATCH, SPLITS, Store, check_path, is_store
-from solvers.errors import InputError
-from solvers.problem import Configs, Physics
+from diffcurate.curate.cluster.actors import make_generators, make_solvers, ray_session
+from diffcurate.curate.progress import progress_bar
+from diffcurate.curate.store.lmdbstore import BATCH, SPLITS, Store, check_path, is_store
+from diffcurate.solvers.errors import InputError
+from diffcurate.solvers.problem import Configs, Physics
 
 
 @dataclass
@@ -181,7 +181,7 @@ def generate(
         raise InputError(f"unknown split {split!r} (choose {', '.join(SPLITS)})")
     if workers < 1:
         raise InputError(f"--workers must be >= 1, got {workers}")
-    from solvers.sampling import sample_configs
+    from diffcurate.solvers.sampling import sample_configs
 
     sample_configs(sampler, physics, seed, range(0), sources)  # refuse unknown samplers before any work
     t0 = time.perf_counter()

@@ -8,8 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from curate.cli import app
-from curate.options import (
+from diffcurate.curate.cli.options import (
     BatchSize,
     Decay,
     Device,
@@ -26,10 +25,9 @@ from curate.options import (
     Sources,
     physics_from_options,
 )
-from curate.progress import console
+from diffcurate.curate.progress import console
 
 
-@app.command()
 def solve(
     out: OutFile,
     input: Annotated[Path | None, typer.Option("--input", help="Configurations file (npz/HDF5).")] = None,
@@ -50,7 +48,7 @@ def solve(
     force: Force = False,
 ) -> None:
     """Solve configurations (from --input, or --count N sampled with --seed) and write x, y to --out."""
-    from curate.solving import configs_for, solve_to_file
+    from diffcurate.curate.cluster.solving import configs_for, solve_to_file
 
     physics, src = physics_from_options(preset, lattice, radius, diffusion, decay, source_model, sources)
     configs = configs_for(physics, input, count, seed, sampler, src)
@@ -58,10 +56,9 @@ def solve(
     console.print(f"wrote {len(configs)} solved samples to {path}")
 
 
-@app.command()
 def presets() -> None:
     """List the physics presets."""
-    from solvers.problem import PRESETS
+    from diffcurate.solvers.problem import PRESETS
 
     t = Table("preset", "L", "R", "D", "gamma", "l_D", "sources", "notes", title="presets")
     for p in PRESETS.values():
@@ -73,10 +70,9 @@ def presets() -> None:
     console.print(t)
 
 
-@app.command()
 def samplers() -> None:
     """List the configuration samplers."""
-    from solvers.sampling import DESCRIPTIONS
+    from diffcurate.solvers.sampling import DESCRIPTIONS
 
     t = Table("sampler", "what it draws", title="samplers")
     for name, text in DESCRIPTIONS.items():

@@ -1,7 +1,7 @@
 """Guarded prediction (`curate predict`): the surrogate answers, an estimator judges each answer, and samples whose
 estimated per-sample MAE is not below `--max-error` go to the solver instead.
 
-Output (CONTRACTS.md, "`curate predict`"): the config arrays, physics and x, plus `y` (n, L, L) float32 = the
+Output (docs/formats.md, "`curate predict`"): the config arrays, physics and x, plus `y` (n, L, L) float32 = the
 returned fields, `path` (n,) "model" / "solver", `estimate` (n,) calibrated MAE units, `error` (n,) the true
 per-sample MAE of the model's prediction where the sample was solved, NaN otherwise. A sample keeps the model's
 answer iff estimate < E, so `--max-error 0` solves everything; without `--max-error` nothing is solved.
@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from curate.arrays import format_of, load_arrays, physics_from_arrays, save_arrays
-from curate.estimate import Calibrated, Log, load_estimator, load_models, resolve_source, true_errors
-from model.estimators import check_available, get_estimator
-from solvers.errors import InputError
-from solvers.problem import Configs, paint
+from diffcurate.curate.loop.estimate import Calibrated, Log, load_estimator, load_models, resolve_source, true_errors
+from diffcurate.curate.store.arrays import format_of, load_arrays, physics_from_arrays, save_arrays
+from diffcurate.model.estimators import check_available, get_estimator
+from diffcurate.solvers.errors import InputError
+from diffcurate.solvers.problem import Configs, paint
 
 DEFAULT_ESTIMATOR = "residual"
 
@@ -47,7 +47,7 @@ def check_max_error(max_error: float | None) -> None:
 
 def guard(est: Calibrated, configs: Configs, max_error: float | None) -> Guarded:
     """Predict, estimate, and solve what the estimate does not clear (configs already validated)."""
-    from solvers.registry import solve
+    from diffcurate.solvers.registry import solve
 
     check_max_error(max_error)
     ph = est.models.physics

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from solvers.errors import InputError
-from solvers.problem import Configs, Physics
+from diffcurate.solvers.errors import InputError
+from diffcurate.solvers.problem import Configs, Physics
 
 RESTARTS = 3
 
@@ -58,7 +58,7 @@ class _Generator:
         self.physics = Physics.from_dict(physics)
 
     def configs(self, sampler: str, seed: int, start: int, stop: int, sources: tuple[int, int]):
-        from solvers.sampling import sample_configs
+        from diffcurate.solvers.sampling import sample_configs
 
         cfg, families = sample_configs(sampler, self.physics, seed, range(start, stop), tuple(sources))
         ids = [cfg.sample_id(s, self.physics) for s in range(len(cfg))]
@@ -74,8 +74,8 @@ class _Solver:
     """Solves batches of configurations; one torch/FFT thread per CPU it was given."""
 
     def __init__(self, physics: dict, device: str = "cpu", dtype: str = "float32", threads: int = 1):
-        from curate.heap import keep_freed_pages
-        from solvers.registry import set_threads
+        from diffcurate.curate.store.heap import keep_freed_pages
+        from diffcurate.solvers.registry import set_threads
 
         keep_freed_pages()  # FFT work arrays are allocated and freed on every solve
         set_threads(threads)
@@ -89,7 +89,7 @@ class _Solver:
         self.solve(np.array([[[mid, mid]]]), np.ones((1, 1)), np.ones(1, np.int64))
 
     def solve(self, centers: np.ndarray, values: np.ndarray, counts: np.ndarray) -> np.ndarray:
-        from solvers.registry import solve
+        from diffcurate.solvers.registry import solve
 
         cfg = Configs(centers, values, counts)
         return solve(self.physics, cfg, "fast", device=self.device, dtype=self.dtype, batch_size=len(cfg))
@@ -145,7 +145,7 @@ class _Trainer:
     def __init__(self, threads: int = 0, device: str = "auto"):
         import torch
 
-        from solvers.registry import resolve_device
+        from diffcurate.solvers.registry import resolve_device
 
         if threads:
             torch.set_num_threads(threads)
@@ -153,7 +153,7 @@ class _Trainer:
         self._cache: tuple[str, object, dict] | None = None
 
     def _model(self, ckpt: str):
-        from model.checkpoint import load_checkpoint
+        from diffcurate.model.checkpoint import load_checkpoint
 
         if self._cache is None or self._cache[0] != ckpt:
             net, meta = load_checkpoint(ckpt, device=self.device)
@@ -165,10 +165,11 @@ class _Trainer:
         """Train (resuming work_dir/last.pt if a killed run left one) and publish the best weights at `out`."""
         import shutil
 
-        import curate.dataset  # noqa: F401  (registers the store loader)
-        from model.data import load_data
-        from model.train import TrainConfig, train
+        from diffcurate.curate.store.dataset import register_loaders
+        from diffcurate.model.data import load_data
+        from diffcurate.model.train import TrainConfig, train
 
+        register_loaders()
         train_set, ph = load_data(store, "train")
         val_set, _ = load_data(store, "val")
 
@@ -188,9 +189,9 @@ class _Trainer:
 
     def evaluate(self, store: str, ckpt: str) -> dict:
         """Test-split metrics (evaluate schema) and each test sample's error, for reports."""
-        from curate.store import Store
-        from model.data import dataset_from_configs
-        from model.metrics import evaluate_model
+        from diffcurate.curate.store.lmdbstore import Store
+        from diffcurate.model.data import dataset_from_configs
+        from diffcurate.model.metrics import evaluate_model
 
         net, meta = self._model(ckpt)
         with Store(store, readonly=True) as st:
@@ -206,9 +207,9 @@ class _Trainer:
         """True-error scores of solved candidates: weighted per-sample MAE of the model's prediction."""
         import torch
 
-        from model.inference import predict
-        from model.metrics import per_sample_weighted_mae
-        from solvers.problem import disc_mask, paint
+        from diffcurate.model.inference import predict
+        from diffcurate.model.metrics import per_sample_weighted_mae
+        from diffcurate.solvers.problem import disc_mask, paint
 
         net, meta = self._model(ckpt)
         ph = Physics.from_dict(physics)
@@ -220,9 +221,9 @@ class _Trainer:
 
     def embed(self, ckpt: str, physics: dict, centers, values, counts, store: str) -> tuple[np.ndarray, np.ndarray]:
         """Bottleneck features of the candidates (n, D) and of the store's training split (m, D)."""
-        from curate.store import Store
-        from model.inference import embed
-        from solvers.problem import paint
+        from diffcurate.curate.store.lmdbstore import Store
+        from diffcurate.model.inference import embed
+        from diffcurate.solvers.problem import paint
 
         net, _ = self._model(ckpt)
         ph = Physics.from_dict(physics)

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from curate.loop import RunPaths, load_run, member_train_config, read_rounds
-from model.estimators import (
+from diffcurate.curate.loop.rundir import RunPaths, load_run, member_train_config, read_rounds
+from diffcurate.model.estimators import (
     ESTIMATORS,
     Calibration,
     Member,
@@ -38,8 +38,8 @@ from model.estimators import (
     raw_estimate,
     spearman,
 )
-from solvers.errors import InputError
-from solvers.problem import Configs, Physics, paint
+from diffcurate.solvers.errors import InputError
+from diffcurate.solvers.problem import Configs, Physics, paint
 
 ENSEMBLE_SIZE = 3  # K: the surrogate + K-1 members
 INVERSE_MIN_EPOCHS = 20  # the inverse net is small and cheap; the surrogate's few (tiny: 3) epochs leave it blind
@@ -109,7 +109,7 @@ def _calibration_key(source: Source, name: str) -> str:
 
 
 def _member(path: Path, physics: Physics | None, device: str) -> Member:
-    from model.checkpoint import load_checkpoint
+    from diffcurate.model.checkpoint import load_checkpoint
 
     net, meta = load_checkpoint(path, physics, device)
     return Member(net, (meta.get("train_config") or {}).get("transform", "none"), meta["model_config"])
@@ -120,8 +120,8 @@ def _member(path: Path, physics: Physics | None, device: str) -> Member:
 
 def _train_val(source: Source):
     """(train Dataset of the checkpoint's round: samples added at rounds <= k, val Dataset, physics)."""
-    from curate.store import Store
-    from model.data import dataset_from_configs
+    from diffcurate.curate.store.lmdbstore import Store
+    from diffcurate.model.data import dataset_from_configs
 
     with Store(source.paths.store, readonly=True) as st:
         idx = st.index()
@@ -133,8 +133,8 @@ def _train_val(source: Source):
 
 
 def _train_member(source: Source, m: int, device: str, log: Log) -> None:
-    from model.checkpoint import save_checkpoint
-    from model.train import TrainConfig, train
+    from diffcurate.model.checkpoint import save_checkpoint
+    from diffcurate.model.train import TrainConfig, train
 
     cfg = load_run(source.run_dir)
     train_set, val_set, ph = _train_val(source)
@@ -146,9 +146,9 @@ def _train_member(source: Source, m: int, device: str, log: Log) -> None:
 
 def _train_inverse(source: Source, device: str, log: Log) -> None:
     """The inverse net learns true y -> x on the round's train split (the trainer's items with x and y swapped)."""
-    from model.checkpoint import save_checkpoint
-    from model.data import ArrayDataset
-    from model.train import TrainConfig, train
+    from diffcurate.model.checkpoint import save_checkpoint
+    from diffcurate.model.data import ArrayDataset
+    from diffcurate.model.train import TrainConfig, train
 
     cfg = load_run(source.run_dir)
     train_set, val_set, ph = _train_val(source)
@@ -178,8 +178,8 @@ def prepare(source: Source, names: list[str], device: str = "cpu", log: Log = la
 
 def load_models(source: Source, device: str = "cpu", ensemble_size: int = ENSEMBLE_SIZE) -> Models:
     """The surrogate plus whatever extras exist for its round (missing ones stay empty; see `prepare`)."""
-    from model.checkpoint import load_checkpoint
-    from solvers.registry import resolve_device
+    from diffcurate.model.checkpoint import load_checkpoint
+    from diffcurate.solvers.registry import resolve_device
 
     device = str(resolve_device(device))
     net, meta = load_checkpoint(source.checkpoint, device=device)
@@ -202,12 +202,12 @@ def load_models(source: Source, device: str = "cpu", ensemble_size: int = ENSEMB
 
 
 def true_errors(pred: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """(n,) per-sample MAE (CONTRACTS: mean |y_hat - y| over all pixels), float64."""
+    """(n,) per-sample MAE (docs/formats.md: mean |y_hat - y| over all pixels), float64."""
     return np.abs(pred.astype(np.float64) - y.astype(np.float64)).reshape(len(y), -1).mean(1)
 
 
 def _split(source: Source, split: str) -> tuple[Configs, np.ndarray]:
-    from curate.store import Store
+    from diffcurate.curate.store.lmdbstore import Store
 
     with Store(source.paths.store, readonly=True) as st:
         cfg, y, _ = st.get(st.ids(split))
@@ -301,7 +301,7 @@ def evaluate_estimators(run_dir, names: list[str] | None = None, threshold: floa
     predict_ms = (time.perf_counter() - t0) * 1e3 / len(cfg)
     err = true_errors(pred, y)
     t0 = time.perf_counter()
-    from solvers.registry import solve
+    from diffcurate.solvers.registry import solve
 
     solve(models.physics, cfg, "fast", dtype="float32", batch_size=64)
     solve_ms = (time.perf_counter() - t0) * 1e3 / len(cfg)

@@ -18,147 +18,51 @@ by id, the trainer resumes its last epoch, and rounds.jsonl only ever gets whole
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from curate.config import RunConfig
-from curate.ranker import ACQUISITIONS, NetFeatures, config_features, needs_network_features, needs_scores, select
-from curate.store import Store
-from solvers.errors import InputError
-from solvers.problem import Configs
+from diffcurate.curate.acquisition.ranker import (
+    ACQUISITIONS,
+    NetFeatures,
+    config_features,
+    needs_network_features,
+    needs_scores,
+    select,
+)
+from diffcurate.curate.loop.config import RunConfig
+from diffcurate.curate.loop.rundir import (
+    RunPaths,
+    append_round,
+    apply_overrides,
+    atomic_json,
+    atomic_npy,
+    atomic_npz,
+    initial_requests,
+    load_run,
+    member_train_config,
+    read_rounds,
+    stop_reason,
+)
+from diffcurate.curate.store.lmdbstore import Store
+from diffcurate.solvers.errors import InputError
+from diffcurate.solvers.problem import Configs
 
-CONFIG = "config.toml"
 PIPELINED = "(pipelined)"  # actor suffix of steps run ahead, during the previous round
 PLACEMENT_TIMEOUT = 180  # seconds for the actors to start (an unschedulable request would wait forever)
-ROUNDS = "rounds.jsonl"
-MEMBER_SEED_STEP = 1000  # ensemble member m trains with seed + 1000 m (loop trainers and estimators alike)
-
-
-@dataclass
-class RunPaths:
-    root: Path
-
-    @property
-    def config(self) -> Path:
-        return self.root / CONFIG
-
-    @property
-    def store(self) -> Path:
-        return self.root / "store"
-
-    @property
-    def rounds(self) -> Path:
-        return self.root / ROUNDS
-
-    def checkpoint(self, k: int) -> Path:
-        return self.root / "checkpoints" / f"round-{k:03d}.pt"
-
-    def member(self, k: int, m: int) -> Path:
-        """Ensemble member m >= 1 of round k (member 0 is the surrogate itself, `checkpoint(k)`)."""
-        return self.checkpoint(k) if m == 0 else self.root / "checkpoints" / f"round-{k:03d}-member-{m}.pt"
-
-    def state(self, k: int) -> Path:
-        return self.root / "state" / f"round-{k:03d}"
-
-
-def member_train_config(cfg: RunConfig, m: int) -> dict:
-    """Member m's training config: the run's, with its own seed (m = 0 is the surrogate)."""
-    return cfg.train if m == 0 else {**cfg.train, "seed": cfg.seed + MEMBER_SEED_STEP * m}
-
-
-def _atomic_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
-
-
-def _atomic_npy(path: Path, a: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, a)
-    os.replace(tmp, path)
-
-
-def _atomic_npz(path: Path, **arrays: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-
-
-def read_rounds(root: Path) -> list[dict]:
-    """Completed rounds; a torn last line (killed mid-append) is ignored and rewritten by the next append."""
-    path = RunPaths(root).rounds
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return [r for i, r in enumerate(out) if r.get("round") == i]
-
-
-def _append_round(root: Path, record: dict) -> None:
-    done = read_rounds(root)
-    lines = [json.dumps(r) for r in done + [record]]
-    tmp = RunPaths(root).rounds.with_suffix(".jsonl.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, RunPaths(root).rounds)
-
-
-def load_run(root: Path) -> RunConfig:
-    root = Path(root)
-    if not RunPaths(root).config.is_file():
-        raise InputError(f"{root} is not a run directory (no {CONFIG}); create one with `curate init {root}`")
-    return RunConfig.load(RunPaths(root).config)
-
-
-def init_run(root: Path, cfg: RunConfig) -> RunPaths:
-    """Write RUN_DIR/config.toml (the initial sets are made by the first `curate run`, or by `init` itself).
-
-    Re-initialising with the same config is a no-op; with another config it is refused."""
-    root = Path(root)
-    cfg.validate()
-    paths = RunPaths(root)
-    if root.exists() and not root.is_dir():
-        raise InputError(f"{root} exists and is not a directory")
-    if paths.config.exists():
-        if RunConfig.load(paths.config).to_dict() != cfg.to_dict():
-            raise InputError(f"{root} already holds a run with another config; choose a new directory")
-        return paths
-    if root.exists() and any(root.iterdir()):
-        raise InputError(f"{root} is not empty and holds no run config")
-    (root / "checkpoints").mkdir(parents=True, exist_ok=True)
-    cfg.save(paths.config)
-    return paths
-
-
-def initial_requests(cfg: RunConfig) -> list[tuple]:
-    """(split, sampler, seed, count, sources) of the initial train, val and fixed test sets."""
-    lo, hi = cfg.sources
-    d = cfg.data
-    reqs = [
-        ("train", d.sampler, cfg.sub_seed("initial"), d.initial, (lo, hi)),
-        ("val", d.sampler, cfg.sub_seed("val"), d.val, (lo, hi)),
-    ]
-    for f, fam in enumerate(d.test_families):
-        for c in range(lo, hi + 1):
-            reqs.append(("test", fam, d.test_seed * 1000 + f * 100 + c, d.test_per_cell, (c, c)))
-    return reqs
 
 
 class Runner:
     """Drives the rounds of one run directory on a Ray cluster (actors made once, reused every round)."""
 
     def __init__(self, root: Path, cfg: RunConfig, log: Callable[[str], None] = print, show_progress: bool = True):
-        from curate.actors import make_generators, make_solvers, make_trainers
+        from diffcurate.curate.cluster.actors import make_generators, make_solvers, make_trainers
 
-        self.root, self.cfg, self.paths = Path(root), cfg, RunPaths(Path(root))
+        # absolute: the actors may run in another working directory (a joined cluster, another node)
+        self.root = Path(root).resolve()
+        self.cfg, self.paths = cfg, RunPaths(self.root)
         self.physics = cfg.phys
         self.log = log
         self.show_progress = show_progress
@@ -189,7 +93,7 @@ class Runner:
         path = self.root / "state" / "actors.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         history = json.loads(path.read_text()) if path.exists() else []
-        _atomic_json(path, [*history, {"time": time.time(), "nodes": nodes}])
+        atomic_json(path, [*history, {"time": time.time(), "nodes": nodes}])
 
     def close(self) -> None:
         import ray
@@ -211,10 +115,10 @@ class Runner:
         path = self.paths.state(k) / "timing.json"
         timing = json.loads(path.read_text()) if path.exists() else {}
         timing[name] = {"start": start, "end": end, "actor": actor}
-        _atomic_json(path, timing)
+        atomic_json(path, timing)
 
     def initial_sets(self) -> int:
-        from curate.generate import fill
+        from diffcurate.curate.cluster.generate import fill
 
         with Store.create(self.paths.store, self.physics, preset=self.cfg.preset, command="curate init") as st:
             return fill(st, initial_requests(self.cfg), self.gens, self.solvers, self.show_progress)
@@ -229,7 +133,7 @@ class Runner:
 
             def initial():
                 n = self.initial_sets()
-                _atomic_json(meta_path, {"solves": n, "added_by_sources": {}, "added": 0})
+                atomic_json(meta_path, {"solves": n, "added_by_sources": {}, "added": 0})
 
             self._step(k, "solve", meta_path, initial, "solvers")
         else:
@@ -238,12 +142,12 @@ class Runner:
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         fit_path = state / "fit.json"
         pre = self._prefetch_start(k + 1) if not fit_path.exists() else None
-        self._step(k, "train", fit_path, lambda: _atomic_json(fit_path, self._fit(k)), self._trainers_name)
+        self._step(k, "train", fit_path, lambda: atomic_json(fit_path, self._fit(k)), self._trainers_name)
         if pre:
             self._prefetch_finish(pre)
         self.log(f"round {k}: trained ({json.loads(fit_path.read_text())['epochs']} epochs)")
         eval_path = state / "eval.json"
-        self._step(k, "evaluate", eval_path, lambda: _atomic_json(eval_path, self._evaluate(k)),
+        self._step(k, "evaluate", eval_path, lambda: atomic_json(eval_path, self._evaluate(k)),
                    self._trainers_name)  # fmt: skip
         return self._record(k)
 
@@ -295,7 +199,7 @@ class Runner:
             fams = z["families"].tolist()
 
         def solve_all():
-            _atomic_npy(y_path, self._solve(pool))
+            atomic_npy(y_path, self._solve(pool))
 
         if solve_pool:
             self._step(k, "solve", y_path, solve_all, "solvers")
@@ -305,10 +209,10 @@ class Runner:
                 s = ray.get(self.trainer.score.remote(str(self.paths.checkpoint(k - 1)), cfg.physics, pool.centers,
                                                       pool.values, pool.counts, np.load(y_path), a.sources_weight))  # fmt: skip
             else:  # a ground-truth-free estimate, calibrated to MAE units
-                from curate.estimate import score_candidates
+                from diffcurate.curate.loop.estimate import score_candidates
 
                 s = score_candidates(self.paths.checkpoint(k - 1), self.physics, pool, a.acquisition)
-            _atomic_npy(scores_path, np.asarray(s, np.float64))
+            atomic_npy(scores_path, np.asarray(s, np.float64))
 
         if use_scores:
             self._step(k, "score", scores_path, score, "trainer")
@@ -317,7 +221,7 @@ class Runner:
         def embed():  # peers (lcmd, coreset) pick in the surrogate's feature space: pool and training set
             fp, ft = ray.get(self.trainer.embed.remote(str(self.paths.checkpoint(k - 1)), cfg.physics, pool.centers,
                                                        pool.values, pool.counts, str(self.paths.store)))  # fmt: skip
-            _atomic_npz(embed_path, pool=fp, train=ft)
+            atomic_npz(embed_path, pool=fp, train=ft)
 
         if needs_network_features(a.strategy):
             self._step(k, "score", embed_path, embed, "trainer")
@@ -331,7 +235,7 @@ class Runner:
             else:
                 feats = config_features(self.physics, pool)
             sel = select(a.strategy, scores, pool.counts, feats, a.budget, a, rng)
-            _atomic_json(sel_path, {"index": sel.index.tolist(), "cluster": sel.cluster.tolist(), "how": sel.how})
+            atomic_json(sel_path, {"index": sel.index.tolist(), "cluster": sel.cluster.tolist(), "how": sel.how})
 
         self._step(k, "select", sel_path, pick, "driver")
         sel = json.loads(sel_path.read_text())
@@ -352,7 +256,7 @@ class Runner:
             by = {}
             for c in chosen.counts.tolist():
                 by[str(c)] = by.get(str(c), 0) + 1
-            _atomic_json(added_path, {"solves": solves, "added": len(idx), "added_by_sources": by})
+            atomic_json(added_path, {"solves": solves, "added": len(idx), "added_by_sources": by})
 
         self._step(k, "add", added_path, add, "driver")
         self.log(f"round {k}: added {len(idx)} of a pool of {len(pool)} ({a.strategy})")
@@ -369,7 +273,7 @@ class Runner:
         with Store(self.paths.store, readonly=True) as st:
             have = set(st.ids())
         keep = np.array([i not in have for i in ids], bool)
-        _atomic_npz(state / "pool.npz", centers=centers[keep], values=values[keep], counts=counts[keep],
+        atomic_npz(state / "pool.npz", centers=centers[keep], values=values[keep], counts=counts[keep],
                     families=np.array(fams)[keep], ids=np.array(ids)[keep])  # fmt: skip
 
     def _submit(self, configs: Configs) -> list:
@@ -418,7 +322,7 @@ class Runner:
         k, refs, n, submitted = pre
         state = self.paths.state(k)
         y, start, end = self._collect(refs, n)
-        _atomic_npy(state / "pool_y.npy", y)
+        atomic_npy(state / "pool_y.npy", y)
         self._timing(k, "solve", max(start, submitted), end, f"solvers {PIPELINED}")
 
     def _record(self, k: int) -> dict:
@@ -450,7 +354,7 @@ class Runner:
 
     def publish(self, record: dict) -> None:
         """Round metrics as Ray gauges (dashboard / Prometheus)."""
-        from curate.actors import set_gauge
+        from diffcurate.curate.cluster.actors import set_gauge
 
         run = self.root.name
         set_gauge("round", record["round"], run)
@@ -470,46 +374,10 @@ def _member_summary(ev: dict) -> dict:
     return {"member": ev["member"], "mae": t["mae"]["all"], "p99": t["per_sample_mae"]["p99"], "rel_l2": t["rel_l2"]}
 
 
-def apply_overrides(root: Path, cfg: RunConfig, **kw) -> RunConfig:
-    """CLI overrides of `curate run`. Strategy/acquisition may change only before the first acquisition round,
-    so that one run directory never mixes strategies; the config file is updated to stay the run's truth."""
-    changed = False
-    done = read_rounds(root)
-    for key, section in (("strategy", "acquisition"), ("acquisition", "acquisition"), ("workers", "ray"),
-                         ("trainers", "ray"), ("address", "ray"), ("dashboard", "ray"), ("dashboard_host", "ray")):  # fmt: skip
-        v = kw.get(key)
-        if v is None or getattr(getattr(cfg, section), key) == v:
-            continue
-        if key in ("strategy", "acquisition") and len(done) > 1:
-            raise InputError(f"{root} already ran acquisition rounds with {key} "
-                             f"{getattr(cfg.acquisition, key)!r}; start a new run directory for {v!r}")  # fmt: skip
-        setattr(getattr(cfg, section), key, v)
-        changed = changed or key in ("strategy", "acquisition", "workers", "trainers")
-    for key in ("max_solves", "target_p99"):
-        if kw.get(key) is not None:
-            setattr(cfg, key, kw[key])
-            changed = True
-    if changed:
-        cfg.validate()
-        cfg.save(RunPaths(root).config)
-    return cfg
-
-
-def stop_reason(cfg: RunConfig, done: list[dict], rounds: int) -> str | None:
-    if len(done) > rounds:
-        return f"{rounds} rounds done"
-    spent = sum(r["solves"] for r in done)
-    if cfg.max_solves and spent >= cfg.max_solves:
-        return f"solve budget spent ({spent} >= {cfg.max_solves})"
-    if cfg.target_p99 and done and done[-1]["test"]["per_sample_mae"]["p99"] <= cfg.target_p99:
-        return f"test p99 {done[-1]['test']['per_sample_mae']['p99']:.4g} <= target {cfg.target_p99:g}"
-    return None
-
-
 def run(root: Path, rounds: int | None = None, log: Callable[[str], None] = print, show_progress: bool = True,
         **overrides) -> list[dict]:  # fmt: skip
     """Run (or resume) rounds 0..K of a run directory; returns all completed round records."""
-    from curate.actors import ray_session
+    from diffcurate.curate.cluster.actors import ray_session
 
     root = Path(root)
     cfg = apply_overrides(root, load_run(root), **overrides)
@@ -526,7 +394,7 @@ def run(root: Path, rounds: int | None = None, log: Callable[[str], None] = prin
                     log(f"stopped: {why}")
                     break
                 record = runner.run_round(len(done))
-                _append_round(root, record)
+                append_round(root, record)
                 runner.publish(record)
                 t = record["test"]
                 log(f"round {record['round']}: train {record['train_size']}, test MAE {t['mae']['all']:.4g}, "

@@ -1,4 +1,4 @@
-"""Export a store to the CONTRACTS array layout with a dataset card, and import such files into a store.
+"""Export a store to the config-array layout of docs/formats.md with a dataset card, and import such files into a store.
 
 An export writes the config arrays, x float32, y float32, the physics scalars and `ids`, plus per-sample
 provenance arrays `split`, `sampler` (str), `round` (int64) and `score` (float64, NaN = none) so that an import
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from curate.arrays import format_of, load_arrays, physics_from_arrays, save_arrays
-from curate.store import SPLITS, Store, is_store
-from solvers.errors import InputError
-from solvers.problem import Configs, paint
+from diffcurate.curate.store.arrays import format_of, load_arrays, physics_from_arrays, save_arrays
+from diffcurate.curate.store.lmdbstore import SPLITS, Store, is_store
+from diffcurate.solvers.errors import InputError
+from diffcurate.solvers.problem import Configs, paint
 
 
 def card_paths(out: str | os.PathLike) -> tuple[Path, Path]:

@@ -16,10 +16,19 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
-from curate.arrays import FORMATS, load_arrays, physics_from_arrays
-from curate.store import SPLITS, Store, acquire_env, begin, decode_record, is_store, open_env, release_env
-from solvers.errors import InputError
-from solvers.problem import Configs, Physics, disc_mask, paint
+from diffcurate.curate.store.arrays import FORMATS, load_arrays, physics_from_arrays
+from diffcurate.curate.store.lmdbstore import (
+    SPLITS,
+    Store,
+    acquire_env,
+    begin,
+    decode_record,
+    is_store,
+    open_env,
+    release_env,
+)
+from diffcurate.solvers.errors import InputError
+from diffcurate.solvers.problem import Configs, Physics, disc_mask, paint
 
 
 def make_item(physics: Physics, cfg: Configs, y: np.ndarray) -> tuple[torch.Tensor, ...]:
@@ -84,7 +93,7 @@ class StoreDataset(Dataset):
 
 
 class ArraysDataset(Dataset):
-    """Samples of an npz/HDF5 file in the CONTRACTS layout with `y` (x is taken from the file or painted)."""
+    """Samples of an npz/HDF5 file in the config-array layout (docs/formats.md) with `y` (x is taken from the file or painted)."""
 
     def __init__(self, path: str | os.PathLike, ids: Sequence[str] | None = None):
         d = load_arrays(path)
@@ -136,7 +145,7 @@ IN_MEMORY_BYTES = 2 << 30  # a split smaller than this is read once into RAM (x,
 def _load_store(path: Path, split: str, seed: int, train_fraction: float) -> tuple[Dataset, Physics]:
     """model.data.load_data backend for a store: its own splits ("all" = every split); `seed` and
     `train_fraction` are unused because a store's splits are fixed when samples are added."""
-    from model.data import dataset_from_configs
+    from diffcurate.model.data import dataset_from_configs
 
     with Store(path, readonly=True) as st:
         ids = st.ids(split)
@@ -148,7 +157,7 @@ def _load_store(path: Path, split: str, seed: int, train_fraction: float) -> tup
 
 def _load_file(path: Path, split: str, seed: int, train_fraction: float) -> tuple[Dataset, Physics]:
     """model.data.load_data backend for .h5 files (and any layout file): the seeded train/val split of its rows."""
-    from model.data import dataset_from_configs, split_indices
+    from diffcurate.model.data import dataset_from_configs, split_indices
 
     d = load_arrays(path)
     if "y" not in d:
@@ -160,11 +169,9 @@ def _load_file(path: Path, split: str, seed: int, train_fraction: float) -> tupl
 
 
 def register_loaders() -> None:
-    from model.data import LOADERS
+    """Add the store and HDF5 backends to model.data.LOADERS (explicitly, where a command or actor loads data)."""
+    from diffcurate.model.data import LOADERS
 
     LOADERS[""] = _load_store
     for suffix in (".h5", ".hdf5"):
         LOADERS[suffix] = _load_file
-
-
-register_loaders()

@@ -10,9 +10,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from curate.cli import app
-from curate.options import Device, Json, OutFile
-from curate.progress import console
+from diffcurate.curate.cli.options import Device, Json, OutFile
+from diffcurate.curate.progress import console
 
 RunDir = Annotated[Path, typer.Argument(help="Run directory.")]
 
@@ -38,7 +37,6 @@ def eval_table(r: dict) -> Table:
     return t
 
 
-@app.command("estimate-eval")
 def estimate_eval(
     run_dir: RunDir,
     estimators: Annotated[str | None, typer.Option("--estimators", help="Comma-separated (default: all).")] = None,
@@ -50,7 +48,7 @@ def estimate_eval(
     json_out: Json = False,
 ) -> None:
     """Spearman, AUROC and cost of each error estimator on the run's test split (trains members as needed)."""
-    from curate.estimate import evaluate_estimators
+    from diffcurate.curate.loop.estimate import evaluate_estimators
 
     names = [n.strip() for n in estimators.split(",") if n.strip()] if estimators else None
     r = evaluate_estimators(run_dir, names, threshold, device, log=console.print)
@@ -62,10 +60,11 @@ def estimate_eval(
         console.print(eval_table(r))
 
 
-@app.command("predict")
 def predict_cmd(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="A checkpoint or a run directory.")],
-    input: Annotated[Path, typer.Option("--input", help="Configurations (npz/HDF5, CONTRACTS layout).")],
+    input: Annotated[
+        Path, typer.Option("--input", help="Configurations (npz/HDF5 in the config-array layout of docs/formats.md).")
+    ],
     out: OutFile,
     max_error: Annotated[
         float | None, typer.Option("--max-error", help="Solve samples whose estimated MAE is not below E.")
@@ -75,7 +74,7 @@ def predict_cmd(
     json_out: Json = False,
 ) -> None:
     """Predict fields with the surrogate; with --max-error, hand what the estimator does not clear to the solver."""
-    from curate.predict import predict_file
+    from diffcurate.curate.loop.predict import predict_file
 
     r = predict_file(checkpoint, input, out, max_error, estimator, device, log=console.print)
     if json_out:

@@ -9,14 +9,12 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from curate.cli import app
-from curate.options import Address, Json
-from curate.progress import console
+from diffcurate.curate.cli.options import Address, Json
+from diffcurate.curate.progress import console
 
 RunDir = Annotated[Path, typer.Argument(help="Run directory.")]
 
 
-@app.command()
 def init(
     run_dir: RunDir,
     preset: Annotated[str, typer.Option("--preset", help="paper, small or tiny.")] = "small",
@@ -25,8 +23,8 @@ def init(
     seed: Annotated[int | None, typer.Option("--seed", help="The run's seed (every random choice).")] = None,
 ) -> None:
     """Create a run directory: config.toml (physics, samplers, model, training, acquisition, seeds, Ray)."""
-    from curate.config import RunConfig, default_config
-    from curate.loop import init_run
+    from diffcurate.curate.loop.config import RunConfig, default_config
+    from diffcurate.curate.loop.rundir import init_run
 
     cfg = RunConfig.load(config) if config else default_config(preset, model)
     if seed is not None:
@@ -36,7 +34,6 @@ def init(
                   f"`curate run {run_dir}`")  # fmt: skip
 
 
-@app.command("run")
 def run_cmd(
     run_dir: RunDir,
     rounds: Annotated[int | None, typer.Option("--rounds", min=0, help="Acquisition rounds (after round 0).")] = None,
@@ -55,7 +52,7 @@ def run_cmd(
     target_p99: Annotated[float | None, typer.Option("--target-p99", help="Stop when test p99 <= E.")] = None,
 ) -> None:
     """Run (or resume after any interruption) the curation rounds of a run directory."""
-    from curate.loop import run
+    from diffcurate.curate.loop.runner import run
 
     run(run_dir, rounds, log=console.print, strategy=strategy, acquisition=acquisition, address=address,
         dashboard=dashboard, dashboard_host=dashboard_host, workers=workers, trainers=trainers,
@@ -63,7 +60,7 @@ def run_cmd(
 
 
 def status_dict(run_dir: Path) -> dict:
-    from curate.loop import load_run, read_rounds
+    from diffcurate.curate.loop.rundir import load_run, read_rounds
 
     cfg = load_run(run_dir)
     rounds = read_rounds(run_dir)
@@ -71,7 +68,6 @@ def status_dict(run_dir: Path) -> dict:
             "rounds_completed": len(rounds), "rounds": rounds}  # fmt: skip
 
 
-@app.command()
 def status(run_dir: RunDir, json_out: Json = False) -> None:
     """Rounds so far: sizes, solves, test metrics and step timings (`--json` for scripts)."""
     d = status_dict(run_dir)
@@ -95,10 +91,9 @@ def status(run_dir: RunDir, json_out: Json = False) -> None:
         console.print(t2)
 
 
-@app.command()
 def report(run_dir: RunDir) -> None:
     """Write RUN_DIR/report/report.md with PNG plots (metrics per round, budget, worst test cases)."""
-    from curate.report import write_report
+    from diffcurate.curate.loop.report import write_report
 
     path = write_report(run_dir)
     console.print(f"wrote {path}")

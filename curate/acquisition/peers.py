@@ -16,7 +16,7 @@ import io
 
 import numpy as np
 
-from solvers.errors import InputError
+from diffcurate.solvers.errors import InputError
 
 METHODS = {"lcmd": "lcmd", "coreset": "maxdist"}
 

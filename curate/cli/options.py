@@ -32,6 +32,6 @@ Address = Annotated[str | None, typer.Option("--address", help="Join an existing
 
 def physics_from_options(preset, lattice, radius, diffusion, decay, source_model, sources):
     """Resolve a preset plus explicit overrides into (Physics, (min_sources, max_sources))."""
-    from solvers.problem import resolve_physics
+    from diffcurate.solvers.problem import resolve_physics
 
     return resolve_physics(preset, lattice, radius, diffusion, decay, source_model, sources)

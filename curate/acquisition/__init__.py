@@ -1,0 +1,1 @@
+"""Acquisition: the ranker's strategy and score registries, diversity, peers and hard-case mining."""

@@ -1,0 +1,126 @@
+"""The `curate` app: the command table, the error table, and `main()`.
+
+The command modules define plain functions over library calls; this module registers them (they never import
+the app), so `import diffcurate.curate.cli.app` stays cheap: no torch, scipy or Ray until a command runs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from importlib import metadata
+from typing import Annotated
+
+import typer
+
+from diffcurate.curate.cli import estimate, model, physics, run, store
+from diffcurate.solvers.errors import CheckError, InputError
+
+HELP = (
+    "Curate training sets for neural surrogates of a steady diffusion-decay PDE: generate and solve source "
+    "configurations, train a surrogate, and add the configurations it gets most wrong, round after round."
+)
+
+# (name, function): the order is the order of `curate --help`
+COMMANDS = [
+    ("init", run.init),
+    ("run", run.run_cmd),
+    ("status", run.status),
+    ("report", run.report),
+    ("generate", store.generate),
+    ("info", store.info),
+    ("verify", store.verify),
+    ("export", store.export),
+    ("import", store.import_),
+    ("solve", physics.solve),
+    ("presets", physics.presets),
+    ("samplers", physics.samplers),
+    ("model-info", model.model_info_cmd),
+    ("train", model.train_cmd),
+    ("evaluate", model.evaluate_cmd),
+    ("export-model", model.export_model_cmd),
+    ("estimate-eval", estimate.estimate_eval),
+    ("predict", estimate.predict_cmd),
+]
+
+_INTERRUPTED = "interrupted: everything committed so far is kept; re-run the same command to resume"
+
+# exception type -> (exit code, message prefix); the first matching row wins, so subclasses come first
+ERRORS: list[tuple[tuple[type[BaseException], ...], int, str]] = [
+    ((CheckError,), 1, "check failed: "),
+    ((InputError, FileNotFoundError, IsADirectoryError, NotADirectoryError), 2, "error: "),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"diffcurate {version()}")
+        raise typer.Exit(0)
+
+
+def version() -> str:
+    try:
+        return metadata.version("diffcurate")
+    except metadata.PackageNotFoundError:  # a source tree that was never installed
+        return "unknown"
+
+
+def _root(
+    _v: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Curate training sets for neural surrogates of a steady diffusion-decay PDE."""
+
+
+def make_app() -> typer.Typer:
+    app = typer.Typer(add_completion=False, no_args_is_help=True, help=HELP)
+    app.callback()(_root)
+    for name, fn in COMMANDS:
+        app.command(name)(fn)
+    return app
+
+
+app = make_app()
+# click's exception base, as typer raises it: typer >= 0.2x vendors its own click (whose errors are not
+# click.ClickException), older typer re-exports click's
+_CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+def _fail(code: int, message: str) -> None:
+    if message:
+        typer.echo(message, err=True)
+    sys.exit(code)
+
+
+def main() -> None:
+    """Run the app; errors become one line on stderr and an exit code (CURATE_DEBUG=1: the traceback too)."""
+    try:
+        # typer >= 0.2x turns Ctrl-C into Exit(130) and, outside standalone mode, returns that code
+        code = app(standalone_mode=False)
+        if code == 130:
+            raise KeyboardInterrupt
+        if isinstance(code, int) and code:
+            sys.exit(code)
+    except (typer.Abort, KeyboardInterrupt):  # (older typer: click's Abort)
+        _fail(130, _INTERRUPTED)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except _CLICK_ERROR as e:  # usage errors: unknown option, bad value, missing argument
+        if type(e).__name__ == "NoArgsIsHelpError":  # bare `curate`: rich has printed the help
+            _fail(2, e.format_message())
+        ctx = getattr(e, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        _fail(2, f"error: {e.format_message()}{hint}")
+    except Exception as e:
+        for types, code, prefix in ERRORS:
+            if isinstance(e, types):
+                if os.environ.get("CURATE_DEBUG") == "1":
+                    traceback.print_exc()
+                _fail(code, f"{prefix}{e}")
+        raise
+
+
+if __name__ == "__main__":
+    main()

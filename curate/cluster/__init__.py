@@ -1,0 +1,1 @@
+"""Ray: the session, the actors, the solver dispatcher, and store generation on actors."""

@@ -1,1 +1,0 @@
-"""CLI command groups; each module registers its commands on curate.cli.app."""

@@ -1,0 +1,166 @@
+"""The run directory: its layout (the one place that knows it), config, rounds.jsonl and atomic writes."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from diffcurate.curate.loop.config import RunConfig
+from diffcurate.solvers.errors import InputError
+
+CONFIG = "config.toml"
+ROUNDS = "rounds.jsonl"
+MEMBER_SEED_STEP = 1000  # ensemble member m trains with seed + 1000 m (loop trainers and estimators alike)
+
+
+@dataclass
+class RunPaths:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / CONFIG
+
+    @property
+    def store(self) -> Path:
+        return self.root / "store"
+
+    @property
+    def rounds(self) -> Path:
+        return self.root / ROUNDS
+
+    def checkpoint(self, k: int) -> Path:
+        return self.root / "checkpoints" / f"round-{k:03d}.pt"
+
+    def member(self, k: int, m: int) -> Path:
+        """Ensemble member m >= 1 of round k (member 0 is the surrogate itself, `checkpoint(k)`)."""
+        return self.checkpoint(k) if m == 0 else self.root / "checkpoints" / f"round-{k:03d}-member-{m}.pt"
+
+    def state(self, k: int) -> Path:
+        return self.root / "state" / f"round-{k:03d}"
+
+
+def member_train_config(cfg: RunConfig, m: int) -> dict:
+    """Member m's training config: the run's, with its own seed (m = 0 is the surrogate)."""
+    return cfg.train if m == 0 else {**cfg.train, "seed": cfg.seed + MEMBER_SEED_STEP * m}
+
+
+def atomic_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj))
+    os.replace(tmp, path)
+
+
+def atomic_npy(path: Path, a: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp.npy")
+    np.save(tmp, a)
+    os.replace(tmp, path)
+
+
+def atomic_npz(path: Path, **arrays: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def read_rounds(root: Path) -> list[dict]:
+    """Completed rounds; a torn last line (killed mid-append) is ignored and rewritten by the next append."""
+    path = RunPaths(root).rounds
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return [r for i, r in enumerate(out) if r.get("round") == i]
+
+
+def append_round(root: Path, record: dict) -> None:
+    done = read_rounds(root)
+    lines = [json.dumps(r) for r in done + [record]]
+    tmp = RunPaths(root).rounds.with_suffix(".jsonl.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, RunPaths(root).rounds)
+
+
+def load_run(root: Path) -> RunConfig:
+    root = Path(root)
+    if not RunPaths(root).config.is_file():
+        raise InputError(f"{root} is not a run directory (no {CONFIG}); create one with `curate init {root}`")
+    return RunConfig.load(RunPaths(root).config)
+
+
+def init_run(root: Path, cfg: RunConfig) -> RunPaths:
+    """Write RUN_DIR/config.toml (the initial sets are made by the first `curate run`, or by `init` itself).
+
+    Re-initialising with the same config is a no-op; with another config it is refused."""
+    root = Path(root)
+    cfg.validate()
+    paths = RunPaths(root)
+    if root.exists() and not root.is_dir():
+        raise InputError(f"{root} exists and is not a directory")
+    if paths.config.exists():
+        if RunConfig.load(paths.config).to_dict() != cfg.to_dict():
+            raise InputError(f"{root} already holds a run with another config; choose a new directory")
+        return paths
+    if root.exists() and any(root.iterdir()):
+        raise InputError(f"{root} is not empty and holds no run config")
+    (root / "checkpoints").mkdir(parents=True, exist_ok=True)
+    cfg.save(paths.config)
+    return paths
+
+
+def initial_requests(cfg: RunConfig) -> list[tuple]:
+    """(split, sampler, seed, count, sources) of the initial train, val and fixed test sets."""
+    lo, hi = cfg.sources
+    d = cfg.data
+    reqs = [
+        ("train", d.sampler, cfg.sub_seed("initial"), d.initial, (lo, hi)),
+        ("val", d.sampler, cfg.sub_seed("val"), d.val, (lo, hi)),
+    ]
+    for f, fam in enumerate(d.test_families):
+        for c in range(lo, hi + 1):
+            reqs.append(("test", fam, d.test_seed * 1000 + f * 100 + c, d.test_per_cell, (c, c)))
+    return reqs
+
+
+def apply_overrides(root: Path, cfg: RunConfig, **kw) -> RunConfig:
+    """CLI overrides of `curate run`. Strategy/acquisition may change only before the first acquisition round,
+    so that one run directory never mixes strategies; the config file is updated to stay the run's truth."""
+    changed = False
+    done = read_rounds(root)
+    for key, section in (("strategy", "acquisition"), ("acquisition", "acquisition"), ("workers", "ray"),
+                         ("trainers", "ray"), ("address", "ray"), ("dashboard", "ray"), ("dashboard_host", "ray")):  # fmt: skip
+        v = kw.get(key)
+        if v is None or getattr(getattr(cfg, section), key) == v:
+            continue
+        if key in ("strategy", "acquisition") and len(done) > 1:
+            raise InputError(f"{root} already ran acquisition rounds with {key} "
+                             f"{getattr(cfg.acquisition, key)!r}; start a new run directory for {v!r}")  # fmt: skip
+        setattr(getattr(cfg, section), key, v)
+        changed = changed or key in ("strategy", "acquisition", "workers", "trainers")
+    for key in ("max_solves", "target_p99"):
+        if kw.get(key) is not None:
+            setattr(cfg, key, kw[key])
+            changed = True
+    if changed:
+        cfg.validate()
+        cfg.save(RunPaths(root).config)
+    return cfg
+
+
+def stop_reason(cfg: RunConfig, done: list[dict], rounds: int) -> str | None:
+    if len(done) > rounds:
+        return f"{rounds} rounds done"
+    spent = sum(r["solves"] for r in done)
+    if cfg.max_solves and spent >= cfg.max_solves:
+        return f"solve budget spent ({spent} >= {cfg.max_solves})"
+    if cfg.target_p99 and done and done[-1]["test"]["per_sample_mae"]["p99"] <= cfg.target_p99:
+        return f"test p99 {done[-1]['test']['per_sample_mae']['p99']:.4g} <= target {cfg.target_p99:g}"
+    return None

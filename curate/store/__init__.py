@@ -1,0 +1,1 @@
+"""The LMDB sample store: record codec, environments, the Store, datasets, file arrays, export, verify."""
