@@ -1,157 +1,323 @@
-"""Active learning versus random (and the other baselines) over seeds: learning curves, samples ratios, figures.
+"""Curation versus random sampling: learning curves, samples ratios at equal size and equal cost, held-out families.
 
-    .venv/bin/python bench/al_study.py --quick                 # 2 seeds x (al, random), 3 rounds: < 10 min
-    .venv/bin/python bench/al_study.py --config bench/al_study.toml   # the full study (5 variants x 4 seeds)
+    .venv/bin/python bench/al_study.py --quick                         # same protocol, 2 seeds, 2 rounds: < 10 min
+    .venv/bin/python bench/al_study.py --config bench/al_study.toml    # the study (docs/results.json)
+    .venv/bin/python bench/al_study.py --quick --extra-test FILE.npz   # also evaluate every final model on FILE
 
-Every (variant, seed) is an ordinary run directory under --out (resumable: re-running the command continues
-where it stopped); all variants of one seed share the initial set, the candidate pools and the test set.
-Writes docs/results.json (docs/formats.md schema) and PNG figures into --docs.
+Protocol (docs/study.md; recorded under `protocol` in results.json): every (arm, strategy, seed) is an ordinary
+run directory under --out, so the study resumes where it stopped; a run's seed sets its data, network init and
+shuffle order; all strategies of a seed share the initial set, the candidate pools and the test sets. Each round
+trains from scratch (cosine schedule, best on validation) to at least `min_steps` steps. The mixed test split is
+drawn like the pools; the held-out families (ring, grid, crowd, wall-row) are drawn by no pool.
 
-Variants: `al` (true error), `al-residual` (the best ground-truth-free estimator), `random`, `uniform-per-count`,
-`lcmd` (bmdal-reg's LCMD on the network's bottleneck features: the field's implementation).
+Statistics: per-sample MAE of every test sample, every round, every run. Bootstrap over seeds (paired: a
+resample takes the same seeds for every strategy) and over test samples (the same resampled rows for every
+run). Samples ratio of a metric = training size at which random reaches the strategy's final value / the
+strategy's final size (linear in log-log between random's rounds; a lower bound, flagged, when random never
+reaches it); `_fit` from a power law fitted to random's curve. Cost = training + acquisition seconds (solving the
+pool, scoring, mining, embedding, picking, solving the picks); the same ratios on that axis.
 
-Samples ratio of a metric = training-set size at which the baseline reaches its final value / size at which the
-variant reaches it (> 1: fewer samples). Two estimates: interpolated linearly in log(size) on the seed-mean
-curves, and from a power law v = c n^b fitted to each seed-mean curve, with a 90 % bootstrap interval over seeds
-(seeds resampled with replacement, curves refitted). `hard` = per-sample MAE over the test samples with >= 15
-sources or from the clustered sampler. The cross-count matrix (the paper's Fig. 16) trains one model per
-source-count bin P on the final training set's samples with P sources and tests it on every bin M.
+Runs are spread over `--workers` processes (one Ray each, one torch thread each: on 2 cores two one-thread
+trainers do 1.16x the work of one two-thread trainer). results.json is written only when every run is complete.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import tomllib
-from rich.console import Console
-from rich.progress import Progress, TimeElapsedColumn
-from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diffcurate.curate.cluster.actors import ray_session  # noqa: E402
-from diffcurate.curate.loop.config import default_config  # noqa: E402
-from diffcurate.curate.loop.rundir import RunPaths, init_run, read_rounds  # noqa: E402
-from diffcurate.curate.loop.runner import run  # noqa: E402
-from diffcurate.curate.store.lmdbstore import Store  # noqa: E402
-
-console = Console(width=210)
-# --quick: no cross-count matrix (its 8 trainings would take it past 10 minutes); results go to docs/quick/
-QUICK = {"preset": "small", "strategies": ["al", "random"], "seeds": [0, 1], "rounds": 3, "overrides": {},
-         "bootstrap": 500, "cross_count_bins": []}  # fmt: skip
 HARD_SOURCES = 15
-# variant -> run-config overrides (section -> key -> value); a study config may add its own [variants.NAME]
+HELD_OUT = ["ring", "grid", "crowd", "wall-row"]
+MIXED = ["uniform", "clustered", "boundary", "overlap", "sparse-values"]
+METRICS = ("mae", "p99", "hard")
+SETS = {"mixed": ("mae", "p99", "hard"), "held_out": ("mae", "p99")}
+
+# strategy -> acquisition overrides. `-field`: the score counts the field only (sources_weight 0), the error the
+# surrogate can still learn; the ED-CNN's disc pixels carry most of its error and mostly count disc pixels.
 VARIANTS: dict[str, dict] = {
-    "al": {"acquisition": {"strategy": "al", "acquisition": "true-error"}},
-    "al-residual": {"acquisition": {"strategy": "al", "acquisition": "residual"}},
-    # a more exploitative ranker: less budget floor per count, no random share, tighter candidate set
-    "al-focus": {
-        "acquisition": {
-            "strategy": "al",
-            "acquisition": "true-error",
-            "floor": 0.2,
-            "exploration": 0.0,
-            "candidates_factor": 1.5,
+    "random": {"strategy": "random"},
+    "al": {"strategy": "al", "acquisition": "true-error"},
+    "al-field": {"strategy": "al", "acquisition": "true-error", "sources_weight": 0.0},
+    "ewd": {"strategy": "ewd", "sources_weight": 0.0, "exploration": 0.0},
+    "ewd-mine": {"strategy": "ewd", "sources_weight": 0.0, "exploration": 0.0, "mine_parents": 100},
+    "al-field-mine": {"strategy": "al", "sources_weight": 0.0, "mine_parents": 100},
+    "sbal": {"strategy": "sbal", "sources_weight": 0.0},  # beta from the quick protocol
+    "lcmd": {"strategy": "lcmd"},
+}
+PEERS = {"sbal", "lcmd", "coreset"}
+
+QUICK = {
+    "preset": "small",
+    "rounds": 2,
+    "bootstrap": 300,
+    "protocol": {
+        "initial": 100,
+        "budget": 100,
+        "growth": 2.0,
+        "pool": 5000,
+        "val": 200,
+        "test_per_cell": 50,
+        "held_out_per_cell": 13,
+        "epochs": 20,
+        "min_steps": 375,
+        "batch_size": 16,
+    },  # fmt: skip
+    "arms": {
+        "edcnn": {
+            "model": "edcnn",
+            "seeds": [0, 1],
+            "strategies": ["random", "ewd-mine", "sbal-b1", "sbal-b2", "sbal-b4"],
         }
-    },
-    "random": {"acquisition": {"strategy": "random"}},
-    "uniform-per-count": {"acquisition": {"strategy": "uniform-per-count"}},
-    "lcmd": {"acquisition": {"strategy": "lcmd"}},
-    "coreset": {"acquisition": {"strategy": "coreset"}},
+    },  # fmt: skip
+    "transfer": None,
+    "control": False,
 }
 
 
-def hard_subsets(root: Path, k: int) -> dict:
-    """Per-sample MAE means on the hard test subsets of round k."""
-    ev = json.loads((RunPaths(root).state(k) / "eval.json").read_text())
-    with Store(RunPaths(root).store, readonly=True) as st:
-        idx = st.index().set_index("id")
-    n_src = idx.loc[ev["ids"], "n_sources"].to_numpy()
-    samp = np.array(ev["sampler"])
-    e = np.array(ev["per_sample"])
-    many, clus = n_src >= HARD_SOURCES, samp == "clustered"
-    return {"many_sources": float(e[many].mean()), "clustered": float(e[clus].mean()),
-            "hard": float(e[many | clus].mean())}  # fmt: skip
+def _variant(name: str) -> dict:
+    if name.startswith("sbal-b"):
+        return {**VARIANTS["sbal"], "beta": float(name.removeprefix("sbal-b"))}
+    if name not in VARIANTS:
+        raise SystemExit(f"error: unknown strategy {name!r} (choose from {', '.join(VARIANTS)} or sbal-bBETA)")
+    return VARIANTS[name]
 
 
-def curves(root: Path) -> dict[str, np.ndarray]:
-    rounds = read_rounds(root)
-    hard = [hard_subsets(root, r["round"]) for r in rounds]
-    return {
-        "n": np.array([r["train_size"] for r in rounds], float),
-        "mae": np.array([r["test"]["mae"]["all"] for r in rounds]),
-        "p99": np.array([r["test"]["per_sample_mae"]["p99"] for r in rounds]),
-        "hard": np.array([h["hard"] for h in hard]),
-        "many_sources": np.array([h["many_sources"] for h in hard]),
-        "clustered": np.array([h["clustered"] for h in hard]),
-        "solves": np.cumsum([r["solves"] for r in rounds]).astype(float),
-        "seconds": np.cumsum([r["seconds"]["total"] for r in rounds]),
-    }
+def run_config(spec: dict, arm: dict, name: str, seed: int, beta: float | None):
+    from diffcurate.curate.loop.config import DataConfig, default_config
+
+    p = spec["protocol"]
+    cfg = default_config(spec["preset"], arm["model"])
+    cfg.seed, cfg.rounds = seed, spec["rounds"]
+    cfg.warm_start = False
+    cfg.min_steps = p["min_steps"]
+    cfg.train.update(epochs=p["epochs"], batch_size=p["batch_size"], seed=seed)
+    cfg.data = DataConfig(initial=p["initial"], val=p["val"], pool=p["pool"], test_per_cell=p["test_per_cell"],
+                          test_families=list(MIXED), held_out_families=list(HELD_OUT),
+                          held_out_per_cell=p["held_out_per_cell"])  # fmt: skip
+    a = cfg.acquisition
+    a.budget, a.budget_growth = p["budget"], p["growth"]
+    for k, v in _variant(name).items():
+        setattr(a, k, v)
+    if name == "sbal" and beta is not None:
+        a.beta = beta
+    cfg.ray.dashboard = False
+    cfg.ray.trainer_threads = 1
+    cfg.ray.pipeline = True
+    return cfg
+
+
+def jobs(spec: dict, best: str | None) -> list[tuple[str, str, int]]:
+    out = []
+    for arm_name, arm in spec["arms"].items():
+        for seed in arm["seeds"]:
+            for s in arm["strategies"]:
+                s = best if s == "best" else s
+                if s is not None:
+                    out.append((arm_name, s, seed))
+    return out
+
+
+def run_dir(out: Path, arm: str, name: str, seed: int) -> Path:
+    return out / arm / f"{name}-s{seed}"
+
+
+def complete(root: Path, rounds: int) -> bool:
+    from diffcurate.curate.loop.rundir import read_rounds
+
+    return (root / "rounds.jsonl").exists() and len(read_rounds(root)) > rounds
+
+
+# --- running -------------------------------------------------------------------------------------------------
+
+
+def do_runs(spec: dict, todo: list[tuple[str, str, int]], out: Path, beta: float | None, log) -> None:
+    """Run (or resume) the given runs in this process, on one local Ray."""
+    import torch
+
+    from diffcurate.curate.cluster.actors import ray_session
+    from diffcurate.curate.loop.rundir import init_run
+    from diffcurate.curate.loop.runner import run
+
+    torch.set_num_threads(1)
+    todo = [j for j in todo if not complete(run_dir(out, *j), spec["rounds"])]
+    if not todo:
+        return
+    with ray_session(num_cpus=2):
+        for arm_name, name, seed in todo:
+            root = run_dir(out, arm_name, name, seed)
+            init_run(root, run_config(spec, spec["arms"][arm_name], name, seed, beta))
+            t0 = time.time()
+            run(root, log=lambda s, r=root: log(f"{r.parent.name}/{r.name}: {s}"), show_progress=False)
+            log(f"{arm_name}/{name}-s{seed} done in {time.time() - t0:.0f} s")
+
+
+def shard_main(args, spec, beta) -> None:
+    i, n = (int(x) for x in args.shard.split("/"))
+    out = args.out
+
+    def log(s):
+        print(f"[{i}] {s}", flush=True)
+
+    first = [j for j in jobs({**spec, "arms": {k: v for k, v in spec["arms"].items() if "best" not in v["strategies"]}},
+                             None)]  # fmt: skip
+    do_runs(spec, first[i::n], out, beta, log)
+    later = {k: v for k, v in spec["arms"].items() if "best" in v["strategies"]}
+    if later or spec.get("transfer") or spec.get("control"):
+        while not all(complete(run_dir(out, *j), spec["rounds"]) for j in first):
+            time.sleep(10)  # the other workers' first-arm runs decide `best`
+        best = best_strategy(spec, out)
+        second = jobs({**spec, "arms": later}, best)
+        do_runs(spec, second[i::n], out, beta, log)
+        extra_jobs(spec, out, best, i, n, log)
+
+
+def extra_jobs(spec: dict, out: Path, best: str, i: int, n: int, log) -> None:
+    """Transfer (the other model trained on the first arm's final sets) and the training-budget control."""
+    work = []
+    tr = spec.get("transfer")
+    if tr:
+        for s in [best if x == "best" else x for x in tr["strategies"]]:
+            for seed in tr["seeds"]:
+                work.append(("transfer", s, seed))
+    if spec.get("control"):
+        work.append(("control", "random", spec["arms"][next(iter(spec["arms"]))]["seeds"][0]))
+    for kind, s, seed in work[i::n]:
+        path = out / kind / f"{s}-s{seed}.json"
+        if path.exists():
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        t0 = time.time()
+        res = retrain(spec, out, kind, s, seed)
+        res["seconds"] = round(time.time() - t0, 1)
+        path.write_text(json.dumps(res))
+        log(f"{kind} {s}-s{seed} done in {res['seconds']:.0f} s")
+
+
+def retrain(spec: dict, out: Path, kind: str, name: str, seed: int) -> dict:
+    """Train a fresh model on the final training set of a first-arm run and test it like the runs do.
+    transfer: the transfer arm's model; control: the run's own model with twice the epochs."""
+    import torch
+
+    from diffcurate.curate.loop.config import default_config
+    from diffcurate.curate.loop.rundir import load_run, round_train_config
+    from diffcurate.curate.store.lmdbstore import Store
+    from diffcurate.model.data import dataset_from_configs
+    from diffcurate.model.metrics import evaluate_model
+    from diffcurate.model.train import TrainConfig, train
+
+    torch.set_num_threads(1)
+    first = next(iter(spec["arms"]))
+    src = run_dir(out, first, name, seed)
+    cfg = load_run(src)
+    with Store(src / "store", readonly=True) as st:
+        idx = st.index()
+        got = {sp: st.get(idx[idx["split"] == sp]["id"].tolist()) for sp in ("train", "val", "test")}
+        ph = st.physics
+    n_train = len(got["train"][1])
+    if kind == "transfer":
+        model = default_config(spec["preset"], spec["transfer"]["model"]).model
+        tc = round_train_config(cfg, 0, n_train)
+    else:
+        model = cfg.model
+        tc = round_train_config(cfg, 0, n_train)
+        tc = {**tc, "epochs": 2 * tc["epochs"]}
+    res = train(model, TrainConfig.from_dict(tc), dataset_from_configs(ph, *got["train"][:2]),
+                dataset_from_configs(ph, *got["val"][:2]), physics=ph, device="cpu")  # fmt: skip
+    cfg_te, y_te, headers = got["test"]
+    test_ids = idx[idx["split"] == "test"]["id"].tolist()
+    _, per = evaluate_model(res.model, dataset_from_configs(ph, cfg_te, y_te))
+    return {"ids": test_ids, "sampler": [h["sampler"] for h in headers], "per_sample": per.tolist(),
+            "n_train": n_train, "epochs": tc["epochs"], "model": model["arch"]}  # fmt: skip
+
+
+# --- statistics ------------------------------------------------------------------------------------------------
+
+
+class Errors:
+    """Per-sample test errors of every run, aligned on one order of test ids: e[arm][strategy] is
+    (seeds, rounds, n_test) float64; n[arm][strategy] (seeds, rounds) training sizes; cost likewise."""
+
+    def __init__(self, spec: dict, out: Path, best: str | None):
+        from diffcurate.curate.loop.rundir import RunPaths, read_rounds
+
+        self.e, self.n, self.cost, self.solves = {}, {}, {}, {}
+        self.ids = None
+        for arm_name, name, seed in jobs(spec, best):
+            root = run_dir(out, arm_name, name, seed)
+            rounds = read_rounds(root)
+            per = []
+            for r in rounds:
+                ev = json.loads((RunPaths(root).state(r["round"]) / "eval.json").read_text())
+                if self.ids is None:
+                    self.ids = sorted(ev["ids"])
+                    self.pos = {i: j for j, i in enumerate(self.ids)}
+                    self.sampler = np.empty(len(self.ids), object)
+                    self.sampler[[self.pos[i] for i in ev["ids"]]] = ev["sampler"]
+                row = np.empty(len(self.ids))
+                row[[self.pos[i] for i in ev["ids"]]] = ev["per_sample"]
+                per.append(row)
+            self.e.setdefault(arm_name, {}).setdefault(name, []).append(per)
+            self.n.setdefault(arm_name, {}).setdefault(name, []).append([r["train_size"] for r in rounds])
+            self.cost.setdefault(arm_name, {}).setdefault(name, []).append(np.cumsum([_cost(r) for r in rounds]))
+            self.solves.setdefault(arm_name, {}).setdefault(name, []).append(np.cumsum([r["solves"] for r in rounds]))
+        with _store_of(spec, out, best) as st:
+            idx = st.index().set_index("id")
+            self.n_sources = idx.loc[self.ids, "n_sources"].to_numpy()
+        for d in (self.e, self.n, self.cost, self.solves):
+            for arm in d:
+                for s in d[arm]:
+                    d[arm][s] = np.array(d[arm][s], np.float64)
+        self.masks = {"mixed": np.isin(self.sampler, MIXED), "held_out": np.isin(self.sampler, HELD_OUT)}
+        self.hard = self.masks["mixed"] & ((self.n_sources >= HARD_SOURCES) | (self.sampler == "clustered"))
+
+    def align(self, res: dict) -> np.ndarray:
+        row = np.empty(len(self.ids))
+        row[[self.pos[i] for i in res["ids"]]] = res["per_sample"]
+        return row
+
+
+def _store_of(spec, out, best):
+    from diffcurate.curate.store.lmdbstore import Store
+
+    arm, name, seed = jobs(spec, best)[0]
+    return Store(run_dir(out, arm, name, seed) / "store", readonly=True)
+
+
+def _cost(r: dict) -> float:
+    """Seconds of a round that a strategy pays: training and acquisition (round 0's solve is mostly the shared
+    test sets, so it is left out; every other step counts, pipelined ones included)."""
+    s = r["seconds"]
+    steps = ("generate", "solve", "score", "mine", "embed", "select", "add") if r["round"] > 0 else ()
+    return float(s.get("train", 0.0) + sum(s.get(k, 0.0) for k in steps))
+
+
+def metric_values(e: np.ndarray, mask: np.ndarray, hard: np.ndarray) -> dict[str, np.ndarray]:
+    """e (..., n_test) -> {metric: (...)} on the rows of `mask` (hard: the rows of `hard`)."""
+    out = {"mae": e[..., mask].mean(-1), "p99": np.quantile(e[..., mask], 0.99, axis=-1)}
+    if hard.any():
+        out["hard"] = e[..., hard].mean(-1)
+    return out
 
 
 def reach(n: np.ndarray, v: np.ndarray, target: float) -> float | None:
-    """Smallest size at which the curve v(n) falls to target (linear in log n between points)."""
+    """Smallest size at which the curve v(n) falls to target (linear in log-log between points); None if never."""
     if v[0] <= target:
         return float(n[0])
     for i in range(1, len(n)):
         if v[i] <= target:
-            t = (v[i - 1] - target) / (v[i - 1] - v[i])
+            t = (np.log(v[i - 1]) - np.log(target)) / (np.log(v[i - 1]) - np.log(v[i]))
             return float(np.exp(np.log(n[i - 1]) + t * (np.log(n[i]) - np.log(n[i - 1]))))
     return None
-
-
-def _apply(cfg, overrides: dict) -> None:
-    for section, values in overrides.items():
-        for key, v in values.items():
-            target = cfg if section == "run" else getattr(cfg, section)
-            if isinstance(target, dict):
-                target[key] = v
-            else:
-                setattr(target, key, v)
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", type=Path, help="TOML: preset, strategies, seeds, rounds, [overrides], [variants]")
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--out", type=Path, default=Path("runs/study"))
-    ap.add_argument("--docs", type=Path, help="results.json and figures (default: docs/, or docs/quick/ with --quick)")
-    args = ap.parse_args()
-    args.docs = args.docs or Path("docs/quick" if args.quick else "docs")
-    spec = dict(QUICK)
-    if args.config:
-        spec.update(tomllib.loads(args.config.read_text()))
-    variants = {**VARIANTS, **spec.get("variants", {})}
-    unknown = [s for s in spec["strategies"] if s not in variants]
-    if unknown:
-        sys.exit(f"error: unknown variants {unknown} (choose from {', '.join(variants)})")
-    t0 = time.time()
-    out = args.out / ("quick" if args.quick else "full")
-    runs: dict[str, list[Path]] = {}
-    n_runs = len(spec["seeds"]) * len(spec["strategies"])
-    with ray_session(num_cpus=2), Progress(*Progress.get_default_columns(), TimeElapsedColumn(),
-                                           console=console) as bar:  # fmt: skip
-        task = bar.add_task("study", total=n_runs)
-        for seed in spec["seeds"]:
-            for name in spec["strategies"]:
-                root = out / f"{name}-s{seed}"
-                cfg = default_config(spec["preset"])
-                cfg.seed, cfg.rounds = seed, spec["rounds"]
-                cfg.ray.dashboard = False
-                _apply(cfg, spec.get("overrides", {}))
-                _apply(cfg, variants[name])
-                init_run(root, cfg)
-                bar.update(task, description=f"{name} seed {seed}")
-                run(root, log=lambda s: bar.console.print("  " + s), show_progress=False)
-                runs.setdefault(name, []).append(root)
-                bar.advance(task)
-    matrix = cross_count(runs, spec, out)
-    summarise(spec, runs, args.docs, time.time() - t0, " ".join(sys.argv), matrix)
 
 
 def power_fit(n: np.ndarray, v: np.ndarray) -> tuple[float, float]:
@@ -160,206 +326,318 @@ def power_fit(n: np.ndarray, v: np.ndarray) -> tuple[float, float]:
     return float(np.exp(logc)), float(b)
 
 
-def fit_ratio(n_base: np.ndarray, v_base: np.ndarray, n: np.ndarray, v: np.ndarray) -> float | None:
-    """Samples ratio from power laws: the baseline's fitted final value, reached by the variant's fitted curve."""
-    c0, b0 = power_fit(n_base, v_base)
-    c, b = power_fit(n, v)
-    if b >= 0:
-        return None
-    return float(n_base[-1] / (c0 * n_base[-1] ** b0 / c) ** (1 / b))
+def ratios(n_base, v_base, n_s, v_s) -> tuple[float, bool, float | None]:
+    """(samples ratio, lower bound?, fitted ratio) of a strategy's final value against the baseline's curve."""
+    target, final_n = v_s[-1], n_s[-1]
+    r = reach(n_base, v_base, target)
+    c, b = power_fit(n_base, v_base)
+    fit = float((target / c) ** (1 / b) / final_n) if b < 0 else None
+    if r is None:
+        return float(n_base[-1] / final_n), True, fit
+    return float(r / final_n), False, fit
 
 
-def bootstrap_ratio(per_seed: dict[str, list[dict]], name: str, key: str, reps: int, rng) -> dict:
-    """Median and 90 % interval of `fit_ratio` over seed resamples (paired: variants of a seed share data)."""
-    k = len(per_seed[name])
-    base_n = per_seed["random"][0]["n"]
-    out = []
-    for _ in range(reps):
-        pick = rng.integers(k, size=k)
-        vb = np.mean([per_seed["random"][i][key] for i in pick], axis=0)
-        vs = np.mean([per_seed[name][i][key] for i in pick], axis=0)
-        r = fit_ratio(base_n, vb, per_seed[name][0]["n"], vs)
-        out.append(np.inf if r is None else r)
-    q = np.quantile(out, [0.05, 0.5, 0.95])
-    fin = lambda x: float(x) if np.isfinite(x) else None  # noqa: E731
+def summarise_arm(E: Errors, arm: str, spec: dict, rng) -> dict:
+    """Every strategy of an arm against random, on the mixed split and the held-out families."""
+    reps = int(spec.get("bootstrap", 1000))
+    strategies = E.e[arm]
+    k = len(strategies["random"])
+    n_test = len(E.ids)
+    out = {}
+    for name in strategies:
+        out[name] = {"peer": name.split("-b")[0] in PEERS, "seeds": int(len(strategies[name]))}
+    for set_name, metrics in SETS.items():
+        mask = E.masks[set_name]
+        point = {s: metric_values(e.mean(0), mask, E.hard) for s, e in strategies.items()}
+        n_mean = {s: E.n[arm][s].mean(0) for s in strategies}
+        cost_mean = {s: E.cost[arm][s].mean(0) for s in strategies}
+        boot = {s: {m: {"final": [], "ratio": [], "fit": []} for m in metrics} for s in strategies}
+        for _ in range(reps):
+            pick = rng.integers(k, size=k)
+            rows = rng.integers(n_test, size=n_test)
+            vals = {}
+            for s, e in strategies.items():
+                e_b = e[pick % len(e)][:, :, rows].mean(0)  # (rounds, n_test) seed-mean per sample
+                vals[s] = metric_values(e_b, mask[rows], E.hard[rows])
+            for s in strategies:
+                for m in metrics:
+                    vb, vs = vals["random"][m], vals[s][m]
+                    boot[s][m]["final"].append(vs[-1] / vb[-1])
+                    r, _, f = ratios(n_mean["random"], vb, n_mean[s], vs)
+                    boot[s][m]["ratio"].append(r)
+                    boot[s][m]["fit"].append(np.inf if f is None else f)
+        for s in strategies:
+            block = {"samples_ratio": {}, "samples_ratio_lower_bound": {}, "samples_ratio_fit": {},
+                     "samples_ratio_fit_ci90": {}, "samples_ratio_ci90": {}, "final_vs_random": {},
+                     "final_vs_random_ci90": {}, "cost_ratio": {}, "cost_ratio_lower_bound": {},
+                     "final_mean": {}, "curve": {}}  # fmt: skip
+            for m in metrics:
+                vb, vs = point["random"][m], point[s][m]
+                r, lower, fit = ratios(n_mean["random"], vb, n_mean[s], vs)
+                block["samples_ratio"][m] = r
+                block["samples_ratio_lower_bound"][m] = lower
+                block["samples_ratio_fit"][m] = fit
+                block["samples_ratio_fit_ci90"][m] = _ci(boot[s][m]["fit"])
+                block["samples_ratio_ci90"][m] = _ci(boot[s][m]["ratio"])
+                block["final_vs_random"][m] = float(vs[-1] / vb[-1])
+                block["final_vs_random_ci90"][m] = _ci(boot[s][m]["final"])
+                cr, clow, _ = ratios(cost_mean["random"], vb, cost_mean[s], vs)
+                block["cost_ratio"][m] = cr
+                block["cost_ratio_lower_bound"][m] = clow
+                block["final_mean"][m] = float(vs[-1])
+                block["curve"][m] = [float(x) for x in vs]
+            block["curve"]["n"] = [float(x) for x in n_mean[s]]
+            block["curve"]["cost_s"] = [float(x) for x in cost_mean[s]]
+            block["curve"]["solves"] = [float(x) for x in E.solves[arm][s].mean(0)]
+            if set_name == "mixed":
+                out[s].update(block)
+            else:
+                out[s]["held_out"] = block
+    return out
+
+
+def _ci(x) -> dict:
+    q = np.quantile(np.asarray(x, np.float64), [0.05, 0.5, 0.95])
+    fin = lambda v: float(v) if np.isfinite(v) else None  # noqa: E731
     return {"lo": fin(q[0]), "median": fin(q[1]), "hi": fin(q[2])}
 
 
-def _bins(spec: dict) -> list[tuple[int, int]]:
-    return [(int(a), int(b)) for a, b in spec["cross_count_bins"]]
-
-
-def cross_count(runs: dict[str, list[Path]], spec: dict, out: Path) -> dict | None:
-    """{variant: (P bins x M bins) test MAE}: train on the final training set's samples with P sources (the
-    run's own model and training config, seed-0 run), test on M sources. Cached in out/cross_count.json."""
-    from diffcurate.curate.loop.rundir import load_run
-    from diffcurate.model.data import dataset_from_configs
-    from diffcurate.model.metrics import evaluate_model
-    from diffcurate.model.train import TrainConfig, train
-
-    if not spec["cross_count_bins"]:
-        return None
-    path = out / "cross_count.json"
-    cache = json.loads(path.read_text()) if path.exists() else {}
-    bins = _bins(spec)
-    for name in [s for s in ("al", "random") if s in runs]:
-        if name in cache:
+def best_strategy(spec: dict, out: Path) -> str:
+    """The first arm's best non-peer strategy: lowest held-out p99 of the seed-mean final models (then mixed p99)."""
+    first = next(iter(spec["arms"]))
+    sub = {**spec, "arms": {first: spec["arms"][first]}}
+    E = Errors(sub, out, None)
+    scores = {}
+    for s, e in E.e[first].items():
+        if s == "random" or s.split("-b")[0] in PEERS:
             continue
-        root = runs[name][0]
-        cfg = load_run(root)
-        with Store(RunPaths(root).store, readonly=True) as st:
-            idx = st.index()
-            got = {sp: st.get(idx[idx["split"] == sp]["id"].tolist()) for sp in ("train", "val", "test")}
-            ph = st.physics
-        val = dataset_from_configs(ph, got["val"][0], got["val"][1])
-        rows = []
-        for lo, hi in bins:
-            cfg_tr, y_tr, _ = got["train"]
-            keep = np.nonzero((cfg_tr.counts >= lo) & (cfg_tr.counts <= hi))[0]
-            console.print(f"cross-count: {name} trains on {lo}-{hi} sources ({len(keep)} samples)")
-            res = train(cfg.model, TrainConfig.from_dict(cfg.train), dataset_from_configs(ph, cfg_tr[keep], y_tr[keep]),
-                        val, physics=ph, device="cpu")  # fmt: skip
-            row = []
-            cfg_te, y_te, _ = got["test"]
-            for mlo, mhi in bins:
-                t = np.nonzero((cfg_te.counts >= mlo) & (cfg_te.counts <= mhi))[0]
-                m, _ = evaluate_model(res.model, dataset_from_configs(ph, cfg_te[t], y_te[t]))
-                row.append(m["mae"]["all"])
-            rows.append(row)
-        cache[name] = rows
-        path.write_text(json.dumps(cache))
-    return {"bins": [list(b) for b in bins], "mae": cache}
+        m = e[:, -1].mean(0)
+        scores[s] = (np.quantile(m[E.masks["held_out"]], 0.99), np.quantile(m[E.masks["mixed"]], 0.99))
+    return min(scores, key=scores.get)
 
 
-def _ci(point: float | None, ci: dict) -> str:
-    f = lambda x: "inf" if x is None else f"{x:.2f}"  # noqa: E731
-    return f"{f(point)} [{f(ci['lo'])}, {f(ci['hi'])}]"
+def transfer_table(spec: dict, out: Path, E: Errors, best: str) -> dict | None:
+    tr = spec.get("transfer")
+    if not tr:
+        return None
+    rows = {}
+    for s in [best if x == "best" else x for x in tr["strategies"]]:
+        per = [E.align(json.loads((out / "transfer" / f"{s}-s{seed}.json").read_text())) for seed in tr["seeds"]]
+        e = np.mean(per, 0)
+        rows[s] = {k: {m: float(v) for m, v in metric_values(e, E.masks[k], E.hard).items() if m in SETS[k]}
+                   for k in SETS}  # fmt: skip
+        rows[s]["seeds"] = len(per)
+    base = rows["random"]
+    for r in rows.values():
+        r["vs_random"] = {k: {m: r[k][m] / base[k][m] for m in SETS[k]} for k in SETS}
+    return {"from": next(iter(spec["arms"])), "model": tr["model"], "strategies": rows}
 
 
-def summarise(spec: dict, runs: dict[str, list[Path]], docs: Path, seconds: float, command: str,
-              matrix: dict | None = None) -> dict:  # fmt: skip
-    per_seed = {s: [curves(r) for r in roots] for s, roots in runs.items()}
-    mean = {s: {k: np.mean([c[k] for c in cs], axis=0) for k in cs[0]} for s, cs in per_seed.items()}
-    spread = {s: {k: np.std([c[k] for c in cs], axis=0) for k in ("mae", "p99", "hard")}
-              for s, cs in per_seed.items()}  # fmt: skip
-    base = mean["random"]
+def control_block(spec: dict, out: Path, E: Errors) -> dict | None:
+    if not spec.get("control"):
+        return None
+    first = next(iter(spec["arms"]))
+    seed = spec["arms"][first]["seeds"][0]
+    res = json.loads((out / "control" / f"random-s{seed}.json").read_text())
+    twice = E.align(res)
+    once = E.e[first]["random"][spec["arms"][first]["seeds"].index(seed), -1]
+    return {"seed": seed, "n_train": res["n_train"], "epochs_twice": res["epochs"],
+            **{f"{k}_{m}_ratio_twice_over_once": float(metric_values(twice, E.masks[k], E.hard)[m]
+                                                       / metric_values(once, E.masks[k], E.hard)[m])
+               for k in SETS for m in ("mae", "p99")}}  # fmt: skip
+
+
+def extra_test(spec: dict, out: Path, best: str | None, path: Path) -> dict:
+    """Every final model (every arm, strategy, seed) on an outside file: the evaluate schema, seed means."""
+    import torch
+
+    from diffcurate.curate.store.dataset import load_file_dataset
+    from diffcurate.model.checkpoint import load_checkpoint
+    from diffcurate.model.metrics import evaluate_model
+
+    torch.set_num_threads(2)
+    ds, physics = load_file_dataset(path)
+    res: dict = {"file": str(path), "n_samples": len(ds), "strategies": {}}
+    for arm_name, name, seed in jobs(spec, best):
+        root = run_dir(out, arm_name, name, seed)
+        ckpt = root / "checkpoints" / f"round-{spec['rounds']:03d}.pt"
+        net, meta = load_checkpoint(ckpt, physics=physics)
+        m, _ = evaluate_model(net, ds, "cpu", (meta.get("train_config") or {}).get("transform", "none"))
+        res["strategies"].setdefault(arm_name, {}).setdefault(name, []).append({"seed": seed, **m})
+    return res
+
+
+def summarise(spec, out: Path, docs: Path, seconds: float, command: str, extra: Path | None) -> dict:
     rng = np.random.default_rng(0)
-    results = {"strategies": {}, "baseline": "random", "command": command, "seconds": round(seconds, 1),
-               "preset": spec["preset"], "rounds": spec["rounds"], "seeds": spec["seeds"],
-               "cross_count": matrix,
-               "round_seconds_all_runs": round(float(sum(c["seconds"][-1] for cs in per_seed.values() for c in cs)), 1)}  # fmt: skip
-    table = Table("strategy", "seeds", "final n", "MAE", "p99", "hard (>=15 src | clustered)", ">=15 src", "clustered",
-                  "ratio MAE", "ratio p99", "ratio hard", "fit p99 [90 % CI]", "fit hard [90 % CI]", "solves",
-                  "wall s",
-                  title=f"{spec['preset']}: test metrics at the final size, seed means (± std)")  # fmt: skip
-    for s, m in mean.items():
-        ratios, fits, boot = {}, {}, {}
-        for key in ("mae", "p99", "hard"):
-            n_s = reach(m["n"], m[key], base[key][-1])
-            ratios[key] = None if n_s is None else base["n"][-1] / n_s
-            fits[key] = fit_ratio(base["n"], base[key], m["n"], m[key])
-            boot[key] = bootstrap_ratio(per_seed, s, key, int(spec.get("bootstrap", 500)), rng)
-        last = read_rounds(runs[s][0])[-1]
-        finals = [read_rounds(r)[-1]["test"] for r in runs[s]]
-        results["strategies"][s] = {
-            "samples_ratio": ratios,
-            "samples_ratio_fit": fits,
-            "samples_ratio_fit_ci90": boot,
-            "power_law_slope": {k: power_fit(m["n"], m[k])[1] for k in ("mae", "p99", "hard")},
-            "final_vs_random": {k: float(m[k][-1] / base[k][-1]) for k in ("mae", "p99", "hard")},
-            "final": last["test"],
-            "final_mean": {
-                "mae": float(m["mae"][-1]),
-                "p99": float(m["p99"][-1]),
-                "hard": float(m["hard"][-1]),
-                "many_sources": float(m["many_sources"][-1]),
-                "clustered": float(m["clustered"][-1]),
-                "mae_20_sources": float(np.mean([f["mae_by_sources"]["all"].get("20") or np.nan for f in finals])),
+    best = best_strategy(spec, out) if any("best" in a["strategies"] for a in spec["arms"].values()) else None
+    E = Errors(spec, out, best)
+    arms = {a: summarise_arm(E, a, spec, rng) for a in spec["arms"]}
+    first = next(iter(arms))
+    p = spec["protocol"]
+    final = p["initial"] + sum(round(p["budget"] * p["growth"] ** i) for i in range(spec["rounds"]))
+    sbal_beta = spec.get("sbal_beta")
+    results = {
+        "protocol": {
+            "preset": spec["preset"],
+            "test_size": int(E.masks["mixed"].sum()),
+            "held_out_size": int(E.masks["held_out"].sum()),
+            "held_out_families": HELD_OUT,
+            "seeds": {a: v["seeds"] for a, v in spec["arms"].items()},
+            "initial": p["initial"],
+            "schedule": [p["initial"]]
+            + [
+                p["initial"] + sum(round(p["budget"] * p["growth"] ** i) for i in range(r))
+                for r in range(1, spec["rounds"] + 1)
+            ],  # fmt: skip
+            "pool_size": p["pool"],
+            "picked_share": (final - p["initial"]) / final,
+            "training": {
+                "mode": "scratch",
+                "epochs_min": p["epochs"],
+                "min_steps": p["min_steps"],
+                "batch_size": p["batch_size"],
+                "schedule": "constant then cosine, best on validation",
+                "val_size": p["val"],
+                "control": control_block(spec, out, E),
             },  # fmt: skip
-            "curve": {k: m[k].tolist() for k in m},
-            "seeds": len(runs[s]),
-        }
-        table.add_row(s, str(len(runs[s])), f"{m['n'][-1]:.0f}",
-                      *[f"{m[k][-1]:.4g} ± {spread[s][k][-1]:.2g}" for k in ("mae", "p99", "hard")],
-                      f"{m['many_sources'][-1]:.4g}", f"{m['clustered'][-1]:.4g}",
-                      *["-" if ratios[k] is None else f"{ratios[k]:.2f}" for k in ("mae", "p99", "hard")],
-                      *[_ci(fits[k], boot[k]) for k in ("p99", "hard")],
-                      f"{m['solves'][-1]:.0f}", f"{m['seconds'][-1]:.0f}")  # fmt: skip
-    console.print(table)
+            "bootstrap": {
+                "reps": int(spec.get("bootstrap", 1000)),
+                "over": ["seeds", "test samples"],
+                "paired": True,
+                "interval": 0.9,
+            },  # fmt: skip
+            "sbal_beta": sbal_beta,
+            "best": best,
+        },
+        "baseline": "random",
+        "strategies": arms[first],
+        "arms": arms if len(arms) > 1 else None,
+        "transfer": transfer_table(spec, out, E, best) if best else None,
+        "command": command,
+        "seconds": round(seconds, 1),
+    }
+    if extra is not None:
+        results["extra_test"] = extra_test(spec, out, best, extra)
     docs.mkdir(parents=True, exist_ok=True)
-    (docs / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    plot(mean, spread, runs, docs, matrix)
-    console.print(f"wrote {docs / 'results.json'} and figures in {docs}/ ({seconds / 60:.1f} min)")
+    tmp = docs / "results.json.tmp"
+    tmp.write_text(json.dumps(results, indent=1) + "\n")
+    os.replace(tmp, docs / "results.json")
+    print_tables(results)
+    plot(results, docs)
+    print(f"wrote {docs / 'results.json'} and figures in {docs}/")
     return results
 
 
-def plot(mean, spread, runs, docs: Path, matrix: dict | None = None) -> None:
+def print_tables(res: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=200)
+    for arm, strategies in (res["arms"] or {"edcnn": res["strategies"]}).items():
+        for set_name in SETS:
+            t = Table("strategy", "seeds", *[f"{m} final" for m in SETS[set_name]],
+                      *[f"{m} vs random [90 %]" for m in SETS[set_name]],
+                      *[f"{m} samples ratio (fit) [90 %]" for m in SETS[set_name]], "p99 cost ratio",
+                      title=f"{arm}: {set_name} test set, final round, seed means")  # fmt: skip
+            for s, b in strategies.items():
+                b = b if set_name == "mixed" else b["held_out"]
+                lb = lambda m, b=b: ">=" if b["samples_ratio_lower_bound"][m] else ""  # noqa: E731
+                ci = lambda d: f"[{_f(d['lo'])}, {_f(d['hi'])}]"  # noqa: E731
+                t.add_row(s, str(strategies[s]["seeds"]), *[f"{b['final_mean'][m]:.4g}" for m in SETS[set_name]],
+                          *[f"{b['final_vs_random'][m]:.3f} {ci(b['final_vs_random_ci90'][m])}" for m in SETS[set_name]],
+                          *[f"{lb(m)}{b['samples_ratio'][m]:.2f} ({_f(b['samples_ratio_fit'][m])}) "
+                            f"{ci(b['samples_ratio_fit_ci90'][m])}" for m in SETS[set_name]],
+                          f"{'>=' if b['cost_ratio_lower_bound']['p99'] else ''}{b['cost_ratio']['p99']:.2f}")  # fmt: skip
+            console.print(t)
+
+
+def _f(x) -> str:
+    return "inf" if x is None else f"{x:.2f}"
+
+
+def plot(res: dict, docs: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(1, 3, figsize=(14, 3.8))
-    for s, m in mean.items():
-        for a, key, title in zip(ax, ("mae", "p99", "hard"), ("test MAE", "p99 per-sample MAE", "hard subsets MAE"),
-                                 strict=True):  # fmt: skip
-            a.errorbar(m["n"], m[key], yerr=spread[s][key], marker="o", capsize=3, label=s)
-            a.set(xscale="log", yscale="log", xlabel="training-set size", title=title)
-    ax[0].legend()
-    fig.tight_layout()
+    strategies = res["strategies"]
+    fig, ax = plt.subplots(2, 3, figsize=(13, 7.5))
+    panels = [("mixed", "mae", "mixed test: MAE"), ("mixed", "p99", "mixed test: p99 per-sample MAE"),
+              ("mixed", "hard", "mixed test: >= 15 sources or clustered"),
+              ("held_out", "mae", "held-out families: MAE"), ("held_out", "p99", "held-out families: p99"),
+              ("held_out", "p99", "held-out p99 against cost (s)")]  # fmt: skip
+    for a, (set_name, m, title) in zip(ax.ravel(), panels, strict=True):
+        for s, b in strategies.items():
+            b = b if set_name == "mixed" else b["held_out"]
+            x = b["curve"]["cost_s"] if "cost" in title else b["curve"]["n"]
+            a.plot(x, b["curve"][m], marker="o", ls="--" if strategies[s]["peer"] else "-", label=s)
+        a.set(xscale="log", yscale="log", title=title, xlabel="cost (s)" if "cost" in title else "training-set size")
+    ax[0][0].set_ylabel("per-sample MAE")
+    ax[1][0].set_ylabel("per-sample MAE")
+    fig.legend(*ax[0][0].get_legend_handles_labels(), loc="lower center", ncol=len(strategies), frameon=False)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(docs / "learning_curves.png", dpi=110)
     plt.close(fig)
-    fig, ax = plt.subplots(1, len(runs), figsize=(4.5 * len(runs), 3.5), squeeze=False)
-    for a, (s, roots) in zip(ax[0], runs.items(), strict=True):
-        rounds = read_rounds(roots[0])
-        counts = sorted({int(c) for r in rounds for c in r["test"]["mae_by_sources"]["all"]})
-        bottom = np.zeros(len(counts))
-        for r in rounds[1:]:
-            row = np.array([r["added_by_sources"].get(str(c), 0) for c in counts])
-            a.bar(counts, row, bottom=bottom, label=f"round {r['round']}")
-            bottom += row
-        a.set(title=f"{s}: samples added per source count", xlabel="number of sources")
-    ax[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(docs / "budget_by_sources.png", dpi=110)
-    plt.close(fig)
-    regions = ("all", "sources", "field", "r1", "r2", "r3")  # the paper's Fig. 9/12: one panel per region
-    fig, ax = plt.subplots(1, len(regions), figsize=(3.2 * len(regions), 3.2), sharey=True)
-    for s, roots in runs.items():
-        finals = [read_rounds(r)[-1]["test"]["mae_by_sources"] for r in roots]
-        counts = sorted(finals[0]["all"], key=int)
-        for a, region in zip(ax, regions, strict=True):
-            v = [np.nanmean([f[region].get(c) or np.nan for f in finals]) for c in counts]
-            a.plot([int(c) for c in counts], v, marker=".", label=s)
-            a.set(yscale="log", xlabel="number of sources", title=f"region {region}")
-    ax[0].set_ylabel("test MAE (final models, seed mean)")
-    ax[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(docs / "mae_by_sources.png", dpi=110)
-    plt.close(fig)
-    if matrix and matrix["mae"]:
-        names = list(matrix["mae"])
-        labels = [f"{a}-{b}" for a, b in matrix["bins"]]
-        fig, ax = plt.subplots(1, len(names), figsize=(4.4 * len(names), 3.8), squeeze=False)
-        for a, name in zip(ax[0], names, strict=True):
-            m = np.array(matrix["mae"][name])
-            im = a.imshow(m, cmap="viridis")
-            for i in range(m.shape[0]):
-                for j in range(m.shape[1]):
-                    a.text(j, i, f"{m[i, j]:.3f}", ha="center", va="center", color="w", fontsize=7)
-            a.set(
-                xticks=range(len(labels)),
-                xticklabels=labels,
-                yticks=range(len(labels)),
-                yticklabels=labels,
-                xlabel="test: sources M",
-                ylabel="train: sources P",
-                title=f"{name}: MAE, train P -> test M",
-            )
-            fig.colorbar(im, ax=a, fraction=0.046)
-        fig.tight_layout()
-        fig.savefig(docs / "cross_count.png", dpi=110)
-        plt.close(fig)
+
+
+# --- entry point -----------------------------------------------------------------------------------------------
+
+
+def load_spec(args) -> dict:
+    spec = json.loads(json.dumps(QUICK))
+    if args.config:
+        spec.update(tomllib.loads(args.config.read_text()))
+    if not args.quick and not args.config:
+        raise SystemExit("error: give --quick or --config FILE")
+    for arm in spec["arms"].values():
+        for s in arm["strategies"]:
+            if s != "best":
+                _variant(s)
+    if any(s == "sbal" for a in spec["arms"].values() for s in a["strategies"]):
+        quick = Path(spec.get("sbal_beta_from", "docs/quick/results.json"))
+        if "sbal_beta" not in spec:
+            if not quick.is_file():
+                raise SystemExit(f"error: sbal's beta comes from the quick protocol: run --quick first ({quick})")
+            q = json.loads(quick.read_text())["strategies"]
+            betas = {s: q[s]["held_out"]["final_mean"]["p99"] for s in q if s.startswith("sbal-b")}
+            spec["sbal_beta"] = float(min(betas, key=betas.get).removeprefix("sbal-b"))
+    return spec
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", type=Path, help="TOML: preset, rounds, [protocol], [arms.NAME], [transfer]")
+    ap.add_argument("--quick", action="store_true", help="the same protocol with 2 seeds and 2 rounds")
+    ap.add_argument("--out", type=Path, help="run directories (default runs/study/full or runs/study/quick)")
+    ap.add_argument("--docs", type=Path, help="results.json and figures (default docs/, or docs/quick/ with --quick)")
+    ap.add_argument("--workers", type=int, default=2, help="processes running runs side by side")
+    ap.add_argument("--extra-test", type=Path, help="an npz/HDF5 file with y: every final model is evaluated on it")
+    ap.add_argument("--shard", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    spec = load_spec(args)
+    args.out = args.out or Path("runs/study") / ("quick" if args.quick else "full")
+    args.docs = args.docs or Path("docs/quick" if args.quick else "docs")
+    if args.extra_test is not None:  # checked before hours of runs, with the one loader every command uses
+        from diffcurate.curate.store.dataset import load_file_dataset
+        from diffcurate.solvers.errors import InputError
+
+        try:
+            load_file_dataset(args.extra_test)
+        except InputError as e:
+            raise SystemExit(f"error: {e}") from None
+    if args.shard:
+        shard_main(args, spec, spec.get("sbal_beta"))
+        return
+    t0 = time.time()
+    base = [sys.executable, __file__, "--out", str(args.out)] + (["--quick"] if args.quick else [])
+    base += ["--config", str(args.config)] if args.config else []
+    procs = [subprocess.Popen([*base, "--shard", f"{i}/{args.workers}"]) for i in range(args.workers)]
+    codes = [p.wait() for p in procs]
+    if any(codes):
+        raise SystemExit(f"error: a worker failed (exit codes {codes}); re-run the same command to resume")
+    summarise(spec, args.out, args.docs, time.time() - t0, " ".join(["bench/al_study.py", *sys.argv[1:]]),
+              args.extra_test)  # fmt: skip
 
 
 if __name__ == "__main__":

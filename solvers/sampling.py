@@ -88,6 +88,64 @@ def _sparse_values(rng, physics, k):
     return _uniform_centers(rng, physics, k), v
 
 
+# Held-out families: arrangements no pool draws from (`mixed` never samples them), for testing how a curated
+# set generalises to users' edge cases: geometry, crowding, walls.
+HELD_OUT = ("ring", "grid", "crowd", "wall-row")
+
+
+def _clip_centers(c: np.ndarray, physics: Physics) -> np.ndarray:
+    R, L = physics.radius, physics.lattice
+    return np.clip(np.rint(c), R, L - 1 - R).astype(np.int64)
+
+
+@register("ring", "held out: sources evenly spaced on a circle of radius 1-3 diffusion lengths")
+def _ring(rng, physics, k):
+    L, ld = physics.lattice, physics.diffusion_length
+    r = rng.uniform(1.0, 3.0) * ld
+    r = min(r, (L - 1) / 2 - physics.radius)
+    lo, hi = physics.radius + r, L - 1 - physics.radius - r
+    centre = rng.uniform(lo, hi, size=2) if hi > lo else np.full(2, (L - 1) / 2)
+    phi = rng.uniform(0, 2 * np.pi) + 2 * np.pi * np.arange(k) / k
+    return _clip_centers(centre + r * np.stack([np.cos(phi), np.sin(phi)], 1), physics), _values(rng, k)
+
+
+@register("grid", "held out: sources on a regular square grid with spacing 0.5-1.5 diffusion lengths")
+def _grid(rng, physics, k):
+    side = int(np.ceil(np.sqrt(k)))
+    step = rng.uniform(0.5, 1.5) * physics.diffusion_length
+    span = step * (side - 1)
+    R, L = physics.radius, physics.lattice
+    origin = rng.uniform(R, max(R, L - 1 - R - span), size=2)
+    ij = np.stack(np.divmod(np.arange(k), side), 1).astype(float)
+    return _clip_centers(origin + step * ij, physics), _values(rng, k)
+
+
+@register("crowd", "held out: all sources within half a diffusion length of one point (heavy overlap)")
+def _crowd(rng, physics, k):
+    R, L = physics.radius, physics.lattice
+    centre = rng.uniform(R, L - 1 - R, size=2)
+    spread = 0.5 * physics.diffusion_length
+    return _clip_centers(centre + rng.uniform(-spread, spread, size=(k, 2)), physics), _values(rng, k)
+
+
+@register("wall-row", "held out: discs packed side by side along one wall (rows of touching discs)")
+def _wall_row(rng, physics, k):
+    R, L = physics.radius, physics.lattice
+    pitch = 2 * R + 1
+    per_row = max(1, (L - 2 * R) // pitch)
+    start = rng.integers(0, max(1, per_row - min(k, per_row) + 1))
+    slot = start + np.arange(k)
+    along = R + (slot % per_row) * pitch
+    across = R + (slot // per_row) * pitch
+    c = np.stack([across, along], 1)
+    wall = int(rng.integers(4))  # 0 top, 1 bottom, 2 left, 3 right
+    if wall in (1, 3):
+        c[:, 0] = L - 1 - c[:, 0]
+    if wall in (2, 3):
+        c = c[:, ::-1]
+    return _clip_centers(c, physics), _values(rng, k)
+
+
 DESCRIPTIONS["mixed"] = "weighted mixture: " + ", ".join(f"{n} {w:g}" for n, w in MIXTURE.items())
 
 

@@ -1,8 +1,8 @@
 """The ranker: candidate scores -> a budget per source count -> a diverse pick within each count.
 
-Pure numpy and deterministic given its rng, so that it is tested on synthetic scores. An earlier probe on this
-problem found that plain top-K by error over-picks many-source configurations (their errors are largest) and pays
-for it on few sources; `al` therefore spends the budget in two stages:
+Pure numpy and deterministic given its rng, so that it is tested on synthetic scores. Plain top-K by error
+over-picks many-source configurations (their errors are largest) and pays for it on few sources; `al` therefore
+spends the budget in two stages:
 
 1. across source counts: share = floor x equal share + (1 - floor) x share proportional to each count's mean
    candidate score, capped by the candidates available (largest-remainder rounding, budget exact);
@@ -10,8 +10,13 @@ for it on few sources; `al` therefore spends the budget in two stages:
    features of the count's top `candidates_factor` x share candidates, taking the best-scored member of each
    cluster, so near-duplicate configurations are not all taken.
 
-Baselines: `random`, `uniform-per-count`, `topk`, and the peers `lcmd` / `coreset` (bmdal-reg, on the surrogate's
-bottleneck features; curate/peers.py), which need no scores and solve only what they pick.
+`ewd` (error-weighted diversity) is "highest error" and "diverse" in one step, in the surrogate's learned space:
+BADGE-style k-means++ seeding on the bottleneck features scaled by each candidate's score, so a pick is likely in
+proportion to its squared distance, in error-scaled feature space, from the picks so far.
+
+Baselines: `random`, `uniform-per-count`, `topk`, the peers `lcmd` / `coreset` (bmdal-reg, on the surrogate's
+bottleneck features; peers.py), which need no scores and solve only what they pick, and `sbal` (AL4PDE's power
+sampling: p proportional to score^beta, without replacement).
 """
 
 from __future__ import annotations
@@ -217,6 +222,51 @@ def _peer(method: str) -> Callable[..., Selection]:
     return pick
 
 
+def _sbal(scores, counts, feats, budget, acq, rng) -> Selection:
+    """Power sampling without replacement (Gumbel top-k): P(pick) proportional to score^beta."""
+    k = min(budget, len(scores))
+    logits = acq.beta * np.log(np.maximum(scores, 1e-300))
+    keys = logits + rng.gumbel(size=len(scores))
+    idx = np.sort(np.argsort(-keys, kind="stable")[:k]).astype(np.int64)
+    return Selection(idx, np.full(len(idx), -1), ["exploit"] * len(idx))
+
+
+def error_weighted_seeding(emb: np.ndarray, scores: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """k rows by k-means++ seeding on g_i = score_i * f_i / |f_i| (BADGE's gradient-embedding shape for a
+    regression head): the first pick is the highest score, each next one is drawn with probability proportional
+    to its squared distance from the nearest pick. Large-error rows are far from everything, so they are likely;
+    near-duplicates of a pick are not."""
+    n = len(scores)
+    k = min(k, n)
+    f = emb.astype(np.float64)
+    f = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+    g = f * np.maximum(scores, 0.0)[:, None]  # (n, D)
+    first = int(np.argmax(scores))
+    chosen = [first]
+    d2 = ((g - g[first]) ** 2).sum(1)
+    d2[first] = 0.0
+    for _ in range(1, k):
+        total = d2.sum()
+        if total <= 0:  # every row coincides with a pick: fall back to the best remaining scores
+            rest = np.setdiff1d(np.argsort(-scores, kind="stable"), chosen, assume_unique=False)
+            chosen += [int(r) for r in rest[: k - len(chosen)]]
+            break
+        j = int(rng.choice(n, p=d2 / total))
+        chosen.append(j)
+        d2 = np.minimum(d2, ((g - g[j]) ** 2).sum(1))
+        d2[j] = 0.0
+    return np.array(chosen, np.int64)
+
+
+def _ewd(scores, counts, feats: NetFeatures, budget, acq, rng) -> Selection:
+    n_explore = int(round(acq.exploration * min(budget, len(scores))))
+    idx = error_weighted_seeding(feats.pool, scores, budget - n_explore, rng)
+    rest = np.setdiff1d(np.arange(len(scores)), idx)
+    extra = rng.choice(rest, size=min(n_explore, len(rest)), replace=False) if n_explore else np.zeros(0, np.int64)
+    how = ["exploit"] * len(idx) + ["explore"] * len(extra)
+    return Selection(np.concatenate([idx, extra]).astype(np.int64), np.full(len(idx) + len(extra), -1), how)
+
+
 @dataclass(frozen=True)
 class Strategy:
     """fn(scores, counts, features, budget, acquisition config, rng) -> Selection. `features` are the
@@ -225,6 +275,7 @@ class Strategy:
     fn: Callable[..., Selection]
     needs_scores: bool
     network_features: bool = False
+    peer: bool = False  # the field's method, kept for comparison (bmdal-reg, AL4PDE)
 
 
 STRATEGIES: dict[str, Strategy] = {
@@ -233,8 +284,10 @@ STRATEGIES: dict[str, Strategy] = {
     "random": Strategy(_random, False),
     "uniform-per-count": Strategy(_uniform_per_count, False),
     # peers from bmdal-reg (curate/peers.py): diversity in the network's feature space, no scores, no pool solves
-    "lcmd": Strategy(_peer("lcmd"), False, True),
-    "coreset": Strategy(_peer("coreset"), False, True),
+    "lcmd": Strategy(_peer("lcmd"), False, True, peer=True),
+    "coreset": Strategy(_peer("coreset"), False, True, peer=True),
+    "sbal": Strategy(_sbal, True, peer=True),
+    "ewd": Strategy(_ewd, True, True, peer=False),
 }
 
 

@@ -187,8 +187,9 @@ class _Trainer:
         return {"epochs": len(res.history), "best_epoch": res.best_epoch, "train_size": len(train_set),
                 "train_samples_per_s": float(np.mean(rates)) if rates else None}  # fmt: skip
 
-    def evaluate(self, store: str, ckpt: str) -> dict:
-        """Test-split metrics (evaluate schema) and each test sample's error, for reports."""
+    def evaluate(self, store: str, ckpt: str, held_out: tuple[str, ...] = ()) -> dict:
+        """Test-split metrics (evaluate schema) and each test sample's error, for reports. Test samples of the
+        `held_out` sampler families are reported apart, as `held_out`, and left out of `test`."""
         from diffcurate.curate.store.lmdbstore import Store
         from diffcurate.model.data import dataset_from_configs
         from diffcurate.model.metrics import evaluate_model
@@ -197,11 +198,20 @@ class _Trainer:
         with Store(store, readonly=True) as st:
             ids = st.ids("test")
             cfg, y, headers = st.get(ids)
-            ds = dataset_from_configs(st.physics, cfg, y)
+            physics = st.physics
+        sampler = [h["sampler"] for h in headers]
         transform = (meta.get("train_config") or {}).get("transform", "none")
-        metrics, per_sample = evaluate_model(net, ds, self.device, transform)
-        return {"test": metrics, "ids": ids, "per_sample": per_sample.tolist(),
-                "sampler": [h["sampler"] for h in headers]}  # fmt: skip
+        out = {"ids": ids, "sampler": sampler}
+        apart = np.array([s in held_out for s in sampler], bool)
+        per_sample = np.zeros(len(ids))
+        for key, rows in (("test", np.nonzero(~apart)[0]), ("held_out", np.nonzero(apart)[0])):
+            if len(rows) or key == "test":
+                metrics, err = evaluate_model(net, dataset_from_configs(physics, cfg[rows], y[rows]), self.device,
+                                              transform)  # fmt: skip
+                out[key] = metrics
+                per_sample[rows] = err
+        out["per_sample"] = per_sample.tolist()
+        return out
 
     def score(self, ckpt: str, physics: dict, centers, values, counts, y, sources_weight: float = 1.0) -> np.ndarray:
         """True-error scores of solved candidates: weighted per-sample MAE of the model's prediction."""

@@ -28,20 +28,31 @@ class DataConfig:
     )
     test_seed: int = 2024  # fixed across runs so strategies are compared on one test set
     pool: int = 1000  # candidates proposed per round
+    # held-out test families (e.g. the samplers' ring, grid, crowd, wall-row), never in a pool: reported apart
+    held_out_families: list[str] = field(default_factory=list)
+    held_out_per_cell: int = 0  # held-out test samples per (family, source count)
 
 
 @dataclass
 class AcquisitionConfig:
     """How the round's budget is spent (the ranker)."""
 
-    strategy: str = "al"  # al | random | uniform-per-count | topk
-    acquisition: str = "true-error"  # how candidates are scored (registry in curate/ranker.py)
-    budget: int = 100  # samples added per round
+    strategy: str = "al"  # a name of the ranker's STRATEGIES (curate/acquisition/ranker.py)
+    acquisition: str = "true-error"  # how candidates are scored (the ranker's ACQUISITIONS)
+    budget: int = 100  # samples added in round 1
+    budget_growth: float = 1.0  # round k adds budget x growth^(k-1): 2.0 doubles the set each round from 100
     floor: float = 0.5  # each source count gets at least floor x its equal share of the budget
     exploration: float = 0.1  # share of each count's budget taken at random
     diversity: str = "kmeans"  # kmeans | none: near-duplicate candidates are not all taken
     candidates_factor: float = 3.0  # diversity clusters the top factor x budget candidates of a count
     sources_weight: float = 1.0  # per-sample score = weighted MAE: disc pixels x this, other pixels x 1
+    beta: float = 1.0  # sbal: P(pick) proportional to score^beta
+    mine_parents: int = 0  # hard-case mining: mutate the top N scored candidates (0: off)
+    mine_per_parent: int = 4  # mutants per parent, scored like the pool and added to the candidates
+
+    def budget_at(self, k: int) -> int:
+        """Samples added in round k >= 1."""
+        return max(1, round(self.budget * self.budget_growth ** (k - 1)))
 
 
 @dataclass
@@ -74,6 +85,7 @@ class RunConfig:
     max_solves: int = 0  # stop when the solve budget is spent (0: no limit)
     target_p99: float = 0.0  # stop when the test p99 per-sample MAE reaches this (0: never)
     warm_start: bool = True  # each round starts from the previous round's weights
+    min_steps: int = 0  # each round trains at least this many optimiser steps (more epochs on a small set)
     data: DataConfig = field(default_factory=DataConfig)
     acquisition: AcquisitionConfig = field(default_factory=AcquisitionConfig)
     ray: RayConfig = field(default_factory=RayConfig)
@@ -131,8 +143,17 @@ class RunConfig:
             raise InputError(f"unknown strategy {a.strategy!r} (choose from {', '.join(STRATEGIES)})")
         if a.acquisition not in ACQUISITIONS:
             raise InputError(f"unknown acquisition {a.acquisition!r} (choose from {', '.join(ACQUISITIONS)})")
-        if a.budget < 1 or self.data.pool < a.budget:
-            raise InputError(f"need 1 <= budget <= pool, got budget {a.budget}, pool {self.data.pool}")
+        last = a.budget_at(max(1, self.rounds))
+        if a.budget < 1 or not a.budget_growth > 0 or self.data.pool < last:
+            raise InputError(f"need 1 <= budget of every round <= pool, got budget {a.budget} (last round {last}),"
+                             f" pool {self.data.pool}")  # fmt: skip
+        if a.mine_parents < 0 or a.mine_per_parent < 1:
+            raise InputError("need mine_parents >= 0 and mine_per_parent >= 1")
+        from diffcurate.solvers.sampling import sampler_names
+
+        unknown = [f for f in [*self.data.test_families, *self.data.held_out_families] if f not in sampler_names()]
+        if unknown:
+            raise InputError(f"unknown test families {unknown} (choose from {', '.join(sampler_names())})")
         if not (0 <= a.floor <= 1 and 0 <= a.exploration <= 1):
             raise InputError("floor and exploration must lie in [0, 1]")
         lo, hi = self.sources

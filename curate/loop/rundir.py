@@ -49,6 +49,16 @@ def member_train_config(cfg: RunConfig, m: int) -> dict:
     return cfg.train if m == 0 else {**cfg.train, "seed": cfg.seed + MEMBER_SEED_STEP * m}
 
 
+def round_train_config(cfg: RunConfig, m: int, n_train: int) -> dict:
+    """Member m's training config for a round on n_train samples: at least `min_steps` optimiser steps."""
+    tc = member_train_config(cfg, m)
+    if cfg.min_steps and n_train:
+        batch = int(tc.get("batch_size", 32))
+        need = -(-cfg.min_steps * batch // n_train)  # ceil(steps x batch / n)
+        tc = {**tc, "epochs": max(int(tc.get("epochs", 1)), need)}
+    return tc
+
+
 def atomic_json(path: Path, obj) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj))
@@ -127,6 +137,9 @@ def initial_requests(cfg: RunConfig) -> list[tuple]:
     for f, fam in enumerate(d.test_families):
         for c in range(lo, hi + 1):
             reqs.append(("test", fam, d.test_seed * 1000 + f * 100 + c, d.test_per_cell, (c, c)))
+    for f, fam in enumerate(d.held_out_families, start=len(d.test_families)):
+        for c in range(lo, hi + 1):
+            reqs.append(("test", fam, d.test_seed * 1000 + f * 100 + c, d.held_out_per_cell, (c, c)))
     return reqs
 
 

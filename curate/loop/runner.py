@@ -20,10 +20,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from diffcurate.curate.acquisition.mining import concat, mutate
 from diffcurate.curate.acquisition.ranker import (
     ACQUISITIONS,
     NetFeatures,
@@ -42,8 +44,8 @@ from diffcurate.curate.loop.rundir import (
     atomic_npz,
     initial_requests,
     load_run,
-    member_train_config,
     read_rounds,
+    round_train_config,
     stop_reason,
 )
 from diffcurate.curate.store.lmdbstore import Store
@@ -52,6 +54,32 @@ from diffcurate.solvers.problem import Configs
 
 PIPELINED = "(pipelined)"  # actor suffix of steps run ahead, during the previous round
 PLACEMENT_TIMEOUT = 180  # seconds for the actors to start (an unschedulable request would wait forever)
+
+
+@dataclass
+class Candidates:
+    """What a round picks from: the pool, then the mined mutants (if any), with their solved fields (when the
+    pool is solved), scores (when the strategy scores) and provenance ({} for pool rows)."""
+
+    configs: Configs
+    families: list[str]
+    y: np.ndarray | None
+    scores: np.ndarray | None
+    provenance: list[dict]
+
+    @classmethod
+    def load(cls, state: Path, pool: Configs, fams: list[str], solved: bool, scored: bool) -> Candidates:
+        y = np.load(state / "pool_y.npy") if solved else None
+        scores = np.load(state / "scores.npy") if scored else None
+        prov: list[dict] = [{} for _ in range(len(pool))]
+        if not (state / "mined.npz").exists():
+            return cls(pool, fams, y, scores, prov)
+        with np.load(state / "mined.npz") as z:
+            mutants = Configs(z["centers"], z["values"], z["counts"])
+            prov += [{"parent": str(p), "mutation": str(m)} for p, m in zip(z["parent"], z["mutation"], strict=True)]
+            y = np.concatenate([y, z["y"]]) if y is not None else None
+            scores = np.concatenate([scores, z["scores"]]) if scores is not None else None
+        return cls(concat(pool, mutants), fams + ["mutant"] * len(mutants), y, scores, prov)
 
 
 class Runner:
@@ -162,11 +190,14 @@ class Runner:
 
         cfg, state = self.cfg, self.paths.state(k)
         refs = []
+        with Store(self.paths.store, readonly=True) as st:
+            n_train = st.count("train")
         for m, tr in enumerate(self.trainers):
             prev = self.paths.member(k - 1, m) if k > 0 else None
             init = str(prev) if prev is not None and cfg.warm_start and prev.is_file() else None
             work = state / ("train" if m == 0 else f"train-member-{m}")
-            refs.append(tr.fit.remote(str(self.paths.store), cfg.model, member_train_config(cfg, m), cfg.physics,
+            tc = round_train_config(cfg, m, n_train)
+            refs.append(tr.fit.remote(str(self.paths.store), cfg.model, tc, cfg.physics,
                                       str(work), str(self.paths.member(k, m)), init, self.root.name))  # fmt: skip
         first, *members = ray.get(refs)
         return {**first, **({"members": [{"member": m, **r} for m, r in enumerate(members, 1)]} if members else {})}
@@ -176,7 +207,8 @@ class Runner:
         import ray
 
         store = str(self.paths.store)
-        refs = [tr.evaluate.remote(store, str(self.paths.member(k, m))) for m, tr in enumerate(self.trainers)]
+        held = tuple(self.cfg.data.held_out_families)
+        refs = [tr.evaluate.remote(store, str(self.paths.member(k, m)), held) for m, tr in enumerate(self.trainers)]
         first, *members = ray.get(refs)
         if members:
             first["members"] = [{"member": m, "test": r["test"]} for m, r in enumerate(members, 1)]
@@ -205,36 +237,33 @@ class Runner:
             self._step(k, "solve", y_path, solve_all, "solvers")
 
         def score():
-            if solve_pool:  # the truth: the model's error on the solved candidates, on the trainer actor
-                s = ray.get(self.trainer.score.remote(str(self.paths.checkpoint(k - 1)), cfg.physics, pool.centers,
-                                                      pool.values, pool.counts, np.load(y_path), a.sources_weight))  # fmt: skip
-            else:  # a ground-truth-free estimate, calibrated to MAE units
-                from diffcurate.curate.loop.estimate import score_candidates
-
-                s = score_candidates(self.paths.checkpoint(k - 1), self.physics, pool, a.acquisition)
-            atomic_npy(scores_path, np.asarray(s, np.float64))
+            atomic_npy(scores_path, self._score(k, pool, np.load(y_path) if solve_pool else None))
 
         if use_scores:
             self._step(k, "score", scores_path, score, "trainer")
+        mined_path = state / "mined.npz"
+        if use_scores and a.mine_parents > 0:
+            self._step(k, "mine", mined_path, lambda: self._mine(k, pool, solve_pool), "trainer")
+        cand = Candidates.load(state, pool, fams, solve_pool, use_scores)
         embed_path = state / "embed.npz"
 
-        def embed():  # peers (lcmd, coreset) pick in the surrogate's feature space: pool and training set
-            fp, ft = ray.get(self.trainer.embed.remote(str(self.paths.checkpoint(k - 1)), cfg.physics, pool.centers,
-                                                       pool.values, pool.counts, str(self.paths.store)))  # fmt: skip
+        def embed():  # lcmd, coreset, ewd pick in the surrogate's feature space: candidates and training set
+            c = cand.configs
+            fp, ft = ray.get(self.trainer.embed.remote(str(self.paths.checkpoint(k - 1)), cfg.physics, c.centers,
+                                                       c.values, c.counts, str(self.paths.store)))  # fmt: skip
             atomic_npz(embed_path, pool=fp, train=ft)
 
         if needs_network_features(a.strategy):
-            self._step(k, "score", embed_path, embed, "trainer")
+            self._step(k, "embed", embed_path, embed, "trainer")
 
         def pick():
-            scores = np.load(scores_path) if use_scores else None
             rng = np.random.default_rng(cfg.sub_seed("select", k))
             if needs_network_features(a.strategy):
                 with np.load(embed_path) as z:
                     feats = NetFeatures(z["pool"], z["train"])
             else:
-                feats = config_features(self.physics, pool)
-            sel = select(a.strategy, scores, pool.counts, feats, a.budget, a, rng)
+                feats = config_features(self.physics, cand.configs)
+            sel = select(a.strategy, cand.scores, cand.configs.counts, feats, a.budget_at(k), a, rng)
             atomic_json(sel_path, {"index": sel.index.tolist(), "cluster": sel.cluster.tolist(), "how": sel.how})
 
         self._step(k, "select", sel_path, pick, "driver")
@@ -242,24 +271,68 @@ class Runner:
         idx = np.array(sel["index"], np.int64)
 
         def add():
-            chosen = pool[idx]
+            chosen = cand.configs[idx]
             if solve_pool:
-                y, solves = np.load(y_path)[idx], len(pool)
+                y, solves = cand.y[idx], len(cand.configs)
             else:
                 y, solves = self._solve(chosen), len(idx)
-            scores = np.load(scores_path)[idx] if use_scores else None
+            scores = cand.scores[idx] if use_scores else None
             prov = [{"strategy": a.strategy, "acquisition": a.acquisition if use_scores else None,
-                     "cluster": int(c), "how": h} for c, h in zip(sel["cluster"], sel["how"], strict=True)]  # fmt: skip
+                     "cluster": int(c), "how": h, **cand.provenance[i]}
+                    for i, c, h in zip(idx, sel["cluster"], sel["how"], strict=True)]  # fmt: skip
             with Store(self.paths.store) as st:
-                st.add(chosen, y, split="train", sampler=[fams[i] for i in idx], round=k, scores=scores,
+                st.add(chosen, y, split="train", sampler=[cand.families[i] for i in idx], round=k, scores=scores,
                        provenance=prov, physics=self.physics)  # fmt: skip
             by = {}
             for c in chosen.counts.tolist():
                 by[str(c)] = by.get(str(c), 0) + 1
-            atomic_json(added_path, {"solves": solves, "added": len(idx), "added_by_sources": by})
+            mined = int(sum(1 for i in idx if cand.provenance[i]))
+            atomic_json(added_path, {"solves": solves, "added": len(idx), "added_by_sources": by, "mined": mined})
 
         self._step(k, "add", added_path, add, "driver")
-        self.log(f"round {k}: added {len(idx)} of a pool of {len(pool)} ({a.strategy})")
+        self.log(f"round {k}: added {len(idx)} of {len(cand.configs)} candidates ({a.strategy})")
+
+    def _score(self, k: int, configs: Configs, y: np.ndarray | None) -> np.ndarray:
+        """(n,) float64 scores of candidates with the model of round k-1: the true weighted MAE against the
+        solved fields `y` on the trainer actor, or (y None) a ground-truth-free estimate in MAE units."""
+        import ray
+
+        a = self.cfg.acquisition
+        ckpt = str(self.paths.checkpoint(k - 1))
+        if y is not None:
+            s = ray.get(self.trainer.score.remote(ckpt, self.cfg.physics, configs.centers, configs.values,
+                                                  configs.counts, y, a.sources_weight))  # fmt: skip
+        else:
+            from diffcurate.curate.loop.estimate import score_candidates
+
+            s = score_candidates(Path(ckpt), self.physics, configs, a.acquisition)
+        return np.asarray(s, np.float64)
+
+    def _mine(self, k: int, pool: Configs, solve_pool: bool) -> None:
+        """state/round-k/mined.npz: mutants of the top-scored candidates that are new (not stored, not in the
+        pool), solved if the pool is, and scored like the pool; with each one's parent id and mutation."""
+        a, state = self.cfg.acquisition, self.paths.state(k)
+        scores = np.load(state / "scores.npy")
+        with np.load(state / "pool.npz") as z:
+            pool_ids = z["ids"].tolist()
+        rng = np.random.default_rng(self.cfg.sub_seed("mine", k))
+        parents = np.argsort(-scores, kind="stable")[: a.mine_parents]
+        mutants, parent, how = mutate(pool, self.physics, parents, a.mine_per_parent, tuple(self.cfg.sources), rng)
+        with Store(self.paths.store, readonly=True) as st:
+            seen = set(st.ids()) | set(pool_ids)
+        keep = []
+        for s in range(len(mutants)):
+            sid = mutants.sample_id(s, self.physics)
+            if sid not in seen:
+                seen.add(sid)
+                keep.append(s)
+        mutants, parent, how = mutants[keep], parent[keep], [how[i] for i in keep]
+        L = self.physics.lattice
+        y = self._solve(mutants) if solve_pool and len(mutants) else np.zeros((len(mutants), L, L), np.float32)
+        s = self._score(k, mutants, y if solve_pool else None) if len(mutants) else np.zeros(0)
+        atomic_npz(state / "mined.npz", centers=mutants.centers, values=mutants.values, counts=mutants.counts,
+                   parent=np.array([pool_ids[i] for i in parent], dtype=str), mutation=np.array(how, dtype=str),
+                   y=y, scores=s)  # fmt: skip
 
     def _generate_pool(self, k: int) -> None:
         """state/round-k/pool.npz: the pool of round k (seeded by (seed, k)) minus the ids already stored."""
@@ -333,7 +406,7 @@ class Runner:
         with Store(self.paths.store, readonly=True) as st:
             train_size = st.count("train")
         sec = {s: round(v["end"] - v["start"], 3) for s, v in timing.items()}
-        seconds = {s: sec.get(s, 0.0) for s in ("generate", "solve", "score", "train", "evaluate")}
+        seconds = {s: sec.get(s, 0.0) for s in ("generate", "solve", "score", "mine", "embed", "train", "evaluate")}
         seconds["select"] = sec.get("select", 0.0)
         seconds["add"] = sec.get("add", 0.0)
         # the round's own wall time: steps done ahead during the previous round (pipelined) do not count
@@ -346,6 +419,8 @@ class Runner:
             "added_by_sources": meta["added_by_sources"],
             "solves": meta["solves"],
             "test": ev["test"],
+            **({"held_out": ev["held_out"]} if "held_out" in ev else {}),
+            **({"mined": meta["mined"]} if meta.get("mined") else {}),
             "seconds": seconds,
             "strategy": self.cfg.acquisition.strategy,
             **({"members": [_member_summary(e) for e in ev["members"]]} if "members" in ev else {}),

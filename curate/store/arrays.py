@@ -49,11 +49,44 @@ def physics_arrays(physics: Physics) -> dict[str, np.ndarray]:
 
 
 def physics_from_arrays(d: dict) -> Physics:
-    """Physics from the 0-d arrays of a loaded file; InputError if any is missing."""
+    """Physics from the 0-d arrays of a loaded file; InputError if any is missing or of the wrong type."""
     missing = [k for k in PHYSICS_KEYS if k not in d]
     if missing:
         raise InputError(f"the arrays carry no physics (missing {', '.join(missing)})")
-    return Physics.from_dict({k: np.asarray(d[k]).item() for k in PHYSICS_KEYS})
+    vals = {}
+    for k in PHYSICS_KEYS:
+        a = np.asarray(d[k])
+        want_str = k == "source_model"
+        if a.ndim != 0 or (a.dtype.kind in "US") != want_str or (not want_str and a.dtype.kind not in "iuf"):
+            kind = "a string" if want_str else "a number"
+            raise InputError(f"physics `{k}` must be {kind} (a 0-d array), got {a.dtype} with shape {a.shape}")
+        vals[k] = a.item()
+    try:
+        return Physics.from_dict(vals)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"bad physics in the arrays: {e}") from None
+
+
+def validated_samples(d: dict, where: str) -> tuple[Physics, Configs, np.ndarray]:
+    """(physics, configs, y) of a loaded file with targets, every row checked: the layout, physics of the right
+    types, discs inside the lattice, 1 <= counts <= K, floating and finite targets. The one check every command
+    that reads solved samples from a file goes through."""
+    if "y" not in d:
+        raise InputError(f"{where}: no targets `y` (solve the configurations first)")
+    try:
+        physics = physics_from_arrays(d)
+        configs = Configs(d["centers"], d["values"], d["counts"]).validate(physics)
+    except InputError as e:
+        raise InputError(f"{where}: {e}") from None
+    y = np.asarray(d["y"])
+    if not np.issubdtype(y.dtype, np.floating):
+        raise InputError(f"{where}: y must be floating point, got {y.dtype}")
+    if y.shape[1:] != (physics.lattice, physics.lattice):
+        raise InputError(f"{where}: y is {y.shape[1]}x{y.shape[2]} but lattice is {physics.lattice}")
+    finite = np.isfinite(y.reshape(len(y), -1)).all(1)
+    if not finite.all():
+        raise InputError(f"{where}: row {int(np.argmin(finite))} of y is not finite (NaN or inf)")
+    return physics, configs, y
 
 
 def _check_layout(d: dict, where: str) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
-from diffcurate.curate.store.arrays import FORMATS, load_arrays, physics_from_arrays
+from diffcurate.curate.store.arrays import FORMATS, load_arrays, physics_from_arrays, validated_samples
 from diffcurate.curate.store.lmdbstore import (
     SPLITS,
     Store,
@@ -95,15 +95,18 @@ class StoreDataset(Dataset):
 class ArraysDataset(Dataset):
     """Samples of an npz/HDF5 file in the config-array layout (docs/formats.md) with `y` (x is taken from the file or painted)."""
 
-    def __init__(self, path: str | os.PathLike, ids: Sequence[str] | None = None):
+    def __init__(self, path: str | os.PathLike, ids: Sequence[str] | None = None, split: str = "all"):
         d = load_arrays(path)
-        if "y" not in d:
-            raise InputError(f"{path}: no targets `y` (solve the configurations first)")
-        self.physics = physics_from_arrays(d)
-        self.configs = Configs(d["centers"], d["values"], d["counts"])
-        self.y = np.asarray(d["y"], np.float32)  # (n, L, L)
+        self.physics, self.configs, y = validated_samples(d, str(path))
+        self.y = np.asarray(y, np.float32)  # (n, L, L)
         self.x = np.asarray(d["x"], np.float32) if "x" in d else None  # (n, L, L)
         self.rows = np.arange(len(self.configs))
+        if split != "all":  # an exported file carries each row's split: honour it
+            if split not in SPLITS:
+                raise InputError(f"unknown split {split!r} (choose {', '.join(SPLITS)} or all)")
+            if "split" not in d:
+                raise InputError(f"{path}: no `split` array to take split {split!r} from")
+            self.rows = np.nonzero(np.asarray(d["split"]).astype(str) == split)[0]
         if ids is not None:
             if "ids" not in d:
                 raise InputError(f"{path}: no `ids` array to select from")
@@ -175,3 +178,9 @@ def register_loaders() -> None:
     LOADERS[""] = _load_store
     for suffix in (".h5", ".hdf5"):
         LOADERS[suffix] = _load_file
+
+
+def load_file_dataset(path: str | os.PathLike, split: str = "all") -> tuple[ArraysDataset, Physics]:
+    """(Dataset, physics) of an npz/HDF5 file with targets, validated row by row (`validated_samples`)."""
+    ds = ArraysDataset(path, split=split)
+    return ds, ds.physics
