@@ -56,22 +56,14 @@ VARIANTS: dict[str, dict] = {
 }
 PEERS = {"sbal", "lcmd", "coreset"}
 
+# the protocol of the study and of --quick alike (a study config may override it, e.g. for a smoke test)
+PROTOCOL = {"initial": 100, "budget": 100, "growth": 2.0, "pool": 5000, "val": 100, "test_per_cell": 50,
+            "held_out_per_cell": 13, "epochs": 20, "min_steps": 300, "batch_size": 16}  # fmt: skip
 QUICK = {
     "preset": "small",
     "rounds": 2,
     "bootstrap": 300,
-    "protocol": {
-        "initial": 100,
-        "budget": 100,
-        "growth": 2.0,
-        "pool": 5000,
-        "val": 200,
-        "test_per_cell": 50,
-        "held_out_per_cell": 13,
-        "epochs": 20,
-        "min_steps": 375,
-        "batch_size": 16,
-    },  # fmt: skip
+    "protocol": PROTOCOL,
     "arms": {
         "edcnn": {
             "model": "edcnn",
@@ -97,6 +89,7 @@ def run_config(spec: dict, arm: dict, name: str, seed: int, beta: float | None):
 
     p = spec["protocol"]
     cfg = default_config(spec["preset"], arm["model"])
+    cfg.model.update(arm.get("model_config", {}))
     cfg.seed, cfg.rounds = seed, spec["rounds"]
     cfg.warm_start = False
     cfg.min_steps = p["min_steps"]
@@ -225,7 +218,8 @@ def retrain(spec: dict, out: Path, kind: str, name: str, seed: int) -> dict:
         ph = st.physics
     n_train = len(got["train"][1])
     if kind == "transfer":
-        model = default_config(spec["preset"], spec["transfer"]["model"]).model
+        model = {**default_config(spec["preset"], spec["transfer"]["model"]).model,
+                 **spec["transfer"].get("model_config", {})}  # fmt: skip
         tc = round_train_config(cfg, 0, n_train)
     else:
         model = cfg.model

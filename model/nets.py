@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import nn
 
-from diffcurate.solvers.errors import InputError
+from diffcurate.solvers.errors import InputError, build_typed
 
 
 def _act(slope: float) -> nn.Module:
@@ -212,13 +212,15 @@ def config_to_dict(cfg) -> dict:
 
 def config_from_dict(d: dict):
     """Inverse of `config_to_dict`; unknown keys are an InputError (a checkpoint from a newer version)."""
+    if not isinstance(d, dict):
+        raise InputError(f"model config must be a table, got {type(d).__name__}")
     d = dict(d)
     spec = _arch(str(d.get("arch", "")))
-    names = {f.name for f in fields(spec.config)}
-    extra = set(d) - names
-    if extra:
-        raise InputError(f"model config has unknown fields {sorted(extra)} for arch {d['arch']!r}")
-    return spec.config(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+    cfg = build_typed(spec.config, d, f"model config for arch {d['arch']!r}")
+    for f in fields(cfg):  # lists from TOML / checkpoints -> the config's tuples
+        if isinstance(getattr(cfg, f.name), list):
+            setattr(cfg, f.name, tuple(getattr(cfg, f.name)))
+    return cfg
 
 
 def build_model(cfg) -> nn.Module:

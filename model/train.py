@@ -12,18 +12,18 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from diffcurate.model.checkpoint import atomic_save, cpu_state, read_checkpoint, save_checkpoint
+from diffcurate.model.checkpoint import atomic_save, check_physics, cpu_state, read_checkpoint, save_checkpoint
 from diffcurate.model.data import default_num_workers
 from diffcurate.model.losses import LossSpec, loss_value, lr_at, schedule_index, transform_pair
 from diffcurate.model.metrics import evaluate_model
 from diffcurate.model.nets import build_model, config_from_dict, config_to_dict
-from diffcurate.solvers.errors import InputError
+from diffcurate.solvers.errors import InputError, build_typed
 from diffcurate.solvers.problem import Physics
 from diffcurate.solvers.registry import resolve_device
 
@@ -66,11 +66,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        names = {f.name for f in fields(cls)}
-        extra = set(d) - names
-        if extra:
-            raise InputError(f"train config has unknown fields {sorted(extra)}")
-        return cls(**d)
+        return build_typed(cls, d, "train config")
 
     def loss_specs(self) -> tuple[LossSpec, LossSpec]:
         """(primary, alternate) losses; the schedule picks one per epoch. Validates names."""
@@ -127,10 +123,14 @@ def _set_rng_state(state: dict, dev: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], dev)
 
 
-def _warm_state(init_from, model_config: dict) -> dict:
-    """State dict to warm-start from: a checkpoint path, a checkpoint dict or a bare state_dict."""
+def _warm_state(init_from, model_config: dict, physics: Physics | None = None) -> dict:
+    """State dict to warm-start from: a checkpoint path, a checkpoint dict or a bare state_dict. A checkpoint
+    of other physics or another architecture is refused."""
     obj = read_checkpoint(init_from) if isinstance(init_from, str | Path) else init_from
     if "state_dict" in obj:
+        check_physics(obj, physics, f"warm start {init_from}")
+        if not obj["state_dict"]:
+            raise InputError(f"warm start: {init_from} holds no weights")
         if obj.get("model_config") not in (None, model_config):
             raise InputError(f"warm start: checkpoint model {obj['model_config']} differs from {model_config}")
         return obj["state_dict"]
@@ -187,7 +187,10 @@ def train(
     torch.manual_seed(tc.seed)
     model = build_model(mc).to(dev)
     if init_from is not None:
-        model.load_state_dict(_warm_state(init_from, mc))
+        try:
+            model.load_state_dict(_warm_state(init_from, mc, physics))
+        except RuntimeError as e:
+            raise InputError(f"warm start from {init_from}: weights do not fit ({str(e).splitlines()[0]})") from None
     opt = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     n = len(train_data)
     steps_per_epoch = math.ceil(n / tc.batch_size)

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -125,8 +124,15 @@ def test_solver_actor_killed_mid_round(al_run, ray_cluster):
     try:
         pool, _ = sample_configs("mixed", cfg.phys, 77, range(3000), tuple(cfg.sources))
         victim = ray.get(runner.solvers[0].pid.remote())
-        threading.Timer(0.3, os.kill, (victim, signal.SIGKILL)).start()
-        y = runner._solve(pool)
+        landed = []
+
+        def kill_after_first(offset):  # the fault comes from the dispatcher's callback, not a timer
+            landed.append(offset)
+            if len(landed) == 1:
+                os.kill(victim, signal.SIGKILL)
+
+        y = runner._solve(pool, on_chunk=kill_after_first)
+        assert len(landed) == len(range(0, 3000, 64))  # every chunk landed once, the killed actor's retried
         assert ray.get(runner.solvers[0].pid.remote()) != victim  # it was restarted
         assert np.allclose(y, solve(cfg.phys, pool, "fast", dtype="float32"), atol=1e-6)
     finally:

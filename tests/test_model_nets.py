@@ -69,8 +69,10 @@ def test_config_round_trip_is_plain_data(arch):
 def test_bad_configs_are_input_errors():
     with pytest.raises(InputError, match="unknown model"):
         default_model_config("small", "transformer")
-    with pytest.raises(InputError, match="unknown fields"):
+    with pytest.raises(InputError, match="unknown keys"):
         config_from_dict({"arch": "edcnn", "width": 3})
+    with pytest.raises(InputError, match="enc_channels"):  # the wrong type, caught before a net is built
+        config_from_dict({"arch": "edcnn", "enc_channels": "wide"})
     with pytest.raises(InputError, match="divisible"):
         model_info(default_model_config("small", "edcnn"), lattice=60)
 

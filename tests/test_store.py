@@ -250,8 +250,9 @@ def test_open_dataset_store_and_files(store, tmp_path):
     for ext in ("npz", "h5"):
         out = tmp_path / f"all.{ext}"
         export_store(store.path, out)
-        fds = open_dataset(out)
+        fds = open_dataset(out, split="all")
         assert len(fds) == 120
+        assert len(open_dataset(out)) == len(open_dataset(out, split="train")) == 80  # the file's own split marks
         ids = load_arrays(out)["ids"].tolist()
         sds = StoreDataset(store.path, split="all", ids=ids[:5])
         for i in range(5):

@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from diffcurate.curate.cli import estimate, model, physics, run, store
+from diffcurate.curate.store.errors import DiskFull, StoreDamaged
 from diffcurate.solvers.errors import CheckError, InputError
 
 HELP = (
@@ -48,6 +49,8 @@ _INTERRUPTED = "interrupted: everything committed so far is kept; re-run the sam
 
 # exception type -> (exit code, message prefix); the first matching row wins, so subclasses come first
 ERRORS: list[tuple[tuple[type[BaseException], ...], int, str]] = [
+    ((DiskFull,), 1, "error: "),
+    ((StoreDamaged,), 1, "damaged: "),
     ((CheckError,), 1, "check failed: "),
     ((InputError, FileNotFoundError, IsADirectoryError, NotADirectoryError), 2, "error: "),
 ]

@@ -171,7 +171,13 @@ def evaluate_cmd(
     out: OutFile,
     device: Device = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Samples per batch.")] = 64,
-    split: Annotated[str, typer.Option("--split", help="Store split (a file is evaluated whole).")] = "test",
+    split: Annotated[
+        str,
+        typer.Option(
+            "--split",
+            help="train, val, test or all: a store split, or the rows of a file marked so (an unmarked file is evaluated whole).",
+        ),
+    ] = "test",
     as_json: Json = False,
 ) -> None:
     """Metrics of a checkpoint on a store split or a data file (evaluate schema, docs/formats.md) -> --out JSON."""
@@ -182,7 +188,7 @@ def evaluate_cmd(
     from diffcurate.solvers.registry import resolve_device
 
     register_loaders()
-    dataset, physics = load_data(data, split if Path(data).is_dir() else "all")
+    dataset, physics = load_data(data, split)
     dev = resolve_device(device)
     net, meta = load_checkpoint(checkpoint, physics=physics, device=dev)
     transform = (meta.get("train_config") or {}).get("transform", "none")

@@ -79,6 +79,8 @@ def info(store: StoreDir, json_out: Json = False) -> None:
 
     with Store(store, readonly=True) as s:
         d = s.info()
+    if d.get("damaged"):
+        typer.echo(f"warning: skipped {len(d['damaged'])} damaged index entries; run `curate verify {store}`", err=True)
     if json_out:
         print(json.dumps(d))
         return
@@ -135,6 +137,8 @@ def export(
     from diffcurate.curate.store.export import export_store
 
     card = export_store(store, out, format, split, max_round, force, _command())
+    if card["skipped_damaged"]:
+        typer.echo(f"warning: skipped {card['skipped_damaged']} damaged samples; run `curate verify {store}`", err=True)
     console.print(f"wrote {card['n_samples']} samples to {out} (+ {out}.card.md, .card.json)")
 
 

@@ -51,6 +51,15 @@ def ray_session(
         ray.shutdown()
 
 
+def draw_configs(physics: Physics, sampler: str, seed: int, start: int, stop: int, sources: tuple[int, int]):
+    """(centers, values, counts, families, ids) of indices [start, stop) of (sampler, seed)."""
+    from diffcurate.solvers.sampling import sample_configs
+
+    cfg, families = sample_configs(sampler, physics, seed, range(start, stop), tuple(sources))
+    ids = [cfg.sample_id(s, physics) for s in range(len(cfg))]
+    return cfg.centers, cfg.values, cfg.counts, families, ids
+
+
 class _Generator:
     """Configurations for index ranges of (sampler, seed): cheap, pure, reproducible."""
 
@@ -58,11 +67,7 @@ class _Generator:
         self.physics = Physics.from_dict(physics)
 
     def configs(self, sampler: str, seed: int, start: int, stop: int, sources: tuple[int, int]):
-        from diffcurate.solvers.sampling import sample_configs
-
-        cfg, families = sample_configs(sampler, self.physics, seed, range(start, stop), tuple(sources))
-        ids = [cfg.sample_id(s, self.physics) for s in range(len(cfg))]
-        return cfg.centers, cfg.values, cfg.counts, families, ids
+        return draw_configs(self.physics, sampler, seed, start, stop, sources)
 
     def node(self) -> str:
         import ray

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from diffcurate.curate.cluster.actors import make_generators, make_solvers, ray_session
+from diffcurate.curate.cluster.dispatch import default_chunk, solve_chunks
 from diffcurate.curate.progress import progress_bar
 from diffcurate.curate.store.lmdbstore import BATCH, SPLITS, Store, check_path, is_store
 from diffcurate.solvers.errors import InputError
@@ -38,21 +39,6 @@ class GenerateResult:
         return {**asdict(self), "samples_per_s": self.samples_per_s}
 
 
-# chunks queued per solver actor: enough that the actors keep solving while the driver commits a batch (an
-# fsync'd LMDB transaction of 64 paper samples takes 0.15-0.3 s here; with 4 queued chunks of 4 solves a single
-# actor still waited ~10 % of the time, with 8 it solves > 95 % of the time)
-IN_FLIGHT = 8
-
-
-def default_chunk(physics: Physics) -> int:
-    """Configurations per solver task: 2^21 / L^2 in [1, 64] (64 at L <= 128, 8 = 8 MiB of results at L = 512;
-    ~0.07 s of solving at both), so actors stay balanced to the end of a run and results flow to the store
-    steadily. At L = 512, 8 per task instead of 4 halved Ray's per-task work and raised the CPU share the 2 actors
-    get from 1.53-1.55 to 1.59-1.62 cores (1000 samples); 16 per task measured no better (ratio 1.52-1.66 against
-    1.57-1.65)."""
-    return int(np.clip(2**21 // physics.lattice**2, 1, 64))
-
-
 def cache_writes(physics: Physics) -> bool:
     """Whether `generate` keeps what it writes in the page cache: yes for small records (a small-preset set of
     10^5 samples is 2 GB, and the trainer reads it next), no from 256 KiB a record (L >= 256), where useful sets
@@ -63,16 +49,11 @@ def cache_writes(physics: Physics) -> bool:
 
 
 def solve_pending(store: Store, pending, solvers: list, advance, split: str, round: int = 0, provenance=None) -> int:
-    """Solve (configs, families) chunks on the solver actors, at most IN_FLIGHT per actor, and write the results
-    to the store in transactions of at least `store.BATCH` samples (small chunks keep the actors balanced; one
+    """Solve (configs, families) chunks on the solver actors (`dispatch.solve_chunks`) and write the results to
+    the store in transactions of at least `store.BATCH` samples (small chunks keep the actors balanced; one
     commit per chunk would fsync every few samples), chunk by chunk in the last round. A kill loses at most the
     buffered, uncommitted results. Returns the number of samples written."""
-    import ray
-
-    in_flight: dict = {}
-    load = dict.fromkeys(range(len(solvers)), 0)
     added = buffered = 0
-    pending = list(pending)
     buffer: list[tuple[Configs, list, np.ndarray]] = []
 
     def flush() -> int:
@@ -82,24 +63,18 @@ def solve_pending(store: Store, pending, solvers: list, advance, split: str, rou
         buffer.clear()
         return store.add(cfg, ys, split=split, sampler=fams, round=round, provenance=provenance)
 
-    while pending or in_flight:
-        while pending and min(load.values()) < IN_FLIGHT:
-            cfg, fams = pending.pop(0)
-            a = min(load, key=load.get)
-            ref = solvers[a].solve.remote(cfg.centers, cfg.values, cfg.counts)
-            in_flight[ref] = (cfg, fams, a)
-            load[a] += 1
-        [done], _ = ray.wait(list(in_flight), num_returns=1)
-        cfg, fams, a = in_flight.pop(done)
-        load[a] -= 1
-        buffer.append((cfg, fams, ray.get(done)))  # y (n, L, L): a read-only zero-copy view
+    def land(fams, cfg, y, start, end, pending, running):
+        nonlocal added, buffered
+        buffer.append((cfg, fams, y))  # y (n, L, L): a read-only zero-copy view
         buffered += len(cfg)
         # full batches, and in the last round (one chunk or less left per actor) each chunk as it lands, so
         # the commit after the last solve, when every actor is idle, holds one chunk instead of up to a batch
-        if buffered >= BATCH or not pending and len(in_flight) < len(solvers):
+        if buffered >= BATCH or not pending and running < len(solvers):
             added += flush()
             advance(buffered)
             buffered = 0
+
+    solve_chunks(solvers, [(fams, cfg) for cfg, fams in pending], land)
     return added
 
 
@@ -109,21 +84,27 @@ def plan(store: Store, gens: list, sampler: str, seed: int, count: int, sources,
     A configuration drawn twice (e.g. two one-source samples at the same spot) counts once, and one that the
     store already holds in another split is passed over (never moved, never leaked across splits), so the
     split ends up with exactly `count` samples. Returns (chunks to solve as (Configs, families), present);
-    `chunk` configurations per chunk, `default_chunk` if None."""
-    import ray
-
+    `chunk` configurations per chunk, `default_chunk` if None. `gens` are generator actors, or None to draw
+    in this process (cheap: configurations only)."""
     chunk = chunk or default_chunk(store.physics)
+    index = store.index()  # one read transaction (the writer lock keeps other writers out meanwhile)
+    where = dict(zip(index["id"].tolist(), index["split"].tolist(), strict=True))
 
-    where = dict(zip(*(store.index()[c].tolist() for c in ("id", "split")), strict=True))
+    def draw(start: int, stop: int) -> list:
+        if gens is None:
+            from diffcurate.curate.cluster.actors import draw_configs
+
+            return [draw_configs(store.physics, sampler, seed, start, stop, sources)]
+        import ray
+
+        return ray.get([gens[i % len(gens)].configs.remote(sampler, seed, a, min(stop, a + chunk), sources)
+                        for i, a in enumerate(range(start, stop, chunk))])  # fmt: skip
+
     seen: set[str] = set()
     pending, have, present, start = [], 0, 0, 0
     while have < count:
         stop = start + (count - have)
-        refs = [
-            gens[i % len(gens)].configs.remote(sampler, seed, a, min(stop, a + chunk), sources)
-            for i, a in enumerate(range(start, stop, chunk))
-        ]
-        for centers, values, counts, fams, ids in ray.get(refs):
+        for centers, values, counts, fams, ids in draw(start, stop):
             keep = np.zeros(len(ids), bool)
             for s, i in enumerate(ids):
                 if have == count or i in seen or where.get(i, split) != split:
@@ -193,8 +174,12 @@ def generate(
     if is_store(store_path):
         with Store(store_path, readonly=True) as st:
             st.check_physics(physics)
+            # trust what the store holds, not the history alone: a finished request whose samples are missing
+            # (another writer's plan raced it, a restored backup) is filled again
             if any(all(h.get(k) == v for k, v in request.items()) for h in st.history()):
-                return GenerateResult(count, 0, count, 0, time.perf_counter() - t0, 0.0)
+                pending, _ = plan(st, None, sampler, seed, count, sources, split, chunk)
+                if not pending:
+                    return GenerateResult(count, 0, count, 0, time.perf_counter() - t0, 0.0)
     with ray_session(address, num_cpus=num_cpus):
         import ray
 

@@ -5,13 +5,13 @@ and training config."""
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import tomli_w
 import tomllib
 
-from diffcurate.solvers.errors import InputError
+from diffcurate.solvers.errors import InputError, build_typed
 from diffcurate.solvers.problem import PRESETS, Physics
 
 
@@ -177,11 +177,7 @@ def _drop_none(d):
 
 
 def _build(cls, d: dict, where: str):
-    names = {f.name for f in fields(cls)}
-    extra = set(d) - names
-    if extra:
-        raise InputError(f"{where}: unknown keys {sorted(extra)}")
-    return cls(**d)
+    return build_typed(cls, d, where)
 
 
 def default_config(preset: str = "small", arch: str = "edcnn", **overrides) -> RunConfig:

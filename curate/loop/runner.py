@@ -34,6 +34,7 @@ from diffcurate.curate.acquisition.ranker import (
     needs_scores,
     select,
 )
+from diffcurate.curate.cluster.dispatch import Background, solve_ordered
 from diffcurate.curate.loop.config import RunConfig
 from diffcurate.curate.loop.rundir import (
     RunPaths,
@@ -349,32 +350,10 @@ class Runner:
         atomic_npz(state / "pool.npz", centers=centers[keep], values=values[keep], counts=counts[keep],
                     families=np.array(fams)[keep], ids=np.array(ids)[keep])  # fmt: skip
 
-    def _submit(self, configs: Configs) -> list:
-        """Chunks of `configs` sent round-robin to the solver actors; [(offset, ref of (y, start, end))]."""
-        chunk = max(16, min(256, len(configs) // (2 * len(self.solvers)) or 16))
-        refs = []
-        for n, a in enumerate(range(0, len(configs), chunk)):
-            part = configs[a : a + chunk]
-            refs.append((a, self.solvers[n % len(self.solvers)].solve_timed.remote(part.centers, part.values,
-                                                                                   part.counts)))  # fmt: skip
-        return refs
-
-    def _collect(self, refs: list, n: int) -> tuple[np.ndarray, float, float]:
-        """(n, L, L) float32 fields in order, and when the actors started and finished solving them."""
-        import ray
-
-        L = self.physics.lattice
-        out = np.empty((n, L, L), np.float32)
-        start, end = np.inf, 0.0
-        for a, ref in refs:
-            y, t0, t1 = ray.get(ref)
-            out[a : a + len(y)] = y
-            start, end = min(start, t0), max(end, t1)
-        return out, start, end
-
-    def _solve(self, configs: Configs) -> np.ndarray:
-        """Solve on the solver actors in chunks; (n, L, L) float32 in order."""
-        return self._collect(self._submit(configs), len(configs))[0]
+    def _solve(self, configs: Configs, on_chunk=None) -> np.ndarray:
+        """Solve on the solver actors (the one dispatcher, `dispatch.solve_ordered`); (n, L, L) float32 in order.
+        `on_chunk(offset)` runs after each chunk lands."""
+        return solve_ordered(self.solvers, configs, self.physics, on_chunk=on_chunk)[0]
 
     # --- pipelining: round k+1's pool is generated and solved while round k trains ---------------------------
 
@@ -388,13 +367,13 @@ class Runner:
         self._step(k, "generate", state / "pool.npz", lambda: self._generate_pool(k), f"generator {PIPELINED}")
         with np.load(state / "pool.npz") as z:
             pool = Configs(z["centers"], z["values"], z["counts"])
-        return k, self._submit(pool), len(pool), time.time()
+        return k, Background(self.solvers, pool, self.physics), time.time()
 
     def _prefetch_finish(self, pre) -> None:
         """Collect the prefetched solutions into state/round-k/pool_y.npy; its timing shows the overlap."""
-        k, refs, n, submitted = pre
+        k, job, submitted = pre
         state = self.paths.state(k)
-        y, start, end = self._collect(refs, n)
+        y, start, end = job.join()
         atomic_npy(state / "pool_y.npy", y)
         self._timing(k, "solve", max(start, submitted), end, f"solvers {PIPELINED}")
 

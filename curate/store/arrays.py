@@ -48,6 +48,14 @@ def physics_arrays(physics: Physics) -> dict[str, np.ndarray]:
     }
 
 
+def _check_physics_key(d: dict, k: str, where: str) -> None:
+    a = np.asarray(d[k])
+    want_str = k == "source_model"
+    if a.ndim != 0 or (a.dtype.kind in "US") != want_str or (not want_str and a.dtype.kind not in "iuf"):
+        kind = "a string" if want_str else "a number"
+        raise InputError(f"{where}: physics `{k}` must be {kind} (a 0-d array), got {a.dtype} with shape {a.shape}")
+
+
 def physics_from_arrays(d: dict) -> Physics:
     """Physics from the 0-d arrays of a loaded file; InputError if any is missing or of the wrong type."""
     missing = [k for k in PHYSICS_KEYS if k not in d]
@@ -55,12 +63,8 @@ def physics_from_arrays(d: dict) -> Physics:
         raise InputError(f"the arrays carry no physics (missing {', '.join(missing)})")
     vals = {}
     for k in PHYSICS_KEYS:
-        a = np.asarray(d[k])
-        want_str = k == "source_model"
-        if a.ndim != 0 or (a.dtype.kind in "US") != want_str or (not want_str and a.dtype.kind not in "iuf"):
-            kind = "a string" if want_str else "a number"
-            raise InputError(f"physics `{k}` must be {kind} (a 0-d array), got {a.dtype} with shape {a.shape}")
-        vals[k] = a.item()
+        _check_physics_key(d, k, "the arrays")
+        vals[k] = np.asarray(d[k]).item()
     try:
         return Physics.from_dict(vals)
     except (TypeError, ValueError) as e:
@@ -98,9 +102,14 @@ def _check_layout(d: dict, where: str) -> None:
         cfg = Configs(d["centers"], d["values"], d["counts"])
     except InputError as e:
         raise InputError(f"{where}: {e}") from None
+    except (TypeError, ValueError) as e:  # strings, compound or object dtypes
+        raise InputError(f"{where}: centers, values and counts must be numeric arrays ({e})") from None
     n = len(cfg)
     if n and cfg.centers.shape[1] < cfg.counts.max():
         raise InputError(f"{where}: centers hold K={cfg.centers.shape[1]} slots but counts ask for {cfg.counts.max()}")
+    for k in PHYSICS_KEYS:
+        if k in d:
+            _check_physics_key(d, k, where)
     lattice = int(np.asarray(d["lattice"]).item()) if "lattice" in d else None
     for k in ("x", "y"):
         if k in d:
@@ -113,9 +122,6 @@ def _check_layout(d: dict, where: str) -> None:
                 raise InputError(f"{where}: {k} must be floating point, got {a.dtype}")
     if "ids" in d and np.asarray(d["ids"]).shape != (n,):
         raise InputError(f"{where}: ids must have shape ({n},), got {np.asarray(d['ids']).shape}")
-    for k in PHYSICS_KEYS:
-        if k in d and np.asarray(d[k]).ndim != 0:
-            raise InputError(f"{where}: {k} must be a 0-d array, got shape {np.asarray(d[k]).shape}")
 
 
 def save_arrays(

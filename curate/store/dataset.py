@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
-from diffcurate.curate.store.arrays import FORMATS, load_arrays, physics_from_arrays, validated_samples
+from diffcurate.curate.store.arrays import FORMATS, load_arrays, validated_samples
 from diffcurate.curate.store.lmdbstore import (
     SPLITS,
     Store,
@@ -101,11 +101,9 @@ class ArraysDataset(Dataset):
         self.y = np.asarray(y, np.float32)  # (n, L, L)
         self.x = np.asarray(d["x"], np.float32) if "x" in d else None  # (n, L, L)
         self.rows = np.arange(len(self.configs))
-        if split != "all":  # an exported file carries each row's split: honour it
-            if split not in SPLITS:
-                raise InputError(f"unknown split {split!r} (choose {', '.join(SPLITS)} or all)")
-            if "split" not in d:
-                raise InputError(f"{path}: no `split` array to take split {split!r} from")
+        if split not in (*SPLITS, "all"):
+            raise InputError(f"unknown split {split!r} (choose {', '.join(SPLITS)} or all)")
+        if split != "all" and "split" in d:  # an exported file carries each row's split: honour it
             self.rows = np.nonzero(np.asarray(d["split"]).astype(str) == split)[0]
         if ids is not None:
             if "ids" not in d:
@@ -129,16 +127,17 @@ class ArraysDataset(Dataset):
 
 
 def open_dataset(path: str | os.PathLike, split: str = "train", ids: Sequence[str] | None = None) -> Dataset:
-    """A Dataset of (x, y, mask, count) over a store directory (one split) or an .npz/.h5 file (all rows).
+    """A Dataset of (x, y, mask, count) over a store directory or an .npz/.h5 file: one split of the store, or
+    of the file's rows where it marks splits (an export); an unmarked file is one set (all rows).
 
-    >>> from curate.dataset import open_dataset
-    >>> ds = open_dataset("runs/x/store", split="train")   # or "data/test.npz"
+    >>> from diffcurate.curate.store.dataset import open_dataset
+    >>> ds = open_dataset("runs/x/store", split="train")   # or "data/all.npz"
     """
     p = Path(path)
     if p.is_dir() or is_store(p):
         return StoreDataset(p, split=split, ids=ids)
     if p.suffix.lower() in FORMATS:
-        return ArraysDataset(p, ids=ids)
+        return ArraysDataset(p, ids=ids, split=split)
     raise InputError(f"{p}: neither a store directory nor an .npz/.h5 file")
 
 
@@ -158,25 +157,50 @@ def _load_store(path: Path, split: str, seed: int, train_fraction: float) -> tup
         return dataset_from_configs(st.physics, cfg, y), st.physics
 
 
+def file_rows(d: dict, split: str, seed: int, train_fraction: float, where: str) -> np.ndarray:
+    """Rows of a loaded file for `split`. A file with a `split` array (an export) is read by it: train and val
+    are its train and val rows (val, when it has none, a seeded share of its train rows) and rows marked test
+    never reach training; test (or all) takes exactly those rows. A file without one is split by seed."""
+    from diffcurate.model.data import split_indices
+
+    n = len(d["counts"])
+    if "split" not in d:  # unmarked (e.g. `curate solve` output): test means every row
+        return np.arange(n) if split == "test" else split_indices(n, split, seed, train_fraction)
+    marks = np.asarray(d["split"]).astype(str)
+    if marks.shape != (n,):
+        raise InputError(f"{where}: split must have shape ({n},), got {marks.shape}")
+    if split == "all":
+        return np.arange(n)
+    if split == "test":
+        rows = np.nonzero(marks == "test")[0]
+    else:
+        train, val = np.nonzero(marks == "train")[0], np.nonzero(marks == "val")[0]
+        if len(val):
+            rows = train if split == "train" else val
+        else:
+            rows = train[split_indices(len(train), split, seed, train_fraction)]
+    if not len(rows):
+        raise InputError(f"{where}: no rows for split {split!r} (the file's splits: {sorted(set(marks.tolist()))})")
+    return rows
+
+
 def _load_file(path: Path, split: str, seed: int, train_fraction: float) -> tuple[Dataset, Physics]:
-    """model.data.load_data backend for .h5 files (and any layout file): the seeded train/val split of its rows."""
-    from diffcurate.model.data import dataset_from_configs, split_indices
+    """model.data.load_data backend for npz and HDF5 files: validated row by row (`validated_samples`), split
+    by the file's own `split` array where it has one (`file_rows`), else by seed."""
+    from diffcurate.model.data import dataset_from_configs
 
     d = load_arrays(path)
-    if "y" not in d:
-        raise InputError(f"{path}: no targets `y`")
-    physics = physics_from_arrays(d)
-    cfg = Configs(d["centers"], d["values"], d["counts"])
-    idx = split_indices(len(cfg), split, seed, train_fraction)
-    return dataset_from_configs(physics, cfg[idx], d["y"][idx]), physics
+    physics, cfg, y = validated_samples(d, str(path))
+    rows = file_rows(d, split, seed, train_fraction, str(path))
+    return dataset_from_configs(physics, cfg[rows], y[rows]), physics
 
 
 def register_loaders() -> None:
-    """Add the store and HDF5 backends to model.data.LOADERS (explicitly, where a command or actor loads data)."""
+    """Add the store and the validated npz/HDF5 backends to model.data.LOADERS (explicitly, where a command or actor loads data)."""
     from diffcurate.model.data import LOADERS
 
     LOADERS[""] = _load_store
-    for suffix in (".h5", ".hdf5"):
+    for suffix in (".npz", ".h5", ".hdf5"):
         LOADERS[suffix] = _load_file
 
 

@@ -12,16 +12,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from diffcurate.curate.store.arrays import format_of, load_arrays, physics_from_arrays, save_arrays
+from diffcurate.curate.store.arrays import format_of, load_arrays, save_arrays, validated_samples
 from diffcurate.curate.store.lmdbstore import SPLITS, Store, is_store
 from diffcurate.solvers.errors import InputError
-from diffcurate.solvers.problem import Configs, paint
+from diffcurate.solvers.problem import paint
 
 
 def card_paths(out: str | os.PathLike) -> tuple[Path, Path]:
@@ -69,9 +70,13 @@ def export_store(
             df = df[df["round"] <= max_round]
         if df.empty:
             raise InputError(f"nothing to export from {store_path} (split={split}, max_round={max_round})")
+        skipped = list(st.damaged)  # damaged index entries: not exported
         df = df.sort_values("id").reset_index(drop=True)
-        ids = df["id"].tolist()
-        configs, y, headers = st.get(ids)  # y (n, L, L) float32
+        configs, y, headers = st.get(df["id"].tolist(), skip_damaged=True)  # y (n, L, L) float32
+        skipped += st.damaged
+        if st.damaged:  # records that failed their checksum: their rows go too
+            good = {h["id"] for h in headers}
+            df = df[df["id"].isin(good)].reset_index(drop=True)
         physics, meta = st.physics, dict(st.meta)
     x = paint(physics, configs)  # (n, L, L) float32
     extra = {
@@ -80,7 +85,7 @@ def export_store(
         "round": df["round"].to_numpy(np.int64),
         "score": df["score"].to_numpy(np.float64),
     }
-    save_arrays(out, physics, configs, x=x, y=y, ids=ids, extra=extra, fmt=f)
+    save_arrays(out, physics, configs, x=x, y=y, ids=df["id"].to_numpy(str), extra=extra, fmt=f)
     arrays = {"centers": configs.centers, "values": configs.values, "counts": configs.counts, "x": x, "y": y,
               **extra}  # fmt: skip
     strategies = [h["provenance"].get("strategy") for h in headers]
@@ -109,6 +114,7 @@ def export_store(
         "by_sampler": {str(k): int(v) for k, v in df["sampler"].value_counts().sort_index().items()},
         "rounds": by_round,
         "store_history": meta.get("history", []),  # the generate / import commands that filled the store
+        "skipped_damaged": len(skipped),  # damaged records or index entries left out (see `curate verify`)
         "sha256": {k: _sha256(a) for k, a in arrays.items()},
     }
     jpath, mpath = card_paths(out)
@@ -176,35 +182,46 @@ def import_arrays(
     The file's `sampler`/`round`/`score` arrays, where present, override `sampler`/`round`. A missing store is
     created with the file's physics when `create`; a store with other physics refuses the file."""
     d = load_arrays(path)
-    if "y" not in d:
-        raise InputError(f"{path}: no targets `y`; solve the configurations before importing")
-    physics = physics_from_arrays(d)
-    configs = Configs(d["centers"], d["values"], d["counts"])
+    physics, configs, y = validated_samples(d, str(path))  # every row, before anything is written
     n = len(configs)
     if "ids" in d:
         bad = [s for s in range(n) if configs.sample_id(s, physics) != str(d["ids"][s])]
         if bad:
             raise InputError(f"{path}: row {bad[0]} has id {d['ids'][bad[0]]} that does not match its configuration")
-    if create and not is_store(store_path):
+    splits = np.array([split] * n) if split is not None else d.get("split")
+    if splits is None:
+        raise InputError(f"{path}: no `split` array; name the split to import into")
+    splits = np.asarray(splits).astype(str)
+    unknown = sorted(set(splits.tolist()) - set(SPLITS))
+    if unknown:
+        raise InputError(f"{path}: unknown splits {unknown} (choose {', '.join(SPLITS)})")
+    samplers = np.asarray(d["sampler"]).astype(str).tolist() if "sampler" in d else [sampler] * n
+    try:
+        rounds = np.asarray(d["round"], np.int64) if "round" in d else np.full(n, round)
+        scores = np.asarray(d["score"], np.float64) if "score" in d else None
+    except (TypeError, ValueError):
+        raise InputError(f"{path}: `round` must be integers and `score` numbers") from None
+    if len(samplers) != n or rounds.shape != (n,) or (scores is not None and scores.shape != (n,)):
+        raise InputError(f"{path}: sampler, round and score must have one value per row ({n})")
+    new_store = create and not is_store(store_path)
+    if new_store:
         st = Store.create(store_path, physics, command=command)
     else:
         st = Store(store_path)
-    with st:
-        st.check_physics(physics, what=f"the samples of {path}")
-        splits = np.array([split] * n) if split is not None else d.get("split")
-        if splits is None:
-            raise InputError(f"{path}: no `split` array; name the split to import into")
-        samplers = d["sampler"].tolist() if "sampler" in d else [sampler] * n
-        rounds = d["round"] if "round" in d else np.full(n, round)
-        scores = d["score"] if "score" in d else None
-        added = 0
-        # group rows by (split, round): `add` takes one of each per call
-        for sp, rd in sorted({(str(a), int(b)) for a, b in zip(splits, rounds, strict=True)}):
-            rows = np.nonzero((splits == sp) & (rounds == rd))[0]
-            added += st.add(
-                configs[rows], d["y"][rows], split=sp, sampler=[samplers[r] for r in rows], round=rd,
-                scores=None if scores is None else scores[rows],
-            )  # fmt: skip
-        st.log({"kind": "import", "input": str(path), "split": split or "from file", "count": n, "added": added,
-                "command": command})  # fmt: skip
+    try:
+        with st:
+            st.check_physics(physics, what=f"the samples of {path}")
+            items = []
+            # group rows by (split, round): `records` takes one of each per call; one transaction for all
+            for sp, rd in sorted({(str(a), int(b)) for a, b in zip(splits, rounds, strict=True)}):
+                rows = np.nonzero((splits == sp) & (rounds == rd))[0]
+                items += st.records(configs[rows], y[rows], split=sp, sampler=[samplers[r] for r in rows], round=rd,
+                                    scores=None if scores is None else scores[rows])  # fmt: skip
+            added = st.add_atomic(items)
+            st.log({"kind": "import", "input": str(path), "split": split or "from file", "count": n, "added": added,
+                    "command": command})  # fmt: skip
+    except BaseException:
+        if new_store:  # a rejected import leaves no store behind
+            shutil.rmtree(store_path, ignore_errors=True)
+        raise
     return added

@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
@@ -42,6 +43,7 @@ import numpy as np
 import pandas as pd
 from zlib_ng.zlib_ng import crc32  # zlib's CRC-32, same values (the format is unchanged), ~4x faster here
 
+from diffcurate.curate.store.errors import DiskFull, StoreDamaged
 from diffcurate.curate.store.heap import keep_freed_pages
 from diffcurate.solvers.errors import CheckError, InputError
 from diffcurate.solvers.problem import Configs, Physics
@@ -58,6 +60,40 @@ _LEN = struct.Struct(">I")
 
 
 # --- record encoding ---------------------------------------------------------------------------------------
+
+
+def check_map_file(path: str | os.PathLike) -> None:
+    """StoreDamaged if data.mdb is shorter than its newest meta page says: mapping it would end in SIGBUS.
+
+    Reads LMDB's two meta pages (page 0 and 1) directly: magic 0xBEEFC0DE at byte 16, the page size in the free
+    DB's md_pad (byte 40), mm_last_pg (byte 136) and mm_txnid (byte 144); the meta with the larger txnid wins."""
+    f = Path(path) / "data.mdb"
+    try:
+        size = f.stat().st_size
+        with open(f, "rb") as fh:
+            head = fh.read(16 + 136)
+            if len(head) < 152:
+                raise StoreDamaged(f"{path}: data.mdb is truncated ({size} bytes); restore it from a copy")
+            (magic,) = struct.unpack_from("<I", head, 16)
+            if magic != 0xBEEFC0DE:
+                raise StoreDamaged(f"{path}: data.mdb is not an LMDB file or its first meta page is damaged")
+            (psize,) = struct.unpack_from("<I", head, 40)
+            if psize < 512 or psize & (psize - 1):
+                raise StoreDamaged(f"{path}: data.mdb's meta page gives page size {psize}: damaged")
+            metas = []
+            for page in (0, 1):
+                fh.seek(page * psize)
+                m = fh.read(152)
+                if len(m) == 152 and struct.unpack_from("<I", m, 16)[0] == 0xBEEFC0DE:
+                    metas.append(struct.unpack_from("<QQ", m, 136))  # (last_pg, txnid)
+    except OSError as e:
+        raise StoreDamaged(f"{path}: cannot read data.mdb ({e.strerror})") from None
+    last_pg = max(metas, key=lambda lt: lt[1])[0]
+    if size < (last_pg + 1) * psize:
+        raise StoreDamaged(
+            f"{path}: data.mdb is truncated ({size} bytes, its pages need {(last_pg + 1) * psize}); "
+            "restore it from a copy"
+        )
 
 
 def _crc(b) -> bytes:
@@ -132,7 +168,7 @@ def check_path(path: Path, create: bool) -> None:
     if not create:
         what = "does not exist" if not path.exists() else "is a directory that is not a store (no data.mdb)"
         raise InputError(f"{path} {what}; create the store first")
-    if path.exists() and any(path.iterdir()):
+    if path.exists() and any(p.name != LOCK_FILE for p in path.iterdir()):
         raise InputError(f"{path} is a non-empty directory that is not a store; refusing to create one there")
 
 
@@ -183,6 +219,57 @@ def _close_inherited() -> None:
             env.close()
     _ENVS.clear()
     _LIVE.clear()
+    for fd, _pid, _refs in _WRITERS.values():  # the parent keeps its lock: this only drops the child's copy
+        os.close(fd)
+    _WRITERS.clear()
+
+
+# One writer per store at a time, across processes: an exclusive flock on STORE/writer.lock, taken by every
+# writable Store for as long as it is open (planning included) and released by the kernel when the process
+# dies, so a kill -9 never leaves it stale. Reference-counted per process like the environments; readers never
+# take it.
+LOCK_FILE = "writer.lock"
+_WRITERS: dict[str, list] = {}  # realpath -> [fd, pid, refs]
+
+
+def lock_writer(path: str | os.PathLike, wait: bool = True) -> None:
+    """Take the store's writer lock (waiting, with one line on stderr, while another process holds it)."""
+    import fcntl
+
+    key, pid = os.path.realpath(path), os.getpid()
+    entry = _WRITERS.get(key)
+    if entry is not None and entry[1] == pid:
+        entry[2] += 1
+        return
+    fd = os.open(os.path.join(key, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        if not wait:
+            os.close(fd)
+            raise InputError(
+                f"{path} is being written by another process (pid {holder}); try again when it ends"
+            ) from None
+        print(f"waiting for the other writer of {path} (pid {holder}) to finish", file=sys.stderr, flush=True)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{pid}\n".encode(), 0)
+    _WRITERS[key] = [fd, pid, 1]
+
+
+def unlock_writer(path: str | os.PathLike) -> None:
+    import fcntl
+
+    key = os.path.realpath(path)
+    entry = _WRITERS.get(key)
+    if entry is None or entry[1] != os.getpid():
+        return
+    entry[2] -= 1
+    if entry[2] == 0:
+        del _WRITERS[key]
+        fcntl.flock(entry[0], fcntl.LOCK_UN)
+        os.close(entry[0])
 
 
 os.register_at_fork(after_in_child=_close_inherited)
@@ -202,9 +289,13 @@ def acquire_env(path: str | os.PathLike, map_size: int = INITIAL_MAP_SIZE, write
             )
         entry[2] += 1
         return entry[0]
+    if os.path.isfile(os.path.join(key, "data.mdb")):
+        check_map_file(key)
     try:
         env = open_env(key, readonly=not (write and can_write), map_size=map_size, lock=can_write)
     except lmdb.Error as e:
+        if os.path.isfile(os.path.join(key, "data.mdb")):
+            raise StoreDamaged(f"{path}: the store's LMDB files are damaged ({e}); run `curate verify`") from None
         raise InputError(f"{path}: cannot open as a store ({e})") from None
     _ENVS[key] = [env, pid, 1]
     return env
@@ -236,12 +327,22 @@ class Store:
         # False for bulk writers (`generate`): committed pages leave the page cache, see `drop_cache`
         self.cache_writes = cache_writes
         check_path(self.path, create=False)
-        self._open(readonly, map_size)
+        self._locked = not readonly and os.access(self.path, os.W_OK)
+        if self._locked:
+            lock_writer(self.path)
+        try:
+            self._open(readonly, map_size)
+        except BaseException:
+            self._unlock()
+            raise
         try:
             with begin(self.env) as txn:
                 meta = {bytes(k).decode(): json.loads(bytes(v)) for k, v in txn.cursor(db=self._meta)}
         except (ValueError, UnicodeDecodeError):
             meta = {}
+        except lmdb.Error as e:
+            self.close()
+            raise StoreDamaged(f"{self.path}: the store's LMDB pages are damaged ({e}); run `curate verify`") from None
         if meta.get("schema_version") is None or "physics" not in meta:
             self.close()
             raise InputError(f"{self.path} is an LMDB environment but not a diffcurate store (no store metadata)")
@@ -282,31 +383,39 @@ class Store:
         if encoding not in ENCODINGS:
             raise InputError(f"unknown encoding {encoding!r} (choose {', '.join(ENCODINGS)})")
         check_path(path, create=True)
-        if not is_store(path):
-            path.mkdir(parents=True, exist_ok=True)
-            env = acquire_env(path, map_size=map_size)
-            meta = {
-                "schema_version": SCHEMA_VERSION,
-                "physics": physics.to_dict(),
-                "preset": preset,
-                "encoding": encoding,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "command": command,
-            }
-            db = env.open_db(b"meta")
-            with begin(env, write=True) as txn:
-                for k, v in meta.items():
-                    txn.put(k.encode(), json.dumps(v).encode(), db=db)
-                env.open_db(b"samples", txn=txn)
-                env.open_db(b"index", txn=txn)
-            release_env(env)
-        store = cls(path, map_size=map_size, cache_writes=cache_writes)
+        path.mkdir(parents=True, exist_ok=True)
+        lock_writer(path)  # two creators at once: the second finds the store the first made
+        try:
+            if not is_store(path):
+                cls._init_env(path, physics, preset, encoding, command, map_size)
+            store = cls(path, map_size=map_size, cache_writes=cache_writes)
+        finally:
+            unlock_writer(path)  # the Store holds its own reference
         try:
             store.check_physics(physics)
         except InputError:
             store.close()
             raise
         return store
+
+    @staticmethod
+    def _init_env(path: Path, physics: Physics, preset: str, encoding: str, command: str, map_size: int) -> None:
+        env = acquire_env(path, map_size=map_size)
+        meta = {
+            "schema_version": SCHEMA_VERSION,
+            "physics": physics.to_dict(),
+            "preset": preset,
+            "encoding": encoding,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "command": command,
+        }
+        db = env.open_db(b"meta")
+        with begin(env, write=True) as txn:
+            for k, v in meta.items():
+                txn.put(k.encode(), json.dumps(v).encode(), db=db)
+            env.open_db(b"samples", txn=txn)
+            env.open_db(b"index", txn=txn)
+        release_env(env)
 
     def check_physics(self, physics: Physics, what: str = "samples") -> None:
         if physics.fingerprint() != self.physics.fingerprint():
@@ -319,6 +428,12 @@ class Store:
         if self.env is not None:
             release_env(self.env)
             self.env = None
+        self._unlock()
+
+    def _unlock(self) -> None:
+        if getattr(self, "_locked", False):
+            self._locked = False
+            unlock_writer(self.path)
 
     def __enter__(self) -> Store:
         return self
@@ -348,6 +463,30 @@ class Store:
         `provenance` are one value for all or one per sample; provenance is free-form JSON (e.g. strategy,
         cluster, source model of the surrogate).
         Passing `physics` refuses samples made with other physics than the store's."""
+        items = self.records(configs, y, split=split, sampler=sampler, round=round, scores=scores,
+                             provenance=provenance, physics=physics)  # fmt: skip
+        added, buf = 0, bytearray()
+        for start in range(0, len(items), BATCH):
+            added += self._put_batch(items[start : start + BATCH], buf)
+        return added
+
+    def add_atomic(self, items: list) -> int:
+        """Write `records(...)` items (of one or more calls) in one transaction: all of them or none."""
+        return self._put_batch(items, bytearray()) if items else 0
+
+    def records(
+        self,
+        configs: Configs,
+        y: np.ndarray | Sequence[np.ndarray],
+        *,
+        split: str = "train",
+        sampler: str | Sequence[str] = "uniform",
+        round: int = 0,
+        scores: np.ndarray | None = None,
+        provenance: dict | Sequence[dict] | None = None,
+        physics: Physics | None = None,
+    ) -> list[tuple[bytes, dict, np.ndarray]]:
+        """Validated (key, header, field) items for `add` / `add_atomic`; InputError before anything is written."""
         if self.readonly:
             raise InputError(f"{self.path} is open read-only")
         if physics is not None:
@@ -378,22 +517,18 @@ class Store:
             if self.encoding == "float16" and max(-lo, hi, 0) > 65504:
                 raise InputError("targets exceed the float16 range; use a float32 store")
         ids = [configs.sample_id(s, self.physics) for s in range(n)]
-        added, buf = 0, bytearray()
-        for start in range(0, n, BATCH):
-            rows = range(start, min(n, start + BATCH))
-            items = []
-            for s in rows:
-                c, v = configs.sample(s)
-                header = {
-                    "id": ids[s], "n_sources": int(configs.counts[s]), "centers": c.tolist(),
-                    "values": [float(a) for a in v], "sampler": str(samplers[s]), "round": int(round),
-                    "split": split, "score": None if np.isnan(sc[s]) else float(sc[s]),
-                    "provenance": dict(provs[s]), "source_model": self.physics.source_model,
-                    "dtype": self.encoding, "shape": [L, L], "added": time.time(),
-                }  # fmt: skip
-                items.append((ids[s].encode(), header, fields[s]))
-            added += self._put_batch(items, buf)
-        return added
+        items = []
+        for s in range(n):
+            c, v = configs.sample(s)
+            header = {
+                "id": ids[s], "n_sources": int(configs.counts[s]), "centers": c.tolist(),
+                "values": [float(a) for a in v], "sampler": str(samplers[s]), "round": int(round),
+                "split": split, "score": None if np.isnan(sc[s]) else float(sc[s]),
+                "provenance": dict(provs[s]), "source_model": self.physics.source_model,
+                "dtype": self.encoding, "shape": [L, L], "added": time.time(),
+            }  # fmt: skip
+            items.append((ids[s].encode(), header, fields[s]))
+        return items
 
     def _put_batch(self, items: list[tuple[bytes, dict, np.ndarray]], buf: bytearray) -> int:
         """One transaction; records are encoded into `buf` one at a time (LMDB copies each on put).
@@ -422,6 +557,11 @@ class Store:
                 return added
             except lmdb.MapFullError:
                 self.env.set_mapsize(2 * self.env.info()["map_size"])
+            except lmdb.Error as e:  # a failed write or commit (a full disk gives EIO/ENOSPC, a size limit EFBIG)
+                raise DiskFull(
+                    f"cannot write to {self.path} ({e}): the disk is full or a file size limit was reached; "
+                    "everything committed before is kept: free space and re-run the same command to resume"
+                ) from None
 
     def drop_cache(self) -> None:
         """Drop the store's clean (committed, fsync'd) pages from the page cache (after each commit when the
@@ -443,9 +583,20 @@ class Store:
     # --- reading ---------------------------------------------------------------------------------------------
 
     def _headers(self) -> Iterable[dict]:
+        """Index headers in id order; damaged entries are skipped and listed in `self.damaged`."""
+        self.damaged: list[str] = []
         with begin(self.env, buffers=True) as txn:
-            for k, v in txn.cursor(db=self._index):
-                yield _decode_index(v, bytes(k).decode())
+            try:
+                for k, v in txn.cursor(db=self._index):
+                    key = bytes(k).decode(errors="replace")
+                    try:
+                        yield _decode_index(v, key)
+                    except (CheckError, ValueError) as e:
+                        self.damaged.append(f"index entry {key}: {e}" if not str(e).startswith("index") else str(e))
+            except lmdb.Error as e:
+                raise StoreDamaged(
+                    f"{self.path}: the store's LMDB pages are damaged ({e}); run `curate verify`"
+                ) from None
 
     def index(self) -> pd.DataFrame:
         """One row per sample, ordered by id: id, n_sources, sampler, round, split, score, strategy, cluster,
@@ -475,18 +626,32 @@ class Store:
         return Configs.from_lists([np.array(h["centers"], np.int64).reshape(-1, 2) for h in hs],
                                   [np.array(h["values"], np.float64) for h in hs])  # fmt: skip
 
-    def get(self, ids: Sequence[str]) -> tuple[Configs, np.ndarray, list[dict]]:
-        """(configs, y (n, L, L) float32, headers) for the ids, in order; checksums are verified."""
+    def get(self, ids: Sequence[str], skip_damaged: bool = False) -> tuple[Configs, np.ndarray, list[dict]]:
+        """(configs, y (n, L, L) float32, headers) for the ids, in order; checksums are verified. With
+        `skip_damaged`, records that fail their checksum are left out and listed in `self.damaged`."""
         L = self.physics.lattice
         y = np.empty((len(ids), L, L), np.float32)  # (n, L, L)
         headers = []
+        self.damaged = []
         with begin(self.env, buffers=True) as txn:
-            for s, i in enumerate(ids):
-                buf = txn.get(str(i).encode(), db=self._samples)
+            for i in ids:
+                try:
+                    buf = txn.get(str(i).encode(), db=self._samples)
+                except lmdb.Error as e:
+                    raise StoreDamaged(
+                        f"{self.path}: the store's LMDB pages are damaged ({e}); run `curate verify`"
+                    ) from None
                 if buf is None:
                     raise InputError(f"no sample {i!r} in {self.path}")
-                h, y[s] = decode_record(buf, str(i))
+                try:
+                    h, y[len(headers)] = decode_record(buf, str(i))
+                except CheckError as e:
+                    if not skip_damaged:
+                        raise
+                    self.damaged.append(str(e))
+                    continue
                 headers.append(h)
+        y = y[: len(headers)]
         configs = Configs.from_lists([np.array(h["centers"], np.int64).reshape(-1, 2) for h in headers],
                                      [np.array(h["values"], np.float64) for h in headers])  # fmt: skip
         return configs, y, headers
@@ -531,6 +696,7 @@ class Store:
     def info(self) -> dict:
         """The `curate info --json` object (docs/formats.md), plus preset, encoding, created, command and history."""
         df = self.index()
+        damaged = list(self.damaged)
 
         def counts(col: str) -> dict:
             return {str(k): int(v) for k, v in df[col].value_counts().sort_index().items()}
@@ -551,15 +717,25 @@ class Store:
             "created": self.meta.get("created", ""),
             "command": self.meta.get("command", ""),
             "history": self.history(),
+            **({"damaged": damaged} if damaged else {}),  # index entries skipped: run `curate verify`
         }
 
     def verify(self) -> list[str]:
         """Every problem found: bad checksums, undecodable records, ids that do not match their config,
         index entries that disagree with their records. Empty means the store is sound."""
         problems: list[str] = []
+        self.bad_ids: set[str] = set()  # ids of records with a problem (not to be re-solved)
         L = self.physics.lattice
+        try:
+            self._verify(problems, L)
+        except lmdb.Error as e:  # damaged B-tree pages: the walk cannot go on, but what it found stays
+            problems.append(f"LMDB: the store's pages are damaged ({e})")
+        return problems
+
+    def _verify(self, problems: list[str], L: int) -> None:
         with begin(self.env, buffers=True) as txn:
             seen = set()
+            n_before = len(problems)
             for k, v in txn.cursor(db=self._samples):
                 key = bytes(k).decode(errors="replace")
                 seen.add(key)
@@ -579,7 +755,9 @@ class Store:
                     problems.append(str(e))
                 except (KeyError, TypeError, ValueError) as e:
                     problems.append(f"record {key}: undecodable ({e})")
+                if len(problems) > n_before:
+                    self.bad_ids.add(key)
+                n_before = len(problems)
             for k, _ in txn.cursor(db=self._index):
                 if bytes(k).decode(errors="replace") not in seen:
                     problems.append(f"index entry {bytes(k).decode(errors='replace')}: no record")
-        return problems

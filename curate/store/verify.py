@@ -4,25 +4,30 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lmdb
 import numpy as np
 
 from diffcurate.curate.store.lmdbstore import Store
 from diffcurate.solvers.registry import solve
 
-# A stored target may differ from a fresh float64 solve by its encoding's rounding only.
-TOLERANCE = {"float32": 1e-6, "float16": 5e-4}
+# A stored target may differ from a fresh float64 solve by its encoding's rounding plus, for targets solved in
+# float32 (generate's default), the float32 solve's own error: up to 1.3e-6 at the paper preset in another
+# batch composition (tests/test_store.py checks it there), 4x that as the margin. Real damage is far larger.
+TOLERANCE = {"float32": 5e-6, "float16": 5e-4}
 
 
 def verify_store(path: Path, resolve: int = 0, seed: int = 0) -> dict:
     """Returns {"checked", "resolved", "max_error", "problems": [...]}; the CLI exits 1 when problems exist."""
     with Store(path, readonly=True) as store:
         problems = store.verify()
-        n = store.count()
+        try:
+            n = store.count()
+        except lmdb.Error as e:
+            return {"checked": 0, "resolved": 0, "max_error": 0.0, "problems": [*problems, f"LMDB: {e}"]}
         worst = 0.0
         k = min(max(0, resolve), n)
-        if k:
-            bad = {p.split(":")[0] for p in problems}
-            ids = [i for i in store.ids() if i not in bad]
+        if k and not any(p.startswith("LMDB") for p in problems):
+            ids = [i for i in store.ids() if i not in store.bad_ids]  # damaged index entries are skipped
             pick = sorted(np.random.default_rng(seed).choice(len(ids), size=min(k, len(ids)), replace=False))
             cfg, y, _ = store.get([ids[i] for i in pick])
             fresh = solve(store.physics, cfg, "fast", dtype="float64")
