@@ -50,6 +50,14 @@ VARIANTS: dict[str, dict] = {
     "al-field": {"strategy": "al", "acquisition": "true-error", "sources_weight": 0.0},
     "ewd": {"strategy": "ewd", "sources_weight": 0.0, "exploration": 0.0},
     "ewd-mine": {"strategy": "ewd", "sources_weight": 0.0, "exploration": 0.0, "mine_parents": 100},
+    # ewd with the sharpness the quick protocol chose for power sampling (beta 4: weights score^2, D^2 ~ score^4)
+    "ewd-p2-mine": {
+        "strategy": "ewd",
+        "sources_weight": 0.0,
+        "exploration": 0.0,
+        "mine_parents": 100,
+        "weight_power": 2.0,
+    },  # fmt: skip
     "al-field-mine": {"strategy": "al", "sources_weight": 0.0, "mine_parents": 100},
     "sbal": {"strategy": "sbal", "sources_weight": 0.0},  # beta from the quick protocol
     "lcmd": {"strategy": "lcmd"},
@@ -69,8 +77,9 @@ QUICK = {
             "model": "edcnn",
             "seeds": [0, 1],
             "strategies": ["random", "ewd-mine", "sbal-b1", "sbal-b2", "sbal-b4"],
+            "seeds_by_strategy": {"sbal-b1": [0], "sbal-b2": [0], "sbal-b4": [0]},
         }
-    },  # fmt: skip
+    },
     "transfer": None,
     "control": False,
 }
@@ -90,7 +99,7 @@ def run_config(spec: dict, arm: dict, name: str, seed: int, beta: float | None):
     p = spec["protocol"]
     cfg = default_config(spec["preset"], arm["model"])
     cfg.model.update(arm.get("model_config", {}))
-    cfg.seed, cfg.rounds = seed, spec["rounds"]
+    cfg.seed, cfg.rounds = seed, spec["rounds"] + (arm.get("extend_random", 0) if name == "random" else 0)
     cfg.warm_start = False
     cfg.min_steps = p["min_steps"]
     cfg.train.update(epochs=p["epochs"], batch_size=p["batch_size"], seed=seed)
@@ -112,8 +121,11 @@ def run_config(spec: dict, arm: dict, name: str, seed: int, beta: float | None):
 def jobs(spec: dict, best: str | None) -> list[tuple[str, str, int]]:
     out = []
     for arm_name, arm in spec["arms"].items():
+        fewer = arm.get("seeds_by_strategy", {})
         for seed in arm["seeds"]:
             for s in arm["strategies"]:
+                if seed not in fewer.get(s, arm["seeds"]):
+                    continue
                 s = best if s == "best" else s
                 if s is not None:
                     out.append((arm_name, s, seed))
@@ -125,9 +137,12 @@ def run_dir(out: Path, arm: str, name: str, seed: int) -> Path:
 
 
 def complete(root: Path, rounds: int) -> bool:
-    from diffcurate.curate.loop.rundir import read_rounds
+    """All the rounds of the run's own config (random may run longer than the others: `extend_random`)."""
+    from diffcurate.curate.loop.rundir import load_run, read_rounds
 
-    return (root / "rounds.jsonl").exists() and len(read_rounds(root)) > rounds
+    if not (root / "rounds.jsonl").exists():
+        return False
+    return len(read_rounds(root)) > max(rounds, load_run(root).rounds)
 
 
 # --- running -------------------------------------------------------------------------------------------------
@@ -180,7 +195,7 @@ def extra_jobs(spec: dict, out: Path, best: str, i: int, n: int, log) -> None:
     tr = spec.get("transfer")
     if tr:
         for s in [best if x == "best" else x for x in tr["strategies"]]:
-            for seed in tr["seeds"]:
+            for seed in transfer_seeds(spec, s):
                 work.append(("transfer", s, seed))
     if spec.get("control"):
         work.append(("control", "random", spec["arms"][next(iter(spec["arms"]))]["seeds"][0]))
@@ -194,6 +209,13 @@ def extra_jobs(spec: dict, out: Path, best: str, i: int, n: int, log) -> None:
         res["seconds"] = round(time.time() - t0, 1)
         path.write_text(json.dumps(res))
         log(f"{kind} {s}-s{seed} done in {res['seconds']:.0f} s")
+
+
+def transfer_seeds(spec: dict, name: str) -> list[int]:
+    """The transfer seeds that the first arm ran for `name`."""
+    first = spec["arms"][next(iter(spec["arms"]))]
+    have = first.get("seeds_by_strategy", {}).get(name, first["seeds"])
+    return [s for s in spec["transfer"]["seeds"] if s in have]
 
 
 def retrain(spec: dict, out: Path, kind: str, name: str, seed: int) -> dict:
@@ -214,6 +236,7 @@ def retrain(spec: dict, out: Path, kind: str, name: str, seed: int) -> dict:
     cfg = load_run(src)
     with Store(src / "store", readonly=True) as st:
         idx = st.index()
+        idx = idx[(idx["split"] != "train") | (idx["round"] <= spec["rounds"])]  # random's set at the others' size
         got = {sp: st.get(idx[idx["split"] == sp]["id"].tolist()) for sp in ("train", "val", "test")}
         ph = st.physics
     n_train = len(got["train"][1])
@@ -320,6 +343,12 @@ def power_fit(n: np.ndarray, v: np.ndarray) -> tuple[float, float]:
     return float(np.exp(logc)), float(b)
 
 
+def at_size(n: np.ndarray, v: np.ndarray, size: float) -> float:
+    """The curve's value at a training size (linear in log-log between rounds; the schedules share sizes, so
+    this is random's own round at the strategy's final size)."""
+    return float(np.exp(np.interp(np.log(size), np.log(n), np.log(v))))
+
+
 def ratios(n_base, v_base, n_s, v_s) -> tuple[float, bool, float | None]:
     """(samples ratio, lower bound?, fitted ratio) of a strategy's final value against the baseline's curve."""
     target, final_n = v_s[-1], n_s[-1]
@@ -331,57 +360,70 @@ def ratios(n_base, v_base, n_s, v_s) -> tuple[float, bool, float | None]:
     return float(r / final_n), False, fit
 
 
+def seed_mean(e: np.ndarray, mask: np.ndarray, hard: np.ndarray) -> dict[str, np.ndarray]:
+    """e (seeds, rounds, n) -> {metric: (rounds,)}: each run's metric, then the mean over seeds (a p99 is each
+    model's own p99, as a user of one model sees it, not the p99 of seed-averaged errors)."""
+    per = metric_values(e, mask, hard)  # {metric: (seeds, rounds)}
+    return {m: v.mean(0) for m, v in per.items()}
+
+
 def summarise_arm(E: Errors, arm: str, spec: dict, rng) -> dict:
-    """Every strategy of an arm against random, on the mixed split and the held-out families."""
+    """Every strategy of an arm against random, on the mixed split and the held-out families. A strategy run
+    with fewer seeds than random is compared with random on the same seeds (seed lists are prefixes)."""
     reps = int(spec.get("bootstrap", 1000))
     strategies = E.e[arm]
-    k = len(strategies["random"])
     n_test = len(E.ids)
     out = {}
     for name in strategies:
         out[name] = {"peer": name.split("-b")[0] in PEERS, "seeds": int(len(strategies[name]))}
+    counts = sorted({len(e) for e in strategies.values()})
     for set_name, metrics in SETS.items():
         mask = E.masks[set_name]
-        point = {s: metric_values(e.mean(0), mask, E.hard) for s, e in strategies.items()}
-        n_mean = {s: E.n[arm][s].mean(0) for s in strategies}
-        cost_mean = {s: E.cost[arm][s].mean(0) for s in strategies}
+        k_of = {s: len(e) for s, e in strategies.items()}
+        point = {s: seed_mean(e, mask, E.hard) for s, e in strategies.items()}
+        base_point = {k: seed_mean(strategies["random"][:k], mask, E.hard) for k in counts}
+        n_of = {s: E.n[arm][s].mean(0) for s in strategies}
+        base_n = {k: E.n[arm]["random"][:k].mean(0) for k in counts}
+        cost_of = {s: E.cost[arm][s].mean(0) for s in strategies}
+        base_cost = {k: E.cost[arm]["random"][:k].mean(0) for k in counts}
         boot = {s: {m: {"final": [], "ratio": [], "fit": []} for m in metrics} for s in strategies}
         for _ in range(reps):
-            pick = rng.integers(k, size=k)
-            rows = rng.integers(n_test, size=n_test)
-            vals = {}
+            rows = rng.integers(n_test, size=n_test)  # the same resampled test rows for every run
+            picks = {k: rng.integers(k, size=k) for k in counts}  # paired: the same seeds for every strategy
+            base = {k: seed_mean(strategies["random"][picks[k]][:, :, rows], mask[rows], E.hard[rows]) for k in counts}
             for s, e in strategies.items():
-                e_b = e[pick % len(e)][:, :, rows].mean(0)  # (rounds, n_test) seed-mean per sample
-                vals[s] = metric_values(e_b, mask[rows], E.hard[rows])
-            for s in strategies:
+                k = k_of[s]
+                vals = seed_mean(e[picks[k]][:, :, rows], mask[rows], E.hard[rows])
                 for m in metrics:
-                    vb, vs = vals["random"][m], vals[s][m]
-                    boot[s][m]["final"].append(vs[-1] / vb[-1])
-                    r, _, f = ratios(n_mean["random"], vb, n_mean[s], vs)
+                    vb, vs = base[k][m], vals[m]
+                    boot[s][m]["final"].append(vs[-1] / at_size(base_n[k], vb, n_of[s][-1]))
+                    r, _, f = ratios(base_n[k], vb, n_of[s], vs)
                     boot[s][m]["ratio"].append(r)
                     boot[s][m]["fit"].append(np.inf if f is None else f)
         for s in strategies:
+            k = k_of[s]
             block = {"samples_ratio": {}, "samples_ratio_lower_bound": {}, "samples_ratio_fit": {},
                      "samples_ratio_fit_ci90": {}, "samples_ratio_ci90": {}, "final_vs_random": {},
                      "final_vs_random_ci90": {}, "cost_ratio": {}, "cost_ratio_lower_bound": {},
-                     "final_mean": {}, "curve": {}}  # fmt: skip
+                     "final_mean": {}, "random_final_mean": {}, "curve": {}}  # fmt: skip
             for m in metrics:
-                vb, vs = point["random"][m], point[s][m]
-                r, lower, fit = ratios(n_mean["random"], vb, n_mean[s], vs)
+                vb, vs = base_point[k][m], point[s][m]
+                r, lower, fit = ratios(base_n[k], vb, n_of[s], vs)
                 block["samples_ratio"][m] = r
                 block["samples_ratio_lower_bound"][m] = lower
                 block["samples_ratio_fit"][m] = fit
                 block["samples_ratio_fit_ci90"][m] = _ci(boot[s][m]["fit"])
                 block["samples_ratio_ci90"][m] = _ci(boot[s][m]["ratio"])
-                block["final_vs_random"][m] = float(vs[-1] / vb[-1])
+                block["final_vs_random"][m] = float(vs[-1] / at_size(base_n[k], vb, n_of[s][-1]))  # equal size
                 block["final_vs_random_ci90"][m] = _ci(boot[s][m]["final"])
-                cr, clow, _ = ratios(cost_mean["random"], vb, cost_mean[s], vs)
+                cr, clow, _ = ratios(base_cost[k], vb, cost_of[s], vs)
                 block["cost_ratio"][m] = cr
                 block["cost_ratio_lower_bound"][m] = clow
                 block["final_mean"][m] = float(vs[-1])
+                block["random_final_mean"][m] = at_size(base_n[k], vb, n_of[s][-1])  # same seeds, same size
                 block["curve"][m] = [float(x) for x in vs]
-            block["curve"]["n"] = [float(x) for x in n_mean[s]]
-            block["curve"]["cost_s"] = [float(x) for x in cost_mean[s]]
+            block["curve"]["n"] = [float(x) for x in n_of[s]]
+            block["curve"]["cost_s"] = [float(x) for x in cost_of[s]]
             block["curve"]["solves"] = [float(x) for x in E.solves[arm][s].mean(0)]
             if set_name == "mixed":
                 out[s].update(block)
@@ -405,25 +447,29 @@ def best_strategy(spec: dict, out: Path) -> str:
     for s, e in E.e[first].items():
         if s == "random" or s.split("-b")[0] in PEERS:
             continue
-        m = e[:, -1].mean(0)
-        scores[s] = (np.quantile(m[E.masks["held_out"]], 0.99), np.quantile(m[E.masks["mixed"]], 0.99))
+        last = e[:, -1:]  # (seeds, 1, n): the final models
+        scores[s] = (float(seed_mean(last, E.masks["held_out"], E.hard)["p99"][0]),
+                     float(seed_mean(last, E.masks["mixed"], E.hard)["p99"][0]))  # fmt: skip
     return min(scores, key=scores.get)
 
 
 def transfer_table(spec: dict, out: Path, E: Errors, best: str) -> dict | None:
+    """The transfer model on each strategy's final sets, against random's sets of the same seeds and size."""
     tr = spec.get("transfer")
     if not tr:
         return None
+
+    def load(s: str, seeds: list[int]) -> dict:
+        per = np.array([E.align(json.loads((out / "transfer" / f"{s}-s{seed}.json").read_text()))
+                        for seed in seeds])[:, None]  # (seeds, 1, n)  # fmt: skip
+        return {k: {m: float(v[0]) for m, v in seed_mean(per, E.masks[k], E.hard).items() if m in SETS[k]}
+                for k in SETS}  # fmt: skip
+
     rows = {}
     for s in [best if x == "best" else x for x in tr["strategies"]]:
-        per = [E.align(json.loads((out / "transfer" / f"{s}-s{seed}.json").read_text())) for seed in tr["seeds"]]
-        e = np.mean(per, 0)
-        rows[s] = {k: {m: float(v) for m, v in metric_values(e, E.masks[k], E.hard).items() if m in SETS[k]}
-                   for k in SETS}  # fmt: skip
-        rows[s]["seeds"] = len(per)
-    base = rows["random"]
-    for r in rows.values():
-        r["vs_random"] = {k: {m: r[k][m] / base[k][m] for m in SETS[k]} for k in SETS}
+        seeds = transfer_seeds(spec, s)
+        r, base = load(s, seeds), load("random", seeds)
+        rows[s] = {**r, "seeds": seeds, "vs_random": {k: {m: r[k][m] / base[k][m] for m in SETS[k]} for k in SETS}}
     return {"from": next(iter(spec["arms"])), "model": tr["model"], "strategies": rows}
 
 
@@ -434,7 +480,7 @@ def control_block(spec: dict, out: Path, E: Errors) -> dict | None:
     seed = spec["arms"][first]["seeds"][0]
     res = json.loads((out / "control" / f"random-s{seed}.json").read_text())
     twice = E.align(res)
-    once = E.e[first]["random"][spec["arms"][first]["seeds"].index(seed), -1]
+    once = E.e[first]["random"][spec["arms"][first]["seeds"].index(seed), spec["rounds"]]
     return {"seed": seed, "n_train": res["n_train"], "epochs_twice": res["epochs"],
             **{f"{k}_{m}_ratio_twice_over_once": float(metric_values(twice, E.masks[k], E.hard)[m]
                                                        / metric_values(once, E.masks[k], E.hard)[m])
@@ -483,6 +529,7 @@ def summarise(spec, out: Path, docs: Path, seconds: float, command: str, extra: 
                 p["initial"] + sum(round(p["budget"] * p["growth"] ** i) for i in range(r))
                 for r in range(1, spec["rounds"] + 1)
             ],  # fmt: skip
+            "random_extended_rounds": spec["arms"][first].get("extend_random", 0),
             "pool_size": p["pool"],
             "picked_share": (final - p["initial"]) / final,
             "training": {

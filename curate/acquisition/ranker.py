@@ -231,16 +231,18 @@ def _sbal(scores, counts, feats, budget, acq, rng) -> Selection:
     return Selection(idx, np.full(len(idx), -1), ["exploit"] * len(idx))
 
 
-def error_weighted_seeding(emb: np.ndarray, scores: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """k rows by k-means++ seeding on g_i = score_i * f_i / |f_i| (BADGE's gradient-embedding shape for a
-    regression head): the first pick is the highest score, each next one is drawn with probability proportional
-    to its squared distance from the nearest pick. Large-error rows are far from everything, so they are likely;
-    near-duplicates of a pick are not."""
+def error_weighted_seeding(emb: np.ndarray, scores: np.ndarray, k: int, rng: np.random.Generator,
+                           power: float = 1.0) -> np.ndarray:  # fmt: skip
+    """k rows by k-means++ seeding on g_i = score_i^power * f_i / |f_i| (power 1: BADGE's gradient-embedding
+    shape for a regression head): the first pick is the highest score, each next one is drawn with probability
+    proportional to its squared distance from the nearest pick. Large-error rows are far from everything, so
+    they are likely (about score^(2 power) far from the picks); near-duplicates of a pick are not."""
     n = len(scores)
     k = min(k, n)
     f = emb.astype(np.float64)
     f = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
-    g = f * np.maximum(scores, 0.0)[:, None]  # (n, D)
+    s = np.maximum(scores, 0.0)
+    g = f * (s / max(s.max(), 1e-300))[:, None] ** power  # (n, D), scores scaled to <= 1 first
     first = int(np.argmax(scores))
     chosen = [first]
     d2 = ((g - g[first]) ** 2).sum(1)
@@ -260,7 +262,7 @@ def error_weighted_seeding(emb: np.ndarray, scores: np.ndarray, k: int, rng: np.
 
 def _ewd(scores, counts, feats: NetFeatures, budget, acq, rng) -> Selection:
     n_explore = int(round(acq.exploration * min(budget, len(scores))))
-    idx = error_weighted_seeding(feats.pool, scores, budget - n_explore, rng)
+    idx = error_weighted_seeding(feats.pool, scores, budget - n_explore, rng, acq.weight_power)
     rest = np.setdiff1d(np.arange(len(scores)), idx)
     extra = rng.choice(rest, size=min(n_explore, len(rest)), replace=False) if n_explore else np.zeros(0, np.int64)
     how = ["exploit"] * len(idx) + ["explore"] * len(extra)

@@ -47,6 +47,7 @@ class AcquisitionConfig:
     candidates_factor: float = 3.0  # diversity clusters the top factor x budget candidates of a count
     sources_weight: float = 1.0  # per-sample score = weighted MAE: disc pixels x this, other pixels x 1
     beta: float = 1.0  # sbal: P(pick) proportional to score^beta
+    weight_power: float = 1.0  # ewd: features scaled by score^power (1: BADGE; 2: picks ~ score^4 like sbal beta 4)
     mine_parents: int = 0  # hard-case mining: mutate the top N scored candidates (0: off)
     mine_per_parent: int = 4  # mutants per parent, scored like the pool and added to the candidates
 
