@@ -36,3 +36,8 @@ def progress_bar(total: int, description: str, unit: str = "samples", show: bool
                 bar.update(task, rate=f"{t.completed / t.elapsed:,.1f} {unit}/s")
 
         yield advance
+
+
+def say(message: str) -> None:
+    """A library message on the console as plain text (no rich markup: `[model]` stays `[model]`)."""
+    console.print(message, markup=False, highlight=False)

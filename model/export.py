@@ -38,7 +38,16 @@ def _onnx(model: torch.nn.Module, example: torch.Tensor, out: Path) -> None:
                       dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})  # fmt: skip
 
 
+def _torch_export(model: torch.nn.Module, example: torch.Tensor, out: Path) -> None:
+    """torch.export's ExportedProgram (.pt2; load with torch.export.load(path).module()), batch size dynamic."""
+    example = example.expand(2, *example.shape[1:]).contiguous()  # a batch of 1 would be specialised to 1
+    program = torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, str(out))
+
+
+# torch.export is the default: torch 2.13 deprecates TorchScript (kept for older runtimes)
 EXPORTERS: dict[str, Callable[[torch.nn.Module, torch.Tensor, Path], None]] = {
+    "export": _torch_export,
     "torchscript": _torchscript,
     "onnx": _onnx,
 }

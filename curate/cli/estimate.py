@@ -10,10 +10,11 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from diffcurate.curate.cli.options import Device, Json, OutFile
-from diffcurate.curate.progress import console
+from diffcurate.curate.cli.options import Device, Json, OutFile, RunDir
+from diffcurate.curate.progress import console, say
 
-RunDir = Annotated[Path, typer.Argument(help="Run directory.")]
+# the names of model.estimators.ESTIMATORS, for help texts without importing torch (a test keeps them equal)
+ESTIMATOR_NAMES = ("residual", "residual-l1", "residual-exact", "ensemble", "mc-dropout", "inverse", "tod")
 
 
 def _fmt(v, spec: str = ".3f") -> str:
@@ -39,19 +40,22 @@ def eval_table(r: dict) -> Table:
 
 def estimate_eval(
     run_dir: RunDir,
-    estimators: Annotated[str | None, typer.Option("--estimators", help="Comma-separated (default: all).")] = None,
+    estimators: Annotated[
+        str | None,
+        typer.Option("--estimators", help=f"Comma-separated, from: {', '.join(ESTIMATOR_NAMES)} (default: all)."),
+    ] = None,
     threshold: Annotated[
         float | None, typer.Option("--threshold", help="AUROC: flag MAE > E (default val p90).")
     ] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Also write the JSON to this file.")] = None,
-    device: Device = "cpu",
+    device: Device = "auto",
     json_out: Json = False,
 ) -> None:
     """Spearman, AUROC and cost of each error estimator on the run's test split (trains members as needed)."""
     from diffcurate.curate.loop.estimate import evaluate_estimators
 
     names = [n.strip() for n in estimators.split(",") if n.strip()] if estimators else None
-    r = evaluate_estimators(run_dir, names, threshold, device, log=console.print)
+    r = evaluate_estimators(run_dir, names, threshold, device, log=say)
     if out is not None:
         out.write_text(json.dumps(r, indent=1))
     if json_out:
@@ -69,14 +73,16 @@ def predict_cmd(
     max_error: Annotated[
         float | None, typer.Option("--max-error", help="Solve samples whose estimated MAE is not below E.")
     ] = None,
-    estimator: Annotated[str, typer.Option("--estimator", help="Error estimator (see estimate-eval).")] = "residual",
-    device: Device = "cpu",
+    estimator: Annotated[
+        str, typer.Option("--estimator", help=f"Error estimator: {', '.join(ESTIMATOR_NAMES)}.")
+    ] = "residual",
+    device: Device = "auto",
     json_out: Json = False,
 ) -> None:
     """Predict fields with the surrogate; with --max-error, hand what the estimator does not clear to the solver."""
     from diffcurate.curate.loop.predict import predict_file
 
-    r = predict_file(checkpoint, input, out, max_error, estimator, device, log=console.print)
+    r = predict_file(checkpoint, input, out, max_error, estimator, device, log=say)
     if json_out:
         print(json.dumps(r))
         return

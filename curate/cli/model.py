@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from diffcurate.curate.cli.options import Device, Json, OutFile, Preset, Seed
+from diffcurate.curate.cli.options import Device, Json, OutFile, Preset, TrainSeed
 from diffcurate.curate.progress import console
 from diffcurate.solvers.errors import InputError
 
@@ -81,7 +81,7 @@ def train_cmd(
     clamp_sources: Annotated[
         bool, typer.Option("--clamp-sources", help="Copy the known disc values into the output (fixed sources).")
     ] = False,
-    seed: Seed = 0,
+    seed: TrainSeed = 0,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
     as_json: Json = False,
 ) -> None:
@@ -144,7 +144,9 @@ def train_cmd(
     if as_json:
         typer.echo(json.dumps(summary))
     else:
-        _console(False).print(f"best epoch {res.best_epoch}: val MAE {res.best_val:.4g} -> {res.checkpoint}")
+        # epochs count from 1, as the progress bar does (the JSON's best_epoch is the 0-based index)
+        _console(False).print(f"best epoch {res.best_epoch + 1} of {len(res.history)}: val MAE {res.best_val:.4g} -> "
+                              f"{res.checkpoint}")  # fmt: skip
 
 
 def metrics_table(m: dict, title: str = "evaluation") -> Table:
@@ -202,8 +204,10 @@ def evaluate_cmd(
 
 def export_model_cmd(
     checkpoint: Checkpoint,
-    fmt: Annotated[str, typer.Option("--format", help="torchscript or onnx.")] = "torchscript",
-    out: OutFile = Path("model.ts"),
+    fmt: Annotated[
+        str, typer.Option("--format", help="export (torch.export .pt2), torchscript (deprecated by torch) or onnx.")
+    ] = "export",
+    out: OutFile = Path("model.pt2"),
 ) -> None:
     """Export a checkpoint as a standalone model (x -> y, target transform inverted)."""
     from diffcurate.model.export import export_model

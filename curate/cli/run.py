@@ -9,10 +9,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from diffcurate.curate.cli.options import Address, Json
-from diffcurate.curate.progress import console
-
-RunDir = Annotated[Path, typer.Argument(help="Run directory.")]
+from diffcurate.curate.acquisition.ranker import ACQUISITIONS, STRATEGIES
+from diffcurate.curate.cli.options import Address, Json, RunDir
+from diffcurate.curate.progress import console, say
 
 
 def init(
@@ -37,10 +36,10 @@ def init(
 def run_cmd(
     run_dir: RunDir,
     rounds: Annotated[int | None, typer.Option("--rounds", min=0, help="Acquisition rounds (after round 0).")] = None,
-    strategy: Annotated[
-        str | None, typer.Option("--strategy", help="al, random, uniform-per-count, topk, lcmd, coreset.")
+    strategy: Annotated[str | None, typer.Option("--strategy", help=f"One of: {', '.join(STRATEGIES)}.")] = None,
+    acquisition: Annotated[
+        str | None, typer.Option("--acquisition", help=f"How candidates are scored: {', '.join(ACQUISITIONS)}.")
     ] = None,
-    acquisition: Annotated[str | None, typer.Option("--acquisition", help="How candidates are scored.")] = None,
     address: Address = None,
     dashboard: Annotated[bool | None, typer.Option("--dashboard/--no-dashboard", help="Ray dashboard.")] = None,
     dashboard_host: Annotated[str | None, typer.Option("--dashboard-host", help="Dashboard bind address.")] = None,
@@ -54,7 +53,7 @@ def run_cmd(
     """Run (or resume after any interruption) the curation rounds of a run directory."""
     from diffcurate.curate.loop.runner import run
 
-    run(run_dir, rounds, log=console.print, strategy=strategy, acquisition=acquisition, address=address,
+    run(run_dir, rounds, log=say, strategy=strategy, acquisition=acquisition, address=address,
         dashboard=dashboard, dashboard_host=dashboard_host, workers=workers, trainers=trainers,
         max_solves=max_solves, target_p99=target_p99)  # fmt: skip
 
@@ -64,8 +63,9 @@ def status_dict(run_dir: Path) -> dict:
 
     cfg = load_run(run_dir)
     rounds = read_rounds(run_dir)
+    # rounds_completed counts round 0 (the initial set); acquisition_rounds the rounds that added samples
     return {"run": str(run_dir), "preset": cfg.preset, "strategy": cfg.acquisition.strategy,
-            "rounds_completed": len(rounds), "rounds": rounds}  # fmt: skip
+            "rounds_completed": len(rounds), "acquisition_rounds": max(0, len(rounds) - 1), "rounds": rounds}  # fmt: skip
 
 
 def status(run_dir: RunDir, json_out: Json = False) -> None:

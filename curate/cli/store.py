@@ -128,7 +128,9 @@ def verify(
 def export(
     store: StoreDir,
     out: OutFile,
-    format: Annotated[str | None, typer.Option("--format", help="npz or hdf5 (default: from --out).")] = None,
+    format: Annotated[
+        str | None, typer.Option("--format", help="npz, hdf5 or parquet (default: from --out's extension).")
+    ] = None,
     split: Annotated[str, typer.Option("--split", help="train, val, test or all.")] = "all",
     max_round: Annotated[int | None, typer.Option("--max-round", help="Only samples of rounds <= R.")] = None,
     force: Force = False,

@@ -190,7 +190,7 @@ class _Trainer:
         os.replace(tmp, out)
         rates = [h["train_samples_per_s"] for h in res.history if "train_samples_per_s" in h]
         return {"epochs": len(res.history), "best_epoch": res.best_epoch, "train_size": len(train_set),
-                "train_samples_per_s": float(np.mean(rates)) if rates else None}  # fmt: skip
+                "train_samples_per_s": float(np.mean(rates)) if rates else None, "device": self.device}  # fmt: skip
 
     def evaluate(self, store: str, ckpt: str, held_out: tuple[str, ...] = ()) -> dict:
         """Test-split metrics (evaluate schema) and each test sample's error, for reports. Test samples of the

@@ -49,6 +49,11 @@ def member_train_config(cfg: RunConfig, m: int) -> dict:
     return cfg.train if m == 0 else {**cfg.train, "seed": cfg.seed + MEMBER_SEED_STEP * m}
 
 
+def tc_epochs(cfg: RunConfig, n_train: int) -> int:
+    """Epochs the surrogate trains for in a round on n_train samples."""
+    return int(round_train_config(cfg, 0, n_train)["epochs"])
+
+
 def round_train_config(cfg: RunConfig, m: int, n_train: int) -> dict:
     """Member m's training config for a round on n_train samples: at least `min_steps` optimiser steps."""
     tc = member_train_config(cfg, m)
@@ -169,8 +174,10 @@ def apply_overrides(root: Path, cfg: RunConfig, **kw) -> RunConfig:
 
 
 def stop_reason(cfg: RunConfig, done: list[dict], rounds: int) -> str | None:
+    """Why the run stops now (None: run round len(done)). Round 0 trains on the initial set; rounds 1..K
+    acquire, so a run of K rounds holds K + 1 round records."""
     if len(done) > rounds:
-        return f"{rounds} rounds done"
+        return f"round 0 and {rounds} acquisition round{'s' if rounds != 1 else ''} done"
     spent = sum(r["solves"] for r in done)
     if cfg.max_solves and spent >= cfg.max_solves:
         return f"solve budget spent ({spent} >= {cfg.max_solves})"

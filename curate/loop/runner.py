@@ -48,7 +48,9 @@ from diffcurate.curate.loop.rundir import (
     read_rounds,
     round_train_config,
     stop_reason,
+    tc_epochs,
 )
+from diffcurate.curate.progress import progress_bar
 from diffcurate.curate.store.lmdbstore import Store
 from diffcurate.solvers.errors import InputError
 from diffcurate.solvers.problem import Configs
@@ -187,7 +189,6 @@ class Runner:
     def _fit(self, k: int) -> dict:
         """All trainers at once: member m trains with its own seed in its own work dir (resumable), warm-started
         from its own previous-round weights, so the members stay independent (an ensemble, not M copies)."""
-        import ray
 
         cfg, state = self.cfg, self.paths.state(k)
         refs = []
@@ -200,8 +201,25 @@ class Runner:
             tc = round_train_config(cfg, m, n_train)
             refs.append(tr.fit.remote(str(self.paths.store), cfg.model, tc, cfg.physics,
                                       str(work), str(self.paths.member(k, m)), init, self.root.name))  # fmt: skip
-        first, *members = ray.get(refs)
+        first, *members = self._wait_training(refs, state / "train" / "train.jsonl", k, int(tc_epochs(cfg, n_train)))
         return {**first, **({"members": [{"member": m, **r} for m, r in enumerate(members, 1)]} if members else {})}
+
+    def _wait_training(self, refs: list, log_path: Path, k: int, epochs: int) -> list:
+        """ray.get(refs), showing the surrogate's epochs and loss from its train.jsonl while the trainers work."""
+        import ray
+
+        if not self.show_progress:
+            return ray.get(refs)
+        with progress_bar(epochs, f"round {k}: training", unit="epochs") as advance:
+            seen = 0
+            while True:
+                ready, _ = ray.wait(refs, num_returns=len(refs), timeout=1.0)
+                lines = log_path.read_text().splitlines() if log_path.exists() else []
+                if len(lines) > seen:
+                    advance(len(lines) - seen)
+                    seen = len(lines)
+                if len(ready) == len(refs):
+                    return ray.get(refs)
 
     def _evaluate(self, k: int) -> dict:
         """The surrogate's test metrics (and each member's, on its own trainer, when there are several)."""
@@ -437,6 +455,11 @@ def run(root: Path, rounds: int | None = None, log: Callable[[str], None] = prin
     cfg = apply_overrides(root, load_run(root), **overrides)
     rounds = cfg.rounds if rounds is None else rounds
     r = cfg.ray
+    why = stop_reason(cfg, read_rounds(root), rounds)
+    if why:  # a finished run answers without starting Ray
+        log(f"stopped: {why}")
+        return read_rounds(root)
+    log("starting Ray" + (f" (joining {r.address})" if r.address else " (a local cluster)"))
     with ray_session(r.address or None, r.num_cpus or None, r.dashboard, r.dashboard_host):
         runner = Runner(root, cfg, log, show_progress)
         runner.last_round = rounds

@@ -124,6 +124,13 @@ def _check_layout(d: dict, where: str) -> None:
         raise InputError(f"{where}: ids must have shape ({n},), got {np.asarray(d['ids']).shape}")
 
 
+def shared_mode() -> int:
+    """0666 minus the process umask: the mode an ordinary `open()` would give a new file."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def save_arrays(
     path: str | os.PathLike,
     physics: Physics,
@@ -169,6 +176,7 @@ def save_arrays(
                 np.savez(fh, **d)
         if f == "h5":
             _write_h5(tmp, d)
+        os.chmod(tmp, shared_mode())  # mkstemp makes 0600; a shared dataset follows the umask (0644 under 022)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

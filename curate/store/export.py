@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from diffcurate.curate.store.arrays import format_of, load_arrays, save_arrays, validated_samples
+from diffcurate.curate.store.arrays import format_of, load_arrays, save_arrays, shared_mode, validated_samples
 from diffcurate.curate.store.lmdbstore import SPLITS, Store, is_store
 from diffcurate.solvers.errors import InputError
 from diffcurate.solvers.problem import paint
@@ -35,6 +35,7 @@ def _atomic_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
+        os.chmod(tmp, shared_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -43,6 +44,90 @@ def _atomic_text(path: Path, text: str) -> None:
 
 def _sha256(a: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+CITATION = (
+    "J. Q. Toledo-Marin, J. A. Glazier, G. Fox, Analyzing the Performance of Deep Encoder-Decoder Networks as "
+    "Surrogates for a Diffusion Equation, arXiv:2302.03786 (2023)"
+)
+CARD_FACTS = {
+    "license": "MIT",
+    "citation": CITATION,
+}
+SPLITS_MADE = (
+    "train: the run's seeded random initial set plus each round's picks (round > 0, with the strategy, cluster and "
+    "score that chose them); val: a seeded random set of the run's sampler, for early stopping; test: a fixed "
+    "grid of per-source-count cells per sampler family (data.test_seed), the same for every run of one config; a "
+    "sample's id is a hash of physics and configuration, so no sample is in two splits"
+)
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("diffcurate")
+    except metadata.PackageNotFoundError:
+        return "(source tree)"
+
+
+def field_descriptions(physics) -> dict:
+    L = physics.lattice
+    return {
+        "x": f"float32 ({L}, {L}): the sources painted on the lattice (disc pixels = the source value, else 0)",
+        "y": f"float32 ({L}, {L}): the steady state u of D Lap u - gamma u = 0 with u = c on the discs "
+        f"({physics.source_model} sources), dimensionless, in [0, 1]",
+        "centers": "int64 (K, 2): disc centres (row, col) in lattice units, rows >= n_sources are padding",
+        "values": "float64 (K,): the source values c_k in [0, 1]",
+        "counts": "int64: the number of sources",
+        "split": "train, val or test",
+        "sampler": "the sampler family, or `mutant` for a mined configuration",
+        "round": "0 for the initial sets, k for samples picked in round k",
+        "score": "the acquisition score that picked it (NaN: not scored)",
+    }
+
+
+def write_parquet(out: Path, physics, configs, x, y, ids, extra: dict) -> None:
+    """One row per sample: id, x and y as (L, L) nested lists of float32, the configuration (centers as a list
+    of [row, col], values, n_sources), split, sampler, round, score; the physics in the schema metadata.
+    Loads with `datasets.Dataset.from_parquet` and `pandas.read_parquet`."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise InputError("--format parquet needs pyarrow: pip install 'diffcurate[parquet]'") from None
+    L = physics.lattice
+
+    def grid(a: np.ndarray):  # (n, L, L) float32 -> list<list<float32>>
+        rows = pa.ListArray.from_arrays(
+            np.arange(0, a.size + 1, L, dtype=np.int32), pa.array(a.reshape(-1), pa.float32())
+        )
+        return pa.ListArray.from_arrays(np.arange(0, len(rows) + 1, L, dtype=np.int32), rows)
+
+    k = configs.counts.astype(np.int64)
+    table = pa.table(
+        {
+            "id": pa.array(ids.tolist(), pa.string()),
+            "x": grid(np.asarray(x, np.float32)),
+            "y": grid(np.asarray(y, np.float32)),
+            "n_sources": pa.array(k),
+            "centers": pa.array(
+                [configs.centers[s, : k[s]].tolist() for s in range(len(k))], pa.list_(pa.list_(pa.int64()))
+            ),
+            "values": pa.array([configs.values[s, : k[s]].tolist() for s in range(len(k))], pa.list_(pa.float64())),
+            **{name: pa.array(v.tolist()) for name, v in extra.items()},
+        },
+        metadata={b"diffcurate.physics": json.dumps(physics.to_dict()).encode()},
+    )
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.chmod(tmp, shared_mode())
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def export_store(
@@ -56,7 +141,7 @@ def export_store(
 ) -> dict:
     """Write the samples of `split` (train/val/test/all) up to `max_round` to `out`; returns the card."""
     out = Path(out)
-    f = format_of(out, fmt)
+    f = "parquet" if str(fmt or out.suffix.lstrip(".")).lower() == "parquet" else format_of(out, fmt)
     if split not in (*SPLITS, "all"):
         raise InputError(f"unknown split {split!r} (choose {', '.join(SPLITS)} or all)")
     existing = [p for p in (out, *card_paths(out)) if p.exists()]
@@ -85,7 +170,10 @@ def export_store(
         "round": df["round"].to_numpy(np.int64),
         "score": df["score"].to_numpy(np.float64),
     }
-    save_arrays(out, physics, configs, x=x, y=y, ids=df["id"].to_numpy(str), extra=extra, fmt=f)
+    if f == "parquet":
+        write_parquet(out, physics, configs, x, y, df["id"].to_numpy(str), extra)
+    else:
+        save_arrays(out, physics, configs, x=x, y=y, ids=df["id"].to_numpy(str), extra=extra, fmt=f)
     arrays = {"centers": configs.centers, "values": configs.values, "counts": configs.counts, "x": x, "y": y,
               **extra}  # fmt: skip
     strategies = [h["provenance"].get("strategy") for h in headers]
@@ -116,6 +204,10 @@ def export_store(
         "store_history": meta.get("history", []),  # the generate / import commands that filled the store
         "skipped_damaged": len(skipped),  # damaged records or index entries left out (see `curate verify`)
         "sha256": {k: _sha256(a) for k, a in arrays.items()},
+        **CARD_FACTS,
+        "generator": f"diffcurate {_version()}",
+        "fields": field_descriptions(physics),
+        "splits_made": SPLITS_MADE,
     }
     jpath, mpath = card_paths(out)
     _atomic_text(jpath, json.dumps(card, indent=2) + "\n")
@@ -162,6 +254,11 @@ def card_markdown(card: dict) -> str:
         lines += [f"| {h.get('finished', '-')} | `{h.get('command') or h['kind']}` | {h.get('split', '-')} | "
                   f"{h.get('count', '-')} | {h.get('added', '-')} |" for h in card["store_history"]]  # fmt: skip
         lines += ["", "(rounds of `curate run` are recorded per sample: round, strategy, score, source model)"]
+    if "fields" in card:
+        lines += ["", "## Fields", *[f"- `{k}`: {v}" for k, v in card["fields"].items()]]
+        lines += ["", "## How the splits were made", card["splits_made"]]
+        lines += ["", "## Licence and citation", f"Licence: {card['license']}. Made with {card['generator']}.",
+                  f"Cite the problem's source: {card['citation']}."]  # fmt: skip
     lines += ["", "## sha256 of the arrays (C-order bytes)", *[f"- `{k}`: {v}" for k, v in card["sha256"].items()]]
     return "\n".join(lines) + "\n"
 
