@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from diffcurate.solvers.errors import InputError, build_typed
+from diffcurate.solvers.problem import PRESET_DEFAULTS
 
 
 def _act(slope: float) -> nn.Module:
@@ -177,14 +178,6 @@ class Arch:
 ARCHS: dict[str, Arch] = {"edcnn": Arch(EDCNNConfig, EDCNN), "unet": Arch(UNetConfig, UNet)}
 
 # (preset, arch) -> config fields. small/tiny keep the paper's bottleneck ratio (bottleneck = 2x input size).
-_DEFAULTS: dict[tuple[str, str], dict] = {
-    ("paper", "edcnn"): {},
-    ("small", "edcnn"): {"enc_channels": (16, 32, 64, 128), "dec_channels": (64, 32, 16, 8)},
-    ("tiny", "edcnn"): {"enc_channels": (8, 16, 32), "dec_channels": (16, 8)},
-    ("paper", "unet"): {"base": 32, "depth": 5},
-    ("small", "unet"): {"base": 8, "depth": 3},
-    ("tiny", "unet"): {"base": 8, "depth": 2},
-}
 
 
 def arch_names() -> list[str]:
@@ -200,9 +193,10 @@ def _arch(name: str) -> Arch:
 def default_model_config(preset: str, arch: str = "edcnn"):
     """The model config used for a physics preset (paper / small / tiny)."""
     spec = _arch(arch)
-    if (preset, arch) not in _DEFAULTS:
-        raise InputError(f"no default {arch} config for preset {preset!r} (choose from paper, small, tiny)")
-    return spec.config(**_DEFAULTS[(preset, arch)])
+    table = PRESET_DEFAULTS.get(preset, {}).get("model", {})
+    if arch not in table:
+        raise InputError(f"no default {arch} config for preset {preset!r} (choose from {', '.join(PRESET_DEFAULTS)})")
+    return spec.config(**table[arch])
 
 
 def config_to_dict(cfg) -> dict:

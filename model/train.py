@@ -24,7 +24,7 @@ from diffcurate.model.losses import LossSpec, loss_value, lr_at, schedule_index,
 from diffcurate.model.metrics import evaluate_model
 from diffcurate.model.nets import build_model, config_from_dict, config_to_dict
 from diffcurate.solvers.errors import InputError, build_typed
-from diffcurate.solvers.problem import Physics
+from diffcurate.solvers.problem import PRESET_DEFAULTS, Physics
 from diffcurate.solvers.registry import resolve_device
 
 LAST = "last.pt"
@@ -83,19 +83,11 @@ class TrainConfig:
         return primary, alternate
 
 
-# preset -> TrainConfig overrides. paper: the authors' Adam lr 1e-4, 100 epochs. small/tiny: 1e-3 then cosine
-# (docs/benchmarks.md), sized to train on a 2-core CPU in minutes.
-_TRAIN_DEFAULTS: dict[str, dict] = {
-    "paper": {"lr": 1e-4, "batch_size": 8, "epochs": 100},
-    "small": {"lr": 2e-3, "batch_size": 8, "epochs": 30},
-    "tiny": {"lr": 3e-3, "batch_size": 16, "epochs": 10},
-}
-
-
 def default_train_config(preset: str, **overrides) -> TrainConfig:
-    if preset not in _TRAIN_DEFAULTS:
-        raise InputError(f"no default train config for preset {preset!r} (choose from {', '.join(_TRAIN_DEFAULTS)})")
-    return TrainConfig(**{**_TRAIN_DEFAULTS[preset], **overrides})
+    """`curate train`'s config for a preset (PRESET_DEFAULTS[preset]["train"]) with explicit overrides."""
+    if preset not in PRESET_DEFAULTS:
+        raise InputError(f"no default train config for preset {preset!r} (choose from {', '.join(PRESET_DEFAULTS)})")
+    return TrainConfig(**{**PRESET_DEFAULTS[preset]["train"], **overrides})
 
 
 @dataclass

@@ -107,6 +107,40 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 
+# Every other default of a preset, in one table that the nets, the trainer and the run config all read:
+#   model  per architecture, the net config's overrides
+#   train  `curate train`'s TrainConfig overrides (one training to convergence)
+#   run    what a curation run sets on top: each round's training (from scratch to at least `min_steps` steps,
+#          the protocol of the study, docs/study.md), data sizes, acquisition
+PRESET_DEFAULTS: dict[str, dict] = {
+    "paper": {
+        "model": {"edcnn": {}, "unet": {"base": 32, "depth": 5}},
+        "train": {"lr": 1e-4, "batch_size": 8, "epochs": 100},  # the authors' Adam lr 1e-4, 100 epochs
+        "run": {
+            "data": {"initial": 2000, "val": 200, "test_per_cell": 5, "pool": 2000},
+            "acquisition": {"budget": 500},
+        },
+    },
+    "small": {
+        "model": {
+            "edcnn": {"enc_channels": (16, 32, 64, 128), "dec_channels": (64, 32, 16, 8)},
+            "unet": {"base": 8, "depth": 3},
+        },  # fmt: skip
+        "train": {"lr": 2e-3, "batch_size": 8, "epochs": 30},
+        "run": {"train": {"epochs": 20, "batch_size": 16}, "warm_start": False, "min_steps": 300},
+    },
+    "tiny": {
+        "model": {"edcnn": {"enc_channels": (8, 16, 32), "dec_channels": (16, 8)}, "unet": {"base": 8, "depth": 2}},
+        "train": {"lr": 3e-3, "batch_size": 16, "epochs": 10},
+        "run": {
+            "train": {"epochs": 3},
+            "rounds": 2,
+            "acquisition": {"budget": 20},
+            "data": {"initial": 40, "val": 20, "test_per_cell": 2, "pool": 80},
+        },  # fmt: skip
+    },
+}
+
 
 def parse_sources(text: str) -> tuple[int, int]:
     """'1-20' -> (1, 20); '7-7' or '7' -> (7, 7)."""

@@ -12,7 +12,10 @@ import tomli_w
 import tomllib
 
 from diffcurate.solvers.errors import InputError, build_typed
-from diffcurate.solvers.problem import PRESETS, Physics
+from diffcurate.solvers.problem import PRESET_DEFAULTS, PRESETS, Physics
+
+
+TEST_FAMILIES = ("uniform", "clustered", "boundary", "overlap", "sparse-values")
 
 
 @dataclass
@@ -23,13 +26,10 @@ class DataConfig:
     sampler: str = "mixed"  # initial set and candidate pools
     val: int = 100  # early stopping
     test_per_cell: int = 3  # test set: this many per (family, source count), uniform + every edge case
-    test_families: list[str] = field(
-        default_factory=lambda: ["uniform", "clustered", "boundary", "overlap", "sparse-values"]
-    )
+    test_families: list[str] = field(default_factory=lambda: list(TEST_FAMILIES))  # samplers of the test split
     test_seed: int = 2024  # fixed across runs so strategies are compared on one test set
     pool: int = 1000  # candidates proposed per round
-    # held-out test families (e.g. the samplers' ring, grid, crowd, wall-row), never in a pool: reported apart
-    held_out_families: list[str] = field(default_factory=list)
+    held_out_families: list[str] = field(default_factory=list)  # test samplers no pool draws (ring, ...): apart
     held_out_per_cell: int = 0  # held-out test samples per (family, source count)
 
 
@@ -62,14 +62,14 @@ class RayConfig:
 
     address: str = ""  # empty: start a local cluster
     workers: int = 2  # solver actors
-    solver_cpus: float = 0.5
-    solver_gpus: float = 0.0
+    solver_cpus: float = 0.5  # CPUs per solver actor
+    solver_gpus: float = 0.0  # GPUs per solver actor (0: solve on the CPU)
     trainers: int = 1  # M trainer actors: the surrogate and M-1 ensemble members, trained in parallel
     trainer_cpus: float = 1.0  # per trainer
     trainer_gpus: float = -1.0  # -1: one GPU if the cluster has one, else CPU
     trainer_threads: int = 0  # torch threads in the trainer; 0 = all cores of its node
-    dashboard: bool = True
-    dashboard_host: str = "127.0.0.1"
+    dashboard: bool = True  # start Ray's dashboard (local cluster)
+    dashboard_host: str = "127.0.0.1"  # the dashboard's bind address: loopback unless you open it
     num_cpus: int = 0  # local cluster size; 0 = all cores
     pipeline: bool = True  # solve round k+1's pool while round k trains (same picks, less wall time)
 
@@ -81,8 +81,8 @@ class RunConfig:
     sources: list[int]
     model: dict
     train: dict
-    seed: int = 0
-    rounds: int = 5
+    seed: int = 0  # every random choice of the run: initial set, pools, picks (train.seed: init and shuffle)
+    rounds: int = 5  # acquisition rounds after round 0
     max_solves: int = 0  # stop when the solve budget is spent (0: no limit)
     target_p99: float = 0.0  # stop when the test p99 per-sample MAE reaches this (0: never)
     warm_start: bool = True  # each round starts from the previous round's weights
@@ -197,16 +197,15 @@ def default_config(preset: str = "small", arch: str = "edcnn", **overrides) -> R
         model=config_to_dict(default_model_config(preset, arch)),
         train=_drop_none(train.to_dict()),
     )
-    if preset == "small":
-        cfg.train["epochs"] = 12
-    if preset == "tiny":
-        cfg.data = DataConfig(initial=40, val=20, test_per_cell=2, pool=80)
-        cfg.acquisition.budget = 20
-        cfg.train["epochs"] = 3
-        cfg.rounds = 2
-    if preset == "paper":
-        cfg.data = DataConfig(initial=2000, val=200, test_per_cell=5, pool=2000)
-        cfg.acquisition.budget = 500
+    run = PRESET_DEFAULTS[preset].get("run", {})
+    cfg.train.update(run.get("train", {}))
+    for key, v in run.get("data", {}).items():
+        setattr(cfg.data, key, v)
+    for key, v in run.get("acquisition", {}).items():
+        setattr(cfg.acquisition, key, v)
+    for key, v in run.items():
+        if key not in ("train", "data", "acquisition"):
+            setattr(cfg, key, v)
     for k, v in overrides.items():
         setattr(cfg, k, v)
     return cfg
