@@ -382,9 +382,10 @@ def summarise_arm(E: Errors, arm: str, spec: dict, rng) -> dict:
         k_of = {s: len(e) for s, e in strategies.items()}
         point = {s: seed_mean(e, mask, E.hard) for s, e in strategies.items()}
         base_point = {k: seed_mean(strategies["random"][:k], mask, E.hard) for k in counts}
-        n_of = {s: E.n[arm][s].mean(0) for s in strategies}
+        cut = spec["rounds"] + 1  # a strategy's curve up to the common final size (random may run longer)
+        n_of = {s: E.n[arm][s].mean(0)[:cut] for s in strategies}
         base_n = {k: E.n[arm]["random"][:k].mean(0) for k in counts}
-        cost_of = {s: E.cost[arm][s].mean(0) for s in strategies}
+        cost_of = {s: E.cost[arm][s].mean(0)[:cut] for s in strategies}
         base_cost = {k: E.cost[arm]["random"][:k].mean(0) for k in counts}
         boot = {s: {m: {"final": [], "ratio": [], "fit": []} for m in metrics} for s in strategies}
         for _ in range(reps):
@@ -393,7 +394,9 @@ def summarise_arm(E: Errors, arm: str, spec: dict, rng) -> dict:
             base = {k: seed_mean(strategies["random"][picks[k]][:, :, rows], mask[rows], E.hard[rows]) for k in counts}
             for s, e in strategies.items():
                 k = k_of[s]
-                vals = seed_mean(e[picks[k]][:, :, rows], mask[rows], E.hard[rows])
+                vals = {
+                    m: v[:cut] for m, v in seed_mean(e[picks[k]][:, :cut][:, :, rows], mask[rows], E.hard[rows]).items()
+                }
                 for m in metrics:
                     vb, vs = base[k][m], vals[m]
                     boot[s][m]["final"].append(vs[-1] / at_size(base_n[k], vb, n_of[s][-1]))
@@ -407,7 +410,7 @@ def summarise_arm(E: Errors, arm: str, spec: dict, rng) -> dict:
                      "final_vs_random_ci90": {}, "cost_ratio": {}, "cost_ratio_lower_bound": {},
                      "final_mean": {}, "random_final_mean": {}, "curve": {}}  # fmt: skip
             for m in metrics:
-                vb, vs = base_point[k][m], point[s][m]
+                vb, vs = base_point[k][m], point[s][m][:cut]
                 r, lower, fit = ratios(base_n[k], vb, n_of[s], vs)
                 block["samples_ratio"][m] = r
                 block["samples_ratio_lower_bound"][m] = lower
@@ -424,7 +427,10 @@ def summarise_arm(E: Errors, arm: str, spec: dict, rng) -> dict:
                 block["curve"][m] = [float(x) for x in vs]
             block["curve"]["n"] = [float(x) for x in n_of[s]]
             block["curve"]["cost_s"] = [float(x) for x in cost_of[s]]
-            block["curve"]["solves"] = [float(x) for x in E.solves[arm][s].mean(0)]
+            block["curve"]["solves"] = [float(x) for x in E.solves[arm][s].mean(0)[:cut]]
+            if len(E.n[arm][s][0]) > cut:  # random's longer curve, for the figures
+                block["curve_extended"] = {"n": [float(x) for x in E.n[arm][s].mean(0)],
+                                           **{m: [float(x) for x in point[s][m]] for m in metrics}}  # fmt: skip
             if set_name == "mixed":
                 out[s].update(block)
             else:
@@ -557,6 +563,7 @@ def summarise(spec, out: Path, docs: Path, seconds: float, command: str, extra: 
         "command": command,
         "seconds": round(seconds, 1),
     }
+    results["budget_by_sources"] = budget_by_sources(spec, out, best)
     if extra is not None:
         results["extra_test"] = extra_test(spec, out, best, extra)
     docs.mkdir(parents=True, exist_ok=True)
@@ -567,6 +574,27 @@ def summarise(spec, out: Path, docs: Path, seconds: float, command: str, extra: 
     plot(results, docs)
     print(f"wrote {docs / 'results.json'} and figures in {docs}/")
     return results
+
+
+def budget_by_sources(spec: dict, out: Path, best: str | None) -> dict:
+    """{strategy: {source count: picks, seed mean}} of the first arm's acquisition rounds (at the common size)."""
+    from diffcurate.curate.loop.rundir import read_rounds
+
+    first = next(iter(spec["arms"]))
+    acc: dict = {}
+    for arm_name, name, seed in jobs(spec, best):
+        if arm_name != first:
+            continue
+        per = acc.setdefault(name, [])
+        total: dict[str, int] = {}
+        for r in read_rounds(run_dir(out, arm_name, name, seed))[1 : spec["rounds"] + 1]:
+            for c, v in r["added_by_sources"].items():
+                total[c] = total.get(c, 0) + v
+        per.append(total)
+    keys = {c for runs in acc.values() for t in runs for c in t}
+    return {
+        s: {c: float(np.mean([t.get(c, 0) for t in runs])) for c in sorted(keys, key=int)} for s, runs in acc.items()
+    }
 
 
 def print_tables(res: dict) -> None:
@@ -592,6 +620,45 @@ def print_tables(res: dict) -> None:
             console.print(t)
 
 
+def markdown(res: dict) -> str:
+    """The study's tables as markdown (docs/study.md, the README): per arm and test set, plus transfer."""
+    out = []
+    arms = res["arms"] or {"edcnn": res["strategies"]}
+    for arm, strategies in arms.items():
+        for set_name in SETS:
+            ms = SETS[set_name]
+            out += [f"**{arm}, {'held-out families' if set_name == 'held_out' else 'mixed test split'}** "
+                    f"(final round, seed means; vs random at equal size with 90 % interval; samples ratio = random's "
+                    "size to match / the strategy's; `>=`: random never matches within its schedule):", "",
+                    "| strategy | seeds | " + " | ".join(f"{m} final" for m in ms) + " | "
+                    + " | ".join(f"{m} vs random" for m in ms) + " | p99 samples ratio | p99 fit [90 %] | "
+                    "p99 cost ratio |", "|---|---|" + "---|" * (2 * len(ms) + 3)]  # fmt: skip
+            for s, b0 in strategies.items():
+                b = b0 if set_name == "mixed" else b0["held_out"]
+                ci = b["final_vs_random_ci90"]
+                fit = b["samples_ratio_fit_ci90"]["p99"]
+                lb = ">=" if b["samples_ratio_lower_bound"]["p99"] else ""
+                clb = ">=" if b["cost_ratio_lower_bound"]["p99"] else ""
+                name = f"{s} (peer)" if b0["peer"] else s
+                out.append(f"| {name} | {b0['seeds']} | " + " | ".join(f"{b['final_mean'][m]:.4g}" for m in ms) + " | "
+                           + " | ".join(f"{b['final_vs_random'][m]:.3f} [{_f(ci[m]['lo'])}, {_f(ci[m]['hi'])}]"
+                                        for m in ms)
+                           + f" | {lb}{b['samples_ratio']['p99']:.2f} | {_f(b['samples_ratio_fit']['p99'])} "
+                           f"[{_f(fit['lo'])}, {_f(fit['hi'])}] | {clb}{b['cost_ratio']['p99']:.2f} |")  # fmt: skip
+            out.append("")
+    tr = res.get("transfer")
+    if tr:
+        out += [f"**Transfer**: the {tr['model']} trained from scratch on the {tr['from']} arm's final sets, against the "
+                "same model on random's sets of the same seeds and size:", "",
+                "| set curated by | seeds | mixed MAE | mixed p99 | held-out MAE | held-out p99 | mixed p99 vs random | "
+                "held-out p99 vs random |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for s, r in tr["strategies"].items():
+            out.append(f"| {s} | {len(r['seeds'])} | {r['mixed']['mae']:.4g} | {r['mixed']['p99']:.4g} | "
+                       f"{r['held_out']['mae']:.4g} | {r['held_out']['p99']:.4g} | {r['vs_random']['mixed']['p99']:.3f} "
+                       f"| {r['vs_random']['held_out']['p99']:.3f} |")  # fmt: skip
+    return "\n".join(out)
+
+
 def _f(x) -> str:
     return "inf" if x is None else f"{x:.2f}"
 
@@ -601,6 +668,7 @@ def plot(res: dict, docs: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     strategies = res["strategies"]
     fig, ax = plt.subplots(2, 3, figsize=(13, 7.5))
@@ -611,8 +679,9 @@ def plot(res: dict, docs: Path) -> None:
     for a, (set_name, m, title) in zip(ax.ravel(), panels, strict=True):
         for s, b in strategies.items():
             b = b if set_name == "mixed" else b["held_out"]
-            x = b["curve"]["cost_s"] if "cost" in title else b["curve"]["n"]
-            a.plot(x, b["curve"][m], marker="o", ls="--" if strategies[s]["peer"] else "-", label=s)
+            curve = b["curve"] if "cost" in title else b.get("curve_extended", b["curve"])
+            x = curve["cost_s"] if "cost" in title else curve["n"]
+            a.plot(x, curve[m], marker="o", ls="--" if strategies[s]["peer"] else "-", label=s)
         a.set(xscale="log", yscale="log", title=title, xlabel="cost (s)" if "cost" in title else "training-set size")
     ax[0][0].set_ylabel("per-sample MAE")
     ax[1][0].set_ylabel("per-sample MAE")
@@ -620,6 +689,27 @@ def plot(res: dict, docs: Path) -> None:
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(docs / "learning_curves.png", dpi=110)
     plt.close(fig)
+    budget = res.get("budget_by_sources")
+    if budget:
+        names = list(budget)
+        cols = min(4, len(names))
+        rows = -(-len(names) // cols)
+        fig, ax = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.8 * rows), sharex=True, sharey=True, squeeze=False)
+        for a, s in zip(ax.ravel(), names, strict=False):
+            counts = sorted(budget[s], key=int)
+            a.bar([int(c) for c in counts], [budget[s][c] for c in counts], color="tab:blue")
+            a.set_title(s, fontsize=10)
+            a.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        for a in ax.ravel()[len(names) :]:
+            a.axis("off")
+        for a in ax[-1]:
+            a.set_xlabel("number of sources")
+        for a in ax[:, 0]:
+            a.set_ylabel("samples picked (seed mean)")
+        fig.suptitle("Where each strategy spent its picks (first arm, all rounds)")
+        fig.tight_layout()
+        fig.savefig(docs / "budget_by_sources.png", dpi=110)
+        plt.close(fig)
 
 
 # --- entry point -----------------------------------------------------------------------------------------------
@@ -655,7 +745,11 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="processes running runs side by side")
     ap.add_argument("--extra-test", type=Path, help="an npz/HDF5 file with y: every final model is evaluated on it")
     ap.add_argument("--shard", help=argparse.SUPPRESS)
+    ap.add_argument("--markdown", type=Path, help="print the tables of an existing results.json as markdown, and exit")
     args = ap.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(args.markdown.read_text())))
+        return
     spec = load_spec(args)
     args.out = args.out or Path("runs/study") / ("quick" if args.quick else "full")
     args.docs = args.docs or Path("docs/quick" if args.quick else "docs")

@@ -118,7 +118,7 @@ def test_presets_and_samplers_list_everything(cli):
 
 def test_cli_and_store_side_import_without_torch():
     """The CLI's start-up, the store, generation's driver and the generator actors need no torch or scipy
-    (importing them costs ~2 s here: `curate --help` took 3.1 s with them, 0.3 s without)."""
+    (importing them costs ~2 s: `curate --help` takes about 3 s with them, 0.3 s without)."""
     import subprocess
     import sys
 

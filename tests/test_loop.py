@@ -235,3 +235,34 @@ def test_peer_strategy_lcmd_picks_in_feature_space(al_run, tmp_path):
         with Store(RunPaths(r).store, readonly=True) as st:
             picked[r] = set(st.index().query("round == 1")["id"])
     assert len(picked[root]) == 20 and picked[root] != picked[al_run]  # same pool (seed), other picks
+
+
+def test_round_metrics_reach_the_prometheus_endpoint(al_run, ray_cluster):
+    """The diffcurate_* gauges the loop publishes show up on the node's metrics endpoint with the run's tag (what
+    Prometheus scrapes and the dashboard's Metrics view shows)."""
+    import urllib.request
+
+    import ray
+
+    port = next(n["MetricsExportPort"] for n in ray.nodes() if n["Alive"])
+    wanted = ("diffcurate_round", "diffcurate_train_size", "diffcurate_test_mae", "diffcurate_test_p99")
+    text, deadline = "", time.time() + 60
+    while time.time() < deadline:  # the agent exports every few seconds
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        lines = [line for line in text.splitlines() if f'run="{al_run.name}"' in line]
+        if all(any(line.startswith(w + "{") for line in lines) for w in wanted):
+            break
+        time.sleep(2)
+    lines = [line for line in text.splitlines() if f'run="{al_run.name}"' in line]
+    for w in wanted:
+        assert any(line.startswith(w + "{") for line in lines), f"{w} not exported"
+    size = next(line for line in lines if line.startswith("diffcurate_train_size{"))
+    assert float(size.rsplit(" ", 1)[1]) == read_rounds(al_run)[-1]["train_size"]
+
+
+def test_status_watch_and_finished_run_answer_at_once(al_run, cli):
+    t0 = time.time()
+    code, _, err = cli("run", al_run)  # a finished run: no Ray start, one line
+    assert code == 0 and time.time() - t0 < 5
+    code, _, _ = cli("status", al_run, "--watch", "--interval", "0.1")  # returns: the run has all its rounds
+    assert code == 0

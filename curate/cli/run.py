@@ -68,27 +68,56 @@ def status_dict(run_dir: Path) -> dict:
             "rounds_completed": len(rounds), "acquisition_rounds": max(0, len(rounds) - 1), "rounds": rounds}  # fmt: skip
 
 
-def status(run_dir: RunDir, json_out: Json = False) -> None:
+def status(
+    run_dir: RunDir,
+    json_out: Json = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Refresh the table live until the run has all its rounds (Ctrl-C stops).")
+    ] = False,
+    interval: Annotated[float, typer.Option("--interval", min=0.1, help="Seconds between refreshes.")] = 2.0,
+) -> None:
     """Rounds so far: sizes, solves, test metrics and step timings (`--json` for scripts)."""
     d = status_dict(run_dir)
     if json_out:
         print(json.dumps(d))
         return
+    if not watch:
+        console.print(status_tables(d))
+        return
+    import time
+
+    from rich.live import Live
+
+    from diffcurate.curate.loop.rundir import load_run
+
+    with Live(status_tables(d), console=console, refresh_per_second=4) as live:
+        while d["rounds_completed"] <= load_run(run_dir).rounds:
+            time.sleep(interval)
+            d = status_dict(run_dir)
+            live.update(status_tables(d))
+
+
+def status_tables(d: dict):
+    """The round table and the last round's MAE by source count, as one renderable."""
+    from rich.console import Group
+
     t = Table("round", "train", "added", "solves", "MAE", "sources", "p99", "max", "rel L2", "train s", "total s",
-              title=f"{d['run']}: {d['preset']}, {d['strategy']}")  # fmt: skip
+              title=f"{d['run']}: {d['preset']}, {d['strategy']} ({d['acquisition_rounds']} acquisition rounds after "
+                    "round 0)")  # fmt: skip
     for r in d["rounds"]:
         m = r["test"]
         t.add_row(str(r["round"]), str(r["train_size"]), str(r["added"]), str(r["solves"]), f"{m['mae']['all']:.4g}",
                   f"{m['mae']['sources']:.4g}", f"{m['per_sample_mae']['p99']:.4g}", f"{m['per_sample_mae']['max']:.4g}",
                   f"{m['rel_l2']:.3g}", f"{r['seconds']['train']:.1f}", f"{r['seconds']['total']:.1f}")  # fmt: skip
-    console.print(t)
+    parts = [t]
     if d["rounds"]:
         last = d["rounds"][-1]
         by = last["test"]["mae_by_sources"]
         t2 = Table("sources", *by, title=f"round {last['round']}: test MAE by number of sources and region")
         for n in by["all"]:
             t2.add_row(n, *[f"{by[r][n]:.3g}" if by[r][n] is not None else "-" for r in by])
-        console.print(t2)
+        parts.append(t2)
+    return Group(*parts)
 
 
 def report(run_dir: RunDir) -> None:

@@ -14,7 +14,6 @@ import tomllib
 from diffcurate.solvers.errors import InputError, build_typed
 from diffcurate.solvers.problem import PRESET_DEFAULTS, PRESETS, Physics
 
-
 TEST_FAMILIES = ("uniform", "clustered", "boundary", "overlap", "sparse-values")
 
 

@@ -48,6 +48,9 @@ def _by_sources(rounds: list[dict], out: Path, lo: int, hi: int) -> None:
     )
     fig.colorbar(im, ax=ax[0], label="test MAE")
     ax[0].set(xlabel="number of sources", ylabel="round", title="test MAE per source count")
+    for a in ax:
+        a.xaxis.set_major_locator(_integer_locator())
+    ax[0].yaxis.set_major_locator(_integer_locator())
     bottom = np.zeros(len(counts))
     for k, row in enumerate(added[1:], start=1):
         ax[1].bar(range(lo, hi + 1), row, bottom=bottom, label=f"round {k}")
@@ -60,23 +63,51 @@ def _by_sources(rounds: list[dict], out: Path, lo: int, hi: int) -> None:
     plt.close(fig)
 
 
+GAP = 60.0  # s: a pause longer than this between steps is a new invocation (`curate run` resumed)
+
+
+def _segments(steps: list[dict]) -> tuple[dict[int, float], list[float]]:
+    """Plot offset per step (by id) so that each invocation follows the previous one after a 2 s break, and the
+    plot x of every break: a resumed run is drawn as separate segments, not across the idle hours."""
+    t0 = min((s["start"] for s in steps), default=0.0)
+    shift, last_end, offsets, breaks = 0.0, None, {}, []
+    for s in sorted(steps, key=lambda s: s["start"]):
+        if last_end is not None and s["start"] - last_end > GAP:
+            breaks.append(last_end - t0 - shift + 1.0)  # the middle of the 2 s break, in plot seconds
+            shift += s["start"] - last_end - 2.0
+        offsets[id(s)] = t0 + shift
+        last_end = s["end"] if last_end is None else max(last_end, s["end"])
+    return offsets, breaks
+
+
 def _timeline(rounds: list[dict], out: Path) -> None:
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(10, 0.5 + 0.35 * len(rounds)))
-    t0 = min((s["start"] for r in rounds for s in r.get("timeline", [])), default=0.0)
+    fig, ax = plt.subplots(figsize=(11, 0.9 + 0.35 * len(rounds)))
+    steps = [s for r in rounds for s in r.get("timeline", [])]
+    offsets, breaks = _segments(steps)
     colours = {}
     for r in rounds:
         for s in r.get("timeline", []):
             c = colours.setdefault(s["step"], f"C{len(colours)}")
-            ax.barh(r["round"], s["end"] - s["start"], left=s["start"] - t0, color=c,
+            ax.barh(r["round"], s["end"] - s["start"], left=s["start"] - offsets[id(s)], color=c,
                     label=s["step"] if list(colours).index(s["step"]) == len(colours) - 1 else None)  # fmt: skip
-    ax.set(xlabel="seconds since the first step", ylabel="round", title="timeline of the steps (actor in report.md)")
+    for x in breaks:
+        ax.axvline(x, color="grey", ls="--", lw=1)
+    ax.set(xlabel="seconds of work (dashed: the run was resumed there)" if breaks else "seconds since the first step",
+           ylabel="round", title="timeline of the steps (actors in report.md)")  # fmt: skip
+    ax.yaxis.set_major_locator(_integer_locator())
     handles, labels = ax.get_legend_handles_labels()
     uniq = dict(zip(labels, handles, strict=True))
-    ax.legend(uniq.values(), uniq.keys(), fontsize=7, ncol=4)
+    ax.legend(uniq.values(), uniq.keys(), fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
+
+
+def _integer_locator():
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(integer=True)
 
 
 def _worst_cases(root: Path, rounds: list[dict], out: Path, n: int = 4) -> list[dict]:
@@ -98,17 +129,21 @@ def _worst_cases(root: Path, rounds: list[dict], out: Path, n: int = 4) -> list[
     x = paint(physics, cfg)
     pred = predict(net, x, (meta.get("train_config") or {}).get("transform", "none"))
     plt = _plt()
-    fig, ax = plt.subplots(len(ids), 4, figsize=(10, 2.5 * len(ids)), squeeze=False)
+    fig, ax = plt.subplots(len(ids), 4, figsize=(11, 2.7 * len(ids)), squeeze=False)
     for r in range(len(ids)):
-        for c, (img, title) in enumerate(((x[r], "input x"), (y[r], "truth y"), (pred[r], "prediction"),
-                                          (np.abs(pred[r] - y[r]), "|error|"))):  # fmt: skip
-            im = ax[r, c].imshow(img, cmap="viridis" if c < 3 else "inferno")
+        err = np.abs(pred[r] - y[r])
+        top = float(max(y[r].max(), pred[r].max(), 1e-12))  # truth and prediction share one colour scale
+        panels = ((x[r], "input x", "viridis", 0.0, float(max(x[r].max(), 1e-12))),
+                  (y[r], "truth y", "viridis", 0.0, top), (pred[r], "prediction (same scale)", "viridis", 0.0, top),
+                  (err, "|error|", "inferno", 0.0, float(max(err.max(), 1e-12))))  # fmt: skip
+        for c, (img, title, cmap, lo, hi) in enumerate(panels):
+            im = ax[r, c].imshow(img, cmap=cmap, vmin=lo, vmax=hi)
             ax[r, c].set_xticks([])
             ax[r, c].set_yticks([])
             fig.colorbar(im, ax=ax[r, c], fraction=0.046)
-            if r == 0:
-                ax[r, c].set_title(title)
-        ax[r, 0].set_ylabel(f"{cfg.counts[r]} src, {headers[r]['sampler']}", fontsize=8)
+            ax[r, c].set_title(title if r == 0 else "", fontsize=9)
+        ax[r, 0].set_ylabel(f"{cfg.counts[r]} sources, {headers[r]['sampler']}", fontsize=8)
+        ax[r, 3].set_title(f"|error|, per-sample MAE {float(err.mean()):.3g}", fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
