@@ -245,7 +245,8 @@ def test_round_metrics_reach_the_prometheus_endpoint(al_run, ray_cluster):
     import ray
 
     port = next(n["MetricsExportPort"] for n in ray.nodes() if n["Alive"])
-    wanted = ("diffcurate_round", "diffcurate_train_size", "diffcurate_test_mae", "diffcurate_test_p99")
+    # Ray's exporter prefixes application metrics with ray_
+    wanted = ("ray_diffcurate_round", "ray_diffcurate_train_size", "ray_diffcurate_test_mae", "ray_diffcurate_test_p99")
     text, deadline = "", time.time() + 60
     while time.time() < deadline:  # the agent exports every few seconds
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
@@ -256,7 +257,7 @@ def test_round_metrics_reach_the_prometheus_endpoint(al_run, ray_cluster):
     lines = [line for line in text.splitlines() if f'run="{al_run.name}"' in line]
     for w in wanted:
         assert any(line.startswith(w + "{") for line in lines), f"{w} not exported"
-    size = next(line for line in lines if line.startswith("diffcurate_train_size{"))
+    size = next(line for line in lines if line.startswith("ray_diffcurate_train_size{"))
     assert float(size.rsplit(" ", 1)[1]) == read_rounds(al_run)[-1]["train_size"]
 
 

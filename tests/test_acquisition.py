@@ -1,0 +1,161 @@
+"""Acquisition v2 on synthetic scores and features: ewd and sbal pick diverse, error-weighted, seeded sets; mining
+makes valid configurations inside the lattice with provenance; the study's --extra-test runs on a small file."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import TINY, tiny_configs
+
+from diffcurate.curate.acquisition.mining import MUTATIONS, concat, mutate
+from diffcurate.curate.acquisition.ranker import NetFeatures, error_weighted_seeding, select
+from diffcurate.curate.loop.config import AcquisitionConfig
+from diffcurate.solvers.problem import PRESETS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _clusters(rng, n_per=50):
+    """Five well-separated clusters in 8-D; cluster 0 holds 50 near-copies with the highest scores."""
+    centres = rng.normal(0, 10, (5, 8))
+    feats = np.concatenate([c + rng.normal(0, 0.01 if i == 0 else 1.0, (n_per, 8)) for i, c in enumerate(centres)])
+    labels = np.repeat(np.arange(5), n_per)
+    scores = np.where(labels == 0, 1.0, rng.uniform(0.1, 0.5, len(labels)))
+    return feats, scores, labels
+
+
+def test_ewd_is_diverse_weighted_and_seeded():
+    rng = np.random.default_rng(0)
+    feats, scores, labels = _clusters(rng)
+    acq = AcquisitionConfig(strategy="ewd", exploration=0.0)
+    net = NetFeatures(feats, feats[:3])
+    counts = np.ones(len(scores), np.int64)
+    sel = select("ewd", scores, counts, net, 10, acq, np.random.default_rng(1))
+    picked = sel.index
+    assert len(set(picked.tolist())) == 10  # no candidate twice
+    assert int(picked[0]) == int(np.argmax(scores))  # the first pick is the highest error
+    assert (labels[picked] == 0).sum() <= 2  # top-K would take 10 near-copies of cluster 0; ewd takes 1-2
+    assert len(set(labels[picked].tolist())) >= 4  # and covers the other clusters
+    topk = select("topk", scores, counts, net, 10, acq, np.random.default_rng(1)).index
+    assert set(labels[topk].tolist()) == {0}
+    again = select("ewd", scores, counts, net, 10, acq, np.random.default_rng(1)).index
+    other = select("ewd", scores, counts, net, 10, acq, np.random.default_rng(2)).index
+    assert np.array_equal(picked, again) and not np.array_equal(picked, other)
+
+
+def test_ewd_prefers_high_error_among_equally_spread_candidates():
+    """Distinct candidates with scores from 0 to 1: the error-weighted seeding takes mostly the high half, and a
+    larger weight power sharpens it."""
+    rng = np.random.default_rng(3)
+    feats = rng.normal(0, 1, (400, 16))
+    scores = np.linspace(0.0, 1.0, 400)
+    top = [np.mean(error_weighted_seeding(feats, scores, 40, np.random.default_rng(s), power=p) >= 200)
+           for p in (1.0, 2.0) for s in range(5)]  # fmt: skip
+    assert np.mean(top[:5]) > 0.65 and np.mean(top[5:]) > np.mean(top[:5])
+
+
+def test_sbal_power_sampling_follows_score_to_the_beta():
+    scores = np.linspace(0.01, 1.0, 200)
+    counts = np.ones(200, np.int64)
+    acq = AcquisitionConfig(strategy="sbal", beta=4.0)
+    hits = np.zeros(200)
+    for s in range(200):
+        sel = select("sbal", scores, counts, None, 20, acq, np.random.default_rng(s))
+        assert len(set(sel.index.tolist())) == 20  # without replacement
+        hits[sel.index] += 1
+    assert hits[150:].sum() > 4 * hits[:100].sum()  # weighted towards high error
+    assert np.corrcoef(hits, scores**4)[0, 1] > 0.8
+    flat = np.zeros(200)
+    for s in range(100):  # beta 0: uniform
+        flat[select("sbal", scores, counts, None, 20, AcquisitionConfig(beta=0.0), np.random.default_rng(s)).index] += 1
+    assert flat[150:].sum() < 1.5 * flat[:50].sum()
+    a = select("sbal", scores, counts, None, 20, acq, np.random.default_rng(9)).index
+    assert np.array_equal(a, select("sbal", scores, counts, None, 20, acq, np.random.default_rng(9)).index)
+
+
+def test_mutants_are_valid_configurations_with_parents():
+    cfg = tiny_configs(30, seed=4)
+    lo, hi = PRESETS["tiny"].sources
+    parents = np.arange(0, 30, 3)
+    mutants, parent, how = mutate(cfg, TINY, parents, 5, (lo, hi), np.random.default_rng(0))
+    assert len(mutants) == len(parent) == len(how) == 50
+    mutants.validate(TINY)  # discs fully inside the lattice, values in [0, 1]
+    assert ((mutants.counts >= lo) & (mutants.counts <= hi)).all()
+    assert set(parent.tolist()) == set(parents.tolist()) and set(how) <= set(MUTATIONS)
+    assert len(set(how)) >= 4  # the registry's mutations are all used
+    ids = {mutants.sample_id(s, TINY) for s in range(len(mutants))}
+    assert len(ids & {cfg.sample_id(s, TINY) for s in range(len(cfg))}) < 5  # new configurations, not copies
+    again = mutate(cfg, TINY, parents, 5, (lo, hi), np.random.default_rng(0))[0]
+    assert np.array_equal(again.centers, mutants.centers) and np.array_equal(again.values, mutants.values)
+    both = concat(cfg, mutants)
+    assert len(both) == 80 and np.array_equal(both.counts[30:], mutants.counts)
+
+
+@pytest.mark.parametrize("name", sorted(MUTATIONS))
+def test_each_mutation_keeps_discs_inside(name):
+    rng = np.random.default_rng(1)
+    lo, hi = PRESETS["tiny"].sources
+    for s, (c, v) in enumerate(tiny_configs(40, seed=7).sample(i) for i in range(40)):
+        out = MUTATIONS[name](rng, TINY, c.astype(np.int64), v.astype(float), (lo, hi))
+        if out is None:
+            continue
+        R, L = TINY.radius, TINY.lattice
+        assert ((out[0] >= R) & (out[0] <= L - 1 - R)).all(), (name, s)
+        assert lo <= len(out[0]) <= hi and len(out[0]) == len(out[1])
+
+
+def test_mined_samples_carry_provenance(ray_cluster, tmp_path):
+    from diffcurate.curate.loop.config import default_config
+    from diffcurate.curate.loop.rundir import init_run, read_rounds
+    from diffcurate.curate.loop.runner import run
+    from diffcurate.curate.store.lmdbstore import Store
+
+    cfg = default_config("tiny")
+    cfg.rounds, cfg.ray.dashboard = 1, False
+    cfg.acquisition.strategy, cfg.acquisition.exploration, cfg.acquisition.mine_parents = "ewd", 0.0, 10
+    init_run(tmp_path / "r", cfg)
+    run(tmp_path / "r", log=lambda s: None, show_progress=False, address=ray_cluster)
+    rec = read_rounds(tmp_path / "r")[-1]
+    with Store(tmp_path / "r" / "store", readonly=True) as st:
+        idx = st.index()
+        mined = idx[idx["sampler"] == "mutant"]["id"].tolist()
+        _, _, headers = st.get(mined)
+    assert rec.get("mined", 0) == len(mined) > 0  # the picks include mutants
+    assert all(h["provenance"]["parent"] and h["provenance"]["mutation"] in MUTATIONS for h in headers)
+
+
+def test_study_extra_test_on_a_small_file(ray_cluster, tmp_path):
+    """The study's --extra-test evaluates every final model on an outside file, in the evaluate schema."""
+    from diffcurate.curate.store.arrays import save_arrays
+    from diffcurate.solvers.registry import solve
+
+    cfg = tiny_configs(12, seed=11, sampler="uniform")
+    extra = tmp_path / "mine.npz"
+    save_arrays(extra, TINY, cfg, y=solve(TINY, cfg, "fast", dtype="float32"))
+    spec = tmp_path / "study.toml"
+    spec.write_text(
+        'preset = "tiny"\nrounds = 1\nbootstrap = 20\n'
+        "[protocol]\ninitial = 20\nbudget = 10\ngrowth = 2.0\npool = 100\nval = 10\ntest_per_cell = 1\n"
+        "held_out_per_cell = 1\nepochs = 1\nmin_steps = 1\nbatch_size = 16\n"
+        '[arms.edcnn]\nmodel = "edcnn"\nseeds = [0]\nstrategies = ["random", "ewd-mine"]\n'
+    )
+    docs = tmp_path / "docs"
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "al_study.py"), "--config", str(spec), "--out",
+                        str(tmp_path / "runs"), "--docs", str(docs), "--workers", "1", "--extra-test", str(extra)],
+                       capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    res = json.loads((docs / "results.json").read_text())
+    got = res["extra_test"]["strategies"]["edcnn"]
+    assert res["extra_test"]["n_samples"] == 12 and set(got) == {"random", "ewd-mine"}
+    for runs in got.values():
+        m = runs[0]
+        assert m["n_samples"] == 12 and set(m["mae"]) == {"all", "sources", "field", "r1", "r2", "r3"}
+    assert res["protocol"]["picked_share"] == pytest.approx(10 / 30)
+    bad = subprocess.run([sys.executable, str(ROOT / "bench" / "al_study.py"), "--config", str(spec), "--extra-test",
+                          str(tmp_path / "nope.npz")], capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode != 0 and "no such file" in bad.stderr and "Traceback" not in bad.stderr
