@@ -402,3 +402,30 @@ def test_full_disk_is_one_line_and_keeps_what_was_committed(ray_cluster, tmp_pat
     assert r.returncode == 0, r.stderr
     with Store(store, readonly=True) as st:
         assert st.count("train") == 400
+
+
+def test_exports_follow_the_umask_and_load_in_the_data_tools(small_store, tmp_path, monkeypatch):
+    """npz and Parquet exports are 0644 under umask 022 (not mkstemp's 0600); the Parquet file loads one row per
+    sample in Hugging Face datasets and pandas, x and y as 2-D arrays, with the card's licence and citation."""
+    import datasets
+    import pandas as pd
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    old = os.umask(0o022)
+    try:
+        card = export_store(small_store, tmp_path / "a.parquet")
+        export_store(small_store, tmp_path / "a.npz")
+    finally:
+        os.umask(old)
+    for f in ("a.parquet", "a.npz", "a.parquet.card.json", "a.npz.card.md"):
+        assert (tmp_path / f).stat().st_mode & 0o777 == 0o644, f
+    assert card["license"] == "MIT" and "2302.03786" in card["citation"] and "x" in card["fields"]
+    assert "How the splits were made" in (tmp_path / "a.parquet.card.md").read_text()
+    df = pd.read_parquet(tmp_path / "a.parquet")
+    assert len(df) == 40 and np.stack(df["y"][0]).shape == (32, 32)
+    with Store(small_store, readonly=True) as st:
+        _, y, _ = st.get([df["id"][3]])
+    np.testing.assert_array_equal(np.stack(df["y"][3]), y[0])
+    ds = datasets.Dataset.from_parquet(str(tmp_path / "a.parquet"))
+    assert ds.num_rows == 40 and np.asarray(ds[0]["x"]).shape == (32, 32)
+    assert {"centers", "values", "n_sources", "split", "sampler", "round", "score"} <= set(ds.column_names)
