@@ -443,18 +443,7 @@ class Store:
 
     # --- writing ---------------------------------------------------------------------------------------------
 
-    def add(
-        self,
-        configs: Configs,
-        y: np.ndarray | Sequence[np.ndarray],
-        *,
-        split: str = "train",
-        sampler: str | Sequence[str] = "uniform",
-        round: int = 0,
-        scores: np.ndarray | None = None,
-        provenance: dict | Sequence[dict] | None = None,
-        physics: Physics | None = None,
-    ) -> int:
+    def add(self, configs: Configs, y: np.ndarray | Sequence[np.ndarray], **meta) -> int:
         """Add solved samples; returns how many were new. Duplicates (by id) are skipped, whatever their split:
         a sample lives in exactly one split and adding it again elsewhere does not move it.
 
@@ -462,9 +451,9 @@ class Store:
         results as they arrive) is taken as is, without joining them into one copy first. `sampler` and
         `provenance` are one value for all or one per sample; provenance is free-form JSON (e.g. strategy,
         cluster, source model of the surrogate).
-        Passing `physics` refuses samples made with other physics than the store's."""
-        items = self.records(configs, y, split=split, sampler=sampler, round=round, scores=scores,
-                             provenance=provenance, physics=physics)  # fmt: skip
+        Passing `physics` refuses samples made with other physics than the store's. `meta`: the keyword
+        arguments of `records` (split, sampler, round, scores, provenance, physics)."""
+        items = self.records(configs, y, **meta)
         added, buf = 0, bytearray()
         for start in range(0, len(items), BATCH):
             added += self._put_batch(items[start : start + BATCH], buf)
