@@ -237,12 +237,16 @@ def test_peer_strategy_lcmd_picks_in_feature_space(al_run, tmp_path):
     assert len(picked[root]) == 20 and picked[root] != picked[al_run]  # same pool (seed), other picks
 
 
-def test_round_metrics_reach_the_prometheus_endpoint(al_run, ray_cluster):
-    """The diffcurate_* gauges the loop publishes show up on the node's metrics endpoint with the run's tag (what
-    Prometheus scrapes and the dashboard's Metrics view shows)."""
+def test_round_metrics_reach_the_prometheus_endpoint(ray_cluster, tmp_path):
+    """The diffcurate_* gauges a tiny run publishes show up on the node's metrics endpoint with the run's tag (what
+    Prometheus scrapes and the dashboard's Metrics view shows), scraped right after the run's round."""
     import urllib.request
 
     import ray
+
+    al_run = tmp_path / "metrics-run"
+    init_run(al_run, tiny_config("al"))
+    run(al_run, rounds=0, log=quiet, show_progress=False)
 
     port = next(n["MetricsExportPort"] for n in ray.nodes() if n["Alive"])
     # Ray's exporter prefixes application metrics with ray_
