@@ -32,6 +32,9 @@ def _metrics_per_round(rounds: list[dict], out: Path) -> None:
         ax[1].plot(n, [r["test"]["per_sample_mae"][q] for r in rounds], "o-", label=q)
     ax[1].set(xlabel="training-set size", ylabel="per-sample MAE", xscale="log", yscale="log", title="tails")
     ax[1].legend()
+    for a in ax:  # the rounds' sizes as plain numbers, not 2 x 10^2
+        a.set_xticks(n, [str(v) for v in n])
+        a.xaxis.set_minor_locator(_null_locator())
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -102,6 +105,12 @@ def _timeline(rounds: list[dict], out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
+
+
+def _null_locator():
+    from matplotlib.ticker import NullLocator
+
+    return NullLocator()
 
 
 def _integer_locator():
