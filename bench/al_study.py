@@ -46,7 +46,7 @@ SETS = {"mixed": ("mae", "p99", "hard"), "held_out": ("mae", "p99")}
 # surrogate can still learn; the ED-CNN's disc pixels carry most of its error and mostly count disc pixels.
 VARIANTS: dict[str, dict] = {
     "random": {"strategy": "random"},
-    "al": {"strategy": "al", "acquisition": "true-error"},
+    "al": {"strategy": "al", "acquisition": "true-error", "sources_weight": 1.0},  # the ranker as it was
     "al-field": {"strategy": "al", "acquisition": "true-error", "sources_weight": 0.0},
     "ewd": {"strategy": "ewd", "sources_weight": 0.0, "exploration": 0.0},
     "ewd-mine": {"strategy": "ewd", "sources_weight": 0.0, "exploration": 0.0, "mine_parents": 100},

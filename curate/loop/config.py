@@ -36,7 +36,7 @@ class DataConfig:
 class AcquisitionConfig:
     """How the round's budget is spent (the ranker)."""
 
-    strategy: str = "al"  # a name of the ranker's STRATEGIES (curate/acquisition/ranker.py)
+    strategy: str = "sbal"  # a name of the ranker's STRATEGIES; sbal won the study (docs/study.md)
     acquisition: str = "true-error"  # how candidates are scored (the ranker's ACQUISITIONS)
     budget: int = 100  # samples added in round 1
     budget_growth: float = 1.0  # round k adds budget x growth^(k-1): 2.0 doubles the set each round from 100
@@ -44,8 +44,8 @@ class AcquisitionConfig:
     exploration: float = 0.1  # share of each count's budget taken at random
     diversity: str = "kmeans"  # kmeans | none: near-duplicate candidates are not all taken
     candidates_factor: float = 3.0  # diversity clusters the top factor x budget candidates of a count
-    sources_weight: float = 1.0  # per-sample score = weighted MAE: disc pixels x this, other pixels x 1
-    beta: float = 1.0  # sbal: P(pick) proportional to score^beta
+    sources_weight: float = 0.0  # score = weighted MAE: disc pixels x this, others x 1 (0: the learnable field)
+    beta: float = 4.0  # sbal: P(pick) proportional to score^beta (4: the study's choice on --quick)
     weight_power: float = 1.0  # ewd: features scaled by score^power (1: BADGE; 2: picks ~ score^4 like sbal beta 4)
     mine_parents: int = 0  # hard-case mining: mutate the top N scored candidates (0: off)
     mine_per_parent: int = 4  # mutants per parent, scored like the pool and added to the candidates
