@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from conftest import TINY, tiny_configs
 
-from diffcurate.curate.acquisition.mining import MUTATIONS, concat, mutate
+from diffcurate.curate.acquisition.mining import MUTATIONS, mutate
 from diffcurate.curate.acquisition.ranker import NetFeatures, error_weighted_seeding, select
 from diffcurate.curate.loop.config import AcquisitionConfig
-from diffcurate.solvers.problem import PRESETS
+from diffcurate.solvers.problem import PRESETS, Configs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,7 +92,7 @@ def test_mutants_are_valid_configurations_with_parents():
     assert len(ids & {cfg.sample_id(s, TINY) for s in range(len(cfg))}) < 5  # new configurations, not copies
     again = mutate(cfg, TINY, parents, 5, (lo, hi), np.random.default_rng(0))[0]
     assert np.array_equal(again.centers, mutants.centers) and np.array_equal(again.values, mutants.values)
-    both = concat(cfg, mutants)
+    both = Configs.concat([cfg, mutants])  # what the loop's candidates are made of
     assert len(both) == 80 and np.array_equal(both.counts[30:], mutants.counts)
 
 

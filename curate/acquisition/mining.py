@@ -113,18 +113,3 @@ def mutate(configs: Configs, physics: Physics, parents: np.ndarray, per_parent: 
             [],
         )
     return Configs.from_lists(cs, vs).validate(physics), np.array(parent, np.int64), how
-
-
-def concat(a: Configs, b: Configs) -> Configs:
-    """Rows of a then b (slots padded to the larger K)."""
-    K = max(a.centers.shape[1], b.centers.shape[1], 1)
-
-    def pad(c: Configs):
-        centers = np.zeros((len(c), K, 2), np.int64)
-        values = np.zeros((len(c), K))
-        centers[:, : c.centers.shape[1]] = c.centers
-        values[:, : c.values.shape[1]] = c.values
-        return centers, values
-
-    (ca, va), (cb, vb) = pad(a), pad(b)
-    return Configs(np.concatenate([ca, cb]), np.concatenate([va, vb]), np.concatenate([a.counts, b.counts]))

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from diffcurate.curate.acquisition.mining import concat, mutate
+from diffcurate.curate.acquisition.mining import mutate
 from diffcurate.curate.acquisition.ranker import (
     ACQUISITIONS,
     NetFeatures,
@@ -82,7 +82,7 @@ class Candidates:
             prov += [{"parent": str(p), "mutation": str(m)} for p, m in zip(z["parent"], z["mutation"], strict=True)]
             y = np.concatenate([y, z["y"]]) if y is not None else None
             scores = np.concatenate([scores, z["scores"]]) if scores is not None else None
-        return cls(concat(pool, mutants), fams + ["mutant"] * len(mutants), y, scores, prov)
+        return cls(Configs.concat([pool, mutants]), fams + ["mutant"] * len(mutants), y, scores, prov)
 
 
 class Runner:
