@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 
@@ -56,21 +56,31 @@ TRANSFORMS: dict[str, tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tenso
 REDUCTIONS = ("mean", "weighted")
 
 
-@dataclass
-class LossSpec:
-    """One loss: pointwise penalty, weight and its hyperparameters, and how it is reduced.
+@dataclass(kw_only=True)
+class LossParams:
+    """The hyperparameters that a run's primary and alternate losses share (the trainer's config inherits them).
 
     reduction "mean" is the paper's <w * rho(e)>; "weighted" is sum(w rho)/sum(w), which keeps the loss scale
     independent of the weight (the step weight with a=4000 is ~1000x the exp weight), so that toggling between
     weights does not hit Adam's moment estimates with a 1000x jump."""
 
+    delta: float = 0.1  # Huber / BerHu knee, in target units
+    w: float = 1.0  # exp weight's width (paper eq. 5)
+    a: float = 4000.0  # step weight's amplitude (paper eq. 6)
+    b: float = 10.0  # step weight's slope (paper eq. 6)
+    reduction: str = "weighted"
+
+    def loss_params(self) -> dict:
+        """These fields alone, as keyword arguments for a LossSpec."""
+        return {f.name: getattr(self, f.name) for f in fields(LossParams)}
+
+
+@dataclass
+class LossSpec(LossParams):
+    """One loss: pointwise penalty and weight by name, with the shared hyperparameters (keyword-only)."""
+
     pointwise: str = "mae"
     weight: str = "none"
-    delta: float = 0.1
-    w: float = 1.0
-    a: float = 4000.0
-    b: float = 10.0
-    reduction: str = "mean"
 
     def check(self) -> LossSpec:
         for name, table, what in (

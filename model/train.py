@@ -12,7 +12,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from diffcurate.model.checkpoint import atomic_save, check_physics, cpu_state, read_checkpoint, save_checkpoint
 from diffcurate.model.data import default_num_workers
-from diffcurate.model.losses import LossSpec, loss_value, lr_at, schedule_index, transform_pair
+from diffcurate.model.losses import LossParams, LossSpec, loss_value, lr_at, schedule_index, transform_pair
 from diffcurate.model.metrics import evaluate_model
 from diffcurate.model.nets import build_model, config_from_dict, config_to_dict
 from diffcurate.solvers.errors import InputError, build_typed
@@ -34,8 +34,9 @@ _OTHER_WEIGHT = {"exp": "step", "step": "exp", "none": "exp"}
 
 
 @dataclass
-class TrainConfig:
-    """Everything that decides a training run (stored in checkpoints as plain data)."""
+class TrainConfig(LossParams):
+    """Everything that decides a training run (stored in checkpoints as plain data). The loss hyperparameters
+    (delta, w, a, b, reduction) are `LossParams`' fields, shared with the losses this config builds."""
 
     epochs: int = 30
     batch_size: int = 32
@@ -49,11 +50,6 @@ class TrainConfig:
     weight: str = "none"
     alt_loss: str | None = None
     alt_weight: str | None = None
-    delta: float = 0.1
-    w: float = 1.0
-    a: float = 4000.0
-    b: float = 10.0
-    reduction: str = "weighted"
     transform: str = "none"
     schedule: str = "fixed"
     schedule_period: int = 5
@@ -62,7 +58,9 @@ class TrainConfig:
     seed: int = 0
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Plain data: the trainer's own fields, then the loss hyperparameters."""
+        d = asdict(self)
+        return {k: d[k] for k in sorted(d, key=lambda k: k in LOSS_PARAMS)}
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -70,17 +68,19 @@ class TrainConfig:
 
     def loss_specs(self) -> tuple[LossSpec, LossSpec]:
         """(primary, alternate) losses; the schedule picks one per epoch. Validates names."""
-        common = {"delta": self.delta, "w": self.w, "a": self.a, "b": self.b, "reduction": self.reduction}
-        primary = LossSpec(self.loss, self.weight, **common).check()
+        primary = LossSpec(self.loss, self.weight, **self.loss_params()).check()
         alt_weight = self.alt_weight or (
             _OTHER_WEIGHT.get(self.weight, self.weight) if self.schedule != "fixed" else self.weight
         )
-        alternate = LossSpec(self.alt_loss or self.loss, alt_weight, **common).check()
+        alternate = LossSpec(self.alt_loss or self.loss, alt_weight, **self.loss_params()).check()
         schedule_index(self.schedule, 0)
         transform_pair(self.transform)
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise InputError("epochs and batch size must be >= 1 and lr > 0")
         return primary, alternate
+
+
+LOSS_PARAMS = tuple(f.name for f in fields(LossParams))
 
 
 def default_train_config(preset: str, **overrides) -> TrainConfig:
@@ -115,6 +115,66 @@ def _set_rng_state(state: dict, dev: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], dev)
 
 
+@dataclass
+class TrainState:
+    """All that an epoch changes and a resumed run restores: weights, optimiser, progress, best-on-val weights.
+
+    The learning rate is a function of the global step, and the shuffle order and loss schedule of (seed,
+    epoch), so no scheduler or sampler state exists; the global torch RNG (dropout, the DataLoader's seed) is
+    saved with the rest in `last.pt`."""
+
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    best_state: dict[str, torch.Tensor]  # CPU copy of the best weights so far
+    epoch: int = 0  # the next epoch to run
+    history: list[dict] = field(default_factory=list)
+    best_val: float = math.inf
+    best_epoch: int = -1
+    since_best: int = 0
+    stopped: bool = False  # early stopping has fired
+
+    def end_epoch(self, epoch: int, score: float, patience: int | None) -> None:
+        """Keep the weights if `score` (val MAE, or train loss without a val set) is the best yet."""
+        if score < self.best_val:
+            self.best_val, self.best_epoch, self.since_best = score, epoch, 0
+            self.best_state = cpu_state(self.model)
+        else:
+            self.since_best += 1
+        self.stopped = bool(patience) and self.since_best >= patience
+        self.epoch = epoch + 1
+
+    def to_checkpoint(self, mc: dict, tc: TrainConfig, physics: Physics | None, dev: torch.device) -> dict:
+        """`last.pt`'s plain-data contents (its keys are the format of docs/formats.md)."""
+        return {
+            "state_dict": cpu_state(self.model),
+            "model_config": mc,
+            "train_config": tc.to_dict(),
+            "optimizer": self.opt.state_dict(),
+            "epoch": self.epoch - 1,  # the last completed epoch
+            "history": self.history,
+            "best_val": self.best_val,
+            "best_epoch": self.best_epoch,
+            "since_best": self.since_best,
+            "best_state_dict": self.best_state,
+            "stopped": self.stopped,
+            "rng": _rng_state(dev),
+            "physics": physics.to_dict() if physics else None,
+        }
+
+    def restore(self, st: dict, dev: torch.device) -> None:
+        """Continue from a `last.pt` written by `to_checkpoint` (its configs already checked by the caller)."""
+        self.model.load_state_dict(st["state_dict"])
+        self.opt.load_state_dict(st["optimizer"])
+        self.epoch, self.history = int(st["epoch"]) + 1, list(st["history"])
+        self.best_val, self.best_epoch = float(st["best_val"]), int(st["best_epoch"])
+        self.since_best, self.best_state, self.stopped = (
+            int(st["since_best"]),
+            st["best_state_dict"],
+            bool(st["stopped"]),
+        )
+        _set_rng_state(st["rng"], dev)
+
+
 def _warm_state(init_from, model_config: dict, physics: Physics | None = None) -> dict:
     """State dict to warm-start from: a checkpoint path, a checkpoint dict or a bare state_dict. A checkpoint
     of other physics or another architecture is refused."""
@@ -127,6 +187,82 @@ def _warm_state(init_from, model_config: dict, physics: Physics | None = None) -
             raise InputError(f"warm start: checkpoint model {obj['model_config']} differs from {model_config}")
         return obj["state_dict"]
     return obj
+
+
+def _check_run(mc: dict, tc: TrainConfig, physics: Physics | None, train_data: Dataset) -> tuple[LossSpec, LossSpec]:
+    """The (primary, alternate) losses, after every check that can refuse the run before it starts."""
+    losses = tc.loss_specs()
+    config_from_dict(mc).check(physics.lattice if physics else None)
+    if mc.get("clamp_sources"):
+        if tc.transform != "none":
+            raise InputError("clamp_sources copies the input into the discs; it needs --transform none")
+        if physics is not None and physics.source_model != "fixed":
+            raise InputError("clamp_sources needs fixed-value sources (the input is not the field in the discs)")
+    if len(train_data) == 0:
+        raise InputError("training set is empty")
+    return losses
+
+
+def _new_state(mc: dict, tc: TrainConfig, dev: torch.device, init_from, physics: Physics | None) -> TrainState:
+    """Seeded initial weights (or a warm start's) and a fresh Adam."""
+    torch.manual_seed(tc.seed)
+    model = build_model(mc).to(dev)
+    if init_from is not None:
+        try:
+            model.load_state_dict(_warm_state(init_from, mc, physics))
+        except RuntimeError as e:
+            raise InputError(f"warm start from {init_from}: weights do not fit ({str(e).splitlines()[0]})") from None
+    opt = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    return TrainState(model, opt, best_state=cpu_state(model))
+
+
+def _train_epoch(
+    state: TrainState, tc: TrainConfig, loader: DataLoader, spec: LossSpec, dev: torch.device
+) -> tuple[float, float]:
+    """One pass over the loader: (sample-weighted mean loss, training samples per second)."""
+    model, opt, epoch = state.model, state.opt, state.epoch
+    steps_per_epoch = len(loader)
+    total_steps = tc.epochs * steps_per_epoch
+    forward_t = transform_pair(tc.transform)[0]
+    use_amp = dev.type == "cuda"
+    model.train()
+    loss_sum, seen = 0.0, 0
+    t0 = time.perf_counter()
+    for b, (x, y, _mask, _counts) in enumerate(loader):
+        lr = lr_at(epoch * steps_per_epoch + b, total_steps, tc.lr, tc.warmup_steps, tc.const_frac, tc.final_lr_ratio)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)  # (B, 1, L, L) float32
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
+            pred = model(x)  # (B, 1, L, L)
+        loss = loss_value(spec, pred.float(), forward_t(y), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if tc.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        opt.step()
+        loss_sum += float(loss.detach()) * len(x)
+        seen += len(x)
+    seconds = time.perf_counter() - t0
+    return loss_sum / seen, seen / seconds
+
+
+def _epoch(state: TrainState, tc: TrainConfig, losses, train_data, val_data, dev, num_workers: int) -> dict:
+    """Train one epoch, score it on val, update the state; the epoch's record (also appended to the history)."""
+    epoch, t0 = state.epoch, time.perf_counter()
+    which = schedule_index(tc.schedule, epoch, tc.schedule_period, tc.schedule_prob, tc.seed)
+    order = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(tc.seed * 7919 + epoch))
+    loader = DataLoader(train_data, batch_size=tc.batch_size, sampler=order.tolist(), num_workers=num_workers)
+    loss, speed = _train_epoch(state, tc, loader, losses[which], dev)
+    record = {"epoch": epoch, "loss": loss, "loss_index": which, "lr": state.opt.param_groups[0]["lr"]}
+    if val_data is not None:
+        vm = evaluate_model(state.model, val_data, dev, tc.transform, batch_size=max(64, tc.batch_size))[0]
+        record.update(val_mae=vm["mae"]["all"], val_rel_l2=vm["rel_l2"])
+    state.end_epoch(epoch, record["val_mae"] if val_data is not None else loss, tc.patience)
+    seconds = time.perf_counter() - t0
+    record.update(best_epoch=state.best_epoch, train_samples_per_s=speed, seconds=seconds, stopped_early=state.stopped)
+    state.history.append(record)
+    return record
 
 
 def _write_log(path: Path | None, history: list[dict]) -> None:
@@ -158,151 +294,68 @@ def train(
     out_dir/last.pt each epoch and out_dir/<checkpoint_name> (best weights + val metrics) at the end; returns the
     best model. `callback(epoch, record)` runs after each saved epoch (raising there simulates a kill)."""
     tc = train_config
-    primary, alternate = tc.loss_specs()
-    forward_t = transform_pair(tc.transform)[0]
     mc = model_config if isinstance(model_config, dict) else config_to_dict(model_config)
-    config_from_dict(mc).check(physics.lattice if physics else None)
-    if mc.get("clamp_sources"):
-        if tc.transform != "none":
-            raise InputError("clamp_sources copies the input into the discs; it needs --transform none")
-        if physics is not None and physics.source_model != "fixed":
-            raise InputError("clamp_sources needs fixed-value sources (the input is not the field in the discs)")
-    if len(train_data) == 0:
-        raise InputError("training set is empty")
+    losses = _check_run(mc, tc, physics, train_data)
     dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
     if num_workers is None:
         L = physics.lattice if physics is not None else int(train_data[0][0].shape[-1])  # item x: (1, L, L)
         num_workers = default_num_workers(L, dev)
     out = Path(out_dir) if out_dir is not None else None
     log = Path(log_path) if log_path is not None else (out / "train.jsonl" if out else None)
-
-    torch.manual_seed(tc.seed)
-    model = build_model(mc).to(dev)
-    if init_from is not None:
-        try:
-            model.load_state_dict(_warm_state(init_from, mc, physics))
-        except RuntimeError as e:
-            raise InputError(f"warm start from {init_from}: weights do not fit ({str(e).splitlines()[0]})") from None
-    opt = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    n = len(train_data)
-    steps_per_epoch = math.ceil(n / tc.batch_size)
-    total_steps = tc.epochs * steps_per_epoch
-    start, history = 0, []
-    best_val, best_epoch, since_best, stopped = math.inf, -1, 0, False
-    best_state = cpu_state(model)
-
     last = out / LAST if out else None
+    has_val = val_data is not None and len(val_data) > 0
+
+    state = _new_state(mc, tc, dev, init_from, physics)
     if resume and last is not None and last.exists():
         st = read_checkpoint(last)
         if st["model_config"] != mc or st["train_config"] != tc.to_dict():
             raise InputError(f"{last}: cannot resume, its model/train config differs from the requested one")
-        model.load_state_dict(st["state_dict"])
-        opt.load_state_dict(st["optimizer"])
-        start, history = int(st["epoch"]) + 1, list(st["history"])
-        best_val, best_epoch, since_best = float(st["best_val"]), int(st["best_epoch"]), int(st["since_best"])
-        best_state, stopped = st["best_state_dict"], bool(st["stopped"])
-        _set_rng_state(st["rng"], dev)
-        _write_log(log, history)  # drop lines of an epoch that was killed before its checkpoint
+        state.restore(st, dev)
+        _write_log(log, state.history)  # drop lines of an epoch that was killed before its checkpoint
     elif log is not None and log.exists():
         log.unlink()
 
-    use_amp = dev.type == "cuda"
-    bar = _progress(progress, tc.epochs, start)
+    bar = _progress(progress, tc.epochs, state.epoch)
     try:
-        for epoch in range(start, tc.epochs):
-            if stopped:
-                break
-            t0 = time.perf_counter()
-            which = schedule_index(tc.schedule, epoch, tc.schedule_period, tc.schedule_prob, tc.seed)
-            spec = (primary, alternate)[which]
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(tc.seed * 7919 + epoch)).tolist()
-            loader = DataLoader(train_data, batch_size=tc.batch_size, sampler=order, num_workers=num_workers)
-            model.train()
-            loss_sum, seen = 0.0, 0
-            for b, (x, y, _mask, _counts) in enumerate(loader):
-                for g in opt.param_groups:
-                    g["lr"] = lr_at(epoch * steps_per_epoch + b, total_steps, tc.lr, tc.warmup_steps, tc.const_frac,
-                                    tc.final_lr_ratio)  # fmt: skip
-                x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)  # (B, 1, L, L) float32
-                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
-                    pred = model(x)
-                loss = loss_value(spec, pred.float(), forward_t(y), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if tc.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-                opt.step()
-                loss_sum += float(loss.detach()) * len(x)
-                seen += len(x)
-            train_s = time.perf_counter() - t0
-            record = {"epoch": epoch, "loss": loss_sum / seen, "loss_index": which, "lr": opt.param_groups[0]["lr"]}
-            if val_data is not None and len(val_data):
-                vm = evaluate_model(model, val_data, dev, tc.transform, batch_size=max(64, tc.batch_size))[0]
-                score = vm["mae"]["all"]
-                record.update(val_mae=score, val_rel_l2=vm["rel_l2"])
-            else:
-                score = record["loss"]
-            if score < best_val:
-                best_val, best_epoch, since_best, best_state = score, epoch, 0, cpu_state(model)
-            else:
-                since_best += 1
-            stopped = bool(tc.patience) and since_best >= tc.patience
-            record.update(
-                best_epoch=best_epoch,
-                train_samples_per_s=seen / train_s,
-                seconds=time.perf_counter() - t0,
-                stopped_early=stopped,
-            )
-            history.append(record)
+        while state.epoch < tc.epochs and not state.stopped:
+            record = _epoch(state, tc, losses, train_data, val_data if has_val else None, dev, num_workers)
             if last is not None:
-                atomic_save(
-                    {
-                        "state_dict": cpu_state(model),
-                        "model_config": mc,
-                        "train_config": tc.to_dict(),
-                        "optimizer": opt.state_dict(),
-                        "epoch": epoch,
-                        "history": history,
-                        "best_val": best_val,
-                        "best_epoch": best_epoch,
-                        "since_best": since_best,
-                        "best_state_dict": best_state,
-                        "stopped": stopped,
-                        "rng": _rng_state(dev),
-                        "physics": physics.to_dict() if physics else None,
-                    },
-                    last,
-                )
+                atomic_save(state.to_checkpoint(mc, tc, physics, dev), last)
             if log is not None:
                 with log.open("a") as fh:
                     fh.write(json.dumps(record) + "\n")
             if bar:
-                bar[0].update(bar[1], advance=1, description=f"epoch {epoch + 1} loss {record['loss']:.3g}"
-                              f" val {record.get('val_mae', float('nan')):.3g}")  # fmt: skip
+                val = record.get("val_mae", float("nan"))
+                text = f"epoch {record['epoch'] + 1} loss {record['loss']:.3g} val {val:.3g}"
+                bar[0].update(bar[1], advance=1, description=text)
             if callback:
-                callback(epoch, record)
+                callback(record["epoch"], record)
     finally:
         if bar:
             bar[0].stop()
+    return _finish(state, mc, tc, val_data if has_val else None, dev, physics, out, checkpoint_name)
 
-    model.load_state_dict(best_state)
+
+def _finish(state: TrainState, mc: dict, tc: TrainConfig, val_data, dev, physics, out, checkpoint_name: str):
+    """Best weights into the model (eval mode), their val metrics, and `out/<checkpoint_name>`."""
+    model = state.model
+    model.load_state_dict(state.best_state)
     model.eval()
-    val_metrics = None
-    if val_data is not None and len(val_data):
-        val_metrics = evaluate_model(model, val_data, dev, tc.transform)[0]
+    val_metrics = evaluate_model(model, val_data, dev, tc.transform)[0] if val_data is not None else None
     ckpt = None
     if out is not None:
+        metrics = {"val": val_metrics} if val_metrics else {}
         ckpt = save_checkpoint(
             out / checkpoint_name,
             model,
             mc,
             tc,
             physics,
-            metrics={"val": val_metrics} if val_metrics else {},
-            epoch=best_epoch,
-            history=history,
+            metrics=metrics,
+            epoch=state.best_epoch,
+            history=state.history,
         )
-    return TrainResult(model, history, best_epoch, best_val, val_metrics, ckpt, stopped)
+    return TrainResult(model, state.history, state.best_epoch, state.best_val, val_metrics, ckpt, state.stopped)
 
 
 def _progress(enabled: bool, total: int, done: int):

@@ -42,7 +42,7 @@ def test_exp_weight_uses_target():
     # weights exp(-(1-y)/w), w=0.5, y = [0, .25, .5, 1]; MAE terms [0, .25, .5, .8]
     w = [math.exp(-2.0), math.exp(-1.5), math.exp(-1.0), 1.0]
     terms = [0.0, 0.25, 0.5, 0.8]
-    spec = LossSpec("mae", "exp", w=0.5)
+    spec = LossSpec("mae", "exp", w=0.5, reduction="mean")
     assert loss_value(spec, PRED, Y).item() == pytest.approx(
         sum(a * b for a, b in zip(w, terms, strict=True)) / 4, rel=1e-6
     )
@@ -58,13 +58,13 @@ def test_step_weight():
     # 1 + a tanh(b y), a=2, b=3; MSE terms [0, .0625, .25, .64]
     w = [1 + 2 * math.tanh(3 * v) for v in (0.0, 0.25, 0.5, 1.0)]
     terms = [0.0, 0.0625, 0.25, 0.64]
-    got = loss_value(LossSpec("mse", "step", a=2.0, b=3.0), PRED, Y).item()
+    got = loss_value(LossSpec("mse", "step", a=2.0, b=3.0, reduction="mean"), PRED, Y).item()
     assert got == pytest.approx(sum(a * b for a, b in zip(w, terms, strict=True)) / 4, rel=1e-6)
 
 
 def test_weight_has_no_gradient_and_pred_does():
     pred = PRED.clone().requires_grad_(True)
-    loss_value(LossSpec("mae", "exp"), pred, Y).backward()
+    loss_value(LossSpec("mae", "exp", reduction="mean"), pred, Y).backward()
     # d/dpred of exp(-(1-y)) |pred - y| / 4 at pixel 3 (e = -0.8, y = 1): -1/4
     assert pred.grad.flatten()[3].item() == pytest.approx(-0.25)
 

@@ -220,3 +220,51 @@ def test_default_loader_workers_follow_the_measurement():
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
     assert default_num_workers(512, cpu) == 0 and default_num_workers(64, gpu) == 0
     assert default_num_workers(512, gpu) == max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+def test_a_stored_last_checkpoint_resumes_to_the_recorded_run(tmp_path):
+    """tests/data/resume holds a stored last.pt (format diffcurate.model/1, written after epoch 1 of 3) and the
+    history of the uninterrupted run it belongs to. Resuming the stored file reproduces the recorded epochs, and
+    the last.pt written now holds the same keys: a stored checkpoint resumes into the same run."""
+    import shutil
+    from pathlib import Path
+
+    stored = Path(__file__).parent / "data" / "resume"
+    expected = json.loads((stored / "expected.json").read_text())["history"]
+    tr = synthetic_dataset(TINY.physics, 64, TINY.sources, seed=0)
+    va = synthetic_dataset(TINY.physics, 16, TINY.sources, seed=1)
+    cfg = default_train_config("tiny", epochs=3, batch_size=16, schedule="random", weight="exp")
+    out = tmp_path / "run"
+    out.mkdir()
+    shutil.copy(stored / "last.pt", out / "last.pt")
+    old_keys = set(read_checkpoint(out / "last.pt"))
+    res = train(
+        default_model_config("tiny", "edcnn"), cfg, tr, va, out, physics=TINY.physics, device="cpu", resume=True
+    )
+    assert [r["epoch"] for r in res.history] == [0, 1, 2]
+    for got, want in zip(res.history, expected, strict=True):
+        assert got["loss_index"] == want["loss_index"] and got["best_epoch"] == want["best_epoch"]
+        for key in ("loss", "lr", "val_mae"):
+            assert got[key] == pytest.approx(want[key], rel=1e-4), (got["epoch"], key)
+    assert set(read_checkpoint(out / "last.pt")) == old_keys
+    assert read_checkpoint(out / "last.pt")["epoch"] == 2
+
+
+def test_train_state_keeps_the_best_weights_and_stops_on_patience():
+    """The state's bookkeeping by hand: best on a strictly lower score, patience counts epochs since the best."""
+    from diffcurate.model.train import TrainState
+
+    net = torch.nn.Linear(1, 1)
+    st = TrainState(net, torch.optim.Adam(net.parameters()), best_state={})
+    st.end_epoch(0, 0.5, patience=2)
+    first = st.best_state["weight"].clone()
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    st.end_epoch(1, 0.5, patience=2)  # not lower: the best stays epoch 0
+    assert (st.best_epoch, st.since_best, st.stopped, st.epoch) == (0, 1, False, 2)
+    assert torch.equal(st.best_state["weight"], first)
+    st.end_epoch(2, 0.7, patience=2)
+    assert st.stopped and st.since_best == 2
+    st.end_epoch(3, 0.1, patience=None)
+    assert (st.best_epoch, st.since_best, st.stopped) == (3, 0, False)
+    assert torch.equal(st.best_state["weight"], net.weight.detach())
