@@ -124,7 +124,8 @@ def config_md() -> str:
         ]
     lines += ["", "## [train]", "", "Each preset's defaults come from one table, `PRESET_DEFAULTS` in `solvers/problem.py`.", "",
               "| field | default | meaning |", "|---|---|---|"]  # fmt: skip
-    lines += [f"| `{f.name}` | {_default(f)} | {TRAIN_DOCS[f.name]} |" for f in fields(TrainConfig)]
+    train_fields = {f.name: f for f in fields(TrainConfig)}
+    lines += [f"| `{k}` | {_default(train_fields[k])} | {TRAIN_DOCS[k]} |" for k in TrainConfig().to_dict()]
     for title, cls in (('[model] (arch = "edcnn")', EDCNNConfig), ('[model] (arch = "unet")', UNetConfig)):
         lines += ["", f"## {title}", "", "| field | default | meaning |", "|---|---|---|"]
         lines += [f"| `{f.name}` | {_default(f)} | {MODEL_DOCS[f.name]} |" for f in fields(cls)]
