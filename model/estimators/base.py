@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 from diffcurate.model.inference import predict
-from diffcurate.solvers.errors import InputError
 from diffcurate.solvers.problem import Configs, Physics
 
 
@@ -76,38 +75,6 @@ REQUIREMENTS: dict[str, tuple[Callable[[Models], bool], str]] = {
         "a model trained with dropout > 0 (set `dropout` in the run config's [model] section)",
     ),
 }
-
-ESTIMATORS: dict[str, Estimator] = {}
-
-
-def register(name: str, description: str, needs: tuple[str, ...] = (), calibrate: bool = True,
-             ground_truth_free: bool = True):  # fmt: skip
-    def deco(fn):
-        ESTIMATORS[name] = Estimator(name, fn, description, needs, calibrate, ground_truth_free)
-        return fn
-
-    return deco
-
-
-def get_estimator(name: str) -> Estimator:
-    if name not in ESTIMATORS:
-        raise InputError(f"unknown estimator {name!r} (choose from {', '.join(ESTIMATORS)})")
-    return ESTIMATORS[name]
-
-
-def check_available(name: str, models: Models) -> Estimator:
-    """The estimator, or InputError naming what it needs and the models lack."""
-    est = get_estimator(name)
-    for need in est.needs:
-        ok, what = REQUIREMENTS[need]
-        if not ok(models):
-            raise InputError(f"estimator {name!r} needs {what}")
-    return est
-
-
-def raw_estimate(name: str, models: Models, configs: Configs, x: np.ndarray, pred: np.ndarray) -> Estimate:
-    """Raw score of predictions `pred` (n, L, L) for inputs `x` (n, L, L) of `configs`."""
-    return check_available(name, models).fn(models, configs, x, pred)
 
 
 def pixel_mean(a: np.ndarray) -> np.ndarray:

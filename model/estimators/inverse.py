@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from diffcurate.model.estimators.base import Estimate, Models, pixel_mean, register
+from diffcurate.model.estimators.base import Estimate, Models, pixel_mean
 from diffcurate.model.nets import UNetConfig, config_to_dict
 from diffcurate.solvers.problem import Configs
 
@@ -17,9 +17,7 @@ def inverse_model_config(lattice: int) -> dict:
     return config_to_dict(UNetConfig(base=8, depth=depth))
 
 
-@register("inverse", "mean |g(prediction) - x|: reconstruction error of an inverse net field -> sources",
-          needs=("inverse",))  # fmt: skip
-def _inverse(models: Models, configs: Configs, x: np.ndarray, pred: np.ndarray) -> Estimate:
+def reconstruction_error(models: Models, configs: Configs, x: np.ndarray, pred: np.ndarray) -> Estimate:
     x_hat = models.inverse(pred, models.device, models.batch_size)  # (n, L, L) float32
     d = np.abs(x_hat - x)
     return Estimate(pixel_mean(d), d)

@@ -35,7 +35,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from diffcurate.model.estimators.base import Estimate, Models, pixel_mean, register
+from diffcurate.model.estimators.base import Estimate, Models, pixel_mean
 from diffcurate.solvers.fast import unmasked_solve
 from diffcurate.solvers.operator import apply_operator, residual
 from diffcurate.solvers.problem import Configs, disc_mask, paint
@@ -62,8 +62,7 @@ def _scale_term(models: Models, pred: np.ndarray) -> np.ndarray:
     return np.abs(p.max(1) - 1.0) * np.abs(p).mean(1)
 
 
-@register("residual-l1", "mean |r|: the discrete PDE residual's L1 norm (free pixels |A y|, discs |y - c|)")
-def _residual_l1(models: Models, configs: Configs, x: np.ndarray, pred: np.ndarray) -> Estimate:
+def residual_l1(models: Models, configs: Configs, x: np.ndarray, pred: np.ndarray) -> Estimate:
     r = residual_field(models, configs, pred).abs().numpy()  # (n, L, L)
     return Estimate(pixel_mean(r) + _scale_term(models, pred), r.astype(np.float32))
 
@@ -100,8 +99,7 @@ def correction(models: Models, configs: Configs, r: torch.Tensor, iterations: in
     return torch.where(free, x, e_d)
 
 
-@register("residual", f"mean |e|, e from the residual by {PCG_ITERATIONS} preconditioned CG steps of the correction")
-def _residual(models: Models, configs: Configs, x: np.ndarray, pred: np.ndarray) -> Estimate:
+def corrected_residual(models: Models, configs: Configs, x: np.ndarray, pred: np.ndarray) -> Estimate:
     ph = models.physics
     if ph.source_model == "production":  # exact: the amplitude by one unmasked solve, then no discs to mind
         alpha = torch.from_numpy(paint(ph, configs, "sum", np.float64))
@@ -113,9 +111,7 @@ def _residual(models: Models, configs: Configs, x: np.ndarray, pred: np.ndarray)
     return Estimate(pixel_mean(e), e.astype(np.float32))
 
 
-@register("residual-exact", "the correction solve A e = -r (one full solve): the true error, for calibration",
-          calibrate=False, ground_truth_free=False)  # fmt: skip
-def _residual_exact(models: Models, configs: Configs, x: np.ndarray, pred: np.ndarray) -> Estimate:
+def exact_error(models: Models, configs: Configs, x: np.ndarray, pred: np.ndarray) -> Estimate:
     from diffcurate.solvers.registry import solve
 
     u = solve(models.physics, configs, "fast", dtype="float64", batch_size=64)  # (n, L, L) float64

@@ -18,7 +18,7 @@ import copy
 import numpy as np
 import torch
 
-from diffcurate.model.estimators.base import Estimate, Models, pixel_mean, register
+from diffcurate.model.estimators.base import Estimate, Models, pixel_mean
 from diffcurate.model.losses import transform_pair
 from diffcurate.model.nets import enable_mc_dropout
 from diffcurate.solvers.problem import Configs
@@ -33,8 +33,7 @@ def rms_distance(others: np.ndarray, pred: np.ndarray) -> Estimate:
     return Estimate(pixel_mean(d), d.astype(np.float32))
 
 
-@register("ensemble", "RMS distance from the predictions of K independently seeded models", needs=("members",))
-def _ensemble(models: Models, configs: Configs, x: np.ndarray, pred: np.ndarray) -> Estimate:
+def ensemble_spread(models: Models, configs: Configs, x: np.ndarray, pred: np.ndarray) -> Estimate:
     others = [models.predict(x)] + [m(x, models.device, models.batch_size) for m in models.members]
     return rms_distance(np.stack(others), pred)
 
@@ -54,11 +53,9 @@ def mc_passes(models: Models, x: np.ndarray, passes: int = MC_PASSES) -> np.ndar
     return out
 
 
-@register("mc-dropout", f"RMS distance from {MC_PASSES} dropout-sampled passes of the model", needs=("dropout",))
-def _mc_dropout(models: Models, configs: Configs, x: np.ndarray, pred: np.ndarray) -> Estimate:
+def mc_dropout_spread(models: Models, configs: Configs, x: np.ndarray, pred: np.ndarray) -> Estimate:
     return rms_distance(mc_passes(models, x), pred)
 
 
-@register("tod", "temporal output discrepancy: |f_k-1(x) - prediction| (round k vs k-1)", needs=("previous",))
-def _tod(models: Models, configs: Configs, x: np.ndarray, pred: np.ndarray) -> Estimate:
+def tod_spread(models: Models, configs: Configs, x: np.ndarray, pred: np.ndarray) -> Estimate:
     return rms_distance(models.previous(x, models.device, models.batch_size)[None], pred)

@@ -1,0 +1,79 @@
+"""The estimator registry: one table, filled here explicitly (importing an estimator's module registers nothing)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from diffcurate.model.estimators import inverse, residual, spread
+from diffcurate.model.estimators.base import REQUIREMENTS, Estimate, Estimator, Models
+from diffcurate.solvers.errors import InputError
+from diffcurate.solvers.problem import Configs
+
+# name -> Estimator; the order is the order of `curate estimate-eval`'s table
+ESTIMATORS: dict[str, Estimator] = {
+    e.name: e
+    for e in (
+        Estimator(
+            "inverse",
+            inverse.reconstruction_error,
+            "mean |g(prediction) - x|: reconstruction error of an inverse net field -> sources",
+            needs=("inverse",),
+        ),
+        Estimator(
+            "residual-l1",
+            residual.residual_l1,
+            "mean |r|: the discrete PDE residual's L1 norm (free pixels |A y|, discs |y - c|)",
+        ),
+        Estimator(
+            "residual",
+            residual.corrected_residual,
+            f"mean |e|, e from the residual by {residual.PCG_ITERATIONS} preconditioned CG steps of the correction",
+        ),
+        Estimator(
+            "residual-exact",
+            residual.exact_error,
+            "the correction solve A e = -r (one full solve): the true error, for calibration",
+            calibrate=False,
+            ground_truth_free=False,
+        ),
+        Estimator(
+            "ensemble",
+            spread.ensemble_spread,
+            "RMS distance from the predictions of K independently seeded models",
+            needs=("members",),
+        ),
+        Estimator(
+            "mc-dropout",
+            spread.mc_dropout_spread,
+            f"RMS distance from {spread.MC_PASSES} dropout-sampled passes of the model",
+            needs=("dropout",),
+        ),
+        Estimator(
+            "tod",
+            spread.tod_spread,
+            "temporal output discrepancy: |f_k-1(x) - prediction| (round k vs k-1)",
+            needs=("previous",),
+        ),
+    )
+}
+
+
+def get_estimator(name: str) -> Estimator:
+    if name not in ESTIMATORS:
+        raise InputError(f"unknown estimator {name!r} (choose from {', '.join(ESTIMATORS)})")
+    return ESTIMATORS[name]
+
+
+def check_available(name: str, models: Models) -> Estimator:
+    """The estimator, or InputError naming what it needs and the models lack."""
+    est = get_estimator(name)
+    for need in est.needs:
+        ok, what = REQUIREMENTS[need]
+        if not ok(models):
+            raise InputError(f"estimator {name!r} needs {what}")
+    return est
+
+
+def raw_estimate(name: str, models: Models, configs: Configs, x: np.ndarray, pred: np.ndarray) -> Estimate:
+    """Raw score of predictions `pred` (n, L, L) for inputs `x` (n, L, L) of `configs`."""
+    return check_available(name, models).fn(models, configs, x, pred)
