@@ -57,7 +57,7 @@ VARIANTS: dict[str, dict] = {
         "exploration": 0.0,
         "mine_parents": 100,
         "weight_power": 2.0,
-    },  # fmt: skip
+    },
     "al-field-mine": {"strategy": "al", "sources_weight": 0.0, "mine_parents": 100},
     "sbal": {"strategy": "sbal", "sources_weight": 0.0},  # beta from the quick protocol
     "lcmd": {"strategy": "lcmd"},
@@ -65,8 +65,18 @@ VARIANTS: dict[str, dict] = {
 PEERS = {"sbal", "lcmd", "coreset"}
 
 # the protocol of the study and of --quick alike (a study config may override it, e.g. for a smoke test)
-PROTOCOL = {"initial": 100, "budget": 100, "growth": 2.0, "pool": 5000, "val": 100, "test_per_cell": 50,
-            "held_out_per_cell": 13, "epochs": 20, "min_steps": 300, "batch_size": 16}  # fmt: skip
+PROTOCOL = {
+    "initial": 100,
+    "budget": 100,
+    "growth": 2.0,
+    "pool": 5000,
+    "val": 100,
+    "test_per_cell": 50,
+    "held_out_per_cell": 13,
+    "epochs": 20,
+    "min_steps": 300,
+    "batch_size": 16,
+}
 QUICK = {
     "preset": "small",
     "rounds": 2,
@@ -103,9 +113,15 @@ def run_config(spec: dict, arm: dict, name: str, seed: int, beta: float | None):
     cfg.warm_start = False
     cfg.min_steps = p["min_steps"]
     cfg.train.update(epochs=p["epochs"], batch_size=p["batch_size"], seed=seed)
-    cfg.data = DataConfig(initial=p["initial"], val=p["val"], pool=p["pool"], test_per_cell=p["test_per_cell"],
-                          test_families=list(MIXED), held_out_families=list(HELD_OUT),
-                          held_out_per_cell=p["held_out_per_cell"])  # fmt: skip
+    cfg.data = DataConfig(
+        initial=p["initial"],
+        val=p["val"],
+        pool=p["pool"],
+        test_per_cell=p["test_per_cell"],
+        test_families=list(MIXED),
+        held_out_families=list(HELD_OUT),
+        held_out_per_cell=p["held_out_per_cell"],
+    )
     a = cfg.acquisition
     a.budget, a.budget_growth = p["budget"], p["growth"]
     for k, v in _variant(name).items():
@@ -176,8 +192,10 @@ def shard_main(args, spec, beta) -> None:
     def log(s):
         print(f"[{i}] {s}", flush=True)
 
-    first = [j for j in jobs({**spec, "arms": {k: v for k, v in spec["arms"].items() if "best" not in v["strategies"]}},
-                             None)]  # fmt: skip
+    first = [
+        j
+        for j in jobs({**spec, "arms": {k: v for k, v in spec["arms"].items() if "best" not in v["strategies"]}}, None)
+    ]
     do_runs(spec, first[i::n], out, beta, log)
     later = {k: v for k, v in spec["arms"].items() if "best" in v["strategies"]}
     if later or spec.get("transfer") or spec.get("control"):
@@ -241,20 +259,34 @@ def retrain(spec: dict, out: Path, kind: str, name: str, seed: int) -> dict:
         ph = st.physics
     n_train = len(got["train"][1])
     if kind == "transfer":
-        model = {**default_config(spec["preset"], spec["transfer"]["model"]).model,
-                 **spec["transfer"].get("model_config", {})}  # fmt: skip
+        model = {
+            **default_config(spec["preset"], spec["transfer"]["model"]).model,
+            **spec["transfer"].get("model_config", {}),
+        }
         tc = round_train_config(cfg, 0, n_train)
     else:
         model = cfg.model
         tc = round_train_config(cfg, 0, n_train)
         tc = {**tc, "epochs": 2 * tc["epochs"]}
-    res = train(model, TrainConfig.from_dict(tc), dataset_from_configs(ph, *got["train"][:2]),
-                dataset_from_configs(ph, *got["val"][:2]), physics=ph, device="cpu")  # fmt: skip
+    res = train(
+        model,
+        TrainConfig.from_dict(tc),
+        dataset_from_configs(ph, *got["train"][:2]),
+        dataset_from_configs(ph, *got["val"][:2]),
+        physics=ph,
+        device="cpu",
+    )
     cfg_te, y_te, headers = got["test"]
     test_ids = idx[idx["split"] == "test"]["id"].tolist()
     _, per = evaluate_model(res.model, dataset_from_configs(ph, cfg_te, y_te))
-    return {"ids": test_ids, "sampler": [h["sampler"] for h in headers], "per_sample": per.tolist(),
-            "n_train": n_train, "epochs": tc["epochs"], "model": model["arch"]}  # fmt: skip
+    return {
+        "ids": test_ids,
+        "sampler": [h["sampler"] for h in headers],
+        "per_sample": per.tolist(),
+        "n_train": n_train,
+        "epochs": tc["epochs"],
+        "model": model["arch"],
+    }
 
 
 # --- statistics ------------------------------------------------------------------------------------------------
@@ -405,10 +437,20 @@ def summarise_arm(E: Errors, arm: str, spec: dict, rng) -> dict:
                     boot[s][m]["fit"].append(np.inf if f is None else f)
         for s in strategies:
             k = k_of[s]
-            block = {"samples_ratio": {}, "samples_ratio_lower_bound": {}, "samples_ratio_fit": {},
-                     "samples_ratio_fit_ci90": {}, "samples_ratio_ci90": {}, "final_vs_random": {},
-                     "final_vs_random_ci90": {}, "cost_ratio": {}, "cost_ratio_lower_bound": {},
-                     "final_mean": {}, "random_final_mean": {}, "curve": {}}  # fmt: skip
+            block = {
+                "samples_ratio": {},
+                "samples_ratio_lower_bound": {},
+                "samples_ratio_fit": {},
+                "samples_ratio_fit_ci90": {},
+                "samples_ratio_ci90": {},
+                "final_vs_random": {},
+                "final_vs_random_ci90": {},
+                "cost_ratio": {},
+                "cost_ratio_lower_bound": {},
+                "final_mean": {},
+                "random_final_mean": {},
+                "curve": {},
+            }
             for m in metrics:
                 vb, vs = base_point[k][m], point[s][m][:cut]
                 r, lower, fit = ratios(base_n[k], vb, n_of[s], vs)
@@ -429,8 +471,10 @@ def summarise_arm(E: Errors, arm: str, spec: dict, rng) -> dict:
             block["curve"]["cost_s"] = [float(x) for x in cost_of[s]]
             block["curve"]["solves"] = [float(x) for x in E.solves[arm][s].mean(0)[:cut]]
             if len(E.n[arm][s][0]) > cut:  # random's longer curve, for the figures
-                block["curve_extended"] = {"n": [float(x) for x in E.n[arm][s].mean(0)],
-                                           **{m: [float(x) for x in point[s][m]] for m in metrics}}  # fmt: skip
+                block["curve_extended"] = {
+                    "n": [float(x) for x in E.n[arm][s].mean(0)],
+                    **{m: [float(x) for x in point[s][m]] for m in metrics},
+                }
             if set_name == "mixed":
                 out[s].update(block)
             else:
@@ -454,8 +498,10 @@ def best_strategy(spec: dict, out: Path) -> str:
         if s == "random" or s.split("-b")[0] in PEERS:
             continue
         last = e[:, -1:]  # (seeds, 1, n): the final models
-        scores[s] = (float(seed_mean(last, E.masks["held_out"], E.hard)["p99"][0]),
-                     float(seed_mean(last, E.masks["mixed"], E.hard)["p99"][0]))  # fmt: skip
+        scores[s] = (
+            float(seed_mean(last, E.masks["held_out"], E.hard)["p99"][0]),
+            float(seed_mean(last, E.masks["mixed"], E.hard)["p99"][0]),
+        )
     return min(scores, key=scores.get)
 
 
@@ -466,10 +512,12 @@ def transfer_table(spec: dict, out: Path, E: Errors, best: str) -> dict | None:
         return None
 
     def load(s: str, seeds: list[int]) -> dict:
-        per = np.array([E.align(json.loads((out / "transfer" / f"{s}-s{seed}.json").read_text()))
-                        for seed in seeds])[:, None]  # (seeds, 1, n)  # fmt: skip
-        return {k: {m: float(v[0]) for m, v in seed_mean(per, E.masks[k], E.hard).items() if m in SETS[k]}
-                for k in SETS}  # fmt: skip
+        per = np.array([E.align(json.loads((out / "transfer" / f"{s}-s{seed}.json").read_text())) for seed in seeds])[
+            :, None
+        ]  # (seeds, 1, n)
+        return {
+            k: {m: float(v[0]) for m, v in seed_mean(per, E.masks[k], E.hard).items() if m in SETS[k]} for k in SETS
+        }
 
     rows = {}
     for s in [best if x == "best" else x for x in tr["strategies"]]:
@@ -487,10 +535,18 @@ def control_block(spec: dict, out: Path, E: Errors) -> dict | None:
     res = json.loads((out / "control" / f"random-s{seed}.json").read_text())
     twice = E.align(res)
     once = E.e[first]["random"][spec["arms"][first]["seeds"].index(seed), spec["rounds"]]
-    return {"seed": seed, "n_train": res["n_train"], "epochs_twice": res["epochs"],
-            **{f"{k}_{m}_ratio_twice_over_once": float(metric_values(twice, E.masks[k], E.hard)[m]
-                                                       / metric_values(once, E.masks[k], E.hard)[m])
-               for k in SETS for m in ("mae", "p99")}}  # fmt: skip
+    return {
+        "seed": seed,
+        "n_train": res["n_train"],
+        "epochs_twice": res["epochs"],
+        **{
+            f"{k}_{m}_ratio_twice_over_once": float(
+                metric_values(twice, E.masks[k], E.hard)[m] / metric_values(once, E.masks[k], E.hard)[m]
+            )
+            for k in SETS
+            for m in ("mae", "p99")
+        },
+    }
 
 
 def extra_test(spec: dict, out: Path, best: str | None, path: Path) -> dict:
@@ -534,7 +590,7 @@ def summarise(spec, out: Path, docs: Path, seconds: float, command: str, extra: 
             + [
                 p["initial"] + sum(round(p["budget"] * p["growth"] ** i) for i in range(r))
                 for r in range(1, spec["rounds"] + 1)
-            ],  # fmt: skip
+            ],
             "random_extended_rounds": spec["arms"][first].get("extend_random", 0),
             "pool_size": p["pool"],
             "picked_share": (final - p["initial"]) / final,
@@ -546,13 +602,13 @@ def summarise(spec, out: Path, docs: Path, seconds: float, command: str, extra: 
                 "schedule": "constant then cosine, best on validation",
                 "val_size": p["val"],
                 "control": control_block(spec, out, E),
-            },  # fmt: skip
+            },
             "bootstrap": {
                 "reps": int(spec.get("bootstrap", 1000)),
                 "over": ["seeds", "test samples"],
                 "paired": True,
                 "interval": 0.9,
-            },  # fmt: skip
+            },
             "sbal_beta": sbal_beta,
             "best": best,
         },
@@ -604,19 +660,31 @@ def print_tables(res: dict) -> None:
     console = Console(width=200)
     for arm, strategies in (res["arms"] or {"edcnn": res["strategies"]}).items():
         for set_name in SETS:
-            t = Table("strategy", "seeds", *[f"{m} final" for m in SETS[set_name]],
-                      *[f"{m} vs random [90 %]" for m in SETS[set_name]],
-                      *[f"{m} samples ratio (fit) [90 %]" for m in SETS[set_name]], "p99 cost ratio",
-                      title=f"{arm}: {set_name} test set, final round, seed means")  # fmt: skip
+            t = Table(
+                "strategy",
+                "seeds",
+                *[f"{m} final" for m in SETS[set_name]],
+                *[f"{m} vs random [90 %]" for m in SETS[set_name]],
+                *[f"{m} samples ratio (fit) [90 %]" for m in SETS[set_name]],
+                "p99 cost ratio",
+                title=f"{arm}: {set_name} test set, final round, seed means",
+            )
             for s, b in strategies.items():
                 b = b if set_name == "mixed" else b["held_out"]
                 lb = lambda m, b=b: ">=" if b["samples_ratio_lower_bound"][m] else ""  # noqa: E731
                 ci = lambda d: f"[{_f(d['lo'])}, {_f(d['hi'])}]"  # noqa: E731
-                t.add_row(s, str(strategies[s]["seeds"]), *[f"{b['final_mean'][m]:.4g}" for m in SETS[set_name]],
-                          *[f"{b['final_vs_random'][m]:.3f} {ci(b['final_vs_random_ci90'][m])}" for m in SETS[set_name]],
-                          *[f"{lb(m)}{b['samples_ratio'][m]:.2f} ({_f(b['samples_ratio_fit'][m])}) "
-                            f"{ci(b['samples_ratio_fit_ci90'][m])}" for m in SETS[set_name]],
-                          f"{'>=' if b['cost_ratio_lower_bound']['p99'] else ''}{b['cost_ratio']['p99']:.2f}")  # fmt: skip
+                t.add_row(
+                    s,
+                    str(strategies[s]["seeds"]),
+                    *[f"{b['final_mean'][m]:.4g}" for m in SETS[set_name]],
+                    *[f"{b['final_vs_random'][m]:.3f} {ci(b['final_vs_random_ci90'][m])}" for m in SETS[set_name]],
+                    *[
+                        f"{lb(m)}{b['samples_ratio'][m]:.2f} ({_f(b['samples_ratio_fit'][m])}) "
+                        f"{ci(b['samples_ratio_fit_ci90'][m])}"
+                        for m in SETS[set_name]
+                    ],
+                    f"{'>=' if b['cost_ratio_lower_bound']['p99'] else ''}{b['cost_ratio']['p99']:.2f}",
+                )
             console.print(t)
 
 
@@ -627,12 +695,19 @@ def markdown(res: dict) -> str:
     for arm, strategies in arms.items():
         for set_name in SETS:
             ms = SETS[set_name]
-            out += [f"**{arm}, {'held-out families' if set_name == 'held_out' else 'mixed test split'}** "
-                    f"(final round, seed means; vs random at equal size with 90 % interval; samples ratio = random's "
-                    "size to match / the strategy's; `>=`: random never matches within its schedule):", "",
-                    "| strategy | seeds | " + " | ".join(f"{m} final" for m in ms) + " | "
-                    + " | ".join(f"{m} vs random" for m in ms) + " | p99 samples ratio | p99 fit [90 %] | "
-                    "p99 cost ratio |", "|---|---|" + "---|" * (2 * len(ms) + 3)]  # fmt: skip
+            out += [
+                f"**{arm}, {'held-out families' if set_name == 'held_out' else 'mixed test split'}** "
+                f"(final round, seed means; vs random at equal size with 90 % interval; samples ratio = random's "
+                "size to match / the strategy's; `>=`: random never matches within its schedule):",
+                "",
+                "| strategy | seeds | "
+                + " | ".join(f"{m} final" for m in ms)
+                + " | "
+                + " | ".join(f"{m} vs random" for m in ms)
+                + " | p99 samples ratio | p99 fit [90 %] | "
+                "p99 cost ratio |",
+                "|---|---|" + "---|" * (2 * len(ms) + 3),
+            ]
             for s, b0 in strategies.items():
                 b = b0 if set_name == "mixed" else b0["held_out"]
                 ci = b["final_vs_random_ci90"]
@@ -640,22 +715,31 @@ def markdown(res: dict) -> str:
                 lb = ">=" if b["samples_ratio_lower_bound"]["p99"] else ""
                 clb = ">=" if b["cost_ratio_lower_bound"]["p99"] else ""
                 name = f"{s} (peer)" if b0["peer"] else s
-                out.append(f"| {name} | {b0['seeds']} | " + " | ".join(f"{b['final_mean'][m]:.4g}" for m in ms) + " | "
-                           + " | ".join(f"{b['final_vs_random'][m]:.3f} [{_f(ci[m]['lo'])}, {_f(ci[m]['hi'])}]"
-                                        for m in ms)
-                           + f" | {lb}{b['samples_ratio']['p99']:.2f} | {_f(b['samples_ratio_fit']['p99'])} "
-                           f"[{_f(fit['lo'])}, {_f(fit['hi'])}] | {clb}{b['cost_ratio']['p99']:.2f} |")  # fmt: skip
+                out.append(
+                    f"| {name} | {b0['seeds']} | "
+                    + " | ".join(f"{b['final_mean'][m]:.4g}" for m in ms)
+                    + " | "
+                    + " | ".join(f"{b['final_vs_random'][m]:.3f} [{_f(ci[m]['lo'])}, {_f(ci[m]['hi'])}]" for m in ms)
+                    + f" | {lb}{b['samples_ratio']['p99']:.2f} | {_f(b['samples_ratio_fit']['p99'])} "
+                    f"[{_f(fit['lo'])}, {_f(fit['hi'])}] | {clb}{b['cost_ratio']['p99']:.2f} |"
+                )
             out.append("")
     tr = res.get("transfer")
     if tr:
-        out += [f"**Transfer**: the {tr['model']} trained from scratch on the {tr['from']} arm's final sets, against the "
-                "same model on random's sets of the same seeds and size:", "",
-                "| set curated by | seeds | mixed MAE | mixed p99 | held-out MAE | held-out p99 | mixed p99 vs random | "
-                "held-out p99 vs random |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        out += [
+            f"**Transfer**: the {tr['model']} trained from scratch on the {tr['from']} arm's final sets, against the "
+            "same model on random's sets of the same seeds and size:",
+            "",
+            "| set curated by | seeds | mixed MAE | mixed p99 | held-out MAE | held-out p99 | mixed p99 vs random | "
+            "held-out p99 vs random |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for s, r in tr["strategies"].items():
-            out.append(f"| {s} | {len(r['seeds'])} | {r['mixed']['mae']:.4g} | {r['mixed']['p99']:.4g} | "
-                       f"{r['held_out']['mae']:.4g} | {r['held_out']['p99']:.4g} | {r['vs_random']['mixed']['p99']:.3f} "
-                       f"| {r['vs_random']['held_out']['p99']:.3f} |")  # fmt: skip
+            out.append(
+                f"| {s} | {len(r['seeds'])} | {r['mixed']['mae']:.4g} | {r['mixed']['p99']:.4g} | "
+                f"{r['held_out']['mae']:.4g} | {r['held_out']['p99']:.4g} | {r['vs_random']['mixed']['p99']:.3f} "
+                f"| {r['vs_random']['held_out']['p99']:.3f} |"
+            )
     return "\n".join(out)
 
 
@@ -672,10 +756,14 @@ def plot(res: dict, docs: Path) -> None:
 
     strategies = res["strategies"]
     fig, ax = plt.subplots(2, 3, figsize=(13, 7.5))
-    panels = [("mixed", "mae", "mixed test: MAE"), ("mixed", "p99", "mixed test: p99 per-sample MAE"),
-              ("mixed", "hard", "mixed test: >= 15 sources or clustered"),
-              ("held_out", "mae", "held-out families: MAE"), ("held_out", "p99", "held-out families: p99"),
-              ("held_out", "p99", "held-out p99 against cost (s)")]  # fmt: skip
+    panels = [
+        ("mixed", "mae", "mixed test: MAE"),
+        ("mixed", "p99", "mixed test: p99 per-sample MAE"),
+        ("mixed", "hard", "mixed test: >= 15 sources or clustered"),
+        ("held_out", "mae", "held-out families: MAE"),
+        ("held_out", "p99", "held-out families: p99"),
+        ("held_out", "p99", "held-out p99 against cost (s)"),
+    ]
     for a, (set_name, m, title) in zip(ax.ravel(), panels, strict=True):
         for s, b in strategies.items():
             b = b if set_name == "mixed" else b["held_out"]
@@ -771,8 +859,9 @@ def main() -> None:
     codes = [p.wait() for p in procs]
     if any(codes):
         raise SystemExit(f"error: a worker failed (exit codes {codes}); re-run the same command to resume")
-    summarise(spec, args.out, args.docs, time.time() - t0, " ".join(["bench/al_study.py", *sys.argv[1:]]),
-              args.extra_test)  # fmt: skip
+    summarise(
+        spec, args.out, args.docs, time.time() - t0, " ".join(["bench/al_study.py", *sys.argv[1:]]), args.extra_test
+    )
 
 
 if __name__ == "__main__":

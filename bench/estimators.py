@@ -51,12 +51,25 @@ def bench(run_dir: Path, names: list[str], errors: list[float] | None) -> dict:
             g = guard(est, cfg, E)
             wall = time.perf_counter() - t0
             kept = true_errors(g.pred, y)[~g.solved]
-            rows.append({"estimator": name, "max_error": E, "solved_fraction": float(g.solved.mean()),
-                         "worst_kept": float(kept.max()) if kept.size else None,
-                         "kept_over_E": int((kept > E).sum()), "seconds": wall,
-                         "vs_solve_all": wall / solve_all, "slack": est.calibration.slack})  # fmt: skip
-    return {"run": str(run_dir), "checkpoint": source.checkpoint.name, "n_test": len(cfg),
-            "solve_all_seconds": solve_all, "rows": rows}  # fmt: skip
+            rows.append(
+                {
+                    "estimator": name,
+                    "max_error": E,
+                    "solved_fraction": float(g.solved.mean()),
+                    "worst_kept": float(kept.max()) if kept.size else None,
+                    "kept_over_E": int((kept > E).sum()),
+                    "seconds": wall,
+                    "vs_solve_all": wall / solve_all,
+                    "slack": est.calibration.slack,
+                }
+            )
+    return {
+        "run": str(run_dir),
+        "checkpoint": source.checkpoint.name,
+        "n_test": len(cfg),
+        "solve_all_seconds": solve_all,
+        "rows": rows,
+    }
 
 
 def main() -> None:
@@ -71,13 +84,28 @@ def main() -> None:
     if a.json:
         print(json.dumps(r))
         return
-    t = Table("estimator", "E", "to solver", "worst kept MAE", "kept > E", "val slack", "wall s", "vs solve all",
-              title=f"{r['run']} ({r['checkpoint']}), {r['n_test']} test samples; solve all: "
-              f"{r['solve_all_seconds']:.3f} s")  # fmt: skip
+    t = Table(
+        "estimator",
+        "E",
+        "to solver",
+        "worst kept MAE",
+        "kept > E",
+        "val slack",
+        "wall s",
+        "vs solve all",
+        title=f"{r['run']} ({r['checkpoint']}), {r['n_test']} test samples; solve all: {r['solve_all_seconds']:.3f} s",
+    )
     for w in r["rows"]:
-        t.add_row(w["estimator"], f"{w['max_error']:.4g}", f"{100 * w['solved_fraction']:.1f} %",
-                  "-" if w["worst_kept"] is None else f"{w['worst_kept']:.4g}", str(w["kept_over_E"]),
-                  f"{w['slack']:.2f}" if w["slack"] else "-", f"{w['seconds']:.3f}", f"{w['vs_solve_all']:.2f}x")  # fmt: skip
+        t.add_row(
+            w["estimator"],
+            f"{w['max_error']:.4g}",
+            f"{100 * w['solved_fraction']:.1f} %",
+            "-" if w["worst_kept"] is None else f"{w['worst_kept']:.4g}",
+            str(w["kept_over_E"]),
+            f"{w['slack']:.2f}" if w["slack"] else "-",
+            f"{w['seconds']:.3f}",
+            f"{w['vs_solve_all']:.2f}x",
+        )
     Console(width=150).print(t)
 
 

@@ -34,12 +34,23 @@ def main() -> None:
     ap.add_argument("--small-count", type=int, default=2000)
     ap.add_argument("--paper-count", type=int, default=48)
     ap.add_argument("--repeats", type=int, default=1, help="alternate 1- and 2-actor runs this many times")
-    ap.add_argument("--paper-chunk", type=int, default=None, help="configurations per solver task at the paper "
-                    "preset (default: generate's, 8)")  # fmt: skip
+    ap.add_argument(
+        "--paper-chunk",
+        type=int,
+        default=None,
+        help="configurations per solver task at the paper preset (default: generate's, 8)",
+    )
     args = ap.parse_args()
-    t = Table("preset", "workers", "samples", "samples/s (solving, median)", "x vs 1 worker", "pair ratios",
-              "seconds in all", title=f"curate generate, end to end (mixed sampler, 1-20 sources, {args.repeats} "
-              "alternating repeats)")  # fmt: skip
+    t = Table(
+        "preset",
+        "workers",
+        "samples",
+        "samples/s (solving, median)",
+        "x vs 1 worker",
+        "pair ratios",
+        "seconds in all",
+        title=f"curate generate, end to end (mixed sampler, 1-20 sources, {args.repeats} alternating repeats)",
+    )
     pair_text: dict[str, str] = {}
     for name in args.presets:  # a fresh cluster and directory per preset: one preset's runs don't tax the next's
         with ray_session(num_cpus=2), tempfile.TemporaryDirectory() as d:
@@ -49,9 +60,16 @@ def main() -> None:
             secs: dict[int, list[float]] = {1: [], 2: []}
             for rep in range(args.repeats):
                 for workers in (1, 2):
-                    r = generate(Path(d) / f"{name}-{workers}-{rep}", p.physics, n, seed=0, sources=p.sources,
-                                 workers=workers, chunk=args.paper_chunk if name == "paper" else None,
-                                 show_progress=False)  # fmt: skip
+                    r = generate(
+                        Path(d) / f"{name}-{workers}-{rep}",
+                        p.physics,
+                        n,
+                        seed=0,
+                        sources=p.sources,
+                        workers=workers,
+                        chunk=args.paper_chunk if name == "paper" else None,
+                        show_progress=False,
+                    )
                     rates[workers].append(r.samples_per_s)
                     secs[workers].append(r.seconds)
         base = float(np.median(rates[1]))
@@ -59,8 +77,9 @@ def main() -> None:
         for workers in (1, 2):
             med = float(np.median(rates[workers]))
             span = "-" if workers == 1 else f"{min(pairs):.2f}-{max(pairs):.2f}"
-            t.add_row(name, str(workers), str(n), f"{med:,.1f}", f"{med / base:.2f}", span,
-                      f"{np.median(secs[workers]):.1f}")  # fmt: skip
+            t.add_row(
+                name, str(workers), str(n), f"{med:,.1f}", f"{med / base:.2f}", span, f"{np.median(secs[workers]):.1f}"
+            )
         pair_text[name] = " ".join(f"{a:.1f}->{b:.1f}" for a, b in zip(rates[1], rates[2], strict=True))
     Console(width=160).print(t)
     for name, text in pair_text.items():

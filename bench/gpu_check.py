@@ -29,10 +29,26 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-FULL = {"preset": "paper", "device": "cuda", "batches": [8, 32, 128], "ref_samples": 4, "model_batch": 32,
-        "generate": 2000, "run_preset": "small", "repeats": 5}  # fmt: skip
-DRY = {"preset": "tiny", "device": "cpu", "batches": [2, 4], "ref_samples": 2, "model_batch": 4, "generate": 40,
-       "run_preset": "tiny", "repeats": 2}  # fmt: skip
+FULL = {
+    "preset": "paper",
+    "device": "cuda",
+    "batches": [8, 32, 128],
+    "ref_samples": 4,
+    "model_batch": 32,
+    "generate": 2000,
+    "run_preset": "small",
+    "repeats": 5,
+}
+DRY = {
+    "preset": "tiny",
+    "device": "cpu",
+    "batches": [2, 4],
+    "ref_samples": 2,
+    "model_batch": 4,
+    "generate": 40,
+    "run_preset": "tiny",
+    "repeats": 2,
+}
 
 
 def _sync(device: str) -> None:
@@ -71,8 +87,11 @@ def step_solvers(c: dict) -> dict:
             row = {"device": device, "dtype": dtype, "max_error": float(np.abs(got - ref).max())}
             for b in c["batches"]:
                 part = cfg[:b]
-                s = _timed(lambda p=part, d=device, t=dtype: solve(ph, p, "fast", device=d, dtype=t, batch_size=len(p)),
-                           device, c["repeats"])  # fmt: skip
+                s = _timed(
+                    lambda p=part, d=device, t=dtype: solve(ph, p, "fast", device=d, dtype=t, batch_size=len(p)),
+                    device,
+                    c["repeats"],
+                )
                 row[f"solves_per_s_b{b}"] = b / s
                 row[f"ms_per_solve_b{b}"] = 1000 * s / b
             rows.append(row)
@@ -125,13 +144,34 @@ def step_generate(c: dict, tmp: Path) -> dict:
     gpus = "1" if c["device"] == "cuda" else "0"
     store = tmp / "gen"
     t0 = time.perf_counter()
-    r = subprocess.run([_curate(), "generate", "--store", str(store), "--count", str(c["generate"]), "--seed", "0",
-                        "--preset", c["preset"], "--gpus", gpus, "--json"], capture_output=True, text=True)  # fmt: skip
+    r = subprocess.run(
+        [
+            _curate(),
+            "generate",
+            "--store",
+            str(store),
+            "--count",
+            str(c["generate"]),
+            "--seed",
+            "0",
+            "--preset",
+            c["preset"],
+            "--gpus",
+            gpus,
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+    )
     if r.returncode:
         raise RuntimeError(r.stderr.strip().splitlines()[-1] if r.stderr.strip() else f"exit {r.returncode}")
     d = json.loads(r.stdout)
-    return {"count": c["generate"], "gpus_per_actor": float(gpus), "samples_per_s": d.get("samples_per_s"),
-            "seconds": time.perf_counter() - t0}  # fmt: skip
+    return {
+        "count": c["generate"],
+        "gpus_per_actor": float(gpus),
+        "samples_per_s": d.get("samples_per_s"),
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def step_run(c: dict, tmp: Path) -> dict:
@@ -152,11 +192,16 @@ def step_run(c: dict, tmp: Path) -> dict:
     fits = [json.loads((root / "state" / f"round-{k:03d}" / "fit.json").read_text()) for k in range(len(rounds))]
     actors = json.loads((root / "state" / "actors.json").read_text())
     gpu_trainer = _trainer_on_gpu(root) if c["device"] == "cuda" else False
-    return {"preset": c["run_preset"], "rounds": len(rounds), "seconds": time.perf_counter() - t0,
-            "train_seconds": [r["seconds"]["train"] for r in rounds],
-            "train_samples_per_s": [f.get("train_samples_per_s") for f in fits],
-            "test_mae": [r["test"]["mae"]["all"] for r in rounds], "trainer_on_gpu": gpu_trainer,
-            "actors": actors[-1]["nodes"]}  # fmt: skip
+    return {
+        "preset": c["run_preset"],
+        "rounds": len(rounds),
+        "seconds": time.perf_counter() - t0,
+        "train_seconds": [r["seconds"]["train"] for r in rounds],
+        "train_samples_per_s": [f.get("train_samples_per_s") for f in fits],
+        "test_mae": [r["test"]["mae"]["all"] for r in rounds],
+        "trainer_on_gpu": gpu_trainer,
+        "actors": actors[-1]["nodes"],
+    }
 
 
 def _trainer_on_gpu(root: Path) -> bool:
@@ -172,8 +217,12 @@ def _curate() -> str:
 def machine() -> dict:
     import torch
 
-    info = {"python": platform.python_version(), "torch": torch.__version__, "cpu_count": os.cpu_count(),
-            "cuda": torch.cuda.is_available()}  # fmt: skip
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+        "cuda": torch.cuda.is_available(),
+    }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
@@ -210,12 +259,18 @@ def main() -> int:
             try:
                 res["steps"][name] = {"ok": True, **fn()}
             except Exception as e:  # keep what the other steps measure
-                res["steps"][name] = {"ok": False, "error": f"{type(e).__name__}: {e}",
-                                      "traceback": traceback.format_exc(limit=3)}  # fmt: skip
+                res["steps"][name] = {
+                    "ok": False,
+                    "error": f"{type(e).__name__}: {e}",
+                    "traceback": traceback.format_exc(limit=3),
+                }
             res["steps"][name]["step_seconds"] = round(time.perf_counter() - t0, 1)
             save()
-            print(f"{name}: {'ok' if res['steps'][name]['ok'] else res['steps'][name]['error']} "
-                  f"({res['steps'][name]['step_seconds']} s)", flush=True)  # fmt: skip
+            print(
+                f"{name}: {'ok' if res['steps'][name]['ok'] else res['steps'][name]['error']} "
+                f"({res['steps'][name]['step_seconds']} s)",
+                flush=True,
+            )
     from bench.gpu_render import table
 
     print(table(res))

@@ -21,37 +21,60 @@ def _f(v, spec=".3g") -> str:
 
 def table(res: dict) -> str:
     m = res["machine"]
-    lines = [f"Measured by `bash bench/gpu_check.sh`{' --dry-run' if res['dry_run'] else ''} on "
-             f"{m.get('gpu', 'CPU only')}, {m['cpu_count']} CPU cores, torch {m['torch']}."]  # fmt: skip
+    lines = [
+        f"Measured by `bash bench/gpu_check.sh`{' --dry-run' if res['dry_run'] else ''} on "
+        f"{m.get('gpu', 'CPU only')}, {m['cpu_count']} CPU cores, torch {m['torch']}."
+    ]
     s = res["steps"]
     sol = s.get("solvers", {})
     if sol.get("ok"):
         b = res["config"]["batches"]
-        lines += ["", f"Fast solver against the reference, L = {sol['lattice']}, {sol['sources']} sources:", "",
-                  "| device | dtype | max error | " + " | ".join(f"solves/s (batch {x})" for x in b) + " |",
-                  "|---|---|---|" + "---|" * len(b)]  # fmt: skip
+        lines += [
+            "",
+            f"Fast solver against the reference, L = {sol['lattice']}, {sol['sources']} sources:",
+            "",
+            "| device | dtype | max error | " + " | ".join(f"solves/s (batch {x})" for x in b) + " |",
+            "|---|---|---|" + "---|" * len(b),
+        ]
         for r in sol["rows"]:
-            lines.append(f"| {r['device']} | {r['dtype']} | {_f(r['max_error'], '.2g')} | "
-                         + " | ".join(_f(r[f"solves_per_s_b{x}"], ".1f") for x in b) + " |")  # fmt: skip
+            lines.append(
+                f"| {r['device']} | {r['dtype']} | {_f(r['max_error'], '.2g')} | "
+                + " | ".join(_f(r[f"solves_per_s_b{x}"], ".1f") for x in b)
+                + " |"
+            )
     mod = s.get("models", {})
     if mod.get("ok"):
-        lines += ["", f"Models, L = {mod['lattice']}:", "",
-                  "| model | parameters | train ms/step fp32 | bf16 | peak GiB fp32 | bf16 | inference ms/sample | "
-                  "inference / solver |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "",
+            f"Models, L = {mod['lattice']}:",
+            "",
+            "| model | parameters | train ms/step fp32 | bf16 | peak GiB fp32 | bf16 | inference ms/sample | "
+            "inference / solver |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for r in mod["rows"]:
-            lines.append(f"| {r['arch']} | {r['parameters'] / 1e6:.3g} M | {_f(r['train_ms_per_step_fp32'])} | "
-                         f"{_f(r['train_ms_per_step_bf16'])} | {_f(r.get('peak_mem_gib_fp32'))} | "
-                         f"{_f(r.get('peak_mem_gib_bf16'))} | {_f(r['inference_ms_per_sample'])} | "
-                         f"{_f(r.get('inference_over_solver'))} |")  # fmt: skip
+            lines.append(
+                f"| {r['arch']} | {r['parameters'] / 1e6:.3g} M | {_f(r['train_ms_per_step_fp32'])} | "
+                f"{_f(r['train_ms_per_step_bf16'])} | {_f(r.get('peak_mem_gib_fp32'))} | "
+                f"{_f(r.get('peak_mem_gib_bf16'))} | {_f(r['inference_ms_per_sample'])} | "
+                f"{_f(r.get('inference_over_solver'))} |"
+            )
     gen = s.get("generate", {})
     if gen.get("ok"):
-        lines += ["", f"`curate generate`, {gen['count']} samples, {gen['gpus_per_actor']:g} GPU per solver actor: "
-                  f"{_f(gen['samples_per_s'], '.1f')} samples/s."]  # fmt: skip
+        lines += [
+            "",
+            f"`curate generate`, {gen['count']} samples, {gen['gpus_per_actor']:g} GPU per solver actor: "
+            f"{_f(gen['samples_per_s'], '.1f')} samples/s.",
+        ]
     run = s.get("run", {})
     if run.get("ok"):
-        lines += ["", f"`curate run`, {run['preset']} preset, round 0 + {run['rounds'] - 1} rounds: "
-                  f"{run['seconds']:.0f} s; trainer on the GPU: {run['trainer_on_gpu']}; training "
-                  + ", ".join(_f(x, '.0f') for x in run["train_samples_per_s"]) + " samples/s per round."]  # fmt: skip
+        lines += [
+            "",
+            f"`curate run`, {run['preset']} preset, round 0 + {run['rounds'] - 1} rounds: "
+            f"{run['seconds']:.0f} s; trainer on the GPU: {run['trainer_on_gpu']}; training "
+            + ", ".join(_f(x, ".0f") for x in run["train_samples_per_s"])
+            + " samples/s per round.",
+        ]
     failed = [f"{k}: {v['error']}" for k, v in s.items() if not v.get("ok")]
     if failed:
         lines += ["", "Steps that failed: " + "; ".join(failed)]

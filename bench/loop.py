@@ -52,8 +52,15 @@ def main() -> None:
                 train = sum(r["seconds"]["train"] for r in rounds[1:])
                 rows.append((workers, pipeline, wall, solve, train))
     base = rows[0][2]
-    t = Table("solver actors", "pipelined", "wall s (all rounds)", "x vs 1 actor, sequential", "pool solve s",
-              "train s", title=f"{args.preset}: round 0 + {args.rounds} rounds, pool {args.pool}, {args.epochs} epochs")  # fmt: skip
+    t = Table(
+        "solver actors",
+        "pipelined",
+        "wall s (all rounds)",
+        "x vs 1 actor, sequential",
+        "pool solve s",
+        "train s",
+        title=f"{args.preset}: round 0 + {args.rounds} rounds, pool {args.pool}, {args.epochs} epochs",
+    )
     for w, p, wall, solve, train in rows:
         t.add_row(str(w), "yes" if p else "no", f"{wall:.1f}", f"{base / wall:.2f}", f"{solve:.1f}", f"{train:.1f}")
     Console(width=140).print(t)

@@ -85,8 +85,14 @@ def bench_model(arch: str, dev: torch.device, batch: int, steps: int) -> dict:
         sync(dev)
     infer_s = (time.perf_counter() - t) / (steps * batch)
     mem = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None
-    return {"arch": arch, "parameters": count_parameters(net), "batch": batch,
-            "train_samples_per_s": 1 / train_s, "infer_ms": 1e3 * infer_s, "peak_gib": mem}  # fmt: skip
+    return {
+        "arch": arch,
+        "parameters": count_parameters(net),
+        "batch": batch,
+        "train_samples_per_s": 1 / train_s,
+        "infer_ms": 1e3 * infer_s,
+        "peak_gib": mem,
+    }
 
 
 def main() -> None:
@@ -104,11 +110,20 @@ def main() -> None:
     t = Table("what", "per sample", "samples/s", "peak GPU GiB", "vs fast solver", title=f"paper preset on {name}")
     t.add_row("fast solver (float32)", f"{1e3 * solver_s:.2f} ms", f"{1 / solver_s:,.1f}", "-", "1.00")
     for r in rows:
-        t.add_row(f"{r['arch']} ({r['parameters'] / 1e6:.1f} M) train, batch {r['batch']}",
-                  f"{1e3 / r['train_samples_per_s']:.1f} ms", f"{r['train_samples_per_s']:,.1f}",
-                  "-" if r["peak_gib"] is None else f"{r['peak_gib']:.1f}", "")  # fmt: skip
-        t.add_row(f"{r['arch']} inference", f"{r['infer_ms']:.2f} ms", f"{1e3 / r['infer_ms']:,.1f}", "",
-                  f"{r['infer_ms'] / (1e3 * solver_s):.2f}")  # fmt: skip
+        t.add_row(
+            f"{r['arch']} ({r['parameters'] / 1e6:.1f} M) train, batch {r['batch']}",
+            f"{1e3 / r['train_samples_per_s']:.1f} ms",
+            f"{r['train_samples_per_s']:,.1f}",
+            "-" if r["peak_gib"] is None else f"{r['peak_gib']:.1f}",
+            "",
+        )
+        t.add_row(
+            f"{r['arch']} inference",
+            f"{r['infer_ms']:.2f} ms",
+            f"{1e3 / r['infer_ms']:,.1f}",
+            "",
+            f"{r['infer_ms'] / (1e3 * solver_s):.2f}",
+        )
     console.print(t)
     if args.json:
         args.json.write_text(json.dumps({"device": name, "solver_ms": 1e3 * solver_s, "models": rows}, indent=1))

@@ -54,8 +54,11 @@ def bench_size(L: int, args) -> list[dict]:
     t_ts = None
     if not args.no_timestep:
         t_ts, ts = timed(lambda: solve(ph, one, "timestep"), 1)
-        rows.append(dict(L=L, solver="timestep", device="cpu", dtype="float64", ms=t_ts * 1e3,
-                         err=float(np.abs(ts - ref).max())))  # fmt: skip
+        rows.append(
+            dict(
+                L=L, solver="timestep", device="cpu", dtype="float64", ms=t_ts * 1e3, err=float(np.abs(ts - ref).max())
+            )
+        )
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     batch = args.batch
     many = configs(L, R, batch, seed=1)
@@ -84,9 +87,30 @@ def bench_cli(L: int) -> dict:
     times = {}
     with tempfile.TemporaryDirectory() as d:
         for n in (4, 64):
-            cmd = [exe, "solve", "--out", f"{d}/o{n}.npz", "--count", str(n), "--lattice", str(L),
-                   "--radius", "5", "--decay", "0.0025", "--sources", "20-20", "--sampler", "uniform",
-                   "--dtype", "float64", "--device", "cpu", "--batch-size", "16"]  # fmt: skip
+            cmd = [
+                exe,
+                "solve",
+                "--out",
+                f"{d}/o{n}.npz",
+                "--count",
+                str(n),
+                "--lattice",
+                str(L),
+                "--radius",
+                "5",
+                "--decay",
+                "0.0025",
+                "--sources",
+                "20-20",
+                "--sampler",
+                "uniform",
+                "--dtype",
+                "float64",
+                "--device",
+                "cpu",
+                "--batch-size",
+                "16",
+            ]
             t = time.perf_counter()
             subprocess.run(cmd, check=True, capture_output=True)
             times[n] = time.perf_counter() - t
@@ -103,12 +127,29 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="write the rows here too")
     args = ap.parse_args()
     rows = [r for L in args.sizes for r in bench_size(L, args)]
-    t = Table("L", "solver", "device", "dtype", "ms/solve", "x vs reference", "x vs timestep", "max err vs ref",
-              title=f"solvers, 20 sources, {torch.get_num_threads()} torch threads")  # fmt: skip
+    t = Table(
+        "L",
+        "solver",
+        "device",
+        "dtype",
+        "ms/solve",
+        "x vs reference",
+        "x vs timestep",
+        "max err vs ref",
+        title=f"solvers, 20 sources, {torch.get_num_threads()} torch threads",
+    )
     for r in rows:
         vt = f"{r['vs_timestep']:.0f}" if r["vs_timestep"] else "-"
-        t.add_row(str(r["L"]), r["solver"], r["device"], r["dtype"], f"{r['ms']:.1f}", f"{r['vs_reference']:.1f}",
-                  vt, f"{r['err']:.1e}")  # fmt: skip
+        t.add_row(
+            str(r["L"]),
+            r["solver"],
+            r["device"],
+            r["dtype"],
+            f"{r['ms']:.1f}",
+            f"{r['vs_reference']:.1f}",
+            vt,
+            f"{r['err']:.1e}",
+        )
     console.print(t)
     out = {"rows": rows}
     if args.cli:

@@ -67,13 +67,29 @@ def bench_preset(name: str, n: int, pool: int, root: Path, rows: list, errors: l
         payload = n * L * L * 4 / 1e6  # MB of float32 targets moved, whatever the encoding
         w, r = n / dt, n / rt
         base.setdefault("w", w), base.setdefault("r", r)
-        rows.append((name, f"write {enc}", f"{w:,.0f}", f"{payload / dt:,.0f}", f"{w / base['w']:.2f}",
-                     f"{size / n / 1024:,.1f} KiB/sample"))  # fmt: skip
+        rows.append(
+            (
+                name,
+                f"write {enc}",
+                f"{w:,.0f}",
+                f"{payload / dt:,.0f}",
+                f"{w / base['w']:.2f}",
+                f"{size / n / 1024:,.1f} KiB/sample",
+            )
+        )
         rows.append((name, f"random read {enc}", f"{r:,.0f}", f"{payload / rt:,.0f}", f"{r / base['r']:.2f}", ""))
     with Store.create(root / f"{name}-bulk", physics, cache_writes=False) as st:  # how `generate` writes
         dt, _ = timed(lambda st=st: st.add(configs, y))
-    rows.append((name, "write float32, uncached", f"{n / dt:,.0f}", f"{n * L * L * 4 / dt / 1e6:,.0f}",
-                 f"{n / dt / base['w']:.2f}", "generate's mode"))  # fmt: skip
+    rows.append(
+        (
+            name,
+            "write float32, uncached",
+            f"{n / dt:,.0f}",
+            f"{n * L * L * 4 / dt / 1e6:,.0f}",
+            f"{n / dt / base['w']:.2f}",
+            "generate's mode",
+        )
+    )
     ds = StoreDataset(root / f"{name}-float32", split="train")
     d0 = None
     for workers, cold in ((0, False), (2, False), (0, True), (2, True)):
@@ -86,8 +102,9 @@ def bench_preset(name: str, n: int, pool: int, root: Path, rows: list, errors: l
         t = timed(epoch)[0] if cold else min(timed(epoch)[0] for _ in range(2))  # warm: best of 2
         d0 = d0 or n / t
         what = f"Dataset epoch, {workers} workers" + (", cold cache" if cold else "")
-        rows.append((name, what, f"{n / t:,.0f}", f"{n * L * L * 4 / t / 1e6:,.0f}", f"{n / t / d0:.2f}",
-                     "x, y, mask, count"))  # fmt: skip
+        rows.append(
+            (name, what, f"{n / t:,.0f}", f"{n * L * L * 4 / t / 1e6:,.0f}", f"{n / t / d0:.2f}", "x, y, mask, count")
+        )
 
 
 def main() -> None:

@@ -58,8 +58,16 @@ def run(name, args, tr, va, te, **kw):
     console.log(
         f"{name}: n={len(tr)} epochs={epochs} test MAE {m['mae']['all']:.4g} rel L2 {m['rel_l2']:.3g} ({secs:.0f} s)"
     )
-    return {"name": name, "train_size": len(tr), "epochs": epochs, "seed": seed, "seconds": secs,
-            "train_samples_per_s": sps, "test": m, "options": kw}  # fmt: skip
+    return {
+        "name": name,
+        "train_size": len(tr),
+        "epochs": epochs,
+        "seed": seed,
+        "seconds": secs,
+        "train_samples_per_s": sps,
+        "test": m,
+        "options": kw,
+    }
 
 
 def timings(quick: bool) -> dict:
@@ -90,8 +98,12 @@ def timings(quick: bool) -> dict:
             infer_ms = 1000 * (time.perf_counter() - t) / (reps * bs)
         n_solve = {"tiny": 64, "small": 64, "paper": 4}[preset]
         _, solve_s = make(preset, n_solve, 99)
-        out[preset] = {"parameters": count_parameters(model), "train_samples_per_s": train_sps,
-                       "inference_ms_per_sample": infer_ms, "fast_solver_ms_per_sample": 1000 * solve_s}  # fmt: skip
+        out[preset] = {
+            "parameters": count_parameters(model),
+            "train_samples_per_s": train_sps,
+            "inference_ms_per_sample": infer_ms,
+            "fast_solver_ms_per_sample": 1000 * solve_s,
+        }
         del model, opt
     return out
 
@@ -150,7 +162,7 @@ def main() -> None:
             "intercept": float(icept),
             "sizes": ns.tolist(),
             "mae": maes.tolist(),
-        },  # fmt: skip
+        },
         "rel_l2": base["rel_l2"],
         "rel_l2_below_5pct": base["rel_l2"] < 0.05,
         "seed_mae": seed_maes.tolist(),
@@ -161,10 +173,19 @@ def main() -> None:
     timing = timings(args.quick)
     total = time.perf_counter() - t0
     command = "python bench/train_small.py" + (" --quick" if args.quick else "") + f" --model {args.model}"
-    result = {"command": command, "preset": "small", "model": args.model, "threads": args.threads,
-              "parameters": count_parameters(build_model(default_model_config("small", args.model))),
-              "fast_solver_ms_per_sample": 1000 * solve_s, "runs": rows, "size_runs": sizes[:-1],
-              "findings": findings, "timings": timing, "seconds": total}  # fmt: skip
+    result = {
+        "command": command,
+        "preset": "small",
+        "model": args.model,
+        "threads": args.threads,
+        "parameters": count_parameters(build_model(default_model_config("small", args.model))),
+        "fast_solver_ms_per_sample": 1000 * solve_s,
+        "runs": rows,
+        "size_runs": sizes[:-1],
+        "findings": findings,
+        "timings": timing,
+        "seconds": total,
+    }
     report(result)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "train_small_quick" if args.quick else "train_small"
@@ -180,9 +201,15 @@ def report(r: dict) -> None:
         t.add_column(c, justify="right")
     for row in r["runs"] + r["size_runs"]:
         m = row["test"]
-        t.add_row(row["name"], str(row["train_size"]), str(row["epochs"]),
-                  *[_f(m["mae"][k]) for k in ("all", "sources", "field", "r1", "r2", "r3")],
-                  _f(m["rel_l2"]), _f(m["per_sample_mae"]["p99"]), f"{row['seconds']:.0f}")  # fmt: skip
+        t.add_row(
+            row["name"],
+            str(row["train_size"]),
+            str(row["epochs"]),
+            *[_f(m["mae"][k]) for k in ("all", "sources", "field", "r1", "r2", "r3")],
+            _f(m["rel_l2"]),
+            _f(m["per_sample_mae"]["p99"]),
+            f"{row['seconds']:.0f}",
+        )
     out.print(t)
     f = r["findings"]
     t2 = Table(title="findings")
@@ -200,8 +227,13 @@ def report(r: dict) -> None:
     for c in ("preset", "params", "train samples/s", "inference ms/sample", "fast solver ms/sample"):
         t3.add_column(c, justify="right")
     for p, v in r["timings"].items():
-        t3.add_row(p, f"{v['parameters']:,}", f"{v['train_samples_per_s']:.3g}", f"{v['inference_ms_per_sample']:.3g}",
-                   f"{v['fast_solver_ms_per_sample']:.3g}")  # fmt: skip
+        t3.add_row(
+            p,
+            f"{v['parameters']:,}",
+            f"{v['train_samples_per_s']:.3g}",
+            f"{v['inference_ms_per_sample']:.3g}",
+            f"{v['fast_solver_ms_per_sample']:.3g}",
+        )
     out.print(t3)
 
 

@@ -33,8 +33,14 @@ def one(arch: str, batch: int, threads: int) -> float:
     cfg = sample_configs("mixed", ph, 0, range(N), (1, 20))[0]
     ds = dataset_from_configs(ph, cfg, solve(ph, cfg, "fast", dtype="float32"))
     t0 = time.perf_counter()
-    train(default_model_config("small", arch), TrainConfig(epochs=EPOCHS, batch_size=batch, lr=2e-3), ds, None,
-          physics=ph, device="cpu")  # fmt: skip
+    train(
+        default_model_config("small", arch),
+        TrainConfig(epochs=EPOCHS, batch_size=batch, lr=2e-3),
+        ds,
+        None,
+        physics=ph,
+        device="cpu",
+    )
     return N * EPOCHS / (time.perf_counter() - t0)
 
 
@@ -49,8 +55,10 @@ def main() -> None:
             rate = one(arch, batch, 2)
             base = base or rate
             rows.append((arch, batch, "1 x 2 threads", rate, rate / base))
-        procs = [subprocess.Popen([sys.executable, __file__, arch, "16", "1"], stdout=subprocess.PIPE, text=True)
-                 for _ in range(2)]  # fmt: skip
+        procs = [
+            subprocess.Popen([sys.executable, __file__, arch, "16", "1"], stdout=subprocess.PIPE, text=True)
+            for _ in range(2)
+        ]
         rate = sum(float(p.communicate()[0].strip().splitlines()[-1]) for p in procs)
         rows.append((arch, 16, "2 x 1 thread", rate, rate / base))
     print("| model | batch | processes | samples/s | vs batch 8, 1 x 2 threads |\n|---|---|---|---|---|")

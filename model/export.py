@@ -34,8 +34,14 @@ def _torchscript(model: torch.nn.Module, example: torch.Tensor, out: Path) -> No
 def _onnx(model: torch.nn.Module, example: torch.Tensor, out: Path) -> None:
     if importlib.util.find_spec("onnx") is None:
         raise InputError("--format onnx needs the `onnx` package, which is not installed (pip install onnx)")
-    torch.onnx.export(model, (example,), str(out), input_names=["x"], output_names=["y"],
-                      dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})  # fmt: skip
+    torch.onnx.export(
+        model,
+        (example,),
+        str(out),
+        input_names=["x"],
+        output_names=["y"],
+        dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
+    )
 
 
 def _torch_export(model: torch.nn.Module, example: torch.Tensor, out: Path) -> None:

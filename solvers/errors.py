@@ -23,8 +23,11 @@ def build_typed(cls, d: dict, where: str, check_types: bool = True):
     if check_types:
         for k, v in d.items():
             f = known[k]
-            default = f.default if f.default is not MISSING else (
-                f.default_factory() if f.default_factory is not MISSING else None)  # fmt: skip
+            default = (
+                f.default
+                if f.default is not MISSING
+                else (f.default_factory() if f.default_factory is not MISSING else None)
+            )
             if default is None or v is None:
                 continue
             if not _same_kind(default, v):

@@ -125,7 +125,7 @@ PRESET_DEFAULTS: dict[str, dict] = {
         "model": {
             "edcnn": {"enc_channels": (16, 32, 64, 128), "dec_channels": (64, 32, 16, 8)},
             "unet": {"base": 8, "depth": 3},
-        },  # fmt: skip
+        },
         "train": {"lr": 2e-3, "batch_size": 8, "epochs": 30},
         "run": {"train": {"epochs": 20, "batch_size": 16}, "warm_start": False, "min_steps": 300},
     },
@@ -137,7 +137,7 @@ PRESET_DEFAULTS: dict[str, dict] = {
             "rounds": 2,
             "acquisition": {"budget": 20},
             "data": {"initial": 40, "val": 20, "test_per_cell": 2, "pool": 80},
-        },  # fmt: skip
+        },
     },
 }
 

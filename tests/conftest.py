@@ -21,8 +21,7 @@ def ray_cluster(tmp_path_factory):
     subprocesses (`curate ... --address`) can join it instead of starting their own."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=True, logging_level="ERROR",
-             log_to_driver=False)  # fmt: skip
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=True, logging_level="ERROR", log_to_driver=False)
     try:
         yield ray.get_runtime_context().gcs_address
     finally:

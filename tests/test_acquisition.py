@@ -54,8 +54,11 @@ def test_ewd_prefers_high_error_among_equally_spread_candidates():
     rng = np.random.default_rng(3)
     feats = rng.normal(0, 1, (400, 16))
     scores = np.linspace(0.0, 1.0, 400)
-    top = [np.mean(error_weighted_seeding(feats, scores, 40, np.random.default_rng(s), power=p) >= 200)
-           for p in (1.0, 2.0) for s in range(5)]  # fmt: skip
+    top = [
+        np.mean(error_weighted_seeding(feats, scores, 40, np.random.default_rng(s), power=p) >= 200)
+        for p in (1.0, 2.0)
+        for s in range(5)
+    ]
     assert np.mean(top[:5]) > 0.65 and np.mean(top[5:]) > np.mean(top[:5])
 
 
@@ -145,9 +148,25 @@ def test_study_extra_test_on_a_small_file(ray_cluster, tmp_path):
         '[arms.edcnn]\nmodel = "edcnn"\nseeds = [0]\nstrategies = ["random", "ewd-mine"]\n'
     )
     docs = tmp_path / "docs"
-    r = subprocess.run([sys.executable, str(ROOT / "bench" / "al_study.py"), "--config", str(spec), "--out",
-                        str(tmp_path / "runs"), "--docs", str(docs), "--workers", "1", "--extra-test", str(extra)],
-                       capture_output=True, text=True, timeout=600)  # fmt: skip
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "al_study.py"),
+            "--config",
+            str(spec),
+            "--out",
+            str(tmp_path / "runs"),
+            "--docs",
+            str(docs),
+            "--workers",
+            "1",
+            "--extra-test",
+            str(extra),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     res = json.loads((docs / "results.json").read_text())
     got = res["extra_test"]["strategies"]["edcnn"]
@@ -156,6 +175,16 @@ def test_study_extra_test_on_a_small_file(ray_cluster, tmp_path):
         m = runs[0]
         assert m["n_samples"] == 12 and set(m["mae"]) == {"all", "sources", "field", "r1", "r2", "r3"}
     assert res["protocol"]["picked_share"] == pytest.approx(10 / 30)
-    bad = subprocess.run([sys.executable, str(ROOT / "bench" / "al_study.py"), "--config", str(spec), "--extra-test",
-                          str(tmp_path / "nope.npz")], capture_output=True, text=True)  # fmt: skip
+    bad = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "al_study.py"),
+            "--config",
+            str(spec),
+            "--extra-test",
+            str(tmp_path / "nope.npz"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode != 0 and "no such file" in bad.stderr and "Traceback" not in bad.stderr

@@ -170,8 +170,12 @@ def test_store_commands(cli, ray_cluster, tmp_path):
     # other physics refused by import
     other = tmp_path / "other.npz"
     d = load_arrays(exp)
-    save_arrays(other, PRESETS["small"].physics, Configs(d["centers"] + 10, d["values"], d["counts"]),
-                y=np.zeros((30, 64, 64), np.float32))  # fmt: skip
+    save_arrays(
+        other,
+        PRESETS["small"].physics,
+        Configs(d["centers"] + 10, d["values"], d["counts"]),
+        y=np.zeros((30, 64, 64), np.float32),
+    )
     code, _, err = cli("import", "--store", store, "--input", other)
     assert code == 2 and "physics" in err
     # a corrupted record: verify exits 1

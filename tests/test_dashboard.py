@@ -47,8 +47,9 @@ def _free_port() -> int:
 def test_dashboard_listens_on_loopback_only():
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    out = subprocess.run([sys.executable, "-c", SCRIPT, str(port)], capture_output=True, text=True, timeout=240,
-                         env=env)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(port)], capture_output=True, text=True, timeout=240, env=env
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     addrs = json.loads(out.stdout.strip().splitlines()[-1])
     assert addrs == ["127.0.0.1"], addrs  # listening, and on loopback only (not 0.0.0.0 or a public address)

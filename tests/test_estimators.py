@@ -128,11 +128,11 @@ def test_calibration_is_plain_json_in_mae_units_and_reused(tiny_run):
 
 
 def test_estimate_eval_cli_json(tiny_run, cli):
-    import diffcurate.curate.cli.estimate  # noqa: F401  (registers the commands)
 
     out = tiny_run / "eval.json"
-    code, stdout, err = cli("estimate-eval", tiny_run, "--estimators", "residual,residual-l1,tod,ensemble",
-                            "--out", out, "--json")  # fmt: skip
+    code, stdout, err = cli(
+        "estimate-eval", tiny_run, "--estimators", "residual,residual-l1,tod,ensemble", "--out", out, "--json"
+    )
     assert code == 0, err
     r = json.loads(stdout)
     assert json.loads(out.read_text()) == r

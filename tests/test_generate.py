@@ -70,8 +70,24 @@ def test_generate_killed_or_interrupted_resumes_to_exact_count(ray_cluster, tmp_
     """kill -9 or Ctrl-C mid-run: the store holds what was committed, and the same command completes it. Ctrl-C
     exits 130 with a one-line note (typer 0.29 had turned it into a silent exit 0)."""
     store = tmp_path / "k"
-    cmd = [sys.executable, "-m", "diffcurate.curate", "generate", "--store", str(store), "--count", "3000",
-           "--preset", "tiny", "--seed", "5", "--workers", "2", "--address", ray_cluster]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "diffcurate.curate",
+        "generate",
+        "--store",
+        str(store),
+        "--count",
+        "3000",
+        "--preset",
+        "tiny",
+        "--seed",
+        "5",
+        "--workers",
+        "2",
+        "--address",
+        ray_cluster,
+    ]
     err_path = tmp_path / "stderr.txt"
     with open(err_path, "w") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)

@@ -35,14 +35,25 @@ def _ports(n: int) -> list[int]:
 
 
 def _node_args(ports: list[int]) -> list[str]:
-    names = ["--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
-             "--dashboard-agent-grpc-port", "--runtime-env-agent-port", "--metrics-export-port"]  # fmt: skip
+    names = [
+        "--node-manager-port",
+        "--object-manager-port",
+        "--dashboard-agent-listen-port",
+        "--dashboard-agent-grpc-port",
+        "--runtime-env-agent-port",
+        "--metrics-export-port",
+    ]
     return [a for name, p in zip(names, ports, strict=True) for a in (name, str(p))]
 
 
 def _start(args: list[str], env: dict) -> subprocess.Popen:
-    return subprocess.Popen([RAY, "start", "--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "2", *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)  # fmt: skip
+    return subprocess.Popen(
+        [RAY, "start", "--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "2", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -73,8 +84,19 @@ def test_two_node_run(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
-    head = _start(["--head", "--port", str(ports[0]), "--include-dashboard", "false", *_node_args(ports[1:7]),
-                   "--temp-dir", temp], env)  # fmt: skip
+    head = _start(
+        [
+            "--head",
+            "--port",
+            str(ports[0]),
+            "--include-dashboard",
+            "false",
+            *_node_args(ports[1:7]),
+            "--temp-dir",
+            temp,
+        ],
+        env,
+    )
     nodes = [head]
     try:
         _wait_for_nodes(address, 1, env)
@@ -84,8 +106,13 @@ def test_two_node_run(tmp_path):
         cfg = default_config("tiny")
         cfg.rounds, cfg.ray.dashboard, cfg.ray.workers = 1, False, 2
         init_run(root, cfg)
-        out = subprocess.run([sys.executable, "-m", "diffcurate.curate", "run", str(root), "--address", address],
-                             capture_output=True, text=True, timeout=400, env=env)  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, "-m", "diffcurate.curate", "run", str(root), "--address", address],
+            capture_output=True,
+            text=True,
+            timeout=400,
+            env=env,
+        )
         assert out.returncode == 0, out.stderr[-3000:]
         assert [r["round"] for r in read_rounds(root)] == [0, 1]
         placed = json.loads((root / "state" / "actors.json").read_text())[-1]["nodes"]

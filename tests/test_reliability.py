@@ -44,14 +44,30 @@ def solved(tmp_path_factory):
 def ckpt(solved, tmp_path_factory):
     _, cfg, y = solved
     d = tmp_path_factory.mktemp("ckpt")
-    res = train(default_model_config("tiny"), TrainConfig(epochs=1, batch_size=8), dataset_from_configs(TINY, cfg, y),
-                None, d, physics=TINY, device="cpu")  # fmt: skip
+    res = train(
+        default_model_config("tiny"),
+        TrainConfig(epochs=1, batch_size=8),
+        dataset_from_configs(TINY, cfg, y),
+        None,
+        d,
+        physics=TINY,
+        device="cpu",
+    )
     return res.checkpoint
 
 
 def _arrays(cfg: Configs, y: np.ndarray, **change) -> dict:
-    d = {"centers": cfg.centers, "values": cfg.values, "counts": cfg.counts, "y": y, "lattice": np.array(32),
-         "radius": np.array(2), "diffusion": np.array(1.0), "decay": np.array(1 / 16), "source_model": np.array("fixed")}  # fmt: skip
+    d = {
+        "centers": cfg.centers,
+        "values": cfg.values,
+        "counts": cfg.counts,
+        "y": y,
+        "lattice": np.array(32),
+        "radius": np.array(2),
+        "diffusion": np.array(1.0),
+        "decay": np.array(1 / 16),
+        "source_model": np.array("fixed"),
+    }
     d.update(change)
     return {k: v for k, v in d.items() if v is not None}
 
@@ -119,9 +135,21 @@ def make_bad(kind: str, where: Path, cfg: Configs, y: np.ndarray) -> Path:
     return path
 
 
-CONFIG_KINDS = ["truncated", "garbage", "object-array", "counts-over-k", "zero-counts", "negative-counts",
-                "negative-centres", "edge-disc", "centres-strings", "physics-string", "physics-vector",
-                "h5-truncated", "h5-compound-counts"]  # fmt: skip
+CONFIG_KINDS = [
+    "truncated",
+    "garbage",
+    "object-array",
+    "counts-over-k",
+    "zero-counts",
+    "negative-counts",
+    "negative-centres",
+    "edge-disc",
+    "centres-strings",
+    "physics-string",
+    "physics-vector",
+    "h5-truncated",
+    "h5-compound-counts",
+]
 TARGET_KINDS = ["nan-y", "inf-y", "int-y"]
 
 
@@ -177,21 +205,46 @@ def test_bad_checkpoints_are_one_line(cli, solved, ckpt, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     for kind, bad in _bad_checkpoints(ckpt, tmp_path).items():
-        for args in (["evaluate", "--checkpoint", bad, "--data", f, "--out", out / "m.json", "--split", "all"],
-                     ["predict", "--checkpoint", bad, "--input", f, "--out", out / "p.npz"],
-                     ["export-model", "--checkpoint", bad, "--out", out / "m.onnx", "--format", "onnx"]):  # fmt: skip
+        for args in (
+            ["evaluate", "--checkpoint", bad, "--data", f, "--out", out / "m.json", "--split", "all"],
+            ["predict", "--checkpoint", bad, "--input", f, "--out", out / "p.npz"],
+            ["export-model", "--checkpoint", bad, "--out", out / "m.onnx", "--format", "onnx"],
+        ):
             _one_line_exit_2(cli, args, out)
         if kind != "future-format" and kind != "garbage":
-            _one_line_exit_2(cli, ["train", out / "r", "--data", f, "--preset", "tiny", "--epochs", "1",
-                                   "--no-progress", "--init-from", bad], out)  # fmt: skip
+            _one_line_exit_2(
+                cli,
+                [
+                    "train",
+                    out / "r",
+                    "--data",
+                    f,
+                    "--preset",
+                    "tiny",
+                    "--epochs",
+                    "1",
+                    "--no-progress",
+                    "--init-from",
+                    bad,
+                ],
+                out,
+            )
 
 
 def test_warm_start_refuses_other_physics_and_architecture(cli, solved, tmp_path):
     f, _, _ = solved
-    small = save_checkpoint(tmp_path / "small.pt", build_model(default_model_config("small")),
-                            default_model_config("small"), physics=PRESETS["small"].physics)  # fmt: skip
-    unet = save_checkpoint(tmp_path / "unet.pt", build_model(default_model_config("tiny", "unet")),
-                           default_model_config("tiny", "unet"), physics=TINY)  # fmt: skip
+    small = save_checkpoint(
+        tmp_path / "small.pt",
+        build_model(default_model_config("small")),
+        default_model_config("small"),
+        physics=PRESETS["small"].physics,
+    )
+    unet = save_checkpoint(
+        tmp_path / "unet.pt",
+        build_model(default_model_config("tiny", "unet")),
+        default_model_config("tiny", "unet"),
+        physics=TINY,
+    )
     out = tmp_path / "out"
     out.mkdir()
     base = ["train", out / "r", "--data", f, "--preset", "tiny", "--epochs", "1", "--no-progress", "--init-from"]
@@ -234,16 +287,34 @@ def test_exported_splits_are_honoured(ray_cluster, cli, tmp_path):
 
 
 def _generate_cmd(store: Path, split: str, seed: int, address: str) -> list[str]:
-    return [CURATE, "generate", "--store", str(store), "--count", "300", "--seed", str(seed), "--split", split,
-            "--preset", "tiny", "--address", address]  # fmt: skip
+    return [
+        CURATE,
+        "generate",
+        "--store",
+        str(store),
+        "--count",
+        "300",
+        "--seed",
+        str(seed),
+        "--split",
+        split,
+        "--preset",
+        "tiny",
+        "--address",
+        address,
+    ]
 
 
 @pytest.mark.parametrize("same_split", [False, True])
 def test_two_writers_at_once_equal_the_sequential_result(ray_cluster, tmp_path, same_split):
     splits = ("train", "train") if same_split else ("train", "val")
     together = tmp_path / "together"
-    procs = [subprocess.Popen(_generate_cmd(together, s, 0, ray_cluster), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for s in splits]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            _generate_cmd(together, s, 0, ray_cluster), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for s in splits
+    ]
     results = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), results
     alone = tmp_path / "alone"
@@ -336,8 +407,11 @@ def test_damaged_record_is_reported_with_and_without_resolve(small_store):
         else:
             assert "checksum" in r.stdout + r.stderr
     # info and export skip it with a warning
-    r = subprocess.run([CURATE, "export", "--store", str(small_store), "--out", str(small_store.parent / "e.npz")],
-                       capture_output=True, text=True)  # fmt: skip
+    r = subprocess.run(
+        [CURATE, "export", "--store", str(small_store), "--out", str(small_store.parent / "e.npz")],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0 and "skipped 1 damaged" in r.stderr, r.stderr
     assert json.loads((small_store.parent / "e.npz.card.json").read_text())["n_samples"] == 39
 
@@ -397,8 +471,19 @@ def test_full_disk_is_one_line_and_keeps_what_was_committed(ray_cluster, tmp_pat
         "resource.setrlimit(resource.RLIMIT_FSIZE, (3 << 20, 3 << 20)); "
         "from diffcurate.curate.cli.app import main; sys.argv = ['curate'] + sys.argv[1:]; main()"
     )
-    args = ["generate", "--store", str(store), "--count", "400", "--seed", "0", "--preset", "tiny",
-            "--address", ray_cluster]  # fmt: skip
+    args = [
+        "generate",
+        "--store",
+        str(store),
+        "--count",
+        "400",
+        "--seed",
+        "0",
+        "--preset",
+        "tiny",
+        "--address",
+        ray_cluster,
+    ]
     r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
     # our lines only: not the progress bar, not Ray's own C++ log lines ("[2026-... E ...] task_manager.cc:...")
     err = [line for line in r.stderr.splitlines() if line.strip() and "━" not in line and ".cc:" not in line]

@@ -33,9 +33,7 @@ def random_configs(n: int, seed: int = 0, physics: Physics = TINY, kmax: int = 1
     rng = np.random.default_rng(seed)
     lo, hi = physics.radius, physics.lattice - 1 - physics.radius
     ks = rng.integers(1, kmax + 1, n)
-    return Configs.from_lists(
-        [rng.integers(lo, hi + 1, (k, 2)) for k in ks], [rng.random(k) for k in ks]
-    )  # fmt: skip
+    return Configs.from_lists([rng.integers(lo, hi + 1, (k, 2)) for k in ks], [rng.random(k) for k in ks])
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +116,9 @@ def test_reader_env_is_read_only_and_refuses_a_writer(tmp_path, solved):
 
 def test_info_schema(store):
     info = store.info()
-    assert {"physics", "schema_version", "count", "by_split", "by_sources", "by_round", "by_sampler",
-            "bytes"} <= set(info)  # fmt: skip
+    assert {"physics", "schema_version", "count", "by_split", "by_sources", "by_round", "by_sampler", "bytes"} <= set(
+        info
+    )
     assert info["count"] == 120 and info["by_split"] == {"test": 20, "train": 80, "val": 20}
     assert info["by_sampler"] == {"clustered": 20, "uniform": 100} and info["bytes"] > 120 * 32 * 32 * 4
     assert Physics.from_dict(info["physics"]) == TINY and sum(info["by_sources"].values()) == 120

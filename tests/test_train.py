@@ -84,8 +84,9 @@ def test_warm_start_begins_where_the_checkpoint_left_off(data, tmp_path):
     first = _run(data, tmp_path / "a")
     tr, va = data
     mc = default_model_config("tiny", "edcnn")
-    warm = train(mc, _cfg(epochs=1, lr=1e-5), tr, va, physics=TINY.physics, device="cpu",
-                 init_from=tmp_path / "a" / "best.pt")  # fmt: skip
+    warm = train(
+        mc, _cfg(epochs=1, lr=1e-5), tr, va, physics=TINY.physics, device="cpu", init_from=tmp_path / "a" / "best.pt"
+    )
     cold = train(mc, _cfg(epochs=1, lr=1e-5), tr, va, physics=TINY.physics, device="cpu")
     assert warm.best_val < 1.2 * first.best_val < cold.best_val
 
@@ -156,8 +157,15 @@ def _write_npz(path, n=96, seed=0):
     from diffcurate.solvers.problem import paint
 
     ph = TINY.physics.to_dict()
-    np.savez(path, centers=configs.centers, values=configs.values, counts=configs.counts,
-             x=paint(TINY.physics, configs), y=y, **{k: np.asarray(v) for k, v in ph.items()})  # fmt: skip
+    np.savez(
+        path,
+        centers=configs.centers,
+        values=configs.values,
+        counts=configs.counts,
+        x=paint(TINY.physics, configs),
+        y=y,
+        **{k: np.asarray(v) for k, v in ph.items()},
+    )
     return path
 
 
@@ -182,7 +190,6 @@ def test_load_data_split_is_deterministic_and_disjoint(tmp_path):
 def test_cli_train_evaluate_export(tmp_path):
     from typer.testing import CliRunner
 
-    import diffcurate.curate.cli.model  # noqa: F401  (registers the commands)
     from diffcurate.curate.cli.app import app
 
     data = _write_npz(tmp_path / "d.npz")

@@ -122,8 +122,15 @@ def config_md() -> str:
         lines += [
             f"| `{f.name}` | {_default(f)} | {notes.get(f.name, '').replace('|', chr(92) + '|')} |" for f in fields(cls)
         ]
-    lines += ["", "## [train]", "", "Each preset's defaults come from one table, `PRESET_DEFAULTS` in `solvers/problem.py`.", "",
-              "| field | default | meaning |", "|---|---|---|"]  # fmt: skip
+    lines += [
+        "",
+        "## [train]",
+        "",
+        "Each preset's defaults come from one table, `PRESET_DEFAULTS` in `solvers/problem.py`.",
+        "",
+        "| field | default | meaning |",
+        "|---|---|---|",
+    ]
     train_fields = {f.name: f for f in fields(TrainConfig)}
     lines += [f"| `{k}` | {_default(train_fields[k])} | {TRAIN_DOCS[k]} |" for k in TrainConfig().to_dict()]
     for title, cls in (('[model] (arch = "edcnn")', EDCNNConfig), ('[model] (arch = "unet")', UNetConfig)):

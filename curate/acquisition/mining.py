@@ -90,8 +90,14 @@ MUTATIONS: dict[str, Mutation] = {
 }
 
 
-def mutate(configs: Configs, physics: Physics, parents: np.ndarray, per_parent: int, sources: tuple[int, int],
-           rng: np.random.Generator) -> tuple[Configs, np.ndarray, list[str]]:  # fmt: skip
+def mutate(
+    configs: Configs,
+    physics: Physics,
+    parents: np.ndarray,
+    per_parent: int,
+    sources: tuple[int, int],
+    rng: np.random.Generator,
+) -> tuple[Configs, np.ndarray, list[str]]:
     """`per_parent` mutants of each parent row: (mutants, parent row of each (m,) int64, mutation of each)."""
     names = list(MUTATIONS)
     cs, vs, parent, how = [], [], [], []

@@ -36,10 +36,19 @@ def bmdal_select(pool: np.ndarray, train: np.ndarray, budget: int, method: str) 
     budget = min(budget, len(pool))
     # z-score with the training set's statistics so no single feature dominates the distances
     mu, sd = train.mean(0), train.std(0) + 1e-8
-    data = {"train": TensorFeatureData(torch.as_tensor((train - mu) / sd, dtype=torch.float64)),
-            "pool": TensorFeatureData(torch.as_tensor((pool - mu) / sd, dtype=torch.float64))}  # fmt: skip
+    data = {
+        "train": TensorFeatureData(torch.as_tensor((train - mu) / sd, dtype=torch.float64)),
+        "pool": TensorFeatureData(torch.as_tensor((pool - mu) / sd, dtype=torch.float64)),
+    }
     with contextlib.redirect_stdout(io.StringIO()):  # bmdal prints a line per call
-        idx, _ = select_batch(batch_size=budget, models=[torch.nn.Identity()], data=data, y_train=None,
-                              base_kernel="linear", kernel_transforms=[], selection_method=METHODS[method],
-                              sel_with_train=True)  # fmt: skip
+        idx, _ = select_batch(
+            batch_size=budget,
+            models=[torch.nn.Identity()],
+            data=data,
+            y_train=None,
+            base_kernel="linear",
+            kernel_transforms=[],
+            selection_method=METHODS[method],
+            sel_with_train=True,
+        )
     return np.asarray(idx.cpu().numpy(), np.int64)

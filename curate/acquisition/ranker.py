@@ -178,8 +178,9 @@ def _al(scores, counts, feats, budget, acq, rng) -> Selection:
     parts = []
     for c, rows in groups.items():
         if alloc[c]:
-            sel = diverse_pick(scores[rows], feats[rows], alloc[c], acq.exploration, acq.candidates_factor,
-                               acq.diversity, rng)  # fmt: skip
+            sel = diverse_pick(
+                scores[rows], feats[rows], alloc[c], acq.exploration, acq.candidates_factor, acq.diversity, rng
+            )
             parts.append((rows, sel))
     return _merge(parts)
 
@@ -231,8 +232,9 @@ def _sbal(scores, counts, feats, budget, acq, rng) -> Selection:
     return Selection(idx, np.full(len(idx), -1), ["exploit"] * len(idx))
 
 
-def error_weighted_seeding(emb: np.ndarray, scores: np.ndarray, k: int, rng: np.random.Generator,
-                           power: float = 1.0) -> np.ndarray:  # fmt: skip
+def error_weighted_seeding(
+    emb: np.ndarray, scores: np.ndarray, k: int, rng: np.random.Generator, power: float = 1.0
+) -> np.ndarray:
     """k rows by k-means++ seeding on g_i = score_i^power * f_i / |f_i| (power 1: BADGE's gradient-embedding
     shape for a regression head): the first pick is the highest score, each next one is drawn with probability
     proportional to its squared distance from the nearest pick. Large-error rows are far from everything, so

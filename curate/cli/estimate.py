@@ -22,19 +22,35 @@ def _fmt(v, spec: str = ".3f") -> str:
 
 
 def eval_table(r: dict) -> Table:
-    t = Table("estimator", "Spearman", "min / max by sources", "AUROC", "ms / sample", "calibration",
-              "slack val / test", title=f"{r['run']} ({r['checkpoint']}): {r['n_test']} test samples, "
-              f"{r['flagged']} with MAE > {r['threshold']:.4g} ({r['threshold_from']})")  # fmt: skip
+    t = Table(
+        "estimator",
+        "Spearman",
+        "min / max by sources",
+        "AUROC",
+        "ms / sample",
+        "calibration",
+        "slack val / test",
+        title=f"{r['run']} ({r['checkpoint']}): {r['n_test']} test samples, "
+        f"{r['flagged']} with MAE > {r['threshold']:.4g} ({r['threshold_from']})",
+    )
     for name, e in r["estimators"].items():
         if not e["available"]:
             t.add_row(name, "-", "-", "-", "-", "-", e["why"])
             continue
         by = [v for v in e["spearman_by_sources"].values() if v is not None]
-        t.add_row(name, _fmt(e["spearman"]), f"{_fmt(min(by, default=None), '.2f')} / {_fmt(max(by, default=None), '.2f')}",
-                  _fmt(e["auroc"]), _fmt(e["ms_per_sample"], ".2f"), e["calibration"],
-                  f"{_fmt(e['val_slack'], '.2f')} / {_fmt(e['test_slack'], '.2f')}")  # fmt: skip
-    t.caption = (f"model {r['predict_ms_per_sample']:.2f} ms/sample, fast solve {r['solve_ms_per_sample']:.2f} "
-                 f"ms/sample; slack = worst true / estimated MAE")  # fmt: skip
+        t.add_row(
+            name,
+            _fmt(e["spearman"]),
+            f"{_fmt(min(by, default=None), '.2f')} / {_fmt(max(by, default=None), '.2f')}",
+            _fmt(e["auroc"]),
+            _fmt(e["ms_per_sample"], ".2f"),
+            e["calibration"],
+            f"{_fmt(e['val_slack'], '.2f')} / {_fmt(e['test_slack'], '.2f')}",
+        )
+    t.caption = (
+        f"model {r['predict_ms_per_sample']:.2f} ms/sample, fast solve {r['solve_ms_per_sample']:.2f} "
+        f"ms/sample; slack = worst true / estimated MAE"
+    )
     return t
 
 
@@ -87,6 +103,8 @@ def predict_cmd(
         print(json.dumps(r))
         return
     worst = r["solved_model_error_max"]
-    console.print(f"wrote {r['n']} fields to {r['out']}: {r['solved']} solved ({100 * r['solved_fraction']:.1f} %), "
-                  f"estimator {r['estimator']} ({r['calibration']})"
-                  + (f"; worst model error among the solved {worst:.4g}" if worst is not None else ""))  # fmt: skip
+    console.print(
+        f"wrote {r['n']} fields to {r['out']}: {r['solved']} solved ({100 * r['solved_fraction']:.1f} %), "
+        f"estimator {r['estimator']} ({r['calibration']})"
+        + (f"; worst model error among the solved {worst:.4g}" if worst is not None else "")
+    )

@@ -145,8 +145,9 @@ def train_cmd(
         typer.echo(json.dumps(summary))
     else:
         # epochs count from 1, as the progress bar does (the JSON's best_epoch is the 0-based index)
-        _console(False).print(f"best epoch {res.best_epoch + 1} of {len(res.history)}: val MAE {res.best_val:.4g} -> "
-                              f"{res.checkpoint}")  # fmt: skip
+        _console(False).print(
+            f"best epoch {res.best_epoch + 1} of {len(res.history)}: val MAE {res.best_val:.4g} -> {res.checkpoint}"
+        )
 
 
 def metrics_table(m: dict, title: str = "evaluation") -> Table:

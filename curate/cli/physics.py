@@ -64,9 +64,15 @@ def presets() -> None:
     for p in PRESETS.values():
         ph = p.physics
         t.add_row(
-            p.name, str(ph.lattice), str(ph.radius), f"{ph.diffusion:g}", f"{ph.decay:.5g}",
-            f"{ph.diffusion_length:g}", f"{p.sources[0]}-{p.sources[1]}", p.notes,
-        )  # fmt: skip
+            p.name,
+            str(ph.lattice),
+            str(ph.radius),
+            f"{ph.diffusion:g}",
+            f"{ph.decay:.5g}",
+            f"{ph.diffusion_length:g}",
+            f"{p.sources[0]}-{p.sources[1]}",
+            p.notes,
+        )
     console.print(t)
 
 

@@ -29,8 +29,10 @@ def init(
     if seed is not None:
         cfg.seed = seed
     paths = init_run(run_dir, cfg)
-    console.print(f"initialised {run_dir} ({cfg.preset}, {cfg.acquisition.strategy}); edit {paths.config} or run "
-                  f"`curate run {run_dir}`")  # fmt: skip
+    console.print(
+        f"initialised {run_dir} ({cfg.preset}, {cfg.acquisition.strategy}); edit {paths.config} or run "
+        f"`curate run {run_dir}`"
+    )
 
 
 def run_cmd(
@@ -53,9 +55,20 @@ def run_cmd(
     """Run (or resume after any interruption) the curation rounds of a run directory."""
     from diffcurate.curate.loop.runner import run
 
-    run(run_dir, rounds, log=say, strategy=strategy, acquisition=acquisition, address=address,
-        dashboard=dashboard, dashboard_host=dashboard_host, workers=workers, trainers=trainers,
-        max_solves=max_solves, target_p99=target_p99)  # fmt: skip
+    run(
+        run_dir,
+        rounds,
+        log=say,
+        strategy=strategy,
+        acquisition=acquisition,
+        address=address,
+        dashboard=dashboard,
+        dashboard_host=dashboard_host,
+        workers=workers,
+        trainers=trainers,
+        max_solves=max_solves,
+        target_p99=target_p99,
+    )
 
 
 def status_dict(run_dir: Path) -> dict:
@@ -64,8 +77,14 @@ def status_dict(run_dir: Path) -> dict:
     cfg = load_run(run_dir)
     rounds = read_rounds(run_dir)
     # rounds_completed counts round 0 (the initial set); acquisition_rounds the rounds that added samples
-    return {"run": str(run_dir), "preset": cfg.preset, "strategy": cfg.acquisition.strategy,
-            "rounds_completed": len(rounds), "acquisition_rounds": max(0, len(rounds) - 1), "rounds": rounds}  # fmt: skip
+    return {
+        "run": str(run_dir),
+        "preset": cfg.preset,
+        "strategy": cfg.acquisition.strategy,
+        "rounds_completed": len(rounds),
+        "acquisition_rounds": max(0, len(rounds) - 1),
+        "rounds": rounds,
+    }
 
 
 def status(
@@ -101,14 +120,36 @@ def status_tables(d: dict):
     """The round table and the last round's MAE by source count, as one renderable."""
     from rich.console import Group
 
-    t = Table("round", "train", "added", "solves", "MAE", "sources", "p99", "max", "rel L2", "train s", "total s",
-              title=f"{d['run']}: {d['preset']}, {d['strategy']} ({d['acquisition_rounds']} acquisition rounds after "
-                    "round 0)")  # fmt: skip
+    t = Table(
+        "round",
+        "train",
+        "added",
+        "solves",
+        "MAE",
+        "sources",
+        "p99",
+        "max",
+        "rel L2",
+        "train s",
+        "total s",
+        title=f"{d['run']}: {d['preset']}, {d['strategy']} ({d['acquisition_rounds']} acquisition rounds after "
+        "round 0)",
+    )
     for r in d["rounds"]:
         m = r["test"]
-        t.add_row(str(r["round"]), str(r["train_size"]), str(r["added"]), str(r["solves"]), f"{m['mae']['all']:.4g}",
-                  f"{m['mae']['sources']:.4g}", f"{m['per_sample_mae']['p99']:.4g}", f"{m['per_sample_mae']['max']:.4g}",
-                  f"{m['rel_l2']:.3g}", f"{r['seconds']['train']:.1f}", f"{r['seconds']['total']:.1f}")  # fmt: skip
+        t.add_row(
+            str(r["round"]),
+            str(r["train_size"]),
+            str(r["added"]),
+            str(r["solves"]),
+            f"{m['mae']['all']:.4g}",
+            f"{m['mae']['sources']:.4g}",
+            f"{m['per_sample_mae']['p99']:.4g}",
+            f"{m['per_sample_mae']['max']:.4g}",
+            f"{m['rel_l2']:.3g}",
+            f"{r['seconds']['train']:.1f}",
+            f"{r['seconds']['total']:.1f}",
+        )
     parts = [t]
     if d["rounds"]:
         last = d["rounds"][-1]

@@ -62,8 +62,21 @@ def generate(
     from diffcurate.curate.cluster.generate import generate as run
 
     physics, src = physics_from_options(preset, lattice, radius, diffusion, decay, source_model, sources)
-    r = run(store, physics, count, seed, sampler, src, split, workers, address, preset=preset, command=_command(),
-            show_progress=not json_out, gpus=gpus)  # fmt: skip
+    r = run(
+        store,
+        physics,
+        count,
+        seed,
+        sampler,
+        src,
+        split,
+        workers,
+        address,
+        preset=preset,
+        command=_command(),
+        show_progress=not json_out,
+        gpus=gpus,
+    )
     if json_out:
         print(json.dumps(r.to_dict()))
     else:

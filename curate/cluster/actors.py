@@ -133,8 +133,10 @@ def make_solvers(
 
     res = ray.cluster_resources()
     if num_gpus > 0 and n * num_gpus > res.get("GPU", 0):  # Ray would keep such actors pending forever
-        raise InputError(f"{n} solver actors with {num_gpus:g} GPU each need {n * num_gpus:g} GPUs; the cluster has "
-                         f"{res.get('GPU', 0):g}")  # fmt: skip
+        raise InputError(
+            f"{n} solver actors with {num_gpus:g} GPU each need {n * num_gpus:g} GPUs; the cluster has "
+            f"{res.get('GPU', 0):g}"
+        )
     num_cpus = min(num_cpus, res.get("CPU", 1.0) / n)
     cls = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=RESTARTS, max_task_retries=RESTARTS)(_Solver)
     device = "cuda" if num_gpus > 0 else "cpu"
@@ -165,8 +167,17 @@ class _Trainer:
             self._cache = (ckpt, net, meta)
         return self._cache[1], self._cache[2]
 
-    def fit(self, store: str, model_cfg: dict, train_cfg: dict, physics: dict, work_dir: str, out: str,
-            init_from: str | None = None, run: str = "") -> dict:  # fmt: skip
+    def fit(
+        self,
+        store: str,
+        model_cfg: dict,
+        train_cfg: dict,
+        physics: dict,
+        work_dir: str,
+        out: str,
+        init_from: str | None = None,
+        run: str = "",
+    ) -> dict:
         """Train (resuming work_dir/last.pt if a killed run left one) and publish the best weights at `out`."""
         import shutil
 
@@ -182,15 +193,29 @@ class _Trainer:
             set_gauge("trainer_epoch", epoch, run)
             set_gauge("trainer_loss", record["loss"], run)
 
-        res = train(model_cfg, TrainConfig.from_dict(train_cfg), train_set, val_set, work_dir,
-                    physics=Physics.from_dict(physics), device=self.device, resume=True, init_from=init_from,
-                    callback=report)  # fmt: skip
+        res = train(
+            model_cfg,
+            TrainConfig.from_dict(train_cfg),
+            train_set,
+            val_set,
+            work_dir,
+            physics=Physics.from_dict(physics),
+            device=self.device,
+            resume=True,
+            init_from=init_from,
+            callback=report,
+        )
         tmp = out + ".tmp"
         shutil.copyfile(res.checkpoint, tmp)
         os.replace(tmp, out)
         rates = [h["train_samples_per_s"] for h in res.history if "train_samples_per_s" in h]
-        return {"epochs": len(res.history), "best_epoch": res.best_epoch, "train_size": len(train_set),
-                "train_samples_per_s": float(np.mean(rates)) if rates else None, "device": self.device}  # fmt: skip
+        return {
+            "epochs": len(res.history),
+            "best_epoch": res.best_epoch,
+            "train_size": len(train_set),
+            "train_samples_per_s": float(np.mean(rates)) if rates else None,
+            "device": self.device,
+        }
 
     def evaluate(self, store: str, ckpt: str, held_out: tuple[str, ...] = ()) -> dict:
         """Test-split metrics (evaluate schema) and each test sample's error, for reports. Test samples of the
@@ -211,8 +236,9 @@ class _Trainer:
         per_sample = np.zeros(len(ids))
         for key, rows in (("test", np.nonzero(~apart)[0]), ("held_out", np.nonzero(apart)[0])):
             if len(rows) or key == "test":
-                metrics, err = evaluate_model(net, dataset_from_configs(physics, cfg[rows], y[rows]), self.device,
-                                              transform)  # fmt: skip
+                metrics, err = evaluate_model(
+                    net, dataset_from_configs(physics, cfg[rows], y[rows]), self.device, transform
+                )
                 out[key] = metrics
                 per_sample[rows] = err
         out["per_sample"] = per_sample.tolist()
@@ -230,8 +256,12 @@ class _Trainer:
         ph = Physics.from_dict(physics)
         cfg = Configs(centers, values, counts)
         pred = predict(net, paint(ph, cfg), (meta.get("train_config") or {}).get("transform", "none"), self.device)
-        s = per_sample_weighted_mae(torch.from_numpy(pred), torch.as_tensor(np.asarray(y, np.float32)),
-                                    torch.from_numpy(disc_mask(ph, cfg)), sources_weight)  # fmt: skip
+        s = per_sample_weighted_mae(
+            torch.from_numpy(pred),
+            torch.as_tensor(np.asarray(y, np.float32)),
+            torch.from_numpy(disc_mask(ph, cfg)),
+            sources_weight,
+        )
         return s.numpy()
 
     def embed(self, ckpt: str, physics: dict, centers, values, counts, store: str) -> tuple[np.ndarray, np.ndarray]:

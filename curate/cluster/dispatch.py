@@ -35,8 +35,9 @@ def default_chunk(physics: Physics) -> int:
 OnResult = Callable[[object, Configs, np.ndarray, float, float, int, int], None]
 
 
-def solve_chunks(solvers: list, chunks: Iterable[tuple[object, Configs]], on_result: OnResult,
-                 in_flight: int = IN_FLIGHT) -> None:  # fmt: skip
+def solve_chunks(
+    solvers: list, chunks: Iterable[tuple[object, Configs]], on_result: OnResult, in_flight: int = IN_FLIGHT
+) -> None:
     """Solve (tag, configs) chunks on the actors; `on_result` runs in this thread as each one finishes, with the
     number of chunks still to submit (`pending`) and still running (`in_flight`)."""
     import ray
@@ -57,8 +58,13 @@ def solve_chunks(solvers: list, chunks: Iterable[tuple[object, Configs]], on_res
         on_result(tag, cfg, y, start, end, len(pending), len(running))
 
 
-def solve_ordered(solvers: list, configs: Configs, physics: Physics, chunk: int | None = None,
-                  on_chunk: Callable[[int], None] | None = None) -> tuple[np.ndarray, float, float]:  # fmt: skip
+def solve_ordered(
+    solvers: list,
+    configs: Configs,
+    physics: Physics,
+    chunk: int | None = None,
+    on_chunk: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, float, float]:
     """(n, L, L) float32 fields of `configs` in order, and when the actors started and finished solving them.
     `on_chunk(offset)` runs after each chunk lands (progress, or a test's fault injection)."""
     L, n = physics.lattice, len(configs)

@@ -97,8 +97,12 @@ def plan(store: Store, gens: list, sampler: str, seed: int, count: int, sources,
             return [draw_configs(store.physics, sampler, seed, start, stop, sources)]
         import ray
 
-        return ray.get([gens[i % len(gens)].configs.remote(sampler, seed, a, min(stop, a + chunk), sources)
-                        for i, a in enumerate(range(start, stop, chunk))])  # fmt: skip
+        return ray.get(
+            [
+                gens[i % len(gens)].configs.remote(sampler, seed, a, min(stop, a + chunk), sources)
+                for i, a in enumerate(range(start, stop, chunk))
+            ]
+        )
 
     seen: set[str] = set()
     pending, have, present, start = [], 0, 0, 0
@@ -166,8 +170,14 @@ def generate(
 
     sample_configs(sampler, physics, seed, range(0), sources)  # refuse unknown samplers before any work
     t0 = time.perf_counter()
-    request = {"kind": "generate", "split": split, "sampler": sampler, "seed": seed, "count": count,
-               "sources": [int(s) for s in sources]}  # fmt: skip
+    request = {
+        "kind": "generate",
+        "split": split,
+        "sampler": sampler,
+        "seed": seed,
+        "count": count,
+        "sources": [int(s) for s in sources],
+    }
     # refused before Ray starts (~5 s here): a path that cannot be a store, a store of other physics; and a
     # request that finished before needs nothing (samples are never removed or moved)
     check_path(Path(store_path), create=True)

@@ -145,8 +145,10 @@ class RunConfig:
             raise InputError(f"unknown acquisition {a.acquisition!r} (choose from {', '.join(ACQUISITIONS)})")
         last = a.budget_at(max(1, self.rounds))
         if a.budget < 1 or not a.budget_growth > 0 or self.data.pool < last:
-            raise InputError(f"need 1 <= budget of every round <= pool, got budget {a.budget} (last round {last}),"
-                             f" pool {self.data.pool}")  # fmt: skip
+            raise InputError(
+                f"need 1 <= budget of every round <= pool, got budget {a.budget} (last round {last}),"
+                f" pool {self.data.pool}"
+            )
         if a.mine_parents < 0 or a.mine_per_parent < 1:
             raise InputError("need mine_parents >= 0 and mine_per_parent >= 1")
         from diffcurate.solvers.sampling import sampler_names

@@ -154,16 +154,25 @@ def _train_inverse(source: Source, device: str, log: Log) -> None:
     train_set, val_set, ph = _train_val(source)
     swap = lambda d: ArrayDataset(d.y.numpy(), d.x.numpy(), d.mask.numpy(), d.counts.numpy())  # noqa: E731
     mc = inverse_model_config(ph.lattice)
-    tc = TrainConfig.from_dict({**cfg.train, "seed": cfg.seed + 7, "loss": "mse", "weight": "none",
-                                "schedule": "fixed", "transform": "none",
-                                "epochs": max(int(cfg.train["epochs"]), INVERSE_MIN_EPOCHS)})  # fmt: skip
+    tc = TrainConfig.from_dict(
+        {
+            **cfg.train,
+            "seed": cfg.seed + 7,
+            "loss": "mse",
+            "weight": "none",
+            "schedule": "fixed",
+            "transform": "none",
+            "epochs": max(int(cfg.train["epochs"]), INVERSE_MIN_EPOCHS),
+        }
+    )
     log(f"inverse: training the inverse net of round {source.round} ({len(train_set)} samples, {tc.epochs} epochs)")
     res = train(mc, tc, swap(train_set), swap(val_set), physics=ph, device=device)
     save_checkpoint(source.inverse(), res.model, mc, tc, ph, metrics={"val": res.val_metrics})
 
 
-def prepare(source: Source, names: list[str], device: str = "cpu", log: Log = lambda s: None,
-            ensemble_size: int = ENSEMBLE_SIZE) -> None:  # fmt: skip
+def prepare(
+    source: Source, names: list[str], device: str = "cpu", log: Log = lambda s: None, ensemble_size: int = ENSEMBLE_SIZE
+) -> None:
     """Train the members / inverse net that `names` need and the run directory lacks (once per round)."""
     needs = {n for name in names for n in get_estimator(name).needs}
     if source.run_dir is None or not needs & {"members", "inverse"}:
@@ -190,8 +199,9 @@ def load_models(source: Source, device: str = "cpu", ensemble_size: int = ENSEMB
     models = Models(ph, model, device=device)
     if source.run_dir is None:
         return models
-    models.members = [_member(source.member(m), ph, device) for m in range(1, ensemble_size)
-                      if source.member(m).is_file()]  # fmt: skip
+    models.members = [
+        _member(source.member(m), ph, device) for m in range(1, ensemble_size) if source.member(m).is_file()
+    ]
     prev = source.paths.checkpoint(source.round - 1) if source.round else None
     models.previous = _member(prev, ph, device) if prev is not None and prev.is_file() else None
     models.inverse = _member(source.inverse(), ph, device) if source.inverse().is_file() else None
@@ -228,8 +238,14 @@ def calibrate(source: Source, models: Models, name: str) -> Calibration:
     x = paint(models.physics, cfg)
     pred = models.predict(x)
     raw = raw_estimate(name, models, cfg, x, pred).raw
-    cal = fit(name, raw, true_errors(pred, y), "loglinear" if est.calibrate else "identity",
-              checkpoint=source.checkpoint.name, key=sha)  # fmt: skip
+    cal = fit(
+        name,
+        raw,
+        true_errors(pred, y),
+        "loglinear" if est.calibrate else "identity",
+        checkpoint=source.checkpoint.name,
+        key=sha,
+    )
     cal.save(path)
     return cal
 
@@ -249,8 +265,14 @@ class Calibrated:
         return self.calibration.apply(self.raw(configs, x, pred))  # (n,) MAE units
 
 
-def load_estimator(path, name: str, device: str = "cpu", log: Log = lambda s: None, models: Models | None = None,
-                   source: Source | None = None) -> Calibrated:  # fmt: skip
+def load_estimator(
+    path,
+    name: str,
+    device: str = "cpu",
+    log: Log = lambda s: None,
+    models: Models | None = None,
+    source: Source | None = None,
+) -> Calibrated:
     """Everything `name` needs for the checkpoint or run directory at `path`, prepared and calibrated."""
     get_estimator(name)
     source = source or resolve_source(path)
@@ -261,8 +283,9 @@ def load_estimator(path, name: str, device: str = "cpu", log: Log = lambda s: No
     return Calibrated(name, models, calibrate(source, models, name))
 
 
-def score_candidates(run_dir_or_checkpoint, physics: Physics, configs: Configs, name: str,
-                     device: str = "cpu", log: Log = lambda s: None) -> np.ndarray:  # fmt: skip
+def score_candidates(
+    run_dir_or_checkpoint, physics: Physics, configs: Configs, name: str, device: str = "cpu", log: Log = lambda s: None
+) -> np.ndarray:
     """(n,) calibrated estimated per-sample MAE of the surrogate on unsolved candidates: the acquisition score
     of a ground-truth-free estimator (the loop's score step for acquisition != "true-error")."""
     if not get_estimator(name).ground_truth_free:
@@ -278,8 +301,13 @@ def score_candidates(run_dir_or_checkpoint, physics: Physics, configs: Configs, 
 # --- judging the estimators ---------------------------------------------------------------------------------
 
 
-def evaluate_estimators(run_dir, names: list[str] | None = None, threshold: float | None = None,
-                        device: str = "cpu", log: Log = lambda s: None) -> dict:  # fmt: skip
+def evaluate_estimators(
+    run_dir,
+    names: list[str] | None = None,
+    threshold: float | None = None,
+    device: str = "cpu",
+    log: Log = lambda s: None,
+) -> dict:
     """Each estimator on the test split: Spearman with the true per-sample MAE (overall, per source count), AUROC
     of flagging samples whose error exceeds `threshold` (default: the val p90 of the true error), cost per sample.
     """
@@ -330,7 +358,15 @@ def evaluate_estimators(run_dir, names: list[str] | None = None, threshold: floa
             "test_slack": float(np.exp(ratio.max())),
             "test_within_2x": float(np.mean(np.abs(ratio) <= np.log(2))),
         }
-    return {"run": str(source.run_dir), "checkpoint": source.checkpoint.name, "n_test": len(cfg),
-            "threshold": thr, "threshold_from": "val p90" if threshold is None else "given",
-            "flagged": int((err > thr).sum()), "true_mae": {"mean": float(err.mean()), "max": float(err.max())},
-            "predict_ms_per_sample": predict_ms, "solve_ms_per_sample": solve_ms, "estimators": rows}  # fmt: skip
+    return {
+        "run": str(source.run_dir),
+        "checkpoint": source.checkpoint.name,
+        "n_test": len(cfg),
+        "threshold": thr,
+        "threshold_from": "val p90" if threshold is None else "given",
+        "flagged": int((err > thr).sum()),
+        "true_mae": {"mean": float(err.mean()), "max": float(err.max())},
+        "predict_ms_per_sample": predict_ms,
+        "solve_ms_per_sample": solve_ms,
+        "estimators": rows,
+    }

@@ -70,8 +70,15 @@ def guard(est: Calibrated, configs: Configs, max_error: float | None) -> Guarded
     return Guarded(y, path, estimate, error, x, pred, seconds)
 
 
-def predict_file(checkpoint, input_path, out, max_error: float | None = None, estimator: str = DEFAULT_ESTIMATOR,
-                 device: str = "cpu", log: Log = lambda s: None) -> dict:  # fmt: skip
+def predict_file(
+    checkpoint,
+    input_path,
+    out,
+    max_error: float | None = None,
+    estimator: str = DEFAULT_ESTIMATOR,
+    device: str = "cpu",
+    log: Log = lambda s: None,
+) -> dict:
     """`curate predict`: read configs, guard, write `out` atomically; every input check runs before any work."""
     out = Path(out)
     format_of(out)
@@ -87,8 +94,9 @@ def predict_file(checkpoint, input_path, out, max_error: float | None = None, es
     if "lattice" in d:
         theirs = physics_from_arrays(d)
         if theirs != ph:
-            raise InputError(f"{input_path}: its physics ({theirs.fingerprint()}) differ from the checkpoint's "
-                             f"({ph.fingerprint()})")  # fmt: skip
+            raise InputError(
+                f"{input_path}: its physics ({theirs.fingerprint()}) differ from the checkpoint's ({ph.fingerprint()})"
+            )
     configs.validate(ph)
     if source.run_dir is None:
         check_available(estimator, models)  # a bare checkpoint cannot train what is missing
@@ -96,8 +104,7 @@ def predict_file(checkpoint, input_path, out, max_error: float | None = None, es
     if est.calibration.method == "uncalibrated":
         log(f"note: {estimator} is uncalibrated for a checkpoint outside a run directory (raw estimates)")
     g = guard(est, configs, max_error)
-    save_arrays(out, ph, configs, x=g.x, y=g.y,
-                extra={"path": g.path, "estimate": g.estimate, "error": g.error})  # fmt: skip
+    save_arrays(out, ph, configs, x=g.x, y=g.y, extra={"path": g.path, "estimate": g.estimate, "error": g.error})
     model_err = g.error[g.solved]
     return {
         "out": str(out),

@@ -92,12 +92,20 @@ def _timeline(rounds: list[dict], out: Path) -> None:
     for r in rounds:
         for s in r.get("timeline", []):
             c = colours.setdefault(s["step"], f"C{len(colours)}")
-            ax.barh(r["round"], s["end"] - s["start"], left=s["start"] - offsets[id(s)], color=c,
-                    label=s["step"] if list(colours).index(s["step"]) == len(colours) - 1 else None)  # fmt: skip
+            ax.barh(
+                r["round"],
+                s["end"] - s["start"],
+                left=s["start"] - offsets[id(s)],
+                color=c,
+                label=s["step"] if list(colours).index(s["step"]) == len(colours) - 1 else None,
+            )
     for x in breaks:
         ax.axvline(x, color="grey", ls="--", lw=1)
-    ax.set(xlabel="seconds of work (dashed: the run was resumed there)" if breaks else "seconds since the first step",
-           ylabel="round", title="timeline of the steps (actors in report.md)")  # fmt: skip
+    ax.set(
+        xlabel="seconds of work (dashed: the run was resumed there)" if breaks else "seconds since the first step",
+        ylabel="round",
+        title="timeline of the steps (actors in report.md)",
+    )
     ax.yaxis.set_major_locator(_integer_locator())
     handles, labels = ax.get_legend_handles_labels()
     uniq = dict(zip(labels, handles, strict=True))
@@ -142,9 +150,12 @@ def _worst_cases(root: Path, rounds: list[dict], out: Path, n: int = 4) -> list[
     for r in range(len(ids)):
         err = np.abs(pred[r] - y[r])
         top = float(max(y[r].max(), pred[r].max(), 1e-12))  # truth and prediction share one colour scale
-        panels = ((x[r], "input x", "viridis", 0.0, float(max(x[r].max(), 1e-12))),
-                  (y[r], "truth y", "viridis", 0.0, top), (pred[r], "prediction (same scale)", "viridis", 0.0, top),
-                  (err, "|error|", "inferno", 0.0, float(max(err.max(), 1e-12))))  # fmt: skip
+        panels = (
+            (x[r], "input x", "viridis", 0.0, float(max(x[r].max(), 1e-12))),
+            (y[r], "truth y", "viridis", 0.0, top),
+            (pred[r], "prediction (same scale)", "viridis", 0.0, top),
+            (err, "|error|", "inferno", 0.0, float(max(err.max(), 1e-12))),
+        )
         for c, (img, title, cmap, lo, hi) in enumerate(panels):
             im = ax[r, c].imshow(img, cmap=cmap, vmin=lo, vmax=hi)
             ax[r, c].set_xticks([])
@@ -156,8 +167,15 @@ def _worst_cases(root: Path, rounds: list[dict], out: Path, n: int = 4) -> list[
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
-    return [{"id": i, "per_sample_mae": float(ev["per_sample"][j]), "sources": int(cfg.counts[r]),
-             "sampler": headers[r]["sampler"]} for r, (i, j) in enumerate(zip(ids, order, strict=True))]  # fmt: skip
+    return [
+        {
+            "id": i,
+            "per_sample_mae": float(ev["per_sample"][j]),
+            "sources": int(cfg.counts[r]),
+            "sampler": headers[r]["sampler"],
+        }
+        for r, (i, j) in enumerate(zip(ids, order, strict=True))
+    ]
 
 
 def write_report(root: Path) -> Path:
@@ -185,24 +203,54 @@ def write_report(root: Path) -> Path:
     ]
     for r in rounds:
         m = r["test"]
-        lines.append(f"| {r['round']} | {r['train_size']} | {r['added']} | {r['solves']} | {m['mae']['all']:.4g} | "
-                     f"{m['mae']['sources']:.4g} | {m['per_sample_mae']['p99']:.4g} | {m['per_sample_mae']['max']:.4g} | "
-                     f"{m['rel_l2']:.3g} | {r['seconds']['train']:.1f} | {r['seconds']['total']:.1f} |")  # fmt: skip
+        lines.append(
+            f"| {r['round']} | {r['train_size']} | {r['added']} | {r['solves']} | {m['mae']['all']:.4g} | "
+            f"{m['mae']['sources']:.4g} | {m['per_sample_mae']['p99']:.4g} | {m['per_sample_mae']['max']:.4g} | "
+            f"{m['rel_l2']:.3g} | {r['seconds']['train']:.1f} | {r['seconds']['total']:.1f} |"
+        )
     if any("members" in r for r in rounds):  # ray.trainers > 1: the ensemble members, each on its own
-        lines += ["", "Ensemble members (trained beside the surrogate, own seeds):", "",
-                  "| round | member | test MAE | p99 | rel L2 |", "|---|---|---|---|---|"]  # fmt: skip
-        lines += [f"| {r['round']} | {m['member']} | {m['mae']:.4g} | {m['p99']:.4g} | {m['rel_l2']:.3g} |"
-                  for r in rounds for m in r.get("members", [])]  # fmt: skip
-    lines += ["", "![metrics per round](metrics.png)", "", "![per source count](by_sources.png)", "",
-              "## Timeline", "", "Which step ran when, and on which actor:", "", "![timeline](timeline.png)", "",
-              "| round | step | actor | start (s) | seconds |", "|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "",
+            "Ensemble members (trained beside the surrogate, own seeds):",
+            "",
+            "| round | member | test MAE | p99 | rel L2 |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['round']} | {m['member']} | {m['mae']:.4g} | {m['p99']:.4g} | {m['rel_l2']:.3g} |"
+            for r in rounds
+            for m in r.get("members", [])
+        ]
+    lines += [
+        "",
+        "![metrics per round](metrics.png)",
+        "",
+        "![per source count](by_sources.png)",
+        "",
+        "## Timeline",
+        "",
+        "Which step ran when, and on which actor:",
+        "",
+        "![timeline](timeline.png)",
+        "",
+        "| round | step | actor | start (s) | seconds |",
+        "|---|---|---|---|---|",
+    ]
     t0 = min((s["start"] for r in rounds for s in r.get("timeline", [])), default=0.0)
     for r in rounds:
         for s in r.get("timeline", []):
-            lines.append(f"| {r['round']} | {s['step']} | {s['actor']} | {s['start'] - t0:.1f} | "
-                         f"{s['end'] - s['start']:.2f} |")  # fmt: skip
-    lines += ["", f"## Worst test cases (round {rounds[-1]['round']})", "", "![worst](worst.png)", "",
-              "| id | sources | sampler | per-sample MAE |", "|---|---|---|---|"]  # fmt: skip
+            lines.append(
+                f"| {r['round']} | {s['step']} | {s['actor']} | {s['start'] - t0:.1f} | {s['end'] - s['start']:.2f} |"
+            )
+    lines += [
+        "",
+        f"## Worst test cases (round {rounds[-1]['round']})",
+        "",
+        "![worst](worst.png)",
+        "",
+        "| id | sources | sampler | per-sample MAE |",
+        "|---|---|---|---|",
+    ]
     lines += [f"| {w['id']} | {w['sources']} | {w['sampler']} | {w['per_sample_mae']:.4g} |" for w in worst]
     path = rep / "report.md"
     path.write_text("\n".join(lines) + "\n")

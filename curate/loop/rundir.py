@@ -153,14 +153,23 @@ def apply_overrides(root: Path, cfg: RunConfig, **kw) -> RunConfig:
     so that one run directory never mixes strategies; the config file is updated to stay the run's truth."""
     changed = False
     done = read_rounds(root)
-    for key, section in (("strategy", "acquisition"), ("acquisition", "acquisition"), ("workers", "ray"),
-                         ("trainers", "ray"), ("address", "ray"), ("dashboard", "ray"), ("dashboard_host", "ray")):  # fmt: skip
+    for key, section in (
+        ("strategy", "acquisition"),
+        ("acquisition", "acquisition"),
+        ("workers", "ray"),
+        ("trainers", "ray"),
+        ("address", "ray"),
+        ("dashboard", "ray"),
+        ("dashboard_host", "ray"),
+    ):
         v = kw.get(key)
         if v is None or getattr(getattr(cfg, section), key) == v:
             continue
         if key in ("strategy", "acquisition") and len(done) > 1:
-            raise InputError(f"{root} already ran acquisition rounds with {key} "
-                             f"{getattr(cfg.acquisition, key)!r}; start a new run directory for {v!r}")  # fmt: skip
+            raise InputError(
+                f"{root} already ran acquisition rounds with {key} "
+                f"{getattr(cfg.acquisition, key)!r}; start a new run directory for {v!r}"
+            )
         setattr(getattr(cfg, section), key, v)
         changed = changed or key in ("strategy", "acquisition", "workers", "trainers")
     for key in ("max_solves", "target_p99"):

@@ -178,8 +178,7 @@ class Runner:
             self._prefetch_finish(pre)
         self.log(f"round {k}: trained ({json.loads(fit_path.read_text())['epochs']} epochs)")
         eval_path = state / "eval.json"
-        self._step(k, "evaluate", eval_path, lambda: atomic_json(eval_path, self._evaluate(k)),
-                   self._trainers_name)  # fmt: skip
+        self._step(k, "evaluate", eval_path, lambda: atomic_json(eval_path, self._evaluate(k)), self._trainers_name)
         return self._record(k)
 
     @property
@@ -199,8 +198,18 @@ class Runner:
             init = str(prev) if prev is not None and cfg.warm_start and prev.is_file() else None
             work = state / ("train" if m == 0 else f"train-member-{m}")
             tc = round_train_config(cfg, m, n_train)
-            refs.append(tr.fit.remote(str(self.paths.store), cfg.model, tc, cfg.physics,
-                                      str(work), str(self.paths.member(k, m)), init, self.root.name))  # fmt: skip
+            refs.append(
+                tr.fit.remote(
+                    str(self.paths.store),
+                    cfg.model,
+                    tc,
+                    cfg.physics,
+                    str(work),
+                    str(self.paths.member(k, m)),
+                    init,
+                    self.root.name,
+                )
+            )
         first, *members = self._wait_training(refs, state / "train" / "train.jsonl", k, int(tc_epochs(cfg, n_train)))
         return {**first, **({"members": [{"member": m, **r} for m, r in enumerate(members, 1)]} if members else {})}
 
@@ -268,8 +277,11 @@ class Runner:
 
         def embed():  # lcmd, coreset, ewd pick in the surrogate's feature space: candidates and training set
             c = cand.configs
-            fp, ft = ray.get(self.trainer.embed.remote(str(self.paths.checkpoint(k - 1)), cfg.physics, c.centers,
-                                                       c.values, c.counts, str(self.paths.store)))  # fmt: skip
+            fp, ft = ray.get(
+                self.trainer.embed.remote(
+                    str(self.paths.checkpoint(k - 1)), cfg.physics, c.centers, c.values, c.counts, str(self.paths.store)
+                )
+            )
             atomic_npz(embed_path, pool=fp, train=ft)
 
         if needs_network_features(a.strategy):
@@ -296,12 +308,27 @@ class Runner:
             else:
                 y, solves = self._solve(chosen), len(idx)
             scores = cand.scores[idx] if use_scores else None
-            prov = [{"strategy": a.strategy, "acquisition": a.acquisition if use_scores else None,
-                     "cluster": int(c), "how": h, **cand.provenance[i]}
-                    for i, c, h in zip(idx, sel["cluster"], sel["how"], strict=True)]  # fmt: skip
+            prov = [
+                {
+                    "strategy": a.strategy,
+                    "acquisition": a.acquisition if use_scores else None,
+                    "cluster": int(c),
+                    "how": h,
+                    **cand.provenance[i],
+                }
+                for i, c, h in zip(idx, sel["cluster"], sel["how"], strict=True)
+            ]
             with Store(self.paths.store) as st:
-                st.add(chosen, y, split="train", sampler=[cand.families[i] for i in idx], round=k, scores=scores,
-                       provenance=prov, physics=self.physics)  # fmt: skip
+                st.add(
+                    chosen,
+                    y,
+                    split="train",
+                    sampler=[cand.families[i] for i in idx],
+                    round=k,
+                    scores=scores,
+                    provenance=prov,
+                    physics=self.physics,
+                )
             by = {}
             for c in chosen.counts.tolist():
                 by[str(c)] = by.get(str(c), 0) + 1
@@ -319,8 +346,11 @@ class Runner:
         a = self.cfg.acquisition
         ckpt = str(self.paths.checkpoint(k - 1))
         if y is not None:
-            s = ray.get(self.trainer.score.remote(ckpt, self.cfg.physics, configs.centers, configs.values,
-                                                  configs.counts, y, a.sources_weight))  # fmt: skip
+            s = ray.get(
+                self.trainer.score.remote(
+                    ckpt, self.cfg.physics, configs.centers, configs.values, configs.counts, y, a.sources_weight
+                )
+            )
         else:
             from diffcurate.curate.loop.estimate import score_candidates
 
@@ -349,9 +379,16 @@ class Runner:
         L = self.physics.lattice
         y = self._solve(mutants) if solve_pool and len(mutants) else np.zeros((len(mutants), L, L), np.float32)
         s = self._score(k, mutants, y if solve_pool else None) if len(mutants) else np.zeros(0)
-        atomic_npz(state / "mined.npz", centers=mutants.centers, values=mutants.values, counts=mutants.counts,
-                   parent=np.array([pool_ids[i] for i in parent], dtype=str), mutation=np.array(how, dtype=str),
-                   y=y, scores=s)  # fmt: skip
+        atomic_npz(
+            state / "mined.npz",
+            centers=mutants.centers,
+            values=mutants.values,
+            counts=mutants.counts,
+            parent=np.array([pool_ids[i] for i in parent], dtype=str),
+            mutation=np.array(how, dtype=str),
+            y=y,
+            scores=s,
+        )
 
     def _generate_pool(self, k: int) -> None:
         """state/round-k/pool.npz: the pool of round k (seeded by (seed, k)) minus the ids already stored."""
@@ -365,8 +402,14 @@ class Runner:
         with Store(self.paths.store, readonly=True) as st:
             have = set(st.ids())
         keep = np.array([i not in have for i in ids], bool)
-        atomic_npz(state / "pool.npz", centers=centers[keep], values=values[keep], counts=counts[keep],
-                    families=np.array(fams)[keep], ids=np.array(ids)[keep])  # fmt: skip
+        atomic_npz(
+            state / "pool.npz",
+            centers=centers[keep],
+            values=values[keep],
+            counts=counts[keep],
+            families=np.array(fams)[keep],
+            ids=np.array(ids)[keep],
+        )
 
     def _solve(self, configs: Configs, on_chunk=None) -> np.ndarray:
         """Solve on the solver actors (the one dispatcher, `dispatch.solve_ordered`); (n, L, L) float32 in order.
@@ -379,8 +422,13 @@ class Runner:
         """Start round k's pool (generate now, solve asynchronously) if the run solves pools and it is not done."""
         a = self.cfg.acquisition
         state = self.paths.state(k)
-        if not (self.cfg.ray.pipeline and k <= self.last_round and needs_scores(a.strategy)
-                and ACQUISITIONS[a.acquisition].needs_solutions and not (state / "pool_y.npy").exists()):  # fmt: skip
+        if not (
+            self.cfg.ray.pipeline
+            and k <= self.last_round
+            and needs_scores(a.strategy)
+            and ACQUISITIONS[a.acquisition].needs_solutions
+            and not (state / "pool_y.npy").exists()
+        ):
             return None
         self._step(k, "generate", state / "pool.npz", lambda: self._generate_pool(k), f"generator {PIPELINED}")
         with np.load(state / "pool.npz") as z:
@@ -446,8 +494,9 @@ def _member_summary(ev: dict) -> dict:
     return {"member": ev["member"], "mae": t["mae"]["all"], "p99": t["per_sample_mae"]["p99"], "rel_l2": t["rel_l2"]}
 
 
-def run(root: Path, rounds: int | None = None, log: Callable[[str], None] = print, show_progress: bool = True,
-        **overrides) -> list[dict]:  # fmt: skip
+def run(
+    root: Path, rounds: int | None = None, log: Callable[[str], None] = print, show_progress: bool = True, **overrides
+) -> list[dict]:
     """Run (or resume) rounds 0..K of a run directory; returns all completed round records."""
     from diffcurate.curate.cluster.actors import ray_session
 
@@ -474,8 +523,10 @@ def run(root: Path, rounds: int | None = None, log: Callable[[str], None] = prin
                 append_round(root, record)
                 runner.publish(record)
                 t = record["test"]
-                log(f"round {record['round']}: train {record['train_size']}, test MAE {t['mae']['all']:.4g}, "
-                    f"p99 {t['per_sample_mae']['p99']:.4g}, {record['seconds']['total']:.1f} s")  # fmt: skip
+                log(
+                    f"round {record['round']}: train {record['train_size']}, test MAE {t['mae']['all']:.4g}, "
+                    f"p99 {t['per_sample_mae']['p99']:.4g}, {record['seconds']['total']:.1f} s"
+                )
         finally:
             runner.close()
     return read_rounds(root)

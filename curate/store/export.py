@@ -174,8 +174,7 @@ def export_store(
         write_parquet(out, physics, configs, x, y, df["id"].to_numpy(str), extra)
     else:
         save_arrays(out, physics, configs, x=x, y=y, ids=df["id"].to_numpy(str), extra=extra, fmt=f)
-    arrays = {"centers": configs.centers, "values": configs.values, "counts": configs.counts, "x": x, "y": y,
-              **extra}  # fmt: skip
+    arrays = {"centers": configs.centers, "values": configs.values, "counts": configs.counts, "x": x, "y": y, **extra}
     strategies = [h["provenance"].get("strategy") for h in headers]
     by_round = {}
     for r, g in df.groupby("round"):
@@ -251,14 +250,21 @@ def card_markdown(card: dict) -> str:
             "| finished | command | split | asked | added |",
             "|---|---|---|---|---|",
         ]
-        lines += [f"| {h.get('finished', '-')} | `{h.get('command') or h['kind']}` | {h.get('split', '-')} | "
-                  f"{h.get('count', '-')} | {h.get('added', '-')} |" for h in card["store_history"]]  # fmt: skip
+        lines += [
+            f"| {h.get('finished', '-')} | `{h.get('command') or h['kind']}` | {h.get('split', '-')} | "
+            f"{h.get('count', '-')} | {h.get('added', '-')} |"
+            for h in card["store_history"]
+        ]
         lines += ["", "(rounds of `curate run` are recorded per sample: round, strategy, score, source model)"]
     if "fields" in card:
         lines += ["", "## Fields", *[f"- `{k}`: {v}" for k, v in card["fields"].items()]]
         lines += ["", "## How the splits were made", card["splits_made"]]
-        lines += ["", "## Licence and citation", f"Licence: {card['license']}. Made with {card['generator']}.",
-                  f"Cite the problem's source: {card['citation']}."]  # fmt: skip
+        lines += [
+            "",
+            "## Licence and citation",
+            f"Licence: {card['license']}. Made with {card['generator']}.",
+            f"Cite the problem's source: {card['citation']}.",
+        ]
     lines += ["", "## sha256 of the arrays (C-order bytes)", *[f"- `{k}`: {v}" for k, v in card["sha256"].items()]]
     return "\n".join(lines) + "\n"
 
@@ -312,11 +318,25 @@ def import_arrays(
             # group rows by (split, round): `records` takes one of each per call; one transaction for all
             for sp, rd in sorted({(str(a), int(b)) for a, b in zip(splits, rounds, strict=True)}):
                 rows = np.nonzero((splits == sp) & (rounds == rd))[0]
-                items += st.records(configs[rows], y[rows], split=sp, sampler=[samplers[r] for r in rows], round=rd,
-                                    scores=None if scores is None else scores[rows])  # fmt: skip
+                items += st.records(
+                    configs[rows],
+                    y[rows],
+                    split=sp,
+                    sampler=[samplers[r] for r in rows],
+                    round=rd,
+                    scores=None if scores is None else scores[rows],
+                )
             added = st.add_atomic(items)
-            st.log({"kind": "import", "input": str(path), "split": split or "from file", "count": n, "added": added,
-                    "command": command})  # fmt: skip
+            st.log(
+                {
+                    "kind": "import",
+                    "input": str(path),
+                    "split": split or "from file",
+                    "count": n,
+                    "added": added,
+                    "command": command,
+                }
+            )
     except BaseException:
         if new_store:  # a rejected import leaves no store behind
             shutil.rmtree(store_path, ignore_errors=True)

@@ -183,9 +183,15 @@ def open_env(
     cold cache: paper 32 -> 283 samples/s, small 970 -> 3,036). The writer's faults are B-tree pages, where
     readahead only dragged in neighbouring record pages: 12 % of the `generate` driver's time at L = 512."""
     return lmdb.open(
-        str(path), map_size=map_size, max_dbs=MAX_DBS, subdir=True, readonly=readonly,
-        lock=lock or not readonly, readahead=readonly, create=not readonly,
-    )  # fmt: skip
+        str(path),
+        map_size=map_size,
+        max_dbs=MAX_DBS,
+        subdir=True,
+        readonly=readonly,
+        lock=lock or not readonly,
+        readahead=readonly,
+        create=not readonly,
+    )
 
 
 # LMDB allows one environment per store per process (py-lmdb refuses a second, even in a forked child that
@@ -510,12 +516,20 @@ class Store:
         for s in range(n):
             c, v = configs.sample(s)
             header = {
-                "id": ids[s], "n_sources": int(configs.counts[s]), "centers": c.tolist(),
-                "values": [float(a) for a in v], "sampler": str(samplers[s]), "round": int(round),
-                "split": split, "score": None if np.isnan(sc[s]) else float(sc[s]),
-                "provenance": dict(provs[s]), "source_model": self.physics.source_model,
-                "dtype": self.encoding, "shape": [L, L], "added": time.time(),
-            }  # fmt: skip
+                "id": ids[s],
+                "n_sources": int(configs.counts[s]),
+                "centers": c.tolist(),
+                "values": [float(a) for a in v],
+                "sampler": str(samplers[s]),
+                "round": int(round),
+                "split": split,
+                "score": None if np.isnan(sc[s]) else float(sc[s]),
+                "provenance": dict(provs[s]),
+                "source_model": self.physics.source_model,
+                "dtype": self.encoding,
+                "shape": [L, L],
+                "added": time.time(),
+            }
             items.append((ids[s].encode(), header, fields[s]))
         return items
 
@@ -592,11 +606,19 @@ class Store:
         added (unix time)."""
         cols = ["id", "n_sources", "sampler", "round", "split", "score", "strategy", "cluster", "added"]
         rows = [
-            [h["id"], h["n_sources"], h["sampler"], h["round"], h["split"],
-             np.nan if h["score"] is None else h["score"], h["provenance"].get("strategy"),
-             h["provenance"].get("cluster"), h["added"]]
+            [
+                h["id"],
+                h["n_sources"],
+                h["sampler"],
+                h["round"],
+                h["split"],
+                np.nan if h["score"] is None else h["score"],
+                h["provenance"].get("strategy"),
+                h["provenance"].get("cluster"),
+                h["added"],
+            ]
             for h in self._headers()
-        ]  # fmt: skip
+        ]
         df = pd.DataFrame(rows, columns=cols)
         return df.astype({"n_sources": "int64", "round": "int64", "score": "float64"})
 
@@ -612,8 +634,10 @@ class Store:
     def configs(self, split: str | None = None) -> Configs:
         """The configurations of a split (all if None), ordered by id."""
         hs = [h for h in self._headers() if split in (None, "all", h["split"])]
-        return Configs.from_lists([np.array(h["centers"], np.int64).reshape(-1, 2) for h in hs],
-                                  [np.array(h["values"], np.float64) for h in hs])  # fmt: skip
+        return Configs.from_lists(
+            [np.array(h["centers"], np.int64).reshape(-1, 2) for h in hs],
+            [np.array(h["values"], np.float64) for h in hs],
+        )
 
     def get(self, ids: Sequence[str], skip_damaged: bool = False) -> tuple[Configs, np.ndarray, list[dict]]:
         """(configs, y (n, L, L) float32, headers) for the ids, in order; checksums are verified. With
@@ -641,8 +665,10 @@ class Store:
                     continue
                 headers.append(h)
         y = y[: len(headers)]
-        configs = Configs.from_lists([np.array(h["centers"], np.int64).reshape(-1, 2) for h in headers],
-                                     [np.array(h["values"], np.float64) for h in headers])  # fmt: skip
+        configs = Configs.from_lists(
+            [np.array(h["centers"], np.int64).reshape(-1, 2) for h in headers],
+            [np.array(h["values"], np.float64) for h in headers],
+        )
         return configs, y, headers
 
     def subset(self, split: str, fraction: float, seed: int = 0) -> list[str]:
