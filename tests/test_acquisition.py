@@ -132,6 +132,12 @@ def test_mined_samples_carry_provenance(ray_cluster, tmp_path):
     assert all(h["provenance"]["parent"] and h["provenance"]["mutation"] in MUTATIONS for h in headers)
 
 
+def _study(*args) -> subprocess.CompletedProcess:
+    """bench/al_study.py with these arguments, in a subprocess."""
+    cmd = [sys.executable, str(ROOT / "bench" / "al_study.py"), *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+
+
 def test_study_extra_test_on_a_small_file(ray_cluster, tmp_path):
     """The study's --extra-test evaluates every final model on an outside file, in the evaluate schema."""
     from diffcurate.curate.store.arrays import save_arrays
@@ -148,25 +154,7 @@ def test_study_extra_test_on_a_small_file(ray_cluster, tmp_path):
         '[arms.edcnn]\nmodel = "edcnn"\nseeds = [0]\nstrategies = ["random", "ewd-mine"]\n'
     )
     docs = tmp_path / "docs"
-    r = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "al_study.py"),
-            "--config",
-            str(spec),
-            "--out",
-            str(tmp_path / "runs"),
-            "--docs",
-            str(docs),
-            "--workers",
-            "1",
-            "--extra-test",
-            str(extra),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    r = _study("--config", spec, "--out", tmp_path / "runs", "--docs", docs, "--workers", "1", "--extra-test", extra)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     res = json.loads((docs / "results.json").read_text())
     got = res["extra_test"]["strategies"]["edcnn"]
@@ -175,16 +163,5 @@ def test_study_extra_test_on_a_small_file(ray_cluster, tmp_path):
         m = runs[0]
         assert m["n_samples"] == 12 and set(m["mae"]) == {"all", "sources", "field", "r1", "r2", "r3"}
     assert res["protocol"]["picked_share"] == pytest.approx(10 / 30)
-    bad = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "al_study.py"),
-            "--config",
-            str(spec),
-            "--extra-test",
-            str(tmp_path / "nope.npz"),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    bad = _study("--config", spec, "--extra-test", tmp_path / "nope.npz")
     assert bad.returncode != 0 and "no such file" in bad.stderr and "Traceback" not in bad.stderr

@@ -103,8 +103,8 @@ def predict_cmd(
         print(json.dumps(r))
         return
     worst = r["solved_model_error_max"]
+    tail = f"; worst model error among the solved {worst:.4g}" if worst is not None else ""
+    solved = f"{r['solved']} solved ({100 * r['solved_fraction']:.1f} %)"
     console.print(
-        f"wrote {r['n']} fields to {r['out']}: {r['solved']} solved ({100 * r['solved_fraction']:.1f} %), "
-        f"estimator {r['estimator']} ({r['calibration']})"
-        + (f"; worst model error among the solved {worst:.4g}" if worst is not None else "")
+        f"wrote {r['n']} fields to {r['out']}: {solved}, estimator {r['estimator']} ({r['calibration']}){tail}"
     )

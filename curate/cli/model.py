@@ -105,18 +105,10 @@ def train_cmd(
         raise InputError(
             f"--preset {name} is for L={PRESETS[name].physics.lattice}, but {data} has L={physics.lattice}"
         )
-    overrides = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "patience": patience}
-    tc = default_train_config(
-        name,
-        **{k: v for k, v in overrides.items() if v is not None},
-        loss=loss,
-        weight=weight,
-        alt_weight=alt_weight,
-        transform=transform,
-        schedule=schedule,
-        schedule_period=period,
-        seed=seed,
-    )
+    sizes = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "patience": patience}  # None: the preset's
+    losses = {"loss": loss, "weight": weight, "alt_weight": alt_weight, "transform": transform}
+    schedule_opts = {"schedule": schedule, "schedule_period": period, "seed": seed}
+    tc = default_train_config(name, **{k: v for k, v in sizes.items() if v is not None}, **losses, **schedule_opts)
     tc.loss_specs()  # validate names before any work
     model_config = default_model_config(name, model)
     model_config.clamp_sources = clamp_sources

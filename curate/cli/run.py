@@ -55,20 +55,10 @@ def run_cmd(
     """Run (or resume after any interruption) the curation rounds of a run directory."""
     from diffcurate.curate.loop.runner import run
 
-    run(
-        run_dir,
-        rounds,
-        log=say,
-        strategy=strategy,
-        acquisition=acquisition,
-        address=address,
-        dashboard=dashboard,
-        dashboard_host=dashboard_host,
-        workers=workers,
-        trainers=trainers,
-        max_solves=max_solves,
-        target_p99=target_p99,
-    )
+    picks = {"strategy": strategy, "acquisition": acquisition}
+    cluster = {"address": address, "dashboard": dashboard, "dashboard_host": dashboard_host, "workers": workers}
+    stops = {"max_solves": max_solves, "target_p99": target_p99}
+    run(run_dir, rounds, log=say, trainers=trainers, **picks, **cluster, **stops)
 
 
 def status_dict(run_dir: Path) -> dict:
