@@ -1,4 +1,4 @@
-"""`python -m curate` = the `curate` command."""
+"""`python -m diffcurate.curate` = the `curate` command."""
 
 from diffcurate.curate.cli.app import main
 

@@ -80,7 +80,7 @@ def _load_npz(path: Path, split: str, seed: int, train_fraction: float) -> tuple
 
 
 # file suffix ("" for a directory) -> loader(path, split, seed, train_fraction) -> (Dataset, Physics);
-# curate.dataset registers the LMDB store ("") and HDF5 (".h5", ".hdf5")
+# `diffcurate.curate.store.dataset.register_loaders()` adds the LMDB store ("") and validated npz/HDF5 loaders
 LOADERS: dict[str, Callable[[Path, str, int, float], tuple[Dataset, Physics]]] = {".npz": _load_npz}
 
 

@@ -143,3 +143,25 @@ def test_namespace_survives_users_own_model_and_solvers(tmp_path, ray_cluster):
     r = sh(str(exe), "run", "run", "--rounds", "0", "--address", ray_cluster)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "run" / "rounds.jsonl").read_text().count("\n") == 1
+
+
+def test_every_module_of_model_and_solvers_is_named_in_architecture_doc():
+    doc = (ROOT / "docs" / "architecture.md").read_text()
+    for m, path in _modules().items():
+        if _layer(m) < 2 and path.name != "__init__.py":
+            assert f"`{path.name}`" in doc or f"`{path.parent.name}/{path.name}`" in doc, m
+
+
+def test_readme_layout_table_matches_the_tree():
+    """The README's layout table names every top-level folder and room of curate/ with its import name."""
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    rows = dict(re.findall(r"^\| `([\w/]+)/` \| `?([\w.–-]+)`? \|", section, re.M))
+    rooms = {f"curate/{p.name}" for p in (ROOT / "curate").iterdir() if (p / "__init__.py").is_file()}
+    assert set(rows) == {"solvers", "model", "bench", "tools"} | rooms
+    for folder, name in rows.items():
+        assert (ROOT / folder).is_dir(), folder
+        if name != "–":
+            assert name == "diffcurate." + folder.replace("/", "."), (folder, name)

@@ -48,7 +48,7 @@ class Acquisition:
 
 ACQUISITIONS: dict[str, Acquisition] = {
     "true-error": Acquisition("true-error", True, "per-sample MAE of the model against the solved candidate"),
-    # ground-truth-free error estimators (model/estimators/), scored by curate.estimate.score_candidates
+    # ground-truth-free error estimators (model/estimators/), scored by diffcurate.curate.loop.estimate.score_candidates
     "residual": Acquisition("residual", False, "estimated MAE from the PDE residual (a few CG correction steps)"),
     "residual-l1": Acquisition("residual-l1", False, "estimated MAE from the PDE residual's L1 norm"),
     "ensemble": Acquisition("ensemble", False, "estimated MAE from the disagreement of K seeded models"),

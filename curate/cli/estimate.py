@@ -1,5 +1,5 @@
 """Error-estimator commands: `estimate-eval` (judge the estimators on a run's test split) and `predict`
-(the surrogate guarded by an estimator). Thin wrappers over curate.estimate and curate.predict."""
+(the surrogate guarded by an estimator). Thin wrappers over diffcurate.curate.loop.estimate and .predict."""
 
 from __future__ import annotations
 

@@ -37,7 +37,7 @@ class Calibration:
     log_ratio: dict = field(default_factory=dict)  # p50, p90, p99, max of log(true / estimate) on val
     slack: float | None = None  # exp(log_ratio["max"])
     checkpoint: str = ""  # file name of the surrogate it was fitted for
-    key: str = ""  # what it was fitted for (checkpoint bytes, estimator code, extras; curate.estimate)
+    key: str = ""  # what it was fitted for (checkpoint bytes, estimator code, extras; diffcurate.curate.loop.estimate)
 
     def apply(self, raw: np.ndarray) -> np.ndarray:
         """(n,) raw -> (n,) estimated per-sample MAE."""
