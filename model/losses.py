@@ -75,6 +75,9 @@ class LossParams:
         return {f.name: getattr(self, f.name) for f in fields(LossParams)}
 
 
+LOSS_PARAMS = tuple(f.name for f in fields(LossParams))
+
+
 @dataclass
 class LossSpec(LossParams):
     """One loss: pointwise penalty and weight by name, with the shared hyperparameters (keyword-only)."""

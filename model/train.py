@@ -12,7 +12,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from diffcurate.model.checkpoint import atomic_save, check_physics, cpu_state, read_checkpoint, save_checkpoint
 from diffcurate.model.data import default_num_workers
-from diffcurate.model.losses import LossParams, LossSpec, loss_value, lr_at, schedule_index, transform_pair
+from diffcurate.model.losses import LOSS_PARAMS, LossParams, LossSpec, loss_value, lr_at, schedule_index, transform_pair
 from diffcurate.model.metrics import evaluate_model
 from diffcurate.model.nets import build_model, config_from_dict, config_to_dict
 from diffcurate.solvers.errors import InputError, build_typed
@@ -78,9 +78,6 @@ class TrainConfig(LossParams):
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise InputError("epochs and batch size must be >= 1 and lr > 0")
         return primary, alternate
-
-
-LOSS_PARAMS = tuple(f.name for f in fields(LossParams))
 
 
 def default_train_config(preset: str, **overrides) -> TrainConfig:
@@ -219,7 +216,7 @@ def _new_state(mc: dict, tc: TrainConfig, dev: torch.device, init_from, physics:
 def _train_epoch(
     state: TrainState, tc: TrainConfig, loader: DataLoader, spec: LossSpec, dev: torch.device
 ) -> tuple[float, float]:
-    """One pass over the loader: (sample-weighted mean loss, training samples per second)."""
+    """One pass over the loader: (sample-weighted mean loss, samples seen)."""
     model, opt, epoch = state.model, state.opt, state.epoch
     steps_per_epoch = len(loader)
     total_steps = tc.epochs * steps_per_epoch
@@ -227,7 +224,6 @@ def _train_epoch(
     use_amp = dev.type == "cuda"
     model.train()
     loss_sum, seen = 0.0, 0
-    t0 = time.perf_counter()
     for b, (x, y, _mask, _counts) in enumerate(loader):
         lr = lr_at(epoch * steps_per_epoch + b, total_steps, tc.lr, tc.warmup_steps, tc.const_frac, tc.final_lr_ratio)
         for g in opt.param_groups:
@@ -243,8 +239,7 @@ def _train_epoch(
         opt.step()
         loss_sum += float(loss.detach()) * len(x)
         seen += len(x)
-    seconds = time.perf_counter() - t0
-    return loss_sum / seen, seen / seconds
+    return loss_sum / seen, seen
 
 
 def _epoch(state: TrainState, tc: TrainConfig, losses, train_data, val_data, dev, num_workers: int) -> dict:
@@ -253,7 +248,8 @@ def _epoch(state: TrainState, tc: TrainConfig, losses, train_data, val_data, dev
     which = schedule_index(tc.schedule, epoch, tc.schedule_period, tc.schedule_prob, tc.seed)
     order = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(tc.seed * 7919 + epoch))
     loader = DataLoader(train_data, batch_size=tc.batch_size, sampler=order.tolist(), num_workers=num_workers)
-    loss, speed = _train_epoch(state, tc, loader, losses[which], dev)
+    loss, seen = _train_epoch(state, tc, loader, losses[which], dev)
+    speed = seen / (time.perf_counter() - t0)  # samples/s over the epoch's set-up and training, not validation
     record = {"epoch": epoch, "loss": loss, "loss_index": which, "lr": state.opt.param_groups[0]["lr"]}
     if val_data is not None:
         vm = evaluate_model(state.model, val_data, dev, tc.transform, batch_size=max(64, tc.batch_size))[0]

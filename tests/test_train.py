@@ -230,9 +230,9 @@ def test_default_loader_workers_follow_the_measurement():
 
 
 def test_a_stored_last_checkpoint_resumes_to_the_recorded_run(tmp_path):
-    """tests/data/resume holds a stored last.pt (format diffcurate.model/1, written after epoch 1 of 3) and the
-    history of the uninterrupted run it belongs to. Resuming the stored file reproduces the recorded epochs, and
-    the last.pt written now holds the same keys: a stored checkpoint resumes into the same run."""
+    """tests/data/resume holds a stored last.pt (written by the trainer after epoch 1 of 3) and the history of the
+    uninterrupted run it belongs to. Resuming the stored file reproduces the recorded epochs, and the last.pt
+    written now holds the same keys in the same order: a stored checkpoint resumes into the same run."""
     import shutil
     from pathlib import Path
 
@@ -244,7 +244,7 @@ def test_a_stored_last_checkpoint_resumes_to_the_recorded_run(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     shutil.copy(stored / "last.pt", out / "last.pt")
-    old_keys = set(read_checkpoint(out / "last.pt"))
+    old_keys = list(read_checkpoint(out / "last.pt"))
     res = train(
         default_model_config("tiny", "edcnn"), cfg, tr, va, out, physics=TINY.physics, device="cpu", resume=True
     )
@@ -253,7 +253,7 @@ def test_a_stored_last_checkpoint_resumes_to_the_recorded_run(tmp_path):
         assert got["loss_index"] == want["loss_index"] and got["best_epoch"] == want["best_epoch"]
         for key in ("loss", "lr", "val_mae"):
             assert got[key] == pytest.approx(want[key], rel=1e-4), (got["epoch"], key)
-    assert set(read_checkpoint(out / "last.pt")) == old_keys
+    assert list(read_checkpoint(out / "last.pt")) == old_keys
     assert read_checkpoint(out / "last.pt")["epoch"] == 2
 
 

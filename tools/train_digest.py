@@ -4,8 +4,9 @@
     .venv/bin/python tools/train_digest.py after.json    # on the new code; then: cmp before.json after.json
 
 Per scenario (ED-CNN and UNet at the tiny preset, on 1 torch thread): a hash of the final weights, of last.pt and
-best.pt (all keys but the wall-clock ones), the history and train.jsonl without timings, best epoch and value;
-plus a resume after a kill and a warm start. Equal files mean bit-identical training on this machine.
+best.pt (their contents, all keys but the wall-clock ones), the key order of both files and of every epoch record,
+the history and train.jsonl without timings, best epoch and value; plus a resume after a kill and a warm start.
+Equal files mean bit-identical training on this machine.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ def digest(obj) -> str:
 
 
 def untimed(history: list[dict]) -> list[dict]:
+    """Records without wall-clock values; each keeps its key order (the file is written without sorting)."""
     return [{k: v for k, v in r.items() if k not in TIMING} for r in history]
 
 
@@ -77,8 +79,8 @@ def main(out: str) -> None:
                 "history": untimed(r.history),
                 "log": untimed(log),
                 "best": [r.best_epoch, r.best_val, r.stopped_early, digest(r.val_metrics or {})],
-                "last.pt": [sorted(last), digest({k: v for k, v in last.items() if k != "history"})],
-                "best.pt": [sorted(best), digest({k: v for k, v in best.items() if k != "history"})],
+                "last.pt": [list(last), digest({k: v for k, v in last.items() if k != "history"})],
+                "best.pt": [list(best), digest({k: v for k, v in best.items() if k != "history"})],
             }
     mc = default_model_config("tiny", "edcnn")
     cfg = default_train_config("tiny", epochs=4, batch_size=16, schedule="random", weight="exp")
@@ -97,7 +99,7 @@ def main(out: str) -> None:
         warm_cfg = default_train_config("tiny", epochs=1, batch_size=16, lr=1e-5)
         w = train(mc, warm_cfg, tr, va, physics=tiny.physics, device="cpu", init_from=Path(d) / "best.pt")
         result["warm"] = {"model": digest(w.model.state_dict()), "history": untimed(w.history)}
-    Path(out).write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    Path(out).write_text(json.dumps(result, indent=1) + "\n")
     print(f"{len(result)} scenarios -> {out}")
 
 
