@@ -72,7 +72,7 @@ class LossParams:
 
     def loss_params(self) -> dict:
         """These fields alone, as keyword arguments for a LossSpec."""
-        return {f.name: getattr(self, f.name) for f in fields(LossParams)}
+        return {k: getattr(self, k) for k in LOSS_PARAMS}
 
 
 LOSS_PARAMS = tuple(f.name for f in fields(LossParams))

@@ -68,11 +68,12 @@ class TrainConfig(LossParams):
 
     def loss_specs(self) -> tuple[LossSpec, LossSpec]:
         """(primary, alternate) losses; the schedule picks one per epoch. Validates names."""
-        primary = LossSpec(self.loss, self.weight, **self.loss_params()).check()
+        params = self.loss_params()
+        primary = LossSpec(self.loss, self.weight, **params).check()
         alt_weight = self.alt_weight or (
             _OTHER_WEIGHT.get(self.weight, self.weight) if self.schedule != "fixed" else self.weight
         )
-        alternate = LossSpec(self.alt_loss or self.loss, alt_weight, **self.loss_params()).check()
+        alternate = LossSpec(self.alt_loss or self.loss, alt_weight, **params).check()
         schedule_index(self.schedule, 0)
         transform_pair(self.transform)
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
@@ -215,7 +216,7 @@ def _new_state(mc: dict, tc: TrainConfig, dev: torch.device, init_from, physics:
 
 def _train_epoch(
     state: TrainState, tc: TrainConfig, loader: DataLoader, spec: LossSpec, dev: torch.device
-) -> tuple[float, float]:
+) -> tuple[float, int]:
     """One pass over the loader: (sample-weighted mean loss, samples seen)."""
     model, opt, epoch = state.model, state.opt, state.epoch
     steps_per_epoch = len(loader)
@@ -299,7 +300,7 @@ def train(
     out = Path(out_dir) if out_dir is not None else None
     log = Path(log_path) if log_path is not None else (out / "train.jsonl" if out else None)
     last = out / LAST if out else None
-    has_val = val_data is not None and len(val_data) > 0
+    val_data = val_data if val_data is not None and len(val_data) > 0 else None  # an empty val set: none
 
     state = _new_state(mc, tc, dev, init_from, physics)
     if resume and last is not None and last.exists():
@@ -314,7 +315,7 @@ def train(
     bar = _progress(progress, tc.epochs, state.epoch)
     try:
         while state.epoch < tc.epochs and not state.stopped:
-            record = _epoch(state, tc, losses, train_data, val_data if has_val else None, dev, num_workers)
+            record = _epoch(state, tc, losses, train_data, val_data, dev, num_workers)
             if last is not None:
                 atomic_save(state.to_checkpoint(mc, tc, physics, dev), last)
             if log is not None:
@@ -329,7 +330,7 @@ def train(
     finally:
         if bar:
             bar[0].stop()
-    return _finish(state, mc, tc, val_data if has_val else None, dev, physics, out, checkpoint_name)
+    return _finish(state, mc, tc, val_data, dev, physics, out, checkpoint_name)
 
 
 def _finish(state: TrainState, mc: dict, tc: TrainConfig, val_data, dev, physics, out, checkpoint_name: str):
