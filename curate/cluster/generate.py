@@ -78,17 +78,39 @@ def solve_pending(store: Store, pending, solvers: list, advance, split: str, rou
     return added
 
 
-def plan(store: Store, gens: list, sampler: str, seed: int, count: int, sources, split: str, chunk: int | None = None):
+@dataclass
+class Plan:
+    """What one request still needs: chunks to solve as (Configs, families), how many of its samples the store
+    already holds, how many draws were passed over because another split holds or claims them, and its ids."""
+
+    pending: list
+    present: int
+    redrawn: int
+    ids: list[str]
+
+
+def plan(
+    store: Store,
+    gens: list,
+    sampler: str,
+    seed: int,
+    count: int,
+    sources,
+    split: str,
+    chunk: int | None = None,
+    claimed: dict[str, str] | None = None,
+) -> Plan:
     """Walk indices 0, 1, 2, ... of (sampler, seed) until `count` distinct samples of `split` are named.
 
     A configuration drawn twice (e.g. two one-source samples at the same spot) counts once, and one that the
-    store already holds in another split is passed over (never moved, never leaked across splits), so the
-    split ends up with exactly `count` samples. Returns (chunks to solve as (Configs, families), present);
-    `chunk` configurations per chunk, `default_chunk` if None. `gens` are generator actors, or None to draw
-    in this process (cheap: configurations only)."""
+    store already holds in another split, or that `claimed` (id -> split, the plans made before this one) gives
+    to another split, is passed over and redrawn from the next index (never moved, never leaked across splits),
+    so the split ends up with exactly `count` samples. `chunk` configurations per chunk, `default_chunk` if
+    None. `gens` are generator actors, or None to draw in this process (cheap: configurations only)."""
     chunk = chunk or default_chunk(store.physics)
     index = store.index()  # one read transaction (the writer lock keeps other writers out meanwhile)
-    where = dict(zip(index["id"].tolist(), index["split"].tolist(), strict=True))
+    stored = dict(zip(index["id"].tolist(), index["split"].tolist(), strict=True))
+    where = {**(claimed or {}), **stored}
 
     def draw(start: int, stop: int) -> list:
         if gens is None:
@@ -104,42 +126,49 @@ def plan(store: Store, gens: list, sampler: str, seed: int, count: int, sources,
             ]
         )
 
-    seen: set[str] = set()
-    pending, have, present, start = [], 0, 0, 0
-    while have < count:
-        stop = start + (count - have)
+    seen: dict[str, None] = {}
+    pending, present, redrawn, start = [], 0, 0, 0
+    while len(seen) < count:
+        stop = start + (count - len(seen))
         for centers, values, counts, fams, ids in draw(start, stop):
             keep = np.zeros(len(ids), bool)
             for s, i in enumerate(ids):
-                if have == count or i in seen or where.get(i, split) != split:
+                if len(seen) == count or i in seen:
                     continue
-                seen.add(i)
-                have += 1
-                present += i in where
+                if where.get(i, split) != split:
+                    redrawn += 1
+                    continue
+                seen[i] = None
+                present += i in stored
                 keep[s] = i not in where
             if keep.any():
                 cfg = Configs(centers[keep], values[keep], counts[keep])
                 pending.append((cfg, [f for f, k in zip(fams, keep, strict=True) if k]))
         start = stop
-    return pending, present
+    return Plan(pending, present, redrawn, list(seen))
 
 
 def fill(
     store: Store, requests, gens: list, solvers: list, show_progress: bool = True, chunk: int | None = None
-) -> int:
-    """Bring the store up to several (split, sampler, seed, count, sources) requests at once; returns solves."""
-    plans = []
+) -> dict:
+    """Bring the store up to several (split, sampler, seed, count, sources) requests at once, planned in order:
+    a request never takes an id that an earlier one claims for another split (it redraws instead), so the
+    requests listed first (the test splits) do not depend on the ones after them. Returns {"solves": n,
+    "redrawn": {split: n}}."""
+    plans, claimed = [], {}
     for split, sampler, seed, count, sources in requests:
-        pending, present = plan(store, gens, sampler, seed, count, sources, split, chunk)
-        plans.append((split, pending, present, count))
-    total = sum(p[3] for p in plans)
-    solved = 0
+        p = plan(store, gens, sampler, seed, count, sources, split, chunk, claimed)
+        claimed.update(dict.fromkeys(p.ids, split))
+        plans.append((split, p))
+    total = sum(len(p.ids) for _, p in plans)
+    solved, redrawn = 0, {}
     with progress_bar(total, "initial sets", show=show_progress) as advance:
-        for split, pending, present, _ in plans:
-            advance(present)
-            solved += sum(len(c) for c, _ in pending)
-            solve_pending(store, pending, solvers, advance, split)
-    return solved
+        for split, p in plans:
+            advance(len(p.ids) - sum(len(c) for c, _ in p.pending))
+            solved += sum(len(c) for c, _ in p.pending)
+            redrawn[split] = redrawn.get(split, 0) + p.redrawn
+            solve_pending(store, p.pending, solvers, advance, split)
+    return {"solves": solved, "redrawn": redrawn}
 
 
 def generate(
@@ -187,8 +216,7 @@ def generate(
             # trust what the store holds, not the history alone: a finished request whose samples are missing
             # (another writer's plan raced it, a restored backup) is filled again
             if any(all(h.get(k) == v for k, v in request.items()) for h in st.history()):
-                pending, _ = plan(st, None, sampler, seed, count, sources, split, chunk)
-                if not pending:
+                if not plan(st, None, sampler, seed, count, sources, split, chunk).pending:
                     return GenerateResult(count, 0, count, 0, time.perf_counter() - t0, 0.0)
     with ray_session(address, num_cpus=num_cpus):
         import ray
@@ -198,7 +226,8 @@ def generate(
         with Store.create(
             store_path, physics, preset=preset, command=command, cache_writes=cache_writes(physics)
         ) as store:
-            pending, present = plan(store, gens, sampler, seed, count, sources, split, chunk)
+            p = plan(store, gens, sampler, seed, count, sources, split, chunk)
+            pending, present = p.pending, p.present
             ray.get([s.pid.remote() for s in solvers])  # actor start (a Python + torch import each) is not solving
             todo = sum(len(c) for c, _ in pending)
             with progress_bar(count, f"generate {split}", show=show_progress) as advance:

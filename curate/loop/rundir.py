@@ -132,20 +132,25 @@ def init_run(root: Path, cfg: RunConfig) -> RunPaths:
 
 
 def initial_requests(cfg: RunConfig) -> list[tuple]:
-    """(split, sampler, seed, count, sources) of the initial train, val and fixed test sets."""
+    """(split, sampler, seed, count, sources) of the fixed test sets, then the initial train and val sets.
+
+    The test requests come first and depend on `data.test_seed` alone, so `fill`, which plans requests in order
+    and redraws a later request's configuration that an earlier one claims, gives one config the same test split
+    for every run seed, disjoint from everything the run trains on."""
     lo, hi = cfg.sources
     d = cfg.data
-    reqs = [
-        ("train", d.sampler, cfg.sub_seed("initial"), d.initial, (lo, hi)),
-        ("val", d.sampler, cfg.sub_seed("val"), d.val, (lo, hi)),
-    ]
+    reqs = []
     for f, fam in enumerate(d.test_families):
         for c in range(lo, hi + 1):
             reqs.append(("test", fam, d.test_seed * 1000 + f * 100 + c, d.test_per_cell, (c, c)))
     for f, fam in enumerate(d.held_out_families, start=len(d.test_families)):
         for c in range(lo, hi + 1):
             reqs.append(("test", fam, d.test_seed * 1000 + f * 100 + c, d.held_out_per_cell, (c, c)))
-    return reqs
+    reqs += [
+        ("train", d.sampler, cfg.sub_seed("initial"), d.initial, (lo, hi)),
+        ("val", d.sampler, cfg.sub_seed("val"), d.val, (lo, hi)),
+    ]
+    return [r for r in reqs if r[3] > 0]
 
 
 def apply_overrides(root: Path, cfg: RunConfig, **kw) -> RunConfig:

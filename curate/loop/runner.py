@@ -148,7 +148,8 @@ class Runner:
         timing[name] = {"start": start, "end": end, "actor": actor}
         atomic_json(path, timing)
 
-    def initial_sets(self) -> int:
+    def initial_sets(self) -> dict:
+        """The test splits, then the initial train and val sets: {"solves": n, "redrawn": {split: n}}."""
         from diffcurate.curate.cluster.generate import fill
 
         with Store.create(self.paths.store, self.physics, preset=self.cfg.preset, command="curate init") as st:
@@ -163,8 +164,8 @@ class Runner:
         if k == 0:
 
             def initial():
-                n = self.initial_sets()
-                atomic_json(meta_path, {"solves": n, "added_by_sources": {}, "added": 0})
+                made = self.initial_sets()
+                atomic_json(meta_path, {**made, "added_by_sources": {}, "added": 0})
 
             self._step(k, "solve", meta_path, initial, "solvers")
         else:
@@ -391,24 +392,35 @@ class Runner:
         )
 
     def _generate_pool(self, k: int) -> None:
-        """state/round-k/pool.npz: the pool of round k (seeded by (seed, k)) minus the ids already stored."""
+        """state/round-k/pool.npz: the pool of round k, indices 0, 1, ... of (sampler, seed of round k), passing
+        over ids the store holds (the test splits, earlier picks) and drawing on until the pool is full; the
+        number passed over is kept as `redrawn`."""
         import ray
 
         cfg, state = self.cfg, self.paths.state(k)
         state.mkdir(parents=True, exist_ok=True)
-        centers, values, counts, fams, ids = ray.get(
-            self.gens[0].configs.remote(cfg.data.sampler, cfg.sub_seed("pool", k), 0, cfg.data.pool, tuple(cfg.sources))
-        )
         with Store(self.paths.store, readonly=True) as st:
             have = set(st.ids())
-        keep = np.array([i not in have for i in ids], bool)
+        parts, n, start, redrawn = [], 0, 0, 0
+        while n < cfg.data.pool:
+            stop = start + cfg.data.pool - n
+            centers, values, counts, fams, ids = ray.get(
+                self.gens[0].configs.remote(cfg.data.sampler, cfg.sub_seed("pool", k), start, stop, tuple(cfg.sources))
+            )
+            keep = np.array([i not in have for i in ids], bool)
+            have.update(ids)  # a configuration drawn twice within the pool counts once
+            redrawn += int((~keep).sum())
+            parts.append((Configs(centers[keep], values[keep], counts[keep]), fams, ids, keep))
+            n, start = n + int(keep.sum()), stop
+        pool = parts[0][0] if len(parts) == 1 else Configs.concat([p[0] for p in parts])
         atomic_npz(
             state / "pool.npz",
-            centers=centers[keep],
-            values=values[keep],
-            counts=counts[keep],
-            families=np.array(fams)[keep],
-            ids=np.array(ids)[keep],
+            centers=pool.centers,
+            values=pool.values,
+            counts=pool.counts,
+            families=np.concatenate([np.array(f)[keep] for _, f, _, keep in parts]),
+            ids=np.concatenate([np.array(i)[keep] for _, _, i, keep in parts]),
+            redrawn=np.array(redrawn),
         )
 
     def _solve(self, configs: Configs, on_chunk=None) -> np.ndarray:
