@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from diffcurate.model.checkpoint import atomic_save, check_physics, cpu_state, read_checkpoint, save_checkpoint
-from diffcurate.model.data import default_num_workers
+from diffcurate.model.data import ArrayDataset, default_num_workers
 from diffcurate.model.losses import LOSS_PARAMS, LossParams, LossSpec, loss_value, lr_at, schedule_index, transform_pair
 from diffcurate.model.metrics import evaluate_model
 from diffcurate.model.nets import build_model, config_from_dict, config_to_dict
@@ -29,6 +29,11 @@ from diffcurate.solvers.registry import resolve_device
 
 LAST = "last.pt"
 BEST = "best.pt"
+STOPS = ("epochs", "plateau")
+AMP = ("auto", "bf16", "fp32")
+# a training set up to this size is held as two tensors and sliced into batches (no DataLoader, no collation);
+# larger ones stream through a DataLoader
+IN_MEMORY_BYTES = 2 << 30
 # the schedule's alternate weight when none is given: the paper toggles between the step and exp prefactors
 _OTHER_WEIGHT = {"exp": "step", "step": "exp", "none": "exp"}
 
@@ -55,6 +60,12 @@ class TrainConfig(LossParams):
     schedule_period: int = 5
     schedule_prob: float = 0.8
     patience: int | None = None
+    stop: str = "epochs"  # epochs: run `epochs` epochs; plateau: until val stops improving, then cool down
+    min_steps: int = 0  # plateau: no stop before this many optimiser steps
+    max_steps: int = 0  # plateau: cool down by this many steps at the latest (0: `epochs` bounds it alone)
+    cooldown: float = 0.2  # plateau: the decay phase lasts this fraction of the steps before it (>= 1 epoch)
+    channels_last: bool = False  # NHWC activations: the CPU's convolutions run faster (docs/benchmarks.md)
+    amp: str = "auto"  # bf16 autocast: auto (on a GPU only), bf16 (everywhere), fp32 (never)
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -78,7 +89,19 @@ class TrainConfig(LossParams):
         transform_pair(self.transform)
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise InputError("epochs and batch size must be >= 1 and lr > 0")
+        if self.stop not in STOPS:
+            raise InputError(f"unknown stop rule {self.stop!r} (choose from {', '.join(STOPS)})")
+        if self.stop == "plateau" and not self.patience:
+            raise InputError("stop = plateau needs patience >= 1 (epochs without a better val MAE)")
+        if self.amp not in AMP:
+            raise InputError(f"unknown amp {self.amp!r} (choose from {', '.join(AMP)})")
+        if self.min_steps < 0 or self.max_steps < 0 or not 0 < self.cooldown <= 1:
+            raise InputError("need min_steps, max_steps >= 0 and cooldown in (0, 1]")
         return primary, alternate
+
+    def autocast(self, dev: torch.device) -> bool:
+        """Whether the forward pass runs under bf16 autocast on `dev`."""
+        return self.amp == "bf16" or (self.amp == "auto" and dev.type == "cuda")
 
 
 def default_train_config(preset: str, **overrides) -> TrainConfig:
@@ -130,6 +153,8 @@ class TrainState:
     best_epoch: int = -1
     since_best: int = 0
     stopped: bool = False  # early stopping has fired
+    decay_from: int = -1  # stop = plateau: the global step where the cool-down began (-1: not yet)
+    decay_steps: int = 0  # stop = plateau: its length in steps
 
     def end_epoch(self, epoch: int, score: float, patience: int | None) -> None:
         """Keep the weights if `score` (val MAE, or train loss without a val set) is the best yet."""
@@ -155,6 +180,8 @@ class TrainState:
             "since_best": self.since_best,
             "best_state_dict": self.best_state,
             "stopped": self.stopped,
+            "decay_from": self.decay_from,
+            "decay_steps": self.decay_steps,
             "rng": _rng_state(dev),
             "physics": physics.to_dict() if physics else None,
         }
@@ -170,7 +197,23 @@ class TrainState:
             st["best_state_dict"],
             bool(st["stopped"]),
         )
+        self.decay_from, self.decay_steps = int(st.get("decay_from", -1)), int(st.get("decay_steps", 0))
         _set_rng_state(st["rng"], dev)
+
+    def plan_cooldown(self, tc: TrainConfig, steps_per_epoch: int, max_epochs: int) -> None:
+        """stop = plateau, after an epoch: start the cool-down once val MAE has not improved for `patience`
+        epochs (and `min_steps` are done), or when only the cool-down's length is left before `max_epochs`;
+        stop when it has run. The learning rate then ends at its floor where training ends."""
+        done = self.epoch * steps_per_epoch
+        if self.decay_from >= 0:
+            self.stopped = done >= self.decay_from + self.decay_steps
+            return
+        length = max(1, round(tc.cooldown * self.epoch))  # epochs
+        plateau = self.since_best >= (tc.patience or 0) and done >= tc.min_steps
+        if plateau or self.epoch + length >= max_epochs:
+            self.decay_from = done
+            self.decay_steps = max(0, min(length, max_epochs - self.epoch)) * steps_per_epoch
+            self.stopped = self.decay_steps == 0
 
 
 def _warm_state(init_from, model_config: dict, physics: Physics | None = None) -> dict:
@@ -214,22 +257,60 @@ def _new_state(mc: dict, tc: TrainConfig, dev: torch.device, init_from, physics:
     return TrainState(model, opt, best_state=cpu_state(model))
 
 
-def _train_epoch(
-    state: TrainState, tc: TrainConfig, loader: DataLoader, spec: LossSpec, dev: torch.device
-) -> tuple[float, int]:
-    """One pass over the loader: (sample-weighted mean loss, samples seen)."""
+def max_epochs(tc: TrainConfig, n_train: int) -> int:
+    """Epochs the run may take at most: `epochs`, and with stop = plateau also `max_steps`."""
+    spe = -(-n_train // tc.batch_size)
+    if tc.stop == "plateau" and tc.max_steps:
+        return max(1, min(tc.epochs, -(-tc.max_steps // spe)))
+    return tc.epochs
+
+
+def _lr(state: TrainState, tc: TrainConfig, step: int, total_steps: int) -> float:
+    """The learning rate of global step `step`: warm-up, constant, cosine to lr x final_lr_ratio, over the fixed
+    epochs (stop = epochs) or over the cool-down once it has begun (stop = plateau)."""
+    if tc.stop != "plateau":
+        return lr_at(step, total_steps, tc.lr, tc.warmup_steps, tc.const_frac, tc.final_lr_ratio)
+    if state.decay_from < 0 or step < state.decay_from:
+        return lr_at(step, step + 1, tc.lr, tc.warmup_steps, 1.0, tc.final_lr_ratio)  # warm-up, then constant
+    t = min(1.0, (step - state.decay_from + 1) / max(1, state.decay_steps))  # the last step trains at the floor
+    return tc.lr * (tc.final_lr_ratio + (1 - tc.final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def in_memory(data: Dataset) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(x, y) as (n, 1, L, L) float32 tensors when the set fits `IN_MEMORY_BYTES`, read once; else None."""
+    if isinstance(data, ArrayDataset):
+        return data.x[:, None], data.y[:, None]  # views, no copy
+    x0 = data[0][0]  # (1, L, L)
+    if 2 * len(data) * x0.numel() * 4 > IN_MEMORY_BYTES:
+        return None
+    items = [data[i] for i in range(len(data))]
+    return torch.stack([it[0] for it in items]), torch.stack([it[1] for it in items])
+
+
+def _batches(data: Dataset, tensors, order: torch.Tensor, tc: TrainConfig, num_workers: int):
+    """The epoch's (x, y) batches in `order`: slices of the in-memory tensors, or a DataLoader's (same values)."""
+    if tensors is None:
+        loader = DataLoader(data, batch_size=tc.batch_size, sampler=order.tolist(), num_workers=num_workers)
+        return ((x, y) for x, y, _mask, _counts in loader)
+    x, y = tensors
+    return ((x[idx], y[idx]) for idx in order.split(tc.batch_size))
+
+
+def _train_epoch(state: TrainState, tc: TrainConfig, batches, steps_per_epoch: int, spec: LossSpec, dev) -> tuple:
+    """One pass over the batches: (sample-weighted mean loss, samples seen)."""
     model, opt, epoch = state.model, state.opt, state.epoch
-    steps_per_epoch = len(loader)
     total_steps = tc.epochs * steps_per_epoch
     forward_t = transform_pair(tc.transform)[0]
-    use_amp = dev.type == "cuda"
+    fmt = torch.channels_last if tc.channels_last else torch.contiguous_format
+    use_amp = tc.autocast(dev)
     model.train()
     loss_sum, seen = 0.0, 0
-    for b, (x, y, _mask, _counts) in enumerate(loader):
-        lr = lr_at(epoch * steps_per_epoch + b, total_steps, tc.lr, tc.warmup_steps, tc.const_frac, tc.final_lr_ratio)
+    for b, (x, y) in enumerate(batches):
+        lr = _lr(state, tc, epoch * steps_per_epoch + b, total_steps)
         for g in opt.param_groups:
             g["lr"] = lr
-        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)  # (B, 1, L, L) float32
+        x = x.to(dev, non_blocking=True).contiguous(memory_format=fmt)  # (B, 1, L, L) float32
+        y = y.to(dev, non_blocking=True)  # (B, 1, L, L) float32
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
             pred = model(x)  # (B, 1, L, L)
         loss = loss_value(spec, pred.float(), forward_t(y), y)
@@ -243,19 +324,23 @@ def _train_epoch(
     return loss_sum / seen, seen
 
 
-def _epoch(state: TrainState, tc: TrainConfig, losses, train_data, val_data, dev, num_workers: int) -> dict:
+def _epoch(state: TrainState, tc: TrainConfig, losses, train_data, tensors, val_data, dev, num_workers: int) -> dict:
     """Train one epoch, score it on val, update the state; the epoch's record (also appended to the history)."""
     epoch, t0 = state.epoch, time.perf_counter()
     which = schedule_index(tc.schedule, epoch, tc.schedule_period, tc.schedule_prob, tc.seed)
     order = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(tc.seed * 7919 + epoch))
-    loader = DataLoader(train_data, batch_size=tc.batch_size, sampler=order.tolist(), num_workers=num_workers)
-    loss, seen = _train_epoch(state, tc, loader, losses[which], dev)
+    spe = -(-len(train_data) // tc.batch_size)
+    batches = _batches(train_data, tensors, order, tc, num_workers)
+    loss, seen = _train_epoch(state, tc, batches, spe, losses[which], dev)
     speed = seen / (time.perf_counter() - t0)  # samples/s over the epoch's set-up and training, not validation
     record = {"epoch": epoch, "loss": loss, "loss_index": which, "lr": state.opt.param_groups[0]["lr"]}
     if val_data is not None:
         vm = evaluate_model(state.model, val_data, dev, tc.transform, batch_size=max(64, tc.batch_size))[0]
         record.update(val_mae=vm["mae"]["all"], val_rel_l2=vm["rel_l2"])
-    state.end_epoch(epoch, record["val_mae"] if val_data is not None else loss, tc.patience)
+    plateau = tc.stop == "plateau"
+    state.end_epoch(epoch, record["val_mae"] if val_data is not None else loss, None if plateau else tc.patience)
+    if plateau:
+        state.plan_cooldown(tc, spe, max_epochs(tc, len(train_data)))
     seconds = time.perf_counter() - t0
     record.update(best_epoch=state.best_epoch, train_samples_per_s=speed, seconds=seconds, stopped_early=state.stopped)
     state.history.append(record)
@@ -305,17 +390,22 @@ def train(
     state = _new_state(mc, tc, dev, init_from, physics)
     if resume and last is not None and last.exists():
         st = read_checkpoint(last)
-        if st["model_config"] != mc or st["train_config"] != tc.to_dict():
+        stored = TrainConfig.from_dict(st["train_config"]).to_dict()  # a file from before a field: its default
+        if st["model_config"] != mc or stored != tc.to_dict():
             raise InputError(f"{last}: cannot resume, its model/train config differs from the requested one")
         state.restore(st, dev)
         _write_log(log, state.history)  # drop lines of an epoch that was killed before its checkpoint
     elif log is not None and log.exists():
         log.unlink()
 
-    bar = _progress(progress, tc.epochs, state.epoch)
+    bound = max_epochs(tc, len(train_data))
+    tensors = in_memory(train_data)
+    if tc.channels_last:
+        state.model.to(memory_format=torch.channels_last)
+    bar = _progress(progress, bound, state.epoch)
     try:
-        while state.epoch < tc.epochs and not state.stopped:
-            record = _epoch(state, tc, losses, train_data, val_data, dev, num_workers)
+        while state.epoch < bound and not state.stopped:
+            record = _epoch(state, tc, losses, train_data, tensors, val_data, dev, num_workers)
             if last is not None:
                 atomic_save(state.to_checkpoint(mc, tc, physics, dev), last)
             if log is not None:

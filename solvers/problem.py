@@ -109,13 +109,16 @@ PRESETS: dict[str, Preset] = {
 
 # Every other default of a preset, in one table that the nets, the trainer and the run config all read:
 #   model  per architecture, the net config's overrides
-#   train  `curate train`'s TrainConfig overrides (one training to convergence)
-#   run    what a curation run sets on top: each round's training (from scratch to at least `min_steps` steps,
-#          the protocol of the study, docs/study.md), data sizes, acquisition
+#   train  `curate train`'s TrainConfig overrides: training to convergence (stop = plateau: until val MAE has not
+#          improved for `patience` epochs, then a cosine cool-down, best weights kept; `epochs` and `max_steps`
+#          bound it)
+#   run    what a curation run sets on top: each round's training (from scratch, the protocol of the study,
+#          docs/study.md), data sizes, acquisition
 PRESET_DEFAULTS: dict[str, dict] = {
     "paper": {
         "model": {"edcnn": {}, "unet": {"base": 32, "depth": 5}},
-        "train": {"lr": 1e-4, "batch_size": 8, "epochs": 100},  # the authors' Adam lr 1e-4, 100 epochs
+        # the authors' Adam lr 1e-4 and 100 epochs, as the bound of a plateau stop
+        "train": {"lr": 1e-4, "batch_size": 8, "epochs": 100, "stop": "plateau", "patience": 10},
         "run": {
             "data": {"initial": 2000, "val": 200, "test_per_cell": 5, "pool": 2000},
             "acquisition": {"budget": 500},
@@ -126,8 +129,17 @@ PRESET_DEFAULTS: dict[str, dict] = {
             "edcnn": {"enc_channels": (16, 32, 64, 128), "dec_channels": (64, 32, 16, 8)},
             "unet": {"base": 8, "depth": 3},
         },
-        "train": {"lr": 2e-3, "batch_size": 8, "epochs": 30},
-        "run": {"train": {"epochs": 20, "batch_size": 16}, "warm_start": False, "min_steps": 300},
+        "train": {
+            "lr": 2e-3,
+            "batch_size": 16,
+            "epochs": 400,
+            "stop": "plateau",
+            "patience": 10,
+            "min_steps": 1000,
+            "max_steps": 8000,
+            "channels_last": True,
+        },
+        "run": {"warm_start": False},
     },
     "tiny": {
         "model": {"edcnn": {"enc_channels": (8, 16, 32), "dec_channels": (16, 8)}, "unet": {"base": 8, "depth": 2}},

@@ -237,6 +237,25 @@ def test_peer_strategy_lcmd_picks_in_feature_space(al_run, tmp_path):
     assert len(picked[root]) == 20 and picked[root] != picked[al_run]  # same pool (seed), other picks
 
 
+def test_count_prior_scores_round_one_then_keeps_its_allocation(al_run, tmp_path):
+    """count-prior: round 1 scores its (solved) pool and splits the budget by the mean score per source count;
+    round 2 reuses those shares without scoring, so it solves only its picks."""
+    root = tmp_path / "count-prior"
+    init_run(root, tiny_config("count-prior"))
+    rounds = run(root, log=quiet, show_progress=False)
+    state = RunPaths(root).state
+    assert (state(1) / "scores.npy").exists() and not (state(2) / "scores.npy").exists()
+    sel = [json.loads((state(k) / "selection.json").read_text()) for k in (1, 2)]
+    assert sel[0]["allocation"] == sel[1]["allocation"] and sum(sel[0]["allocation"].values()) == pytest.approx(1)
+    assert rounds[2]["solves"] == rounds[2]["added"] == 20 < rounds[1]["solves"]
+    with Store(RunPaths(root).store, readonly=True) as st:
+        idx = st.index()
+    for k in (1, 2):
+        picked = idx[idx["round"] == k]["n_sources"].value_counts().to_dict()
+        top = max(sel[0]["allocation"], key=sel[0]["allocation"].get)
+        assert picked.get(int(top), 0) == max(picked.values())  # the largest share gets the most picks
+
+
 def test_round_metrics_reach_the_prometheus_endpoint(ray_cluster, tmp_path):
     """The diffcurate_* gauges a tiny run publishes show up on the node's metrics endpoint with the run's tag (what
     Prometheus scrapes and the dashboard's Metrics view shows), scraped right after the run's round."""

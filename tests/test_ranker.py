@@ -96,3 +96,31 @@ def test_config_features_shape_and_meaning():
     f = config_features(ph, cfg)
     assert f.shape == (20, 7) and (f[:, 6] == 3).all()
     assert np.allclose(f[:, 5], ph.radius / ph.lattice)  # boundary discs touch a wall
+
+
+def test_stratified_follows_its_allocation_exactly_and_at_random_within_a_count():
+    counts = np.repeat([1, 2, 3], 100)
+    acq = AcquisitionConfig(strategy="stratified", allocation={"1": 0.1, "2": 0.3, "3": 0.6})
+    sel = select("stratified", None, counts, None, 50, acq, np.random.default_rng(0))
+    assert np.bincount(counts[sel.index], minlength=4)[1:].tolist() == [5, 15, 30]
+    assert len(set(sel.index.tolist())) == 50 and set(sel.how) == {"random"}
+    assert sel.allocation == {"1": 0.1, "2": 0.3, "3": 0.6}
+    other = select("stratified", None, counts, None, 50, acq, np.random.default_rng(1))
+    assert set(other.index.tolist()) != set(sel.index.tolist())  # random within a count, seeded
+    # a count the allocation leaves out gets nothing until the others run out
+    acq.allocation = {"1": 1.0}
+    short = select("stratified", None, counts, None, 120, acq, np.random.default_rng(0))
+    assert (counts[short.index] == 1).sum() == 100 and len(short.index) == 120
+
+
+def test_count_prior_shares_follow_the_mean_score_per_count_then_stay_fixed():
+    counts = np.repeat([1, 2], 50)
+    scores = np.where(counts == 1, 0.01, 0.03)  # mean score 1 : 3
+    acq = AcquisitionConfig(strategy="count-prior")
+    first = select("count-prior", scores, counts, None, 40, acq, np.random.default_rng(0))
+    assert first.allocation == pytest.approx({"1": 0.25, "2": 0.75})
+    assert np.bincount(counts[first.index], minlength=3)[1:].tolist() == [10, 30]
+    # later rounds: the runner passes round 1's shares back; the scores are not used (none are made)
+    acq.allocation = first.allocation
+    later = select("count-prior", None, counts, None, 20, acq, np.random.default_rng(0))
+    assert np.bincount(counts[later.index], minlength=3)[1:].tolist() == [5, 15]

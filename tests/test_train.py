@@ -232,7 +232,8 @@ def test_default_loader_workers_follow_the_measurement():
 def test_a_stored_last_checkpoint_resumes_to_the_recorded_run(tmp_path):
     """tests/data/resume holds a stored last.pt (written by the trainer after epoch 1 of 3) and the history of the
     uninterrupted run it belongs to. Resuming the stored file reproduces the recorded epochs, and the last.pt
-    written now holds the same keys in the same order: a stored checkpoint resumes into the same run."""
+    written now holds the same keys in the same order (and the plateau stop's): a stored checkpoint resumes into
+    the same run."""
     import shutil
     from pathlib import Path
 
@@ -253,7 +254,8 @@ def test_a_stored_last_checkpoint_resumes_to_the_recorded_run(tmp_path):
         assert got["loss_index"] == want["loss_index"] and got["best_epoch"] == want["best_epoch"]
         for key in ("loss", "lr", "val_mae"):
             assert got[key] == pytest.approx(want[key], rel=1e-4), (got["epoch"], key)
-    assert list(read_checkpoint(out / "last.pt")) == old_keys
+    keys = list(read_checkpoint(out / "last.pt"))  # the stored keys in their order, and the plateau stop's two
+    assert [k for k in keys if k in old_keys] == old_keys and set(keys) - set(old_keys) == {"decay_from", "decay_steps"}
     assert read_checkpoint(out / "last.pt")["epoch"] == 2
 
 
@@ -275,3 +277,57 @@ def test_train_state_keeps_the_best_weights_and_stops_on_patience():
     st.end_epoch(3, 0.1, patience=None)
     assert (st.best_epoch, st.since_best, st.stopped) == (3, 0, False)
     assert torch.equal(st.best_state["weight"], net.weight.detach())
+
+
+def test_plateau_stop_cools_down_after_patience_and_ends_at_the_lr_floor(data, tmp_path):
+    """stop = plateau, with a learning rate so small that val MAE barely moves: patience fires after
+    min_steps, the cosine cool-down runs round(cooldown x epochs so far) epochs and ends at lr x final_lr_ratio,
+    the best weights come back; a kill mid cool-down resumes to the same run."""
+    tr, va = data
+    kw = dict(stop="plateau", patience=2, min_steps=64, cooldown=0.5, epochs=40, final_lr_ratio=0.01)
+    res = _run(data, tmp_path / "full", lr=1e-3, **kw)
+    h = res.history
+    spe = -(-len(tr) // 16)
+    assert len(h) < 40 and res.stopped_early
+    # no stop before min_steps (64 steps = 4 epochs at 16 steps each)
+    assert len(h) * spe >= 64
+    # the lr stays at its peak until the cool-down, then falls to the floor on the last step
+    flat = [r["lr"] for r in h if r["lr"] == pytest.approx(1e-3)]
+    assert len(flat) >= 4 and h[-1]["lr"] == pytest.approx(1e-5, rel=1e-3)
+    n_flat = len(flat)
+    assert len(h) - n_flat == max(1, round(0.5 * n_flat))  # cool-down length from the epochs before it
+    assert res.best_val == min(r["val_mae"] for r in h) and h[-1]["best_epoch"] == res.best_epoch
+
+    def kill(epoch, record):
+        if epoch == n_flat:  # the first epoch of the cool-down
+            raise KeyboardInterrupt
+
+    mc = default_model_config("tiny", "edcnn")
+    cfg = _cfg(lr=1e-3, **kw)
+    with pytest.raises(KeyboardInterrupt):
+        train(mc, cfg, tr, va, tmp_path / "cut", physics=TINY.physics, device="cpu", callback=kill)
+    resumed = train(mc, cfg, tr, va, tmp_path / "cut", physics=TINY.physics, device="cpu", resume=True)
+    assert [r["lr"] for r in resumed.history] == [r["lr"] for r in h]
+    assert [r["val_mae"] for r in resumed.history] == [r["val_mae"] for r in h]
+
+
+def test_plateau_stop_is_bounded_by_max_steps(data):
+    """A max_steps bound ends the run with its cool-down done, whether or not val MAE has stopped improving."""
+    res = _run(data, stop="plateau", patience=100, max_steps=96, cooldown=0.5, epochs=40)
+    assert len(res.history) == 6  # 96 steps / 16 per epoch
+    assert res.history[-1]["lr"] == pytest.approx(res.history[0]["lr"] * 0.01, rel=1e-3)
+
+
+def test_in_memory_batches_equal_the_streaming_ones_and_channels_last_trains(data, monkeypatch):
+    """The in-memory path slices the same batches as the DataLoader collates: bit-identical weights."""
+    import diffcurate.model.train as trainer
+
+    fast = _run(data, epochs=2)
+    monkeypatch.setattr(trainer, "in_memory", lambda d: None)
+    slow = _run(data, epochs=2)
+    for p, q in zip(fast.model.state_dict().values(), slow.model.state_dict().values(), strict=True):
+        assert torch.equal(p, q)
+    nhwc = _run(data, epochs=2, channels_last=True)
+    assert nhwc.history[-1]["val_mae"] == pytest.approx(fast.history[-1]["val_mae"], rel=0.05)
+    with pytest.raises(InputError, match="patience"):
+        _cfg(stop="plateau").loss_specs()

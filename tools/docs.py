@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # what the training and model fields of config.toml mean (their dataclasses carry no comments of their own)
 TRAIN_DOCS = {
-    "epochs": "epochs per round (at least; `min_steps` may add more on a small set)",
+    "epochs": "stop = epochs: epochs per round (the run's `min_steps` may add more); plateau: the most epochs",
     "batch_size": "samples per optimiser step",
     "lr": "Adam learning rate (peak)",
     "warmup_steps": "steps of linear warm-up from 0 to lr",
@@ -38,7 +38,14 @@ TRAIN_DOCS = {
     "schedule": "loss schedule: fixed, toggle (every schedule_period epochs) or random",
     "schedule_period": "epochs between toggles",
     "schedule_prob": "random schedule: probability of the primary loss in an epoch",
-    "patience": "early stopping after this many epochs without a better val MAE (absent: never)",
+    "patience": "epochs without a better val MAE before stopping (epochs) or cooling down (plateau); absent: never",
+    "stop": "epochs: train `epochs` epochs; plateau: constant lr until val MAE stalls for `patience` epochs, then a "
+    "cosine cool-down to the lr floor, then stop (training to convergence; best weights kept either way)",
+    "min_steps": "plateau: optimiser steps before a stall may start the cool-down",
+    "max_steps": "plateau: the cool-down ends by this many steps at the latest (0: `epochs` bounds it alone)",
+    "cooldown": "plateau: the cool-down's length as a fraction of the epochs before it (at least one epoch)",
+    "channels_last": "NHWC activations (faster convolutions on CPUs; docs/benchmarks.md)",
+    "amp": "bf16 autocast of the forward pass: auto (on a GPU), bf16 (also on a CPU), fp32 (never)",
     "seed": "network init, shuffle order and loss schedule",
 }
 MODEL_DOCS = {

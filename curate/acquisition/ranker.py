@@ -14,7 +14,10 @@ spends the budget in two stages:
 BADGE-style k-means++ seeding on the bottleneck features scaled by each candidate's score, so a pick is likely in
 proportion to its squared distance, in error-scaled feature space, from the picks so far.
 
-Baselines: `random`, `uniform-per-count`, `topk`, the peers `lcmd` / `coreset` (bmdal-reg, on the surrogate's
+Baselines: `random`, `uniform-per-count`, `topk`, `stratified` (random within each source count, the budget split
+by a given allocation: the strongest non-adaptive baseline when the allocation is the one a strategy ended with),
+`count-prior` (the budget split in proportion to the first acquisition round's mean score per count, then fixed:
+the allocation a user could make by hand after one round), the peers `lcmd` / `coreset` (bmdal-reg, on the surrogate's
 bottleneck features; peers.py), which need no scores and solve only what they pick, and `sbal` (AL4PDE's power
 sampling: p proportional to score^beta, without replacement).
 """
@@ -35,6 +38,7 @@ class Selection:
     index: np.ndarray  # (B,) int64 rows of the pool
     cluster: np.ndarray  # (B,) int64 cluster within its source count (-1: random / not clustered)
     how: list[str]  # per pick: "exploit", "explore" or "random"
+    allocation: dict[str, float] | None = None  # the shares by source count the pick followed, where one did
 
 
 @dataclass(frozen=True)
@@ -205,6 +209,40 @@ def _uniform_per_count(scores, counts, feats, budget, acq, rng) -> Selection:
     return _merge(parts)
 
 
+def shares(weight: dict[int, float]) -> dict[str, float]:
+    """Weights by source count -> shares that sum to 1, keyed by the count as a string (TOML / JSON keys)."""
+    total = sum(max(w, 0.0) for w in weight.values())
+    return {str(c): (max(w, 0.0) / total if total > 0 else 1 / len(weight)) for c, w in sorted(weight.items())}
+
+
+def _random_by_allocation(counts, budget, allocation: dict[str, float], rng) -> Selection:
+    """`budget` random rows, split over source counts by `allocation` (shares; counts it leaves out get none
+    unless the others run out of candidates)."""
+    groups = {int(c): np.nonzero(counts == c)[0] for c in np.unique(counts)}
+    weight = {c: float(allocation.get(str(c), 0.0)) for c in groups}
+    alloc = allocate(budget, weight, {c: len(r) for c, r in groups.items()}, 0.0)
+    parts = []
+    for c, rows in groups.items():
+        pick = np.sort(rng.choice(len(rows), size=alloc[c], replace=False))
+        parts.append((rows, Selection(pick, np.full(len(pick), -1), ["random"] * len(pick))))
+    sel = _merge(parts)
+    sel.allocation = {str(c): float(w) for c, w in sorted(allocation.items(), key=lambda kv: int(kv[0]))}
+    return sel
+
+
+def _stratified(scores, counts, feats, budget, acq, rng) -> Selection:
+    return _random_by_allocation(counts, budget, acq.allocation, rng)
+
+
+def _count_prior(scores, counts, feats, budget, acq, rng) -> Selection:
+    """Round 1 (no allocation yet): shares in proportion to the mean score per count of the pool; the runner
+    passes those shares back as `acq.allocation` in every later round, which then needs no scores."""
+    if acq.allocation:
+        return _random_by_allocation(counts, budget, acq.allocation, rng)
+    weight = {int(c): float(scores[counts == c].mean()) for c in np.unique(counts)}
+    return _random_by_allocation(counts, budget, shares(weight), rng)
+
+
 @dataclass
 class NetFeatures:
     """The surrogate's bottleneck features of the pool (n, D) and of the current training set (m, D)."""
@@ -280,6 +318,7 @@ class Strategy:
     needs_scores: bool
     network_features: bool = False
     peer: bool = False  # the field's method, kept for comparison (bmdal-reg, AL4PDE)
+    scores_once: bool = False  # scores only in round 1; later rounds reuse round 1's allocation (count-prior)
 
 
 STRATEGIES: dict[str, Strategy] = {
@@ -292,6 +331,8 @@ STRATEGIES: dict[str, Strategy] = {
     "coreset": Strategy(_peer("coreset"), False, True, peer=True),
     "sbal": Strategy(_sbal, True, peer=True),
     "ewd": Strategy(_ewd, True, True, peer=False),
+    "stratified": Strategy(_stratified, False),
+    "count-prior": Strategy(_count_prior, True, scores_once=True),
 }
 
 
@@ -302,8 +343,10 @@ def select(strategy: str, scores, counts, feats, budget: int, acq, rng: np.rando
     return STRATEGIES[strategy].fn(scores, counts, feats, budget, acq, rng)
 
 
-def needs_scores(strategy: str) -> bool:
-    return STRATEGIES[strategy].needs_scores
+def needs_scores(strategy: str, k: int = 1) -> bool:
+    """Whether round k's candidates are scored for `strategy`."""
+    st = STRATEGIES[strategy]
+    return st.needs_scores and not (st.scores_once and k > 1)
 
 
 def needs_network_features(strategy: str) -> bool:

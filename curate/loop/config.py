@@ -36,7 +36,7 @@ class DataConfig:
 class AcquisitionConfig:
     """How the round's budget is spent (the ranker)."""
 
-    strategy: str = "sbal"  # a name of the ranker's STRATEGIES; sbal won the study (docs/study.md)
+    strategy: str = "sbal"  # a name of the ranker's STRATEGIES (random, stratified, count-prior, sbal, ewd, ...)
     acquisition: str = "true-error"  # how candidates are scored (the ranker's ACQUISITIONS)
     budget: int = 100  # samples added in round 1
     budget_growth: float = 1.0  # round k adds budget x growth^(k-1): 2.0 doubles the set each round from 100
@@ -49,6 +49,7 @@ class AcquisitionConfig:
     weight_power: float = 1.0  # ewd: features scaled by score^power (1: BADGE; 2: picks ~ score^4 like sbal beta 4)
     mine_parents: int = 0  # hard-case mining: mutate the top N scored candidates (0: off)
     mine_per_parent: int = 4  # mutants per parent, scored like the pool and added to the candidates
+    allocation: dict[str, float] = field(default_factory=dict)  # stratified: budget shares by count {"1" = 0.1, ..}
 
     def budget_at(self, k: int) -> int:
         """Samples added in round k >= 1."""
@@ -149,6 +150,13 @@ class RunConfig:
                 f"need 1 <= budget of every round <= pool, got budget {a.budget} (last round {last}),"
                 f" pool {self.data.pool}"
             )
+        if a.strategy == "stratified" and not a.allocation:
+            raise InputError("strategy stratified needs acquisition.allocation (shares by source count)")
+        if a.strategy == "count-prior" and a.allocation:
+            raise InputError("strategy count-prior finds its allocation in round 1; leave acquisition.allocation out")
+        bad = [c for c, w in a.allocation.items() if not (c.isdigit() and isinstance(w, int | float) and w >= 0)]
+        if bad or (a.allocation and not sum(a.allocation.values()) > 0):
+            raise InputError(f"acquisition.allocation needs source counts as keys and shares >= 0, got {bad}")
         if a.mine_parents < 0 or a.mine_per_parent < 1:
             raise InputError("need mine_parents >= 0 and mine_per_parent >= 1")
         from diffcurate.solvers.sampling import sampler_names
@@ -190,7 +198,7 @@ def default_config(preset: str = "small", arch: str = "edcnn", **overrides) -> R
     if preset not in PRESETS:
         raise InputError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
     p = PRESETS[preset]
-    train = default_train_config(preset, patience=None)
+    train = default_train_config(preset)
     cfg = RunConfig(
         preset=preset,
         physics=p.physics.to_dict(),

@@ -50,8 +50,10 @@ def member_train_config(cfg: RunConfig, m: int) -> dict:
 
 
 def tc_epochs(cfg: RunConfig, n_train: int) -> int:
-    """Epochs the surrogate trains for in a round on n_train samples."""
-    return int(round_train_config(cfg, 0, n_train)["epochs"])
+    """Epochs the surrogate trains for at most in a round on n_train samples."""
+    from diffcurate.model.train import TrainConfig, max_epochs
+
+    return max_epochs(TrainConfig.from_dict(round_train_config(cfg, 0, n_train)), max(1, n_train))
 
 
 def round_train_config(cfg: RunConfig, m: int, n_train: int) -> dict:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ import numpy as np
 from diffcurate.curate.acquisition.mining import mutate
 from diffcurate.curate.acquisition.ranker import (
     ACQUISITIONS,
+    STRATEGIES,
     NetFeatures,
     config_features,
     needs_network_features,
@@ -251,7 +252,7 @@ class Runner:
         pool_path, y_path = state / "pool.npz", state / "pool_y.npy"
         scores_path, sel_path = state / "scores.npy", state / "selection.json"
         added_path = state / "meta.json"
-        use_scores = needs_scores(a.strategy)
+        use_scores = needs_scores(a.strategy, k)
         solve_pool = use_scores and ACQUISITIONS[a.acquisition].needs_solutions
 
         self._step(k, "generate", pool_path, lambda: self._generate_pool(k), "generator")
@@ -295,8 +296,13 @@ class Runner:
                     feats = NetFeatures(z["pool"], z["train"])
             else:
                 feats = config_features(self.physics, cand.configs)
-            sel = select(a.strategy, cand.scores, cand.configs.counts, feats, a.budget_at(k), a, rng)
-            atomic_json(sel_path, {"index": sel.index.tolist(), "cluster": sel.cluster.tolist(), "how": sel.how})
+            acq = a
+            if STRATEGIES[a.strategy].scores_once and k > 1:  # round 1's allocation, fixed from then on
+                first = json.loads((self.paths.state(1) / "selection.json").read_text())
+                acq = replace(a, allocation=first["allocation"])
+            sel = select(a.strategy, cand.scores, cand.configs.counts, feats, a.budget_at(k), acq, rng)
+            picked = {"index": sel.index.tolist(), "cluster": sel.cluster.tolist(), "how": sel.how}
+            atomic_json(sel_path, {**picked, **({"allocation": sel.allocation} if sel.allocation else {})})
 
         self._step(k, "select", sel_path, pick, "driver")
         sel = json.loads(sel_path.read_text())
@@ -437,7 +443,7 @@ class Runner:
         if not (
             self.cfg.ray.pipeline
             and k <= self.last_round
-            and needs_scores(a.strategy)
+            and needs_scores(a.strategy, k)
             and ACQUISITIONS[a.acquisition].needs_solutions
             and not (state / "pool_y.npy").exists()
         ):
