@@ -138,8 +138,10 @@ def _study(*args) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
 
 
-def test_study_extra_test_on_a_small_file(ray_cluster, tmp_path):
-    """The study's --extra-test evaluates every final model on an outside file, in the evaluate schema."""
+def test_study_records_results_and_extra_test_on_a_small_file(ray_cluster, tmp_path):
+    """The study end to end on the tiny preset: every run leaves its record, stratified copies the allocation of
+    its source run, results.json (from the records alone) compares every strategy with random and stratified,
+    and --extra-test evaluates every final model on an outside file, in the evaluate schema."""
     from diffcurate.curate.store.arrays import save_arrays
     from diffcurate.solvers.registry import solve
 
@@ -148,20 +150,38 @@ def test_study_extra_test_on_a_small_file(ray_cluster, tmp_path):
     save_arrays(extra, TINY, cfg, y=solve(TINY, cfg, "fast", dtype="float32"))
     spec = tmp_path / "study.toml"
     spec.write_text(
-        'preset = "tiny"\nrounds = 1\nbootstrap = 20\n'
+        'preset = "tiny"\nrounds = 1\nbootstrap = 20\nstratified_from = "ewd-mine"\n'
         "[protocol]\ninitial = 20\nbudget = 10\ngrowth = 2.0\npool = 100\nval = 10\ntest_per_cell = 1\n"
-        "held_out_per_cell = 1\nepochs = 1\nmin_steps = 1\nbatch_size = 16\n"
-        '[arms.edcnn]\nmodel = "edcnn"\nseeds = [0]\nstrategies = ["random", "ewd-mine"]\n'
+        "held_out_per_cell = 1\nbatch_size = 16\n[train]\nepochs = 1\n"
+        '[arms.edcnn]\nmodel = "edcnn"\nseeds = [0]\nstrategies = ["random", "ewd-mine", "stratified"]\n'
     )
-    docs = tmp_path / "docs"
+    docs, recs = tmp_path / "docs", tmp_path / "docs" / "study" / "runs"
     r = _study("--config", spec, "--out", tmp_path / "runs", "--docs", docs, "--workers", "1", "--extra-test", extra)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    for name in ("random", "ewd-mine", "stratified"):
+        assert (recs / "edcnn" / f"{name}-s0.json").is_file() and (recs / "edcnn" / f"{name}-s0.npz").is_file()
+    src = json.loads((recs / "edcnn" / "ewd-mine-s0.json").read_text())["rounds"][1]["added_by_sources"]
+    strat = json.loads((recs / "edcnn" / "stratified-s0.json").read_text())
+    assert strat["rounds"][1]["added_by_sources"] == src  # the same budget per count, drawn at random
+    assert strat["config"]["acquisition"]["allocation"] == pytest.approx({c: v / 10 for c, v in src.items()})
     res = json.loads((docs / "results.json").read_text())
+    assert res["default"] == "sbal" and res["protocol"]["picked_share"] == pytest.approx(10 / 30)
+    for s in ("random", "ewd-mine", "stratified"):
+        for block in (res["strategies"][s], res["strategies"][s]["held_out"]):
+            assert {"final_vs_random", "final_vs_stratified", "final_vs_stratified_ci90", "cost_ratio"} <= set(block)
+    assert res["strategies"]["stratified"]["final_vs_stratified"]["p99"] == pytest.approx(1.0)
     got = res["extra_test"]["strategies"]["edcnn"]
-    assert res["extra_test"]["n_samples"] == 12 and set(got) == {"random", "ewd-mine"}
+    assert res["extra_test"]["n_samples"] == 12 and set(got) == {"random", "ewd-mine", "stratified"}
     for runs in got.values():
         m = runs[0]
         assert m["n_samples"] == 12 and set(m["mae"]) == {"all", "sources", "field", "r1", "r2", "r3"}
-    assert res["protocol"]["picked_share"] == pytest.approx(10 / 30)
+    # the results come from the records alone: without the run directories they are the same
+    import shutil
+
+    shutil.rmtree(tmp_path / "runs")
+    again = _study("--config", spec, "--docs", tmp_path / "again", "--records", recs, "--summarise")
+    assert again.returncode == 0, again.stderr[-2000:]
+    res2 = json.loads((tmp_path / "again" / "results.json").read_text())
+    assert res2["strategies"] == res["strategies"]
     bad = _study("--config", spec, "--extra-test", tmp_path / "nope.npz")
     assert bad.returncode != 0 and "no such file" in bad.stderr and "Traceback" not in bad.stderr

@@ -1,0 +1,176 @@
+"""Running the study: runs spread over worker processes (one Ray each, one torch thread each), in phases, each
+finished run turned into its record (and committed with --commit); then the retrain jobs.
+
+Phases: (1) the first arm's runs but `stratified`; (2) `stratified`, which copies the allocation that the
+`stratified_from` strategy's run of the same seed ended with; (3) the other arms (whose `best` is the first arm's
+best non-peer strategy), transfer and the training control. A worker waits for the others between phases.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.study import records
+from bench.study.protocol import first_arm, jobs, run_config, run_dir
+
+
+def commit(files: list[Path], message: str) -> None:
+    """Commit just these files (other staged work is left alone); a busy index is retried."""
+    root = Path(__file__).resolve().parents[2]
+    for _ in range(30):
+        add = subprocess.run(["git", "add", "--", *map(str, files)], cwd=root, capture_output=True, text=True)
+        done = (
+            add.returncode == 0
+            and subprocess.run(
+                ["git", "commit", "-q", "-m", message, "--", *map(str, files)], cwd=root, capture_output=True, text=True
+            ).returncode
+            == 0
+        )
+        if done:
+            return
+        time.sleep(2)
+    print(f"warning: could not commit {files}", flush=True)
+
+
+def do_runs(spec: dict, todo: list, out: Path, recs: Path, log, commit_records: bool) -> None:
+    """Run (or resume) the given runs in this process, on one local Ray, writing each one's record."""
+    import torch
+
+    from diffcurate.curate.cluster.actors import ray_session
+    from diffcurate.curate.loop.rundir import init_run
+    from diffcurate.curate.loop.runner import run
+
+    torch.set_num_threads(1)
+    todo = [j for j in todo if not records.exists(recs, *j)]
+    if not todo:
+        return
+    with ray_session(num_cpus=2):
+        for arm_name, name, seed in todo:
+            root = run_dir(out, arm_name, name, seed)
+            alloc = None
+            if name == "stratified":
+                alloc = records.allocation(recs, arm_name, spec["stratified_from"], seed)
+            init_run(root, run_config(spec, spec["arms"][arm_name], name, seed, alloc))
+            t0 = time.time()
+            run(root, log=lambda s, r=root: log(f"{r.parent.name}/{r.name}: {s}"), show_progress=False)
+            files = records.write_run(recs, root, arm_name, name, seed)
+            if commit_records:
+                commit(
+                    [*files, recs / "test_set.json", recs / "test_set.npz"], f"Study record {arm_name}/{name}-s{seed}"
+                )
+            log(f"{arm_name}/{name}-s{seed} done in {time.time() - t0:.0f} s")
+
+
+def wait_for(recs: Path, todo: list) -> None:
+    while not all(records.exists(recs, *j) for j in todo):
+        time.sleep(10)
+
+
+def shard_main(spec: dict, i: int, n: int, out: Path, recs: Path, commit_records: bool) -> None:
+    def log(s):
+        print(f"[{i}] {s}", flush=True)
+
+    first = first_arm(spec)
+    all_first = [j for j in jobs(spec, None) if j[0] == first]
+    phase1 = [j for j in all_first if j[1] != "stratified"]
+    do_runs(spec, phase1[i::n], out, recs, log, commit_records)
+    phase2 = [j for j in all_first if j[1] == "stratified"]
+    if phase2:
+        src = [(first, spec["stratified_from"], seed) for _, _, seed in phase2]
+        wait_for(recs, src)
+        do_runs(spec, phase2[i::n], out, recs, log, commit_records)
+    later = {k: v for k, v in spec["arms"].items() if k != first}
+    if later or spec.get("transfer") or spec.get("control"):
+        wait_for(recs, all_first)
+        from bench.study.stats import best_strategy
+
+        best = best_strategy(spec, recs)
+        phase3 = [j for j in jobs({**spec, "arms": later}, best)] if later else []
+        do_runs(spec, phase3[i::n], out, recs, log, commit_records)
+        retrain_jobs(spec, recs, best, i, n, log, commit_records)
+
+
+def retrain_list(spec: dict, best: str | None) -> list[tuple[str, str, int]]:
+    """(kind, strategy, seed): transfer (another model on the first arm's final sets) and the control."""
+    work = []
+    tr = spec.get("transfer")
+    if tr:
+        for s in [best if x == "best" else x for x in tr["strategies"]]:
+            work += [("transfer", s, seed) for seed in tr["seeds"]]
+    for s in spec.get("control") or []:
+        s = best if s == "best" else s
+        work.append(("control", s, spec["arms"][first_arm(spec)]["seeds"][0]))
+    return work
+
+
+def retrain_jobs(spec: dict, recs: Path, best: str | None, i: int, n: int, log, commit_records: bool) -> None:
+    for kind, s, seed in retrain_list(spec, best)[i::n]:
+        if records.exists(recs, kind, s, seed):
+            continue
+        t0 = time.time()
+        meta, per = retrain(spec, recs, kind, s, seed)
+        meta["seconds"] = round(time.time() - t0, 1)
+        files = records.write_retrain(recs, kind, s, seed, meta, per)
+        if commit_records:
+            commit(files, f"Study record {kind}/{s}-s{seed}")
+        log(f"{kind} {s}-s{seed} done in {meta['seconds']:.0f} s")
+
+
+def retrain(spec: dict, recs: Path, kind: str, name: str, seed: int) -> tuple[dict, np.ndarray]:
+    """Train a fresh model on the final training set of a first-arm run (at the common final size) and test it
+    like the runs do. transfer: the transfer arm's model; control: the run's own model with twice the maximum
+    budget (epochs, max_steps and patience doubled)."""
+    import torch
+
+    from diffcurate.curate.loop.config import RunConfig, default_config
+    from diffcurate.curate.loop.rundir import round_train_config
+    from diffcurate.model.data import dataset_from_configs
+    from diffcurate.model.metrics import evaluate_model
+    from diffcurate.model.train import TrainConfig, train
+    from diffcurate.solvers.problem import Configs, Physics
+    from diffcurate.solvers.registry import solve
+
+    torch.set_num_threads(1)
+    meta, arr = records.load(recs, first_arm(spec), name, seed)
+    cfg = RunConfig.from_dict(meta["config"])
+    ph = Physics.from_dict(cfg.physics)
+    keep = arr["train_round"] <= spec["rounds"]  # random's set at the others' size
+    sets = {}
+    for split, mask in (("train", keep), ("val", slice(None))):
+        c = Configs(arr[f"{split}_centers"][mask], arr[f"{split}_values"][mask], arr[f"{split}_counts"][mask])
+        sets[split] = dataset_from_configs(ph, c, solve(ph, c, "fast", dtype="float32"))
+    n_train = len(sets["train"])
+    tc = round_train_config(cfg, 0, n_train)
+    if kind == "transfer":
+        model = {
+            **default_config(spec["preset"], spec["transfer"]["model"]).model,
+            **spec["transfer"].get("model_config", {}),
+        }
+    else:
+        model = cfg.model
+        tc = {
+            **tc,
+            "epochs": 2 * tc["epochs"],
+            "max_steps": 2 * tc.get("max_steps", 0),
+            "patience": 2 * (tc.get("patience") or 0) or None,
+        }
+    res = train(model, TrainConfig.from_dict(tc), sets["train"], sets["val"], physics=ph, device="cpu")
+    with np.load(recs / "test_set.npz") as z:  # the fixed test set, in the records' order
+        test = Configs(z["centers"], z["values"], z["counts"])
+    test_ds = dataset_from_configs(ph, test, solve(ph, test, "fast", dtype="float32"))
+    _, per = evaluate_model(res.model, test_ds, "cpu", tc.get("transform", "none"))
+    out = {
+        "kind": kind,
+        "strategy": name,
+        "seed": seed,
+        "n_train": n_train,
+        "epochs": len(res.history),
+        "best_epoch": res.best_epoch,
+        "model": model["arch"],
+        "train_config": tc,
+    }
+    return out, per

@@ -1,0 +1,162 @@
+"""The protocol: sizes, pools, training, the strategy variants, and the job list of a study spec.
+
+Every (arm, strategy, seed) is an ordinary run directory under --out; a run's seed sets its data, network init and
+shuffle order; all strategies of a seed share the initial set and the candidate pools; every run of one config
+shares the one test split (data.test_seed). Each round trains from scratch to convergence (the preset's stop =
+plateau: until val MAE stalls, a cosine cool-down, best on validation).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import tomllib
+
+HARD_SOURCES = 15
+HELD_OUT = ["ring", "grid", "crowd", "wall-row"]
+MIXED = ["uniform", "clustered", "boundary", "overlap", "sparse-values"]
+SETS = {"mixed": ("mae", "p99", "hard"), "held_out": ("mae", "p99")}
+BASELINES = ("random", "stratified")
+
+# strategy -> acquisition overrides. `-field`: the score counts the field only (sources_weight 0), the error the
+# surrogate can still learn; the ED-CNN's disc pixels carry most of its error and mostly count disc pixels.
+VARIANTS: dict[str, dict] = {
+    "random": {"strategy": "random"},
+    # random within each source count, by the allocation the `stratified_from` strategy ended with on the same seed
+    "stratified": {"strategy": "stratified"},
+    "count-prior": {"strategy": "count-prior", "sources_weight": 0.0},
+    "al": {"strategy": "al", "acquisition": "true-error", "sources_weight": 1.0},
+    "al-field": {"strategy": "al", "acquisition": "true-error", "sources_weight": 0.0},
+    "ewd": {"strategy": "ewd", "sources_weight": 0.0, "exploration": 0.0},
+    "ewd-mine": {"strategy": "ewd", "sources_weight": 0.0, "exploration": 0.0, "mine_parents": 100},
+    # ewd with power sampling's sharpness (beta 4: weights score^2, D^2 ~ score^4)
+    "ewd-p2-mine": {
+        "strategy": "ewd",
+        "sources_weight": 0.0,
+        "exploration": 0.0,
+        "mine_parents": 100,
+        "weight_power": 2.0,
+    },
+    "al-field-mine": {"strategy": "al", "sources_weight": 0.0, "mine_parents": 100},
+    "sbal": {"strategy": "sbal", "sources_weight": 0.0},
+    "sbal-mine": {"strategy": "sbal", "sources_weight": 0.0, "mine_parents": 100},
+    # the default strategy without ground truth: candidates scored by the calibrated PDE-residual estimator
+    "sbal-residual": {"strategy": "sbal", "acquisition": "residual"},
+    "lcmd": {"strategy": "lcmd"},
+}
+PEERS = {"sbal", "lcmd", "coreset"}
+
+# the protocol of the study and of --quick alike (a study config may override it, e.g. for a smoke test)
+PROTOCOL = {
+    "initial": 100,
+    "budget": 100,
+    "growth": 2.0,
+    "pool": 5000,
+    "val": 100,
+    "test_per_cell": 50,
+    "held_out_per_cell": 13,
+    "batch_size": 16,
+}
+QUICK = {
+    "preset": "small",
+    "rounds": 2,
+    "bootstrap": 300,
+    "sbal_beta": 4.0,
+    "stratified_from": "sbal",
+    "protocol": PROTOCOL,
+    "arms": {"edcnn": {"model": "edcnn", "seeds": [0], "strategies": ["random", "sbal", "stratified", "count-prior"]}},
+    "transfer": None,
+    "control": [],
+}
+
+
+def peer(name: str) -> bool:
+    return name.split("-b")[0] in PEERS
+
+
+def variant(name: str) -> dict:
+    if name.startswith("sbal-b"):
+        return {**VARIANTS["sbal"], "beta": float(name.removeprefix("sbal-b"))}
+    if name not in VARIANTS:
+        raise SystemExit(f"error: unknown strategy {name!r} (choose from {', '.join(VARIANTS)} or sbal-bBETA)")
+    return VARIANTS[name]
+
+
+def load_spec(config: Path | None, quick: bool) -> dict:
+    if not quick and not config:
+        raise SystemExit("error: give --quick or --config FILE")
+    spec = json.loads(json.dumps(QUICK))
+    if config:
+        spec.update(tomllib.loads(config.read_text()))
+    for arm in spec["arms"].values():
+        for s in arm["strategies"]:
+            if s != "best":
+                variant(s)
+    return spec
+
+
+def first_arm(spec: dict) -> str:
+    return next(iter(spec["arms"]))
+
+
+def run_config(spec: dict, arm: dict, name: str, seed: int, allocation: dict | None = None):
+    """The run config of one (arm, strategy, seed): the preset's, with the protocol's sizes and the variant."""
+    from diffcurate.curate.loop.config import DataConfig, default_config
+
+    p = spec["protocol"]
+    cfg = default_config(spec["preset"], arm["model"])
+    cfg.model.update(arm.get("model_config", {}))
+    cfg.seed, cfg.rounds = seed, spec["rounds"] + (arm.get("extend_random", 0) if name == "random" else 0)
+    cfg.warm_start = False
+    cfg.train.update(batch_size=p["batch_size"], seed=seed, **spec.get("train", {}))
+    cfg.data = DataConfig(
+        initial=p["initial"],
+        val=p["val"],
+        pool=p["pool"],
+        test_per_cell=p["test_per_cell"],
+        test_families=list(MIXED),
+        held_out_families=list(HELD_OUT),
+        held_out_per_cell=p["held_out_per_cell"],
+    )
+    a = cfg.acquisition
+    a.budget, a.budget_growth = p["budget"], p["growth"]
+    for k, v in variant(name).items():
+        setattr(a, k, v)
+    if a.strategy == "sbal" and "sbal_beta" in spec and not name.startswith("sbal-b"):
+        a.beta = float(spec["sbal_beta"])
+    if name == "stratified":
+        a.allocation = dict(allocation or {})
+    cfg.ray.dashboard = False
+    cfg.ray.trainer_threads = 1
+    cfg.ray.pipeline = True
+    return cfg
+
+
+def jobs(spec: dict, best: str | None) -> list[tuple[str, str, int]]:
+    """(arm, strategy, seed) of every run, the first arm's `stratified_from` runs first (stratified copies them)."""
+    out = []
+    for arm_name, arm in spec["arms"].items():
+        fewer = arm.get("seeds_by_strategy", {})
+        for seed in arm["seeds"]:
+            for s in arm["strategies"]:
+                if seed not in fewer.get(s, arm["seeds"]):
+                    continue
+                s = best if s == "best" else s
+                if s is not None:
+                    out.append((arm_name, s, seed))
+    src = spec.get("stratified_from")
+    return sorted(out, key=lambda j: (j[0] != first_arm(spec), j[1] != src, j[1] == "stratified"))
+
+
+def run_dir(out: Path, arm: str, name: str, seed: int) -> Path:
+    return out / arm / f"{name}-s{seed}"
+
+
+def schedule(spec: dict) -> list[int]:
+    """Training sizes of the rounds: initial, then + budget x growth^(k-1)."""
+    p = spec["protocol"]
+    sizes = [p["initial"]]
+    for k in range(1, spec["rounds"] + 1):
+        sizes.append(sizes[-1] + round(p["budget"] * p["growth"] ** (k - 1)))
+    return sizes
