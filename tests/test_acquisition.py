@@ -160,6 +160,10 @@ def test_study_records_results_and_extra_test_on_a_small_file(ray_cluster, tmp_p
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     for name in ("random", "ewd-mine", "stratified"):
         assert (recs / "edcnn" / f"{name}-s0.json").is_file() and (recs / "edcnn" / f"{name}-s0.npz").is_file()
+    # round 0 is made once per seed (a template run) and shared: the same first model for every strategy
+    assert (tmp_path / "runs" / "edcnn" / "round0-s0" / "rounds.jsonl").is_file()
+    first = {n: np.load(recs / "edcnn" / f"{n}-s0.npz")["per_sample"][0] for n in ("random", "ewd-mine")}
+    assert np.array_equal(first["random"], first["ewd-mine"])
     src = json.loads((recs / "edcnn" / "ewd-mine-s0.json").read_text())["rounds"][1]["added_by_sources"]
     strat = json.loads((recs / "edcnn" / "stratified-s0.json").read_text())
     assert strat["rounds"][1]["added_by_sources"] == src  # the same budget per count, drawn at random

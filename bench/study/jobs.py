@@ -56,6 +56,7 @@ def do_runs(spec: dict, todo: list, out: Path, recs: Path, log, commit_records: 
                 alloc = records.allocation(recs, arm_name, spec["stratified_from"], seed)
             init_run(root, run_config(spec, spec["arms"][arm_name], name, seed, alloc))
             t0 = time.time()
+            share_round0(spec, out, arm_name, name, seed, root, log)
             run(root, log=lambda s, r=root: log(f"{r.parent.name}/{r.name}: {s}"), show_progress=False)
             files = records.write_run(recs, root, arm_name, name, seed)
             if commit_records:
@@ -63,6 +64,36 @@ def do_runs(spec: dict, todo: list, out: Path, recs: Path, log, commit_records: 
                     [*files, recs / "test_set.json", recs / "test_set.npz"], f"Study record {arm_name}/{name}-s{seed}"
                 )
             log(f"{arm_name}/{name}-s{seed} done in {time.time() - t0:.0f} s")
+
+
+def share_round0(spec: dict, out: Path, arm: str, name: str, seed: int, root: Path, log) -> None:
+    """Give a new run the round 0 of its (arm, seed): every strategy's round 0 is the same (the test split, the
+    initial sets, the first model: one seed, no acquisition), so it is made once, in a template run directory
+    with no acquisition rounds, and copied (store, checkpoint, state, record) into each run before it starts."""
+    import fcntl
+    import shutil
+
+    from diffcurate.curate.loop.rundir import RunPaths, append_round, init_run, read_rounds
+    from diffcurate.curate.loop.runner import run
+
+    if read_rounds(root) or (root / "store").exists():
+        return
+    template = out / arm / f"round0-s{seed}"
+    template.parent.mkdir(parents=True, exist_ok=True)
+    with open(template.parent / f"round0-s{seed}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the other worker may be making it
+        if not read_rounds(template):
+            cfg = run_config(spec, spec["arms"][arm], "random", seed)
+            cfg.rounds = 0
+            init_run(template, cfg)
+            run(template, rounds=0, log=lambda s: log(f"{arm}/round0-s{seed}: {s}"), show_progress=False)
+    src, dst = RunPaths(template), RunPaths(root)
+    shutil.copytree(src.store, dst.store)
+    shutil.copytree(src.state(0), dst.state(0))
+    dst.checkpoint(0).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src.checkpoint(0), dst.checkpoint(0))
+    record = read_rounds(template)[0]
+    append_round(root, {**record, "strategy": run_config(spec, spec["arms"][arm], name, seed).acquisition.strategy})
 
 
 def wait_for(recs: Path, todo: list) -> None:

@@ -161,6 +161,7 @@ def _block(E, arm, s, own, rows, mask, metrics, cut, reps, n_test, rng) -> dict:
             "cost_ratio_lower_bound",
             "final_vs_random_equal_cost",
             "final_vs_random_equal_cost_ci90",
+            "equal_cost_beyond_random",
             "final_vs_stratified",
             "final_vs_stratified_ci90",
             "curve",
@@ -207,6 +208,8 @@ def _block(E, arm, s, own, rows, mask, metrics, cut, reps, n_test, rng) -> dict:
         block["cost_ratio"][m] = cr
         block["cost_ratio_lower_bound"][m] = clow
         block["final_vs_random_equal_cost"][m] = float(vs[m][-1] / at_size(c_b, vb[m], c_s[-1]))
+        # beyond random's last round its value is held (not extrapolated): the ratio then favours the strategy
+        block["equal_cost_beyond_random"][m] = bool(c_s[-1] > c_b[-1])
         block["final_vs_random_equal_cost_ci90"][m] = _ci(boot[m]["cost"])
         if strat:
             sv, sb, sn_s, sn_b, _, _ = _curves(E, arm, s, strat[0], strat[1], "stratified", mask, E.hard, cut)
