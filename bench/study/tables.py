@@ -133,7 +133,8 @@ def markdown(res: dict) -> str:
             out += [
                 f"**{arm}, {label}** (final round, seed means; ratios of p99 per-sample MAE with 90 % intervals: "
                 "vs random and vs stratified at equal size, vs random at equal seconds; samples ratio = random's "
-                "size to match / the strategy's, `>=`: random never matches within its schedule):",
+                "size to match / the strategy's, `>=`: random never matches within its schedule; `*`: the strategy spent "
+                "more seconds than random's whole schedule, whose last value is then held):",
                 "",
                 "| strategy | seeds | MAE | p99 | MAE vs random | p99 vs random | p99 vs stratified | "
                 "p99 vs random, equal seconds | p99 samples ratio (fit) |",
@@ -148,11 +149,12 @@ def markdown(res: dict) -> str:
                     else "-"
                 )
                 lb = ">=" if b["samples_ratio_lower_bound"]["p99"] else ""
+                star = "*" if b.get("equal_cost_beyond_random", {}).get("p99") else ""
                 name = f"{s} (peer)" if b0["peer"] else s
                 out.append(
                     f"| {name} | {b0['seeds']} | {b['final_mean']['mae']:.4g} | {b['final_mean']['p99']:.4g} | "
                     f"{b['final_vs_random']['mae']:.3f} {_ci(ci['mae'])} | {b['final_vs_random']['p99']:.3f} "
-                    f"{_ci(ci['p99'])} | {strat} | {b['final_vs_random_equal_cost']['p99']:.3f} "
+                    f"{_ci(ci['p99'])} | {strat} | {b['final_vs_random_equal_cost']['p99']:.3f}{star} "
                     f"{_ci(b['final_vs_random_equal_cost_ci90']['p99'])} | {lb}{b['samples_ratio']['p99']:.2f} "
                     f"({_f(b['samples_ratio_fit']['p99'])}) |"
                 )
