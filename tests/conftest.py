@@ -1,4 +1,4 @@
-"""Shared fixtures: one local Ray cluster for the whole session, a CLI runner, small solved data."""
+"""Shared fixtures: one local Ray cluster on 127.0.0.1 for the whole session, a CLI runner, small solved data."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ def ray_cluster(tmp_path_factory):
     subprocesses (`curate ... --address`) can join it instead of starting their own."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=True, logging_level="ERROR", log_to_driver=False)
+    from diffcurate.curate.cluster.actors import init_local
+
+    init_local(num_cpus=2, include_dashboard=False, configure_logging=True, logging_level="ERROR", log_to_driver=False)
     try:
         yield ray.get_runtime_context().gcs_address
     finally:
