@@ -1,4 +1,4 @@
-"""Acquisition v2 on synthetic scores and features: ewd and sbal pick diverse, error-weighted, seeded sets; mining
+"""Acquisition on synthetic scores and features: ewd and sbal pick diverse, error-weighted, seeded sets; mining
 makes valid configurations inside the lattice with provenance; the study's --extra-test runs on a small file."""
 
 from __future__ import annotations
