@@ -256,6 +256,19 @@ def test_count_prior_scores_round_one_then_keeps_its_allocation(al_run, tmp_path
         assert picked.get(int(top), 0) == max(picked.values())  # the largest share gets the most picks
 
 
+def test_strata_fits_the_round_scores_by_descriptors(al_run, tmp_path):
+    """strata: the solved, scored pool of round 1 is fitted by its descriptors (the fit is kept in selection.json)
+    and the budget is spent in one pick of the same size as every strategy's."""
+    root = tmp_path / "strata"
+    cfg = tiny_config("strata")
+    cfg.rounds = 1
+    init_run(root, cfg)
+    rounds = run(root, log=quiet, show_progress=False)
+    sel = json.loads((RunPaths(root).state(1) / "selection.json").read_text())
+    assert len(sel["index"]) == rounds[1]["added"] == 20 and len(sel["fit"]["weights"]) == 13
+    assert -1.0 <= sel["fit"]["r2"] <= 1.0
+
+
 def test_round_metrics_reach_the_prometheus_endpoint(ray_cluster, tmp_path):
     """The diffcurate_* gauges a tiny run publishes show up on the node's metrics endpoint with the run's tag (what
     Prometheus scrapes and the dashboard's Metrics view shows), scraped right after the run's round."""

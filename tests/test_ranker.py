@@ -124,3 +124,28 @@ def test_count_prior_shares_follow_the_mean_score_per_count_then_stay_fixed():
     acq.allocation = first.allocation
     later = select("count-prior", None, counts, None, 20, acq, np.random.default_rng(0))
     assert np.bincount(counts[later.index], minlength=3)[1:].tolist() == [5, 15]
+
+
+def test_strata_follows_the_regions_where_the_error_is_not_single_scores():
+    """Scores planted as exp(0.1 count + clustered) with noise, plus one huge score on a one-source uniform
+    candidate: the descriptor fit explains the scores, the picks concentrate on many sources and the clustered
+    family, and the outlier (which sbal takes) does not pull a pick."""
+    from diffcurate.curate.acquisition.ranker import Descriptors, config_descriptors
+
+    ph = PRESETS["small"].physics
+    configs, fams = sample_configs("mixed", ph, 3, range(1000), (1, 20))
+    rng = np.random.default_rng(0)
+    counts = configs.counts
+    clustered = np.array([f == "clustered" for f in fams])
+    scores = 0.01 * np.exp(0.1 * counts + 1.0 * clustered + rng.normal(0, 0.1, len(counts)))
+    outlier = int(np.flatnonzero((counts == 1) & ~clustered)[0])
+    scores[outlier] = 10 * scores.max()
+    feats = Descriptors(config_descriptors(ph, configs, fams))
+    acq = AcquisitionConfig(strategy="strata", beta=4.0)
+    sel = select("strata", scores, counts, feats, 100, acq, np.random.default_rng(1))
+    assert len(set(sel.index.tolist())) == 100 and sel.fit["r2"] > 0.8
+    assert counts[sel.index].mean() > counts.mean() + 3
+    assert clustered[sel.index].mean() > 1.5 * clustered.mean()
+    assert outlier not in sel.index
+    sb = select("sbal", scores, counts, None, 100, AcquisitionConfig(strategy="sbal"), np.random.default_rng(1))
+    assert outlier in sb.index

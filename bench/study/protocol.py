@@ -44,6 +44,8 @@ VARIANTS: dict[str, dict] = {
     # the default strategy without ground truth: candidates scored by the calibrated PDE-residual estimator
     "sbal-residual": {"strategy": "sbal", "acquisition": "residual"},
     "lcmd": {"strategy": "lcmd"},
+    # adaptive allocation over descriptors (family, crowding, walls, values, count), on the field-only score
+    "strata": {"strategy": "strata", "sources_weight": 0.0},
 }
 PEERS = {"sbal", "lcmd", "coreset"}
 

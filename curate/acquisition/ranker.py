@@ -10,6 +10,10 @@ spends the budget in two stages:
    features of the count's top `candidates_factor` x share candidates, taking the best-scored member of each
    cluster, so near-duplicate configurations are not all taken.
 
+`strata` allocates over richer descriptors than the count (family, crowding, walls, source values), adapted each
+round: the candidates' scores are fitted by their descriptors and picks are drawn in proportion to the fitted
+score^beta.
+
 `ewd` (error-weighted diversity) is "highest error" and "diverse" in one step, in the surrogate's learned space:
 BADGE-style k-means++ seeding on the bottleneck features scaled by each candidate's score, so a pick is likely in
 proportion to its squared distance, in error-scaled feature space, from the picks so far.
@@ -39,6 +43,7 @@ class Selection:
     cluster: np.ndarray  # (B,) int64 cluster within its source count (-1: random / not clustered)
     how: list[str]  # per pick: "exploit", "explore" or "random"
     allocation: dict[str, float] | None = None  # the shares by source count the pick followed, where one did
+    fit: dict | None = None  # strata: the descriptor model of log(score) (R^2, standardised weights)
 
 
 @dataclass(frozen=True)
@@ -243,6 +248,55 @@ def _count_prior(scores, counts, feats, budget, acq, rng) -> Selection:
     return _random_by_allocation(counts, budget, shares(weight), rng)
 
 
+DESCRIPTOR_FAMILIES = ("uniform", "clustered", "boundary", "overlap", "sparse-values", "mutant")
+
+
+def config_descriptors(physics: Physics, configs: Configs, families: list[str]) -> np.ndarray:
+    """(n, 12) float64 descriptors that explain where a surrogate errs (not only the source count): count and
+    count^2, the family one-hot (pool families and mined mutants), mean nearest-neighbour distance between discs and
+    the nearest disc's distance to a wall (in diffusion lengths), the spread and the sum of the source values."""
+    lD = physics.diffusion_length
+    L = physics.lattice
+    out = np.zeros((len(configs), 12))
+    for s in range(len(configs)):
+        c, v = configs.sample(s)
+        c = c.astype(float)
+        k = len(c)
+        d = np.sqrt(((c[:, None] - c[None]) ** 2).sum(-1)) + np.eye(k) * 2 * L
+        nn = d.min(1).mean() / lD if k > 1 else L / lD
+        wall = np.minimum(c, L - 1 - c).min() / lD
+        fam = [float(families[s] == f) for f in DESCRIPTOR_FAMILIES]
+        out[s] = [k, k * k, *fam, min(nn, L / lD), wall, v.std(), v.sum()]
+    return out
+
+
+@dataclass
+class Descriptors:
+    """`config_descriptors` of the candidates: what the descriptor-allocation strategy reads instead of features."""
+
+    x: np.ndarray
+
+
+def _strata(scores, counts, feats: Descriptors, budget, acq, rng) -> Selection:
+    """Adaptive allocation over descriptors: log(score) fitted by ridge least squares on the candidates'
+    descriptors, then picks drawn without replacement with P proportional to the fitted score^beta (Gumbel
+    top-k). The pool is a fresh draw of the sampler, so this importance-resamples the sampler's own parameters
+    towards the regions where the model errs; one noisy score cannot pull a pick, a region's mean can. With the
+    count as the only descriptor it is a score-weighted `stratified`."""
+    x = feats.x
+    mu, sd = x.mean(0), x.std(0)
+    z = np.column_stack([np.ones(len(x)), (x - mu) / np.where(sd > 0, sd, 1.0)])  # (n, 13)
+    t = np.log(np.maximum(scores, 1e-12))
+    w = np.linalg.solve(z.T @ z + 1e-3 * len(z) * np.eye(z.shape[1]), z.T @ t)
+    fitted = z @ w  # log of the expected score of each candidate's region
+    r2 = 1.0 - ((t - fitted) ** 2).sum() / max(((t - t.mean()) ** 2).sum(), 1e-300)
+    keys = acq.beta * fitted + rng.gumbel(size=len(t))
+    idx = np.sort(np.argsort(-keys, kind="stable")[: min(budget, len(t))]).astype(np.int64)
+    sel = Selection(idx, np.full(len(idx), -1), ["exploit"] * len(idx))
+    sel.fit = {"r2": float(r2), "weights": [float(v) for v in w]}
+    return sel
+
+
 @dataclass
 class NetFeatures:
     """The surrogate's bottleneck features of the pool (n, D) and of the current training set (m, D)."""
@@ -319,6 +373,7 @@ class Strategy:
     network_features: bool = False
     peer: bool = False  # the field's method, kept for comparison (bmdal-reg, AL4PDE)
     scores_once: bool = False  # scores only in round 1; later rounds reuse round 1's allocation (count-prior)
+    descriptors: bool = False  # reads `Descriptors` (config_descriptors) instead of the configuration features
 
 
 STRATEGIES: dict[str, Strategy] = {
@@ -333,6 +388,7 @@ STRATEGIES: dict[str, Strategy] = {
     "ewd": Strategy(_ewd, True, True, peer=False),
     "stratified": Strategy(_stratified, False),
     "count-prior": Strategy(_count_prior, True, scores_once=True),
+    "strata": Strategy(_strata, True, descriptors=True),
 }
 
 
@@ -351,3 +407,7 @@ def needs_scores(strategy: str, k: int = 1) -> bool:
 
 def needs_network_features(strategy: str) -> bool:
     return STRATEGIES[strategy].network_features
+
+
+def needs_descriptors(strategy: str) -> bool:
+    return STRATEGIES[strategy].descriptors

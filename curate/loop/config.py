@@ -45,7 +45,7 @@ class AcquisitionConfig:
     diversity: str = "kmeans"  # kmeans | none: near-duplicate candidates are not all taken
     candidates_factor: float = 3.0  # diversity clusters the top factor x budget candidates of a count
     sources_weight: float = 0.0  # score = weighted MAE: disc pixels x this, others x 1 (0: the learnable field)
-    beta: float = 4.0  # sbal: P(pick) proportional to score^beta (4: the study's choice on --quick)
+    beta: float = 4.0  # sbal, strata: P(pick) proportional to (fitted) score^beta
     weight_power: float = 1.0  # ewd: features scaled by score^power (1: BADGE; 2: picks ~ score^4 like sbal beta 4)
     mine_parents: int = 0  # hard-case mining: mutate the top N scored candidates (0: off)
     mine_per_parent: int = 4  # mutants per parent, scored like the pool and added to the candidates

@@ -29,8 +29,11 @@ from diffcurate.curate.acquisition.mining import mutate
 from diffcurate.curate.acquisition.ranker import (
     ACQUISITIONS,
     STRATEGIES,
+    Descriptors,
     NetFeatures,
+    config_descriptors,
     config_features,
+    needs_descriptors,
     needs_network_features,
     needs_scores,
     select,
@@ -294,6 +297,8 @@ class Runner:
             if needs_network_features(a.strategy):
                 with np.load(embed_path) as z:
                     feats = NetFeatures(z["pool"], z["train"])
+            elif needs_descriptors(a.strategy):
+                feats = Descriptors(config_descriptors(self.physics, cand.configs, cand.families))
             else:
                 feats = config_features(self.physics, cand.configs)
             acq = a
@@ -302,7 +307,8 @@ class Runner:
                 acq = replace(a, allocation=first["allocation"])
             sel = select(a.strategy, cand.scores, cand.configs.counts, feats, a.budget_at(k), acq, rng)
             picked = {"index": sel.index.tolist(), "cluster": sel.cluster.tolist(), "how": sel.how}
-            atomic_json(sel_path, {**picked, **({"allocation": sel.allocation} if sel.allocation else {})})
+            extra = {k: v for k, v in (("allocation", sel.allocation), ("fit", sel.fit)) if v}
+            atomic_json(sel_path, {**picked, **extra})
 
         self._step(k, "select", sel_path, pick, "driver")
         sel = json.loads(sel_path.read_text())
