@@ -176,7 +176,7 @@ def step_generate(c: dict, tmp: Path) -> dict:
 
 def step_run(c: dict, tmp: Path) -> dict:
     from diffcurate.curate.loop.config import RunConfig, default_config
-    from diffcurate.curate.loop.rundir import init_run
+    from diffcurate.curate.loop.rundir import RunPaths, init_run
 
     root = tmp / "run"
     cfg: RunConfig = default_config(c["run_preset"])
@@ -189,8 +189,9 @@ def step_run(c: dict, tmp: Path) -> dict:
     if r.returncode:
         raise RuntimeError(r.stderr.strip().splitlines()[-1] if r.stderr.strip() else f"exit {r.returncode}")
     rounds = [json.loads(line) for line in (root / "rounds.jsonl").read_text().splitlines()]
-    fits = [json.loads((root / "state" / f"round-{k:03d}" / "fit.json").read_text()) for k in range(len(rounds))]
-    actors = json.loads((root / "state" / "actors.json").read_text())
+    paths = RunPaths(root)
+    fits = [json.loads(paths.round(k).fit.read_text()) for k in range(len(rounds))]
+    actors = json.loads(paths.actors.read_text())
     gpu_trainer = _trainer_on_gpu(root) if c["device"] == "cuda" else False
     return {
         "preset": c["run_preset"],
@@ -206,7 +207,9 @@ def step_run(c: dict, tmp: Path) -> dict:
 
 def _trainer_on_gpu(root: Path) -> bool:
     """The checkpoint of round 0 records the device it was trained on (fit.json), or the run's log says so."""
-    fit = json.loads((root / "state" / "round-000" / "fit.json").read_text())
+    from diffcurate.curate.loop.rundir import RunPaths
+
+    fit = json.loads(RunPaths(root).round(0).fit.read_text())
     return str(fit.get("device", "")).startswith("cuda")
 
 

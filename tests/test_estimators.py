@@ -129,7 +129,7 @@ def test_calibration_is_plain_json_in_mae_units_and_reused(tiny_run):
 
 def test_estimate_eval_cli_json(tiny_run, cli):
 
-    out = tiny_run / "eval.json"
+    out = tiny_run / "estimate-eval.json"
     code, stdout, err = cli(
         "estimate-eval", tiny_run, "--estimators", "residual,residual-l1,tod,ensemble", "--out", out, "--json"
     )

@@ -99,7 +99,7 @@ def test_resume_after_sigkill_of_the_driver(al_run, ray_cluster, tmp_path):
     init_run(root, tiny_config("al"))
     cmd = [sys.executable, "-m", "diffcurate.curate", "run", str(root), "--address", ray_cluster]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    marker = RunPaths(root).state(1) / "selection.json"
+    marker = RunPaths(root).round(1).selection
     deadline = time.time() + 180
     while time.time() < deadline and proc.poll() is None and not marker.exists():
         time.sleep(0.05)
@@ -212,7 +212,7 @@ def test_two_trainers_train_independent_ensemble_members(ray_cluster, tmp_path):
     before = member.stat().st_mtime_ns
     prepare(Source(paths.checkpoint(1), root, 1), ["ensemble"], ensemble_size=2)
     assert member.stat().st_mtime_ns == before  # reused, not retrained
-    placed = json.loads((root / "state" / "actors.json").read_text())[-1]["nodes"]
+    placed = json.loads(RunPaths(root).actors.read_text())[-1]["nodes"]
     assert {"trainer", "trainer-1"} <= set(placed)
     from diffcurate.curate.loop.report import write_report
 
@@ -228,7 +228,7 @@ def test_peer_strategy_lcmd_picks_in_feature_space(al_run, tmp_path):
     init_run(root, cfg)
     rounds = run(root, log=quiet, show_progress=False)
     assert rounds[1]["added"] == 20 == rounds[1]["solves"] and rounds[1]["train_size"] == 60
-    with np.load(RunPaths(root).state(1) / "embed.npz") as z:
+    with np.load(RunPaths(root).round(1).embed) as z:
         assert z["pool"].shape[1] == z["train"].shape[1] and len(z["train"]) == 40
     picked = {}
     for r in (root, al_run):
@@ -243,9 +243,9 @@ def test_count_prior_scores_round_one_then_keeps_its_allocation(al_run, tmp_path
     root = tmp_path / "count-prior"
     init_run(root, tiny_config("count-prior"))
     rounds = run(root, log=quiet, show_progress=False)
-    state = RunPaths(root).state
-    assert (state(1) / "scores.npy").exists() and not (state(2) / "scores.npy").exists()
-    sel = [json.loads((state(k) / "selection.json").read_text()) for k in (1, 2)]
+    files = RunPaths(root).round
+    assert files(1).scores.exists() and not files(2).scores.exists()
+    sel = [json.loads(files(k).selection.read_text()) for k in (1, 2)]
     assert sel[0]["allocation"] == sel[1]["allocation"] and sum(sel[0]["allocation"].values()) == pytest.approx(1)
     assert rounds[2]["solves"] == rounds[2]["added"] == 20 < rounds[1]["solves"]
     with Store(RunPaths(root).store, readonly=True) as st:
@@ -264,7 +264,7 @@ def test_strata_fits_the_round_scores_by_descriptors(al_run, tmp_path):
     cfg.rounds = 1
     init_run(root, cfg)
     rounds = run(root, log=quiet, show_progress=False)
-    sel = json.loads((RunPaths(root).state(1) / "selection.json").read_text())
+    sel = json.loads(RunPaths(root).round(1).selection.read_text())
     assert len(sel["index"]) == rounds[1]["added"] == 20 and len(sel["fit"]["weights"]) == 13
     assert -1.0 <= sel["fit"]["r2"] <= 1.0
 

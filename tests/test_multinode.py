@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from diffcurate.curate.loop.config import default_config
-from diffcurate.curate.loop.rundir import init_run, read_rounds
+from diffcurate.curate.loop.rundir import RunPaths, init_run, read_rounds
 
 RAY = str(Path(sys.executable).with_name("ray"))
 
@@ -115,7 +115,7 @@ def test_two_node_run(tmp_path):
         )
         assert out.returncode == 0, out.stderr[-3000:]
         assert [r["round"] for r in read_rounds(root)] == [0, 1]
-        placed = json.loads((root / "state" / "actors.json").read_text())[-1]["nodes"]
+        placed = json.loads(RunPaths(root).actors.read_text())[-1]["nodes"]
         assert len(set(placed.values())) == 2, placed  # actors on both nodes
     finally:
         for p in reversed(nodes):

@@ -4,6 +4,8 @@ shrinking."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from diffcurate.curate.loop.config import default_config
@@ -38,14 +40,15 @@ def test_test_split_is_fixed_and_disjoint_under_forced_collisions(ray_cluster, t
         init_run(root, cfg)
         runner = Runner(root, cfg, log=lambda _: None, show_progress=False)
         try:
-            made = runner.initial_sets()
-            runner._generate_pool(1)
+            runner.initial_sets(0)  # each step of a round is a method of its own
+            runner.generate_pool(1)
+            made = json.loads(RunPaths(root).round(0).meta.read_text())
         finally:
             runner.close()
         splits = _splits(root)
         seen.append(splits)
         redrawn.append(made["redrawn"])
-        with np.load(RunPaths(root).state(1) / "pool.npz") as z:
+        with np.load(RunPaths(root).round(1).pool) as z:
             pools.append((z["ids"].tolist(), int(z["redrawn"])))
         # exact sizes: a train or val draw that equals a test configuration was redrawn, not dropped
         assert len(splits["train"]) == cfg.data.initial and len(splits["val"]) == cfg.data.val

@@ -86,8 +86,8 @@ def write_run(records: Path, root: Path, arm: str, name: str, seed: int) -> list
     from diffcurate.curate.store.lmdbstore import Store
 
     cfg, rounds, rp = load_run(root), read_rounds(root), RunPaths(root)
-    evals = [json.loads((rp.state(r["round"]) / "eval.json").read_text()) for r in rounds]
-    fits = [json.loads((rp.state(r["round"]) / "fit.json").read_text()) for r in rounds]
+    evals = [json.loads(rp.round(r["round"]).eval.read_text()) for r in rounds]
+    fits = [json.loads(rp.round(r["round"]).fit.read_text()) for r in rounds]
     with Store(rp.store, readonly=True) as st:
         idx = st.index().set_index("id")
         first = evals[0]

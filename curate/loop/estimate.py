@@ -66,10 +66,10 @@ class Source:
         return self.paths.member(self.round, m)
 
     def inverse(self) -> Path:
-        return self.paths.root / "checkpoints" / f"round-{self.round:03d}-inverse.pt"
+        return self.paths.inverse(self.round)
 
     def calibration(self, name: str) -> Path:
-        return self.paths.root / "estimators" / f"{name}.json"
+        return self.paths.estimator(name)
 
 
 def resolve_source(path) -> Source:

@@ -136,7 +136,7 @@ def _worst_cases(root: Path, rounds: list[dict], out: Path, n: int = 4) -> list[
 
     paths = RunPaths(root)
     k = rounds[-1]["round"]
-    ev = json.loads((paths.state(k) / "eval.json").read_text())
+    ev = json.loads(paths.round(k).eval.read_text())
     order = np.argsort(ev["per_sample"])[::-1][:n]
     ids = [ev["ids"][i] for i in order]
     with Store(paths.store, readonly=True) as st:
@@ -184,7 +184,7 @@ def write_report(root: Path) -> Path:
     rounds = read_rounds(root)
     if not rounds:
         raise InputError(f"{root} has no completed round yet; run `curate run {root}` first")
-    rep = root / "report"
+    rep = RunPaths(root).report
     rep.mkdir(exist_ok=True)
     lo, hi = cfg.sources
     _metrics_per_round(rounds, rep / "metrics.png")

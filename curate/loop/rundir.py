@@ -17,6 +17,58 @@ ROUNDS = "rounds.jsonl"
 MEMBER_SEED_STEP = 1000  # ensemble member m trains with seed + 1000 m (loop trainers and estimators alike)
 
 
+@dataclass(frozen=True)
+class RoundFiles:
+    """The state of one round, RUN_DIR/state/round-NNN/: each step's result (written atomically before the next
+    step starts), the trainers' work folders and the step timings."""
+
+    dir: Path
+
+    @property
+    def pool(self) -> Path:  # generate: the candidates (configurations, families, ids, redrawn)
+        return self.dir / "pool.npz"
+
+    @property
+    def pool_y(self) -> Path:  # solve: the candidates' solved fields
+        return self.dir / "pool_y.npy"
+
+    @property
+    def scores(self) -> Path:  # score: one score per candidate
+        return self.dir / "scores.npy"
+
+    @property
+    def mined(self) -> Path:  # mine: mutants of the top-scored candidates, with parents and scores
+        return self.dir / "mined.npz"
+
+    @property
+    def embed(self) -> Path:  # embed: the surrogate's features of the candidates and the training set
+        return self.dir / "embed.npz"
+
+    @property
+    def selection(self) -> Path:  # select: the picked rows
+        return self.dir / "selection.json"
+
+    @property
+    def meta(self) -> Path:  # add (round 0: the initial sets): what the round added and solved
+        return self.dir / "meta.json"
+
+    @property
+    def fit(self) -> Path:  # train: epochs, best epoch, speed
+        return self.dir / "fit.json"
+
+    @property
+    def eval(self) -> Path:  # evaluate: the test metrics and per-sample errors
+        return self.dir / "eval.json"
+
+    @property
+    def timing(self) -> Path:  # when each step ran, on which actor
+        return self.dir / "timing.json"
+
+    def train(self, m: int = 0) -> Path:
+        """The work folder (last.pt, best.pt, train.jsonl) of ensemble member m (0: the surrogate)."""
+        return self.dir / ("train" if m == 0 else f"train-member-{m}")
+
+
 @dataclass
 class RunPaths:
     root: Path
@@ -40,8 +92,28 @@ class RunPaths:
         """Ensemble member m >= 1 of round k (member 0 is the surrogate itself, `checkpoint(k)`)."""
         return self.checkpoint(k) if m == 0 else self.root / "checkpoints" / f"round-{k:03d}-member-{m}.pt"
 
+    def inverse(self, k: int) -> Path:
+        """The inverse net of round k (the `inverse` estimator)."""
+        return self.root / "checkpoints" / f"round-{k:03d}-inverse.pt"
+
     def state(self, k: int) -> Path:
-        return self.root / "state" / f"round-{k:03d}"
+        return self.round(k).dir
+
+    def round(self, k: int) -> RoundFiles:
+        return RoundFiles(self.root / "state" / f"round-{k:03d}")
+
+    @property
+    def actors(self) -> Path:
+        """Where each actor ran, one entry per `curate run`."""
+        return self.root / "state" / "actors.json"
+
+    def estimator(self, name: str) -> Path:
+        """The calibration of ground-truth-free estimator `name`."""
+        return self.root / "estimators" / f"{name}.json"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report"
 
 
 def member_train_config(cfg: RunConfig, m: int) -> dict:
@@ -67,18 +139,21 @@ def round_train_config(cfg: RunConfig, m: int, n_train: int) -> dict:
 
 
 def atomic_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj))
     os.replace(tmp, path)
 
 
 def atomic_npy(path: Path, a: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npy")
     np.save(tmp, a)
     os.replace(tmp, path)
 
 
 def atomic_npz(path: Path, **arrays: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez(tmp, **arrays)
     os.replace(tmp, path)

@@ -1,18 +1,20 @@
-"""The curation loop: one round as explicit, resumable steps.
+"""The curation loop: one round as a table of resumable steps (`STEPS`), run top to bottom by `Runner.run_round`.
 
-Round 0 trains on the initial set. Round k >= 1:
+Round 0 makes the test, initial train and val sets and trains on them. Round k >= 1:
 
-    generate   generator actor proposes the pool of round k (seeded by (seed, k)), minus ids already stored
+    generate   generator actor proposes the pool of round k (seeded by (seed, k)), past ids already stored
     solve      solver actors solve the pool (only when the acquisition scores against solutions)
     score      the trainer actor scores every candidate with the model of round k-1
-    select     the ranker spends the budget (per source count, diverse, exploration)
+    mine       mutants of the top-scored candidates, solved and scored like the pool (with mining on)
+    embed      the surrogate's features of the candidates and the training set (strategies that pick in them)
+    select     the ranker spends the budget
     add        the chosen samples (solved now if not yet) go into the store with provenance
-    train      the trainer actor retrains (warm start from round k-1) -> checkpoints/round-k.pt
+    train      the trainer actors retrain -> checkpoints/round-k.pt (round k+1's pool is solved meanwhile)
     evaluate   test-split metrics -> the round's record, appended to rounds.jsonl
 
-Every step writes its result under RUN_DIR/state/round-NNN/ (atomically) before the next starts, and a step whose
-result exists is skipped, so `curate run` after a kill -9 continues at the step where it stopped: the store dedupes
-by id, the trainer resumes its last epoch, and rounds.jsonl only ever gets whole rounds.
+Every step writes its result under RUN_DIR/state/round-NNN/ (`RoundFiles`, atomically) before the next starts, and
+a step whose result exists is skipped, so `curate run` after a kill -9 continues at the step where it stopped:
+the store dedupes by id, the trainer resumes its last epoch, and rounds.jsonl only ever gets whole rounds.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from diffcurate.curate.acquisition.ranker import (
 from diffcurate.curate.cluster.dispatch import Background, solve_ordered
 from diffcurate.curate.loop.config import RunConfig
 from diffcurate.curate.loop.rundir import (
+    RoundFiles,
     RunPaths,
     append_round,
     apply_overrides,
@@ -75,18 +78,52 @@ class Candidates:
     provenance: list[dict]
 
     @classmethod
-    def load(cls, state: Path, pool: Configs, fams: list[str], solved: bool, scored: bool) -> Candidates:
-        y = np.load(state / "pool_y.npy") if solved else None
-        scores = np.load(state / "scores.npy") if scored else None
+    def load(cls, files: RoundFiles, solved: bool, scored: bool) -> Candidates:
+        with np.load(files.pool) as z:
+            pool = Configs(z["centers"], z["values"], z["counts"])
+            fams = z["families"].tolist()
+        y = np.load(files.pool_y) if solved else None
+        scores = np.load(files.scores) if scored else None
         prov: list[dict] = [{} for _ in range(len(pool))]
-        if not (state / "mined.npz").exists():
+        if not files.mined.exists():
             return cls(pool, fams, y, scores, prov)
-        with np.load(state / "mined.npz") as z:
+        with np.load(files.mined) as z:
             mutants = Configs(z["centers"], z["values"], z["counts"])
             prov += [{"parent": str(p), "mutation": str(m)} for p, m in zip(z["parent"], z["mutation"], strict=True)]
             y = np.concatenate([y, z["y"]]) if y is not None else None
             scores = np.concatenate([scores, z["scores"]]) if scores is not None else None
         return cls(Configs.concat([pool, mutants]), fams + ["mutant"] * len(mutants), y, scores, prov)
+
+
+TRAINERS = "trainers"  # the actor name of steps that run on every trainer ("trainer" or "trainers xM")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a round: its name in the timeline, the `RoundFiles` field it writes (its presence means done),
+    the actor it runs on, the `Runner` method that does it and the `Runner` predicate that says whether round k
+    has it; `pipelines`: round k+1's pool is generated and solved while it runs."""
+
+    name: str
+    output: str
+    actor: str
+    method: str
+    needed: str
+    pipelines: bool = False
+
+
+STEPS = (
+    Step("solve", "meta", "solvers", "initial_sets", "first_round"),  # round 0: the test, train and val sets
+    Step("generate", "pool", "generator", "generate_pool", "acquiring"),
+    Step("solve", "pool_y", "solvers", "solve_pool", "solving_pool"),
+    Step("score", "scores", "trainer", "score_pool", "scoring"),
+    Step("mine", "mined", "trainer", "mine", "mining"),
+    Step("embed", "embed", "trainer", "embed", "embedding"),
+    Step("select", "selection", "driver", "pick", "acquiring"),
+    Step("add", "meta", "driver", "add", "acquiring"),
+    Step("train", "fit", TRAINERS, "fit", "always", pipelines=True),
+    Step("evaluate", "eval", TRAINERS, "evaluate", "always"),
+)
 
 
 class Runner:
@@ -125,7 +162,7 @@ class Runner:
                 f"{self.cfg.ray.solver_cpus} CPU and {self.cfg.ray.trainers} trainer(s) x {self.cfg.ray.trainer_cpus} CPU"
             )
         nodes = dict(zip(actors, ray.get(refs), strict=True))
-        path = self.root / "state" / "actors.json"
+        path = self.paths.actors
         path.parent.mkdir(parents=True, exist_ok=True)
         history = json.loads(path.read_text()) if path.exists() else []
         atomic_json(path, [*history, {"time": time.time(), "nodes": nodes}])
@@ -136,72 +173,241 @@ class Runner:
         for a in [*self.solvers, *self.gens, *self.trainers]:
             ray.kill(a)
 
-    # --- one step, timed, skipped if its result exists ------------------------------------------------------
+    # --- the round: the steps of STEPS in order, each timed and skipped if its result exists ---------------
 
-    def _step(self, k: int, name: str, done: Path, fn: Callable[[], None], actor: str = "driver") -> None:
-        if done.exists():
-            return
-        t0 = time.time()
-        fn()
-        self._timing(k, name, t0, time.time(), actor)
+    def run_round(self, k: int) -> dict:
+        files = self.paths.round(k)
+        files.dir.mkdir(parents=True, exist_ok=True)
+        self.paths.checkpoint(k).parent.mkdir(parents=True, exist_ok=True)
+        for step in STEPS:
+            if getattr(self, step.needed)(k):
+                self._step(k, step)
+        return self._record(k)
+
+    def _step(self, k: int, step: Step) -> None:
+        if not getattr(self.paths.round(k), step.output).exists():
+            pre = self._prefetch_start(k + 1) if step.pipelines else None
+            t0 = time.time()
+            getattr(self, step.method)(k)
+            self._timing(k, step.name, t0, time.time(), self._trainers_name if step.actor == TRAINERS else step.actor)
+            if pre:
+                self._prefetch_finish(pre)
+        if step.name == "add":
+            self.log(f"round {k}: added {self._added(k)} of {self._candidate_count(k)} candidates ({self._strategy})")
+        if step.name == "train":
+            self.log(f"round {k}: trained ({json.loads(self.paths.round(k).fit.read_text())['epochs']} epochs)")
 
     def _timing(self, k: int, name: str, start: float, end: float, actor: str) -> None:
         """Record when step `name` of round k ran and on which actor (state/round-k/timing.json)."""
-        path = self.paths.state(k) / "timing.json"
+        path = self.paths.round(k).timing
         timing = json.loads(path.read_text()) if path.exists() else {}
         timing[name] = {"start": start, "end": end, "actor": actor}
         atomic_json(path, timing)
 
-    def initial_sets(self) -> dict:
-        """The test splits, then the initial train and val sets: {"solves": n, "redrawn": {split: n}}."""
-        from diffcurate.curate.cluster.generate import fill
+    # which rounds have which steps
 
-        with Store.create(self.paths.store, self.physics, preset=self.cfg.preset, command="curate init") as st:
-            return fill(st, initial_requests(self.cfg), self.gens, self.solvers, self.show_progress)
+    def first_round(self, k: int) -> bool:
+        return k == 0
 
-    # --- rounds ---------------------------------------------------------------------------------------------
+    def acquiring(self, k: int) -> bool:
+        return k > 0
 
-    def run_round(self, k: int) -> dict:
-        state = self.paths.state(k)
-        state.mkdir(parents=True, exist_ok=True)
-        meta_path = state / "meta.json"
-        if k == 0:
+    def scoring(self, k: int) -> bool:
+        return k > 0 and needs_scores(self._strategy, k)
 
-            def initial():
-                made = self.initial_sets()
-                atomic_json(meta_path, {**made, "added_by_sources": {}, "added": 0})
+    def solving_pool(self, k: int) -> bool:
+        return self.scoring(k) and ACQUISITIONS[self.cfg.acquisition.acquisition].needs_solutions
 
-            self._step(k, "solve", meta_path, initial, "solvers")
-        else:
-            self._acquire(k)
-        ckpt = self.paths.checkpoint(k)
-        ckpt.parent.mkdir(parents=True, exist_ok=True)
-        fit_path = state / "fit.json"
-        pre = self._prefetch_start(k + 1) if not fit_path.exists() else None
-        self._step(k, "train", fit_path, lambda: atomic_json(fit_path, self._fit(k)), self._trainers_name)
-        if pre:
-            self._prefetch_finish(pre)
-        self.log(f"round {k}: trained ({json.loads(fit_path.read_text())['epochs']} epochs)")
-        eval_path = state / "eval.json"
-        self._step(k, "evaluate", eval_path, lambda: atomic_json(eval_path, self._evaluate(k)), self._trainers_name)
-        return self._record(k)
+    def mining(self, k: int) -> bool:
+        return self.scoring(k) and self.cfg.acquisition.mine_parents > 0
+
+    def embedding(self, k: int) -> bool:
+        return k > 0 and needs_network_features(self._strategy)
+
+    def always(self, k: int) -> bool:
+        return True
+
+    @property
+    def _strategy(self) -> str:
+        return self.cfg.acquisition.strategy
 
     @property
     def _trainers_name(self) -> str:
         return "trainer" if len(self.trainers) == 1 else f"trainers x{len(self.trainers)}"
 
-    def _fit(self, k: int) -> dict:
-        """All trainers at once: member m trains with its own seed in its own work dir (resumable), warm-started
-        from its own previous-round weights, so the members stay independent (an ensemble, not M copies)."""
+    # the steps: each writes its one output file of state/round-k/
 
-        cfg, state = self.cfg, self.paths.state(k)
+    def initial_sets(self, k: int) -> None:
+        """meta.json of round 0: the test splits, then the initial train and val sets (solves and redraws)."""
+        from diffcurate.curate.cluster.generate import fill
+
+        with Store.create(self.paths.store, self.physics, preset=self.cfg.preset, command="curate init") as st:
+            made = fill(st, initial_requests(self.cfg), self.gens, self.solvers, self.show_progress)
+        atomic_json(self.paths.round(k).meta, {**made, "added_by_sources": {}, "added": 0})
+
+    def generate_pool(self, k: int) -> None:
+        """pool.npz: the pool of round k, indices 0, 1, ... of (sampler, seed of round k), passing over ids the
+        store holds (the test splits, earlier picks) and drawing on until the pool is full; the number passed
+        over is kept as `redrawn`."""
+        import ray
+
+        cfg, files = self.cfg, self.paths.round(k)
+        with Store(self.paths.store, readonly=True) as st:
+            have = set(st.ids())
+        parts, n, start, redrawn = [], 0, 0, 0
+        while n < cfg.data.pool:
+            stop = start + cfg.data.pool - n
+            centers, values, counts, fams, ids = ray.get(
+                self.gens[0].configs.remote(cfg.data.sampler, cfg.sub_seed("pool", k), start, stop, tuple(cfg.sources))
+            )
+            keep = np.array([i not in have for i in ids], bool)
+            have.update(ids)  # a configuration drawn twice within the pool counts once
+            redrawn += int((~keep).sum())
+            parts.append((Configs(centers[keep], values[keep], counts[keep]), fams, ids, keep))
+            n, start = n + int(keep.sum()), stop
+        pool = parts[0][0] if len(parts) == 1 else Configs.concat([p[0] for p in parts])
+        atomic_npz(
+            files.pool,
+            centers=pool.centers,
+            values=pool.values,
+            counts=pool.counts,
+            families=np.concatenate([np.array(f)[keep] for _, f, _, keep in parts]),
+            ids=np.concatenate([np.array(i)[keep] for _, _, i, keep in parts]),
+            redrawn=np.array(redrawn),
+        )
+
+    def solve_pool(self, k: int) -> None:
+        """pool_y.npy: the pool's solved fields."""
+        atomic_npy(self.paths.round(k).pool_y, self._solve(self._pool(k)))
+
+    def score_pool(self, k: int) -> None:
+        """scores.npy: every candidate scored with the model of round k-1."""
+        files = self.paths.round(k)
+        y = np.load(files.pool_y) if self.solving_pool(k) else None
+        atomic_npy(files.scores, self._score(k, self._pool(k), y))
+
+    def mine(self, k: int) -> None:
+        """mined.npz: mutants of the top-scored candidates that are new (not stored, not in the pool), solved if
+        the pool is, and scored like the pool; with each one's parent id and mutation."""
+        a, files = self.cfg.acquisition, self.paths.round(k)
+        pool, solve_pool = self._pool(k), self.solving_pool(k)
+        scores = np.load(files.scores)
+        with np.load(files.pool) as z:
+            pool_ids = z["ids"].tolist()
+        rng = np.random.default_rng(self.cfg.sub_seed("mine", k))
+        parents = np.argsort(-scores, kind="stable")[: a.mine_parents]
+        mutants, parent, how = mutate(pool, self.physics, parents, a.mine_per_parent, tuple(self.cfg.sources), rng)
+        with Store(self.paths.store, readonly=True) as st:
+            seen = set(st.ids()) | set(pool_ids)
+        keep = []
+        for s in range(len(mutants)):
+            sid = mutants.sample_id(s, self.physics)
+            if sid not in seen:
+                seen.add(sid)
+                keep.append(s)
+        mutants, parent, how = mutants[keep], parent[keep], [how[i] for i in keep]
+        L = self.physics.lattice
+        y = self._solve(mutants) if solve_pool and len(mutants) else np.zeros((len(mutants), L, L), np.float32)
+        s = self._score(k, mutants, y if solve_pool else None) if len(mutants) else np.zeros(0)
+        atomic_npz(
+            files.mined,
+            centers=mutants.centers,
+            values=mutants.values,
+            counts=mutants.counts,
+            parent=np.array([pool_ids[i] for i in parent], dtype=str),
+            mutation=np.array(how, dtype=str),
+            y=y,
+            scores=s,
+        )
+
+    def embed(self, k: int) -> None:
+        """embed.npz: the surrogate's bottleneck features of the candidates and of the training set (lcmd,
+        coreset and ewd pick in that space)."""
+        import ray
+
+        c = self._candidates(k).configs
+        fp, ft = ray.get(
+            self.trainer.embed.remote(
+                str(self.paths.checkpoint(k - 1)),
+                self.cfg.physics,
+                c.centers,
+                c.values,
+                c.counts,
+                str(self.paths.store),
+            )
+        )
+        atomic_npz(self.paths.round(k).embed, pool=fp, train=ft)
+
+    def pick(self, k: int) -> None:
+        """selection.json: the rows the strategy picks, seeded by (seed, k)."""
+        a, files, cand = self.cfg.acquisition, self.paths.round(k), self._candidates(k)
+        rng = np.random.default_rng(self.cfg.sub_seed("select", k))
+        if needs_network_features(a.strategy):
+            with np.load(files.embed) as z:
+                feats = NetFeatures(z["pool"], z["train"])
+        elif needs_descriptors(a.strategy):
+            feats = Descriptors(config_descriptors(self.physics, cand.configs, cand.families))
+        else:
+            feats = config_features(self.physics, cand.configs)
+        acq = a
+        if STRATEGIES[a.strategy].scores_once and k > 1:  # round 1's allocation, fixed from then on
+            first = json.loads(self.paths.round(1).selection.read_text())
+            acq = replace(a, allocation=first["allocation"])
+        sel = select(a.strategy, cand.scores, cand.configs.counts, feats, a.budget_at(k), acq, rng)
+        picked = {"index": sel.index.tolist(), "cluster": sel.cluster.tolist(), "how": sel.how}
+        extra = {k: v for k, v in (("allocation", sel.allocation), ("fit", sel.fit)) if v}
+        atomic_json(files.selection, {**picked, **extra})
+
+    def add(self, k: int) -> None:
+        """meta.json: the picks (solved now unless the pool was) go into the store with their provenance."""
+        a, files, cand = self.cfg.acquisition, self.paths.round(k), self._candidates(k)
+        sel = json.loads(files.selection.read_text())
+        idx = np.array(sel["index"], np.int64)
+        use_scores, solve_pool = self.scoring(k), self.solving_pool(k)
+        chosen = cand.configs[idx]
+        if solve_pool:
+            y, solves = cand.y[idx], len(cand.configs)
+        else:
+            y, solves = self._solve(chosen), len(idx)
+        scores = cand.scores[idx] if use_scores else None
+        prov = [
+            {
+                "strategy": a.strategy,
+                "acquisition": a.acquisition if use_scores else None,
+                "cluster": int(c),
+                "how": h,
+                **cand.provenance[i],
+            }
+            for i, c, h in zip(idx, sel["cluster"], sel["how"], strict=True)
+        ]
+        with Store(self.paths.store) as st:
+            st.add(
+                chosen,
+                y,
+                split="train",
+                sampler=[cand.families[i] for i in idx],
+                round=k,
+                scores=scores,
+                provenance=prov,
+                physics=self.physics,
+            )
+        by = {}
+        for c in chosen.counts.tolist():
+            by[str(c)] = by.get(str(c), 0) + 1
+        mined = int(sum(1 for i in idx if cand.provenance[i]))
+        atomic_json(files.meta, {"solves": solves, "added": len(idx), "added_by_sources": by, "mined": mined})
+
+    def fit(self, k: int) -> None:
+        """fit.json: all trainers at once: member m trains with its own seed in its own work dir (resumable),
+        warm-started from its own previous-round weights, so the members stay independent (an ensemble, not M
+        copies)."""
+        cfg, files = self.cfg, self.paths.round(k)
         refs = []
         with Store(self.paths.store, readonly=True) as st:
             n_train = st.count("train")
         for m, tr in enumerate(self.trainers):
             prev = self.paths.member(k - 1, m) if k > 0 else None
             init = str(prev) if prev is not None and cfg.warm_start and prev.is_file() else None
-            work = state / ("train" if m == 0 else f"train-member-{m}")
             tc = round_train_config(cfg, m, n_train)
             refs.append(
                 tr.fit.remote(
@@ -209,14 +415,48 @@ class Runner:
                     cfg.model,
                     tc,
                     cfg.physics,
-                    str(work),
+                    str(files.train(m)),
                     str(self.paths.member(k, m)),
                     init,
                     self.root.name,
                 )
             )
-        first, *members = self._wait_training(refs, state / "train" / "train.jsonl", k, int(tc_epochs(cfg, n_train)))
-        return {**first, **({"members": [{"member": m, **r} for m, r in enumerate(members, 1)]} if members else {})}
+        first, *members = self._wait_training(refs, files.train(0) / "train.jsonl", k, int(tc_epochs(cfg, n_train)))
+        extra = {"members": [{"member": m, **r} for m, r in enumerate(members, 1)]} if members else {}
+        atomic_json(files.fit, {**first, **extra})
+
+    def evaluate(self, k: int) -> None:
+        """eval.json: the surrogate's test metrics (and each member's, on its own trainer, when there are several)."""
+        import ray
+
+        store = str(self.paths.store)
+        held = tuple(self.cfg.data.held_out_families)
+        refs = [tr.evaluate.remote(store, str(self.paths.member(k, m)), held) for m, tr in enumerate(self.trainers)]
+        first, *members = ray.get(refs)
+        if members:
+            first["members"] = [{"member": m, "test": r["test"]} for m, r in enumerate(members, 1)]
+        atomic_json(self.paths.round(k).eval, first)
+
+    # --- what the steps read ------------------------------------------------------------------------------------
+
+    def _pool(self, k: int) -> Configs:
+        with np.load(self.paths.round(k).pool) as z:
+            return Configs(z["centers"], z["values"], z["counts"])
+
+    def _candidates(self, k: int) -> Candidates:
+        return Candidates.load(self.paths.round(k), self.solving_pool(k), self.scoring(k))
+
+    def _candidate_count(self, k: int) -> int:
+        files = self.paths.round(k)
+        with np.load(files.pool) as z:
+            n = len(z["counts"])
+        if files.mined.exists():
+            with np.load(files.mined) as z:
+                n += len(z["counts"])
+        return n
+
+    def _added(self, k: int) -> int:
+        return int(json.loads(self.paths.round(k).meta.read_text())["added"])
 
     def _wait_training(self, refs: list, log_path: Path, k: int, epochs: int) -> list:
         """ray.get(refs), showing the surrogate's epochs and loss from its train.jsonl while the trainers work."""
@@ -234,122 +474,6 @@ class Runner:
                     seen = len(lines)
                 if len(ready) == len(refs):
                     return ray.get(refs)
-
-    def _evaluate(self, k: int) -> dict:
-        """The surrogate's test metrics (and each member's, on its own trainer, when there are several)."""
-        import ray
-
-        store = str(self.paths.store)
-        held = tuple(self.cfg.data.held_out_families)
-        refs = [tr.evaluate.remote(store, str(self.paths.member(k, m)), held) for m, tr in enumerate(self.trainers)]
-        first, *members = ray.get(refs)
-        if members:
-            first["members"] = [{"member": m, "test": r["test"]} for m, r in enumerate(members, 1)]
-        return first
-
-    def _acquire(self, k: int) -> None:
-        import ray
-
-        cfg, state = self.cfg, self.paths.state(k)
-        a = cfg.acquisition
-        pool_path, y_path = state / "pool.npz", state / "pool_y.npy"
-        scores_path, sel_path = state / "scores.npy", state / "selection.json"
-        added_path = state / "meta.json"
-        use_scores = needs_scores(a.strategy, k)
-        solve_pool = use_scores and ACQUISITIONS[a.acquisition].needs_solutions
-
-        self._step(k, "generate", pool_path, lambda: self._generate_pool(k), "generator")
-        with np.load(pool_path) as z:
-            pool = Configs(z["centers"], z["values"], z["counts"])
-            fams = z["families"].tolist()
-
-        def solve_all():
-            atomic_npy(y_path, self._solve(pool))
-
-        if solve_pool:
-            self._step(k, "solve", y_path, solve_all, "solvers")
-
-        def score():
-            atomic_npy(scores_path, self._score(k, pool, np.load(y_path) if solve_pool else None))
-
-        if use_scores:
-            self._step(k, "score", scores_path, score, "trainer")
-        mined_path = state / "mined.npz"
-        if use_scores and a.mine_parents > 0:
-            self._step(k, "mine", mined_path, lambda: self._mine(k, pool, solve_pool), "trainer")
-        cand = Candidates.load(state, pool, fams, solve_pool, use_scores)
-        embed_path = state / "embed.npz"
-
-        def embed():  # lcmd, coreset, ewd pick in the surrogate's feature space: candidates and training set
-            c = cand.configs
-            fp, ft = ray.get(
-                self.trainer.embed.remote(
-                    str(self.paths.checkpoint(k - 1)), cfg.physics, c.centers, c.values, c.counts, str(self.paths.store)
-                )
-            )
-            atomic_npz(embed_path, pool=fp, train=ft)
-
-        if needs_network_features(a.strategy):
-            self._step(k, "embed", embed_path, embed, "trainer")
-
-        def pick():
-            rng = np.random.default_rng(cfg.sub_seed("select", k))
-            if needs_network_features(a.strategy):
-                with np.load(embed_path) as z:
-                    feats = NetFeatures(z["pool"], z["train"])
-            elif needs_descriptors(a.strategy):
-                feats = Descriptors(config_descriptors(self.physics, cand.configs, cand.families))
-            else:
-                feats = config_features(self.physics, cand.configs)
-            acq = a
-            if STRATEGIES[a.strategy].scores_once and k > 1:  # round 1's allocation, fixed from then on
-                first = json.loads((self.paths.state(1) / "selection.json").read_text())
-                acq = replace(a, allocation=first["allocation"])
-            sel = select(a.strategy, cand.scores, cand.configs.counts, feats, a.budget_at(k), acq, rng)
-            picked = {"index": sel.index.tolist(), "cluster": sel.cluster.tolist(), "how": sel.how}
-            extra = {k: v for k, v in (("allocation", sel.allocation), ("fit", sel.fit)) if v}
-            atomic_json(sel_path, {**picked, **extra})
-
-        self._step(k, "select", sel_path, pick, "driver")
-        sel = json.loads(sel_path.read_text())
-        idx = np.array(sel["index"], np.int64)
-
-        def add():
-            chosen = cand.configs[idx]
-            if solve_pool:
-                y, solves = cand.y[idx], len(cand.configs)
-            else:
-                y, solves = self._solve(chosen), len(idx)
-            scores = cand.scores[idx] if use_scores else None
-            prov = [
-                {
-                    "strategy": a.strategy,
-                    "acquisition": a.acquisition if use_scores else None,
-                    "cluster": int(c),
-                    "how": h,
-                    **cand.provenance[i],
-                }
-                for i, c, h in zip(idx, sel["cluster"], sel["how"], strict=True)
-            ]
-            with Store(self.paths.store) as st:
-                st.add(
-                    chosen,
-                    y,
-                    split="train",
-                    sampler=[cand.families[i] for i in idx],
-                    round=k,
-                    scores=scores,
-                    provenance=prov,
-                    physics=self.physics,
-                )
-            by = {}
-            for c in chosen.counts.tolist():
-                by[str(c)] = by.get(str(c), 0) + 1
-            mined = int(sum(1 for i in idx if cand.provenance[i]))
-            atomic_json(added_path, {"solves": solves, "added": len(idx), "added_by_sources": by, "mined": mined})
-
-        self._step(k, "add", added_path, add, "driver")
-        self.log(f"round {k}: added {len(idx)} of {len(cand.configs)} candidates ({a.strategy})")
 
     def _score(self, k: int, configs: Configs, y: np.ndarray | None) -> np.ndarray:
         """(n,) float64 scores of candidates with the model of round k-1: the true weighted MAE against the
@@ -370,71 +494,6 @@ class Runner:
             s = score_candidates(Path(ckpt), self.physics, configs, a.acquisition)
         return np.asarray(s, np.float64)
 
-    def _mine(self, k: int, pool: Configs, solve_pool: bool) -> None:
-        """state/round-k/mined.npz: mutants of the top-scored candidates that are new (not stored, not in the
-        pool), solved if the pool is, and scored like the pool; with each one's parent id and mutation."""
-        a, state = self.cfg.acquisition, self.paths.state(k)
-        scores = np.load(state / "scores.npy")
-        with np.load(state / "pool.npz") as z:
-            pool_ids = z["ids"].tolist()
-        rng = np.random.default_rng(self.cfg.sub_seed("mine", k))
-        parents = np.argsort(-scores, kind="stable")[: a.mine_parents]
-        mutants, parent, how = mutate(pool, self.physics, parents, a.mine_per_parent, tuple(self.cfg.sources), rng)
-        with Store(self.paths.store, readonly=True) as st:
-            seen = set(st.ids()) | set(pool_ids)
-        keep = []
-        for s in range(len(mutants)):
-            sid = mutants.sample_id(s, self.physics)
-            if sid not in seen:
-                seen.add(sid)
-                keep.append(s)
-        mutants, parent, how = mutants[keep], parent[keep], [how[i] for i in keep]
-        L = self.physics.lattice
-        y = self._solve(mutants) if solve_pool and len(mutants) else np.zeros((len(mutants), L, L), np.float32)
-        s = self._score(k, mutants, y if solve_pool else None) if len(mutants) else np.zeros(0)
-        atomic_npz(
-            state / "mined.npz",
-            centers=mutants.centers,
-            values=mutants.values,
-            counts=mutants.counts,
-            parent=np.array([pool_ids[i] for i in parent], dtype=str),
-            mutation=np.array(how, dtype=str),
-            y=y,
-            scores=s,
-        )
-
-    def _generate_pool(self, k: int) -> None:
-        """state/round-k/pool.npz: the pool of round k, indices 0, 1, ... of (sampler, seed of round k), passing
-        over ids the store holds (the test splits, earlier picks) and drawing on until the pool is full; the
-        number passed over is kept as `redrawn`."""
-        import ray
-
-        cfg, state = self.cfg, self.paths.state(k)
-        state.mkdir(parents=True, exist_ok=True)
-        with Store(self.paths.store, readonly=True) as st:
-            have = set(st.ids())
-        parts, n, start, redrawn = [], 0, 0, 0
-        while n < cfg.data.pool:
-            stop = start + cfg.data.pool - n
-            centers, values, counts, fams, ids = ray.get(
-                self.gens[0].configs.remote(cfg.data.sampler, cfg.sub_seed("pool", k), start, stop, tuple(cfg.sources))
-            )
-            keep = np.array([i not in have for i in ids], bool)
-            have.update(ids)  # a configuration drawn twice within the pool counts once
-            redrawn += int((~keep).sum())
-            parts.append((Configs(centers[keep], values[keep], counts[keep]), fams, ids, keep))
-            n, start = n + int(keep.sum()), stop
-        pool = parts[0][0] if len(parts) == 1 else Configs.concat([p[0] for p in parts])
-        atomic_npz(
-            state / "pool.npz",
-            centers=pool.centers,
-            values=pool.values,
-            counts=pool.counts,
-            families=np.concatenate([np.array(f)[keep] for _, f, _, keep in parts]),
-            ids=np.concatenate([np.array(i)[keep] for _, _, i, keep in parts]),
-            redrawn=np.array(redrawn),
-        )
-
     def _solve(self, configs: Configs, on_chunk=None) -> np.ndarray:
         """Solve on the solver actors (the one dispatcher, `dispatch.solve_ordered`); (n, L, L) float32 in order.
         `on_chunk(offset)` runs after each chunk lands."""
@@ -444,34 +503,25 @@ class Runner:
 
     def _prefetch_start(self, k: int):
         """Start round k's pool (generate now, solve asynchronously) if the run solves pools and it is not done."""
-        a = self.cfg.acquisition
-        state = self.paths.state(k)
-        if not (
-            self.cfg.ray.pipeline
-            and k <= self.last_round
-            and needs_scores(a.strategy, k)
-            and ACQUISITIONS[a.acquisition].needs_solutions
-            and not (state / "pool_y.npy").exists()
-        ):
+        files = self.paths.round(k)
+        if not (self.cfg.ray.pipeline and k <= self.last_round and self.solving_pool(k) and not files.pool_y.exists()):
             return None
-        self._step(k, "generate", state / "pool.npz", lambda: self._generate_pool(k), f"generator {PIPELINED}")
-        with np.load(state / "pool.npz") as z:
-            pool = Configs(z["centers"], z["values"], z["counts"])
-        return k, Background(self.solvers, pool, self.physics), time.time()
+        generate = next(s for s in STEPS if s.output == "pool")
+        self._step(k, replace(generate, actor=f"{generate.actor} {PIPELINED}"))
+        return k, Background(self.solvers, self._pool(k), self.physics), time.time()
 
     def _prefetch_finish(self, pre) -> None:
         """Collect the prefetched solutions into state/round-k/pool_y.npy; its timing shows the overlap."""
         k, job, submitted = pre
-        state = self.paths.state(k)
         y, start, end = job.join()
-        atomic_npy(state / "pool_y.npy", y)
+        atomic_npy(self.paths.round(k).pool_y, y)
         self._timing(k, "solve", max(start, submitted), end, f"solvers {PIPELINED}")
 
     def _record(self, k: int) -> dict:
-        state = self.paths.state(k)
-        meta = json.loads((state / "meta.json").read_text())
-        ev = json.loads((state / "eval.json").read_text())
-        timing = json.loads((state / "timing.json").read_text()) if (state / "timing.json").exists() else {}
+        files = self.paths.round(k)
+        meta = json.loads(files.meta.read_text())
+        ev = json.loads(files.eval.read_text())
+        timing = json.loads(files.timing.read_text()) if files.timing.exists() else {}
         with Store(self.paths.store, readonly=True) as st:
             train_size = st.count("train")
         sec = {s: round(v["end"] - v["start"], 3) for s, v in timing.items()}
