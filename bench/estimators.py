@@ -36,7 +36,7 @@ def bench(run_dir: Path, names: list[str], errors: list[float] | None) -> dict:
     source = resolve_source(run_dir)
     cfg, y = _split(source, "test")
     t0 = time.perf_counter()
-    solve(load_run(source.run_dir).phys, cfg, "fast", dtype="float64", batch_size=64)
+    solve(load_run(source.run_dir).physics, cfg, "fast", dtype="float64", batch_size=64)
     solve_all = time.perf_counter() - t0
     rows = []
     thresholds = errors

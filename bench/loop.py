@@ -11,6 +11,7 @@ fresh each time; the initial sets (round 0's solves) are made in every configura
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import tempfile
 import time
@@ -40,7 +41,7 @@ def main() -> None:
             for pipeline in (False, True):
                 cfg = default_config(args.preset)
                 cfg.rounds, cfg.data.pool = args.rounds, args.pool
-                cfg.train["epochs"] = args.epochs
+                cfg.train = dataclasses.replace(cfg.train, epochs=args.epochs)
                 cfg.ray.workers, cfg.ray.pipeline, cfg.ray.dashboard = workers, pipeline, False
                 root = Path(d) / f"w{workers}-p{int(pipeline)}"
                 init_run(root, cfg)

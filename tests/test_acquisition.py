@@ -14,7 +14,7 @@ from conftest import TINY, tiny_configs
 
 from diffcurate.curate.acquisition.mining import MUTATIONS, mutate
 from diffcurate.curate.acquisition.ranker import NetFeatures, error_weighted_seeding, select
-from diffcurate.curate.loop.config import AcquisitionConfig
+from diffcurate.curate.loop.config import AcquisitionConfig, RunOverrides
 from diffcurate.solvers.problem import PRESETS, Configs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,7 +122,7 @@ def test_mined_samples_carry_provenance(ray_cluster, tmp_path):
     cfg.rounds, cfg.ray.dashboard = 1, False
     cfg.acquisition.strategy, cfg.acquisition.exploration, cfg.acquisition.mine_parents = "ewd", 0.0, 10
     init_run(tmp_path / "r", cfg)
-    run(tmp_path / "r", log=lambda s: None, show_progress=False, address=ray_cluster)
+    run(tmp_path / "r", log=lambda s: None, show_progress=False, overrides=RunOverrides(address=ray_cluster))
     rec = read_rounds(tmp_path / "r")[-1]
     with Store(tmp_path / "r" / "store", readonly=True) as st:
         idx = st.index()

@@ -3,6 +3,7 @@ one, estimate-eval on a tiny run, and the acquisition entry point."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from itertools import product
 from pathlib import Path
@@ -39,7 +40,7 @@ def build_tiny_run(tmp_path_factory) -> Path:
     if not (root / "rounds.jsonl").exists():
         cfg = default_config("tiny")
         cfg.ray.dashboard = False
-        cfg.model["dropout"] = 0.1
+        cfg.model = dataclasses.replace(cfg.model, dropout=0.1)
         init_run(root, cfg)
         run(root, show_progress=False, log=lambda s: None)
     return root

@@ -122,7 +122,7 @@ def test_solver_actor_killed_mid_round(al_run, ray_cluster):
     cfg = tiny_config()
     runner = Runner(al_run, cfg, quiet, show_progress=False)
     try:
-        pool, _ = sample_configs("mixed", cfg.phys, 77, range(3000), tuple(cfg.sources))
+        pool, _ = sample_configs("mixed", cfg.physics, 77, range(3000), tuple(cfg.sources))
         victim = ray.get(runner.solvers[0].pid.remote())
         landed = []
 
@@ -134,7 +134,7 @@ def test_solver_actor_killed_mid_round(al_run, ray_cluster):
         y = runner._solve(pool, on_chunk=kill_after_first)
         assert len(landed) == len(range(0, 3000, 64))  # every chunk landed once, the killed actor's retried
         assert ray.get(runner.solvers[0].pid.remote()) != victim  # it was restarted
-        assert np.allclose(y, solve(cfg.phys, pool, "fast", dtype="float32"), atol=1e-6)
+        assert np.allclose(y, solve(cfg.physics, pool, "fast", dtype="float32"), atol=1e-6)
     finally:
         runner.close()
 

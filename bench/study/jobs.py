@@ -155,20 +155,23 @@ def retrain(spec: dict, recs: Path, kind: str, name: str, seed: int) -> tuple[di
     """Train a fresh model on the final training set of a first-arm run (at the common final size) and test it
     like the runs do. transfer: the transfer arm's model; control: the run's own model with twice the maximum
     budget (epochs, max_steps and patience doubled)."""
+    from dataclasses import replace
+
     import torch
 
     from diffcurate.curate.loop.config import RunConfig, default_config
     from diffcurate.curate.loop.rundir import round_train_config
     from diffcurate.model.data import dataset_from_configs
     from diffcurate.model.metrics import evaluate_model
-    from diffcurate.model.train import TrainConfig, train
-    from diffcurate.solvers.problem import Configs, Physics
+    from diffcurate.model.nets import config_to_dict
+    from diffcurate.model.train import train
+    from diffcurate.solvers.problem import Configs
     from diffcurate.solvers.registry import solve
 
     torch.set_num_threads(1)
     meta, arr = records.load(recs, first_arm(spec), name, seed)
     cfg = RunConfig.from_dict(meta["config"])
-    ph = Physics.from_dict(cfg.physics)
+    ph = cfg.physics
     keep = arr["train_round"] <= spec["rounds"]  # random's set at the others' size
     sets = {}
     for split, mask in (("train", keep), ("val", slice(None))):
@@ -177,23 +180,16 @@ def retrain(spec: dict, recs: Path, kind: str, name: str, seed: int) -> tuple[di
     n_train = len(sets["train"])
     tc = round_train_config(cfg, 0, n_train)
     if kind == "transfer":
-        model = {
-            **default_config(spec["preset"], spec["transfer"]["model"]).model,
-            **spec["transfer"].get("model_config", {}),
-        }
+        base = default_config(spec["preset"], spec["transfer"]["model"]).model
+        model = config_to_dict(replace(base, **spec["transfer"].get("model_config", {})))
     else:
-        model = cfg.model
-        tc = {
-            **tc,
-            "epochs": 2 * tc["epochs"],
-            "max_steps": 2 * tc.get("max_steps", 0),
-            "patience": 2 * (tc.get("patience") or 0) or None,
-        }
-    res = train(model, TrainConfig.from_dict(tc), sets["train"], sets["val"], physics=ph, device="cpu")
+        model = config_to_dict(cfg.model)
+        tc = replace(tc, epochs=2 * tc.epochs, max_steps=2 * tc.max_steps, patience=2 * (tc.patience or 0) or None)
+    res = train(model, tc, sets["train"], sets["val"], physics=ph, device="cpu")
     with np.load(recs / "test_set.npz") as z:  # the fixed test set, in the records' order
         test = Configs(z["centers"], z["values"], z["counts"])
     test_ds = dataset_from_configs(ph, test, solve(ph, test, "fast", dtype="float32"))
-    _, per = evaluate_model(res.model, test_ds, "cpu", tc.get("transform", "none"))
+    _, per = evaluate_model(res.model, test_ds, "cpu", tc.transform)
     out = {
         "kind": kind,
         "strategy": name,
@@ -202,6 +198,6 @@ def retrain(spec: dict, recs: Path, kind: str, name: str, seed: int) -> tuple[di
         "epochs": len(res.history),
         "best_epoch": res.best_epoch,
         "model": model["arch"],
-        "train_config": tc,
+        "train_config": tc.to_dict(),
     }
     return out, per

@@ -104,14 +104,16 @@ def first_arm(spec: dict) -> str:
 
 def run_config(spec: dict, arm: dict, name: str, seed: int, allocation: dict | None = None):
     """The run config of one (arm, strategy, seed): the preset's, with the protocol's sizes and the variant."""
+    from dataclasses import replace
+
     from diffcurate.curate.loop.config import DataConfig, default_config
 
     p = spec["protocol"]
     cfg = default_config(spec["preset"], arm["model"])
-    cfg.model.update(arm.get("model_config", {}))
+    cfg.model = replace(cfg.model, **arm.get("model_config", {}))
     cfg.seed, cfg.rounds = seed, spec["rounds"] + (arm.get("extend_random", 0) if name == "random" else 0)
     cfg.warm_start = False
-    cfg.train.update(batch_size=p["batch_size"], seed=seed, **spec.get("train", {}))
+    cfg.train = replace(cfg.train, batch_size=p["batch_size"], seed=seed, **spec.get("train", {}))
     cfg.data = DataConfig(
         initial=p["initial"],
         val=p["val"],

@@ -22,7 +22,7 @@ Baselines: `random`, `uniform-per-count`, `topk`, `stratified` (random within ea
 by a given allocation: the strongest non-adaptive baseline when the allocation is the one a strategy ended with),
 `count-prior` (the budget split in proportion to the first acquisition round's mean score per count, then fixed:
 the allocation a user could make by hand after one round), the peers `lcmd` / `coreset` (bmdal-reg, on the surrogate's
-bottleneck features; peers.py), which need no scores and solve only what they pick, and `sbal` (AL4PDE's power
+bottleneck features; acquisition/peers.py), which need no scores and solve only what they pick, and `sbal` (AL4PDE's power
 sampling: p proportional to score^beta, without replacement).
 """
 
@@ -371,7 +371,6 @@ class Strategy:
     fn: Callable[..., Selection]
     needs_scores: bool
     network_features: bool = False
-    peer: bool = False  # the field's method, kept for comparison (bmdal-reg, AL4PDE)
     scores_once: bool = False  # scores only in round 1; later rounds reuse round 1's allocation (count-prior)
     descriptors: bool = False  # reads `Descriptors` (config_descriptors) instead of the configuration features
 
@@ -381,11 +380,11 @@ STRATEGIES: dict[str, Strategy] = {
     "topk": Strategy(_topk, True),
     "random": Strategy(_random, False),
     "uniform-per-count": Strategy(_uniform_per_count, False),
-    # peers from bmdal-reg (curate/peers.py): diversity in the network's feature space, no scores, no pool solves
-    "lcmd": Strategy(_peer("lcmd"), False, True, peer=True),
-    "coreset": Strategy(_peer("coreset"), False, True, peer=True),
-    "sbal": Strategy(_sbal, True, peer=True),
-    "ewd": Strategy(_ewd, True, True, peer=False),
+    # peers from bmdal-reg (acquisition/peers.py): diversity in the network's feature space, no scores or solves
+    "lcmd": Strategy(_peer("lcmd"), False, True),
+    "coreset": Strategy(_peer("coreset"), False, True),
+    "sbal": Strategy(_sbal, True),
+    "ewd": Strategy(_ewd, True, True),
     "stratified": Strategy(_stratified, False),
     "count-prior": Strategy(_count_prior, True, scores_once=True),
     "strata": Strategy(_strata, True, descriptors=True),

@@ -25,23 +25,23 @@ HELP = (
 
 # (name, function): the order is the order of `curate --help`
 COMMANDS = [
-    ("init", run.init),
+    ("init", run.init_cmd),
     ("run", run.run_cmd),
-    ("status", run.status),
-    ("report", run.report),
-    ("generate", store.generate),
-    ("info", store.info),
-    ("verify", store.verify),
-    ("export", store.export),
-    ("import", store.import_),
-    ("solve", physics.solve),
-    ("presets", physics.presets),
-    ("samplers", physics.samplers),
+    ("status", run.status_cmd),
+    ("report", run.report_cmd),
+    ("generate", store.generate_cmd),
+    ("info", store.info_cmd),
+    ("verify", store.verify_cmd),
+    ("export", store.export_cmd),
+    ("import", store.import_cmd),
+    ("solve", physics.solve_cmd),
+    ("presets", physics.presets_cmd),
+    ("samplers", physics.samplers_cmd),
     ("model-info", model.model_info_cmd),
     ("train", model.train_cmd),
     ("evaluate", model.evaluate_cmd),
     ("export-model", model.export_model_cmd),
-    ("estimate-eval", estimate.estimate_eval),
+    ("estimate-eval", estimate.estimate_eval_cmd),
     ("predict", estimate.predict_cmd),
 ]
 
@@ -86,9 +86,6 @@ def make_app() -> typer.Typer:
 
 
 app = make_app()
-# click's exception base, as typer raises it: typer >= 0.2x vendors its own click (whose errors are not
-# click.ClickException), older typer re-exports click's
-_CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 
 def _fail(code: int, message: str) -> None:
@@ -100,17 +97,17 @@ def _fail(code: int, message: str) -> None:
 def main() -> None:
     """Run the app; errors become one line on stderr and an exit code (CURATE_DEBUG=1: the traceback too)."""
     try:
-        # typer >= 0.2x turns Ctrl-C into Exit(130) and, outside standalone mode, returns that code
+        # typer turns Ctrl-C into Exit(130) and, outside standalone mode, returns that code
         code = app(standalone_mode=False)
         if code == 130:
             raise KeyboardInterrupt
         if isinstance(code, int) and code:
             sys.exit(code)
-    except (typer.Abort, KeyboardInterrupt):  # (older typer: click's Abort)
+    except (typer.Abort, KeyboardInterrupt):
         _fail(130, _INTERRUPTED)
     except typer.Exit as e:
         sys.exit(e.exit_code)
-    except _CLICK_ERROR as e:  # usage errors: unknown option, bad value, missing argument
+    except typer.TyperException as e:  # usage errors: unknown option, bad value, missing argument
         if type(e).__name__ == "NoArgsIsHelpError":  # bare `curate`: rich has printed the help
             _fail(2, e.format_message())
         ctx = getattr(e, "ctx", None)

@@ -54,7 +54,7 @@ def eval_table(r: dict) -> Table:
     return t
 
 
-def estimate_eval(
+def estimate_eval_cmd(
     run_dir: RunDir,
     estimators: Annotated[
         str | None,

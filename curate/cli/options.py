@@ -30,10 +30,3 @@ SolverGpus = Annotated[
     float, typer.Option("--gpus", min=0, help="GPUs per solver actor (1, or 0.5 to share one); 0 solves on the CPU.")
 ]
 Address = Annotated[str | None, typer.Option("--address", help="Join an existing Ray cluster (auto or HOST:PORT).")]
-
-
-def physics_from_options(preset, lattice, radius, diffusion, decay, source_model, sources):
-    """Resolve a preset plus explicit overrides into (Physics, (min_sources, max_sources))."""
-    from diffcurate.solvers.problem import resolve_physics
-
-    return resolve_physics(preset, lattice, radius, diffusion, decay, source_model, sources)

@@ -23,12 +23,12 @@ from diffcurate.curate.cli.options import (
     Seed,
     SourceModel,
     Sources,
-    physics_from_options,
 )
 from diffcurate.curate.progress import console
+from diffcurate.solvers.problem import resolve_physics
 
 
-def solve(
+def solve_cmd(
     out: OutFile,
     input: Annotated[Path | None, typer.Option("--input", help="Configurations file (npz/HDF5).")] = None,
     count: Annotated[int | None, typer.Option("--count", help="Sample this many configurations.")] = None,
@@ -50,13 +50,13 @@ def solve(
     """Solve configurations (from --input, or --count N sampled with --seed) and write x, y to --out."""
     from diffcurate.curate.cluster.solving import configs_for, solve_to_file
 
-    physics, src = physics_from_options(preset, lattice, radius, diffusion, decay, source_model, sources)
+    physics, src = resolve_physics(preset, lattice, radius, diffusion, decay, source_model, sources)
     configs = configs_for(physics, input, count, seed, sampler, src)
     path = solve_to_file(out, physics, configs, solver, device, dtype, batch_size, force)
     console.print(f"wrote {len(configs)} solved samples to {path}")
 
 
-def presets() -> None:
+def presets_cmd() -> None:
     """List the physics presets."""
     from diffcurate.solvers.problem import PRESETS
 
@@ -76,7 +76,7 @@ def presets() -> None:
     console.print(t)
 
 
-def samplers() -> None:
+def samplers_cmd() -> None:
     """List the configuration samplers."""
     from diffcurate.solvers.sampling import DESCRIPTIONS
 

@@ -14,7 +14,7 @@ from diffcurate.curate.cli.options import Address, Json, RunDir
 from diffcurate.curate.progress import console, say
 
 
-def init(
+def init_cmd(
     run_dir: RunDir,
     preset: Annotated[str, typer.Option("--preset", help="paper, small or tiny.")] = "small",
     model: Annotated[str, typer.Option("--model", help="edcnn or unet.")] = "edcnn",
@@ -53,12 +53,21 @@ def run_cmd(
     target_p99: Annotated[float | None, typer.Option("--target-p99", help="Stop when test p99 <= E.")] = None,
 ) -> None:
     """Run (or resume after any interruption) the curation rounds of a run directory."""
+    from diffcurate.curate.loop.config import RunOverrides
     from diffcurate.curate.loop.runner import run
 
-    picks = {"strategy": strategy, "acquisition": acquisition}
-    cluster = {"address": address, "dashboard": dashboard, "dashboard_host": dashboard_host, "workers": workers}
-    stops = {"max_solves": max_solves, "target_p99": target_p99}
-    run(run_dir, rounds, log=say, trainers=trainers, **picks, **cluster, **stops)
+    overrides = RunOverrides(
+        strategy=strategy,
+        acquisition=acquisition,
+        workers=workers,
+        trainers=trainers,
+        address=address,
+        dashboard=dashboard,
+        dashboard_host=dashboard_host,
+        max_solves=max_solves,
+        target_p99=target_p99,
+    )
+    run(run_dir, rounds, log=say, overrides=overrides)
 
 
 def status_dict(run_dir: Path) -> dict:
@@ -77,7 +86,7 @@ def status_dict(run_dir: Path) -> dict:
     }
 
 
-def status(
+def status_cmd(
     run_dir: RunDir,
     json_out: Json = False,
     watch: Annotated[
@@ -151,7 +160,7 @@ def status_tables(d: dict):
     return Group(*parts)
 
 
-def report(run_dir: RunDir) -> None:
+def report_cmd(run_dir: RunDir) -> None:
     """Write RUN_DIR/report/report.md with PNG plots (metrics per round, budget, worst test cases)."""
     from diffcurate.curate.loop.report import write_report
 

@@ -28,10 +28,10 @@ from diffcurate.curate.cli.options import (
     Sources,
     StoreDir,
     Workers,
-    physics_from_options,
 )
 from diffcurate.curate.progress import console
 from diffcurate.solvers.errors import CheckError
+from diffcurate.solvers.problem import resolve_physics
 
 Split = Annotated[str, typer.Option("--split", help="train, val or test.")]
 
@@ -40,7 +40,7 @@ def _command() -> str:
     return shlex.join(["curate", *sys.argv[1:]])
 
 
-def generate(
+def generate_cmd(
     store: StoreDir,
     count: Annotated[int, typer.Option("--count", help="Samples of this split to have.")],
     seed: Seed = 0,
@@ -61,7 +61,7 @@ def generate(
     """Solve N samples of (sampler, seed) on Ray actors into the store; resumable and idempotent."""
     from diffcurate.curate.cluster.generate import generate as run
 
-    physics, src = physics_from_options(preset, lattice, radius, diffusion, decay, source_model, sources)
+    physics, src = resolve_physics(preset, lattice, radius, diffusion, decay, source_model, sources)
     r = run(
         store,
         physics,
@@ -86,7 +86,7 @@ def generate(
         )
 
 
-def info(store: StoreDir, json_out: Json = False) -> None:
+def info_cmd(store: StoreDir, json_out: Json = False) -> None:
     """Physics and counts per split / source count / round / sampler, size on disk."""
     from diffcurate.curate.store.lmdbstore import Store
 
@@ -115,7 +115,7 @@ def info(store: StoreDir, json_out: Json = False) -> None:
         console.print(t)
 
 
-def verify(
+def verify_cmd(
     store: StoreDir,
     resolve: Annotated[int, typer.Option("--resolve", help="Re-solve K random samples and compare.")] = 0,
     seed: Seed = 0,
@@ -138,7 +138,7 @@ def verify(
         raise CheckError(f"{len(r['problems'])} problems in {store}")
 
 
-def export(
+def export_cmd(
     store: StoreDir,
     out: OutFile,
     format: Annotated[
@@ -157,7 +157,7 @@ def export(
     console.print(f"wrote {card['n_samples']} samples to {out} (+ {out}.card.md, .card.json)")
 
 
-def import_(
+def import_cmd(
     store: StoreDir,
     input: Annotated[
         Path, typer.Option("--input", help="npz/HDF5 file in the config-array layout (docs/formats.md), with y.")

@@ -48,7 +48,7 @@ def cache_writes(physics: Physics) -> bool:
     return physics.lattice**2 * 4 < 256 << 10
 
 
-def solve_pending(store: Store, pending, solvers: list, advance, split: str, round: int = 0, provenance=None) -> int:
+def solve_pending(store: Store, pending, solvers: list, advance, split: str) -> int:
     """Solve (configs, families) chunks on the solver actors (`dispatch.solve_chunks`) and write the results to
     the store in transactions of at least `store.BATCH` samples (small chunks keep the actors balanced; one
     commit per chunk would fsync every few samples), chunk by chunk in the last round. A kill loses at most the
@@ -61,7 +61,7 @@ def solve_pending(store: Store, pending, solvers: list, advance, split: str, rou
         fams = [f for _, fs, _ in buffer for f in fs]
         ys = [y for _, _, y in buffer]  # (k, L, L) blocks, written without joining them first
         buffer.clear()
-        return store.add(cfg, ys, split=split, sampler=fams, round=round, provenance=provenance)
+        return store.add(cfg, ys, split=split, sampler=fams)
 
     def land(fams, cfg, y, start, end, pending, running):
         nonlocal added, buffered

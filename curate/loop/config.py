@@ -5,14 +5,21 @@ and training config."""
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import tomli_w
 import tomllib
 
 from diffcurate.solvers.errors import InputError, build_typed
 from diffcurate.solvers.problem import PRESET_DEFAULTS, PRESETS, Physics
+
+if TYPE_CHECKING:
+    from diffcurate.model.nets import EDCNNConfig, UNetConfig
+    from diffcurate.model.train import TrainConfig
+
+    ModelConfig = EDCNNConfig | UNetConfig
 
 TEST_FAMILIES = ("uniform", "clustered", "boundary", "overlap", "sparse-values")
 
@@ -76,11 +83,14 @@ class RayConfig:
 
 @dataclass
 class RunConfig:
+    """The whole run, parsed once from config.toml into typed parts: `physics` a Physics, `model` the network's
+    config (EDCNNConfig / UNetConfig), `train` a TrainConfig; `to_dict` writes back the same TOML tables."""
+
     preset: str
-    physics: dict
+    physics: Physics
     sources: list[int]
-    model: dict
-    train: dict
+    model: ModelConfig
+    train: TrainConfig
     seed: int = 0  # every random choice of the run: initial set, pools, picks (train.seed: init and shuffle)
     rounds: int = 5  # acquisition rounds after round 0
     max_solves: int = 0  # stop when the solve budget is spent (0: no limit)
@@ -91,17 +101,18 @@ class RunConfig:
     acquisition: AcquisitionConfig = field(default_factory=AcquisitionConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
-    @property
-    def phys(self) -> Physics:
-        return Physics.from_dict(self.physics)
-
     def sub_seed(self, *parts) -> int:
         """A seed for one random choice of the run (pool of round k, initial set, ...), derived from `seed`."""
         h = hashlib.sha256(repr((self.seed, *parts)).encode()).digest()
         return int.from_bytes(h[:4], "little")
 
     def to_dict(self) -> dict:
-        return _drop_none(asdict(self))
+        """Plain data in the TOML's layout: the typed parts as their own tables, None values left out."""
+        from diffcurate.model.nets import config_to_dict
+
+        typed = {"physics": self.physics.to_dict(), "model": config_to_dict(self.model), "train": self.train.to_dict()}
+        d = {f.name: typed[f.name] if f.name in typed else getattr(self, f.name) for f in fields(self)}
+        return _drop_none({k: asdict(v) if is_dataclass(v) else v for k, v in d.items()})
 
     def save(self, path: Path) -> None:
         tmp = path.with_suffix(".toml.tmp")
@@ -110,12 +121,22 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:
+        """Parse and type every table once; unknown keys and values of the wrong type are one InputError."""
+        from diffcurate.model.nets import config_from_dict
+        from diffcurate.model.train import TrainConfig
+
         d = dict(d)
+        missing = [k for k in ("preset", "physics", "sources", "model", "train") if k not in d]
+        if missing:
+            raise InputError(f"bad run config: missing {', '.join(f'[{k}]' for k in missing)}")
         subs = {"data": DataConfig, "acquisition": AcquisitionConfig, "ray": RayConfig}
         try:
             for key, sub in subs.items():
-                d[key] = _build(sub, d.get(key, {}), key)
-            return _build(cls, d, "config")
+                d[key] = build_typed(sub, d.get(key, {}), key)
+            d["physics"] = _physics(d["physics"])
+            d["model"] = config_from_dict(d["model"])
+            d["train"] = TrainConfig.from_dict(d["train"])
+            return build_typed(cls, d, "config")
         except TypeError as e:
             raise InputError(f"bad run config: {e}") from None
 
@@ -133,12 +154,9 @@ class RunConfig:
 
     def validate(self) -> RunConfig:
         from diffcurate.curate.acquisition.ranker import ACQUISITIONS, STRATEGIES
-        from diffcurate.model.nets import config_from_dict
-        from diffcurate.model.train import TrainConfig
 
-        ph = self.phys
-        config_from_dict(self.model).check(ph.lattice)
-        TrainConfig.from_dict(self.train).loss_specs()
+        self.model.check(self.physics.lattice)
+        self.train.loss_specs()
         a = self.acquisition
         if a.strategy not in STRATEGIES:
             raise InputError(f"unknown strategy {a.strategy!r} (choose from {', '.join(STRATEGIES)})")
@@ -186,28 +204,50 @@ def _drop_none(d):
     return d
 
 
-def _build(cls, d: dict, where: str):
-    return build_typed(cls, d, where)
+def _physics(d) -> Physics:
+    """The [physics] table: exactly Physics' fields, numbers where numbers belong."""
+    names = [f.name for f in fields(Physics)]
+    if not isinstance(d, dict) or set(d) != set(names):
+        got = sorted(d) if isinstance(d, dict) else type(d).__name__
+        raise InputError(f"bad run config: [physics] needs exactly {', '.join(names)}; got {got}")
+    try:
+        return Physics.from_dict(d)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"bad run config: [physics] {e}") from None
 
 
-def default_config(preset: str = "small", arch: str = "edcnn", **overrides) -> RunConfig:
+@dataclass
+class RunOverrides:
+    """What `curate run` may change in a run's config (None: leave it). Strategy and acquisition only before the
+    first acquisition round; every change is written back to config.toml."""
+
+    strategy: str | None = None
+    acquisition: str | None = None
+    workers: int | None = None
+    trainers: int | None = None
+    address: str | None = None
+    dashboard: bool | None = None
+    dashboard_host: str | None = None
+    max_solves: int | None = None
+    target_p99: float | None = None
+
+
+def default_config(preset: str = "small", arch: str = "edcnn") -> RunConfig:
     """The run config of a preset; `tiny` is scaled down so that tests run rounds in seconds."""
-    from diffcurate.model.nets import config_to_dict, default_model_config
+    from diffcurate.model.nets import default_model_config
     from diffcurate.model.train import default_train_config
 
     if preset not in PRESETS:
         raise InputError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
     p = PRESETS[preset]
-    train = default_train_config(preset)
+    run = PRESET_DEFAULTS[preset].get("run", {})
     cfg = RunConfig(
         preset=preset,
-        physics=p.physics.to_dict(),
+        physics=p.physics,
         sources=list(p.sources),
-        model=config_to_dict(default_model_config(preset, arch)),
-        train=_drop_none(train.to_dict()),
+        model=default_model_config(preset, arch),
+        train=replace(default_train_config(preset), **run.get("train", {})),
     )
-    run = PRESET_DEFAULTS[preset].get("run", {})
-    cfg.train.update(run.get("train", {}))
     for key, v in run.get("data", {}).items():
         setattr(cfg.data, key, v)
     for key, v in run.get("acquisition", {}).items():
@@ -215,6 +255,4 @@ def default_config(preset: str = "small", arch: str = "edcnn", **overrides) -> R
     for key, v in run.items():
         if key not in ("train", "data", "acquisition"):
             setattr(cfg, key, v)
-    for k, v in overrides.items():
-        setattr(cfg, k, v)
     return cfg

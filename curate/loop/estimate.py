@@ -19,7 +19,7 @@ import hashlib
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -134,11 +134,11 @@ def _train_val(source: Source):
 
 def _train_member(source: Source, m: int, device: str, log: Log) -> None:
     from diffcurate.model.checkpoint import save_checkpoint
-    from diffcurate.model.train import TrainConfig, train
+    from diffcurate.model.train import train
 
     cfg = load_run(source.run_dir)
     train_set, val_set, ph = _train_val(source)
-    tc = TrainConfig.from_dict(member_train_config(cfg, m))
+    tc = member_train_config(cfg, m)
     log(f"ensemble: training member {m} of round {source.round} ({len(train_set)} samples, {tc.epochs} epochs)")
     res = train(cfg.model, tc, train_set, val_set, physics=ph, device=device)
     save_checkpoint(source.member(m), res.model, cfg.model, tc, ph, metrics={"val": res.val_metrics}, member=m)
@@ -148,22 +148,20 @@ def _train_inverse(source: Source, device: str, log: Log) -> None:
     """The inverse net learns true y -> x on the round's train split (the trainer's items with x and y swapped)."""
     from diffcurate.model.checkpoint import save_checkpoint
     from diffcurate.model.data import ArrayDataset
-    from diffcurate.model.train import TrainConfig, train
+    from diffcurate.model.train import train
 
     cfg = load_run(source.run_dir)
     train_set, val_set, ph = _train_val(source)
     swap = lambda d: ArrayDataset(d.y.numpy(), d.x.numpy(), d.mask.numpy(), d.counts.numpy())  # noqa: E731
     mc = inverse_model_config(ph.lattice)
-    tc = TrainConfig.from_dict(
-        {
-            **cfg.train,
-            "seed": cfg.seed + 7,
-            "loss": "mse",
-            "weight": "none",
-            "schedule": "fixed",
-            "transform": "none",
-            "epochs": max(int(cfg.train["epochs"]), INVERSE_MIN_EPOCHS),
-        }
+    tc = replace(
+        cfg.train,
+        seed=cfg.seed + 7,
+        loss="mse",
+        weight="none",
+        schedule="fixed",
+        transform="none",
+        epochs=max(cfg.train.epochs, INVERSE_MIN_EPOCHS),
     )
     log(f"inverse: training the inverse net of round {source.round} ({len(train_set)} samples, {tc.epochs} epochs)")
     res = train(mc, tc, swap(train_set), swap(val_set), physics=ph, device=device)

@@ -194,8 +194,8 @@ def write_report(root: Path) -> Path:
     lines = [
         f"# diffcurate report: {root.name}",
         "",
-        f"Preset `{cfg.preset}` (L={cfg.physics['lattice']}, R={cfg.physics['radius']}, "
-        f"{cfg.physics['source_model']}), strategy `{cfg.acquisition.strategy}` / `{cfg.acquisition.acquisition}`, "
+        f"Preset `{cfg.preset}` (L={cfg.physics.lattice}, R={cfg.physics.radius}, "
+        f"{cfg.physics.source_model}), strategy `{cfg.acquisition.strategy}` / `{cfg.acquisition.acquisition}`, "
         f"budget {cfg.acquisition.budget} per round from pools of {cfg.data.pool}, seed {cfg.seed}.",
         "",
         "| round | train size | added | solves | test MAE | sources MAE | p99 | max | rel L2 | train s | total s |",

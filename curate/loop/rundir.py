@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from diffcurate.curate.loop.config import RunConfig
+from diffcurate.curate.loop.config import RunConfig, RunOverrides
 from diffcurate.solvers.errors import InputError
+
+if TYPE_CHECKING:
+    from diffcurate.model.train import TrainConfig
 
 CONFIG = "config.toml"
 ROUNDS = "rounds.jsonl"
@@ -116,25 +120,17 @@ class RunPaths:
         return self.root / "report"
 
 
-def member_train_config(cfg: RunConfig, m: int) -> dict:
+def member_train_config(cfg: RunConfig, m: int) -> TrainConfig:
     """Member m's training config: the run's, with its own seed (m = 0 is the surrogate)."""
-    return cfg.train if m == 0 else {**cfg.train, "seed": cfg.seed + MEMBER_SEED_STEP * m}
+    return cfg.train if m == 0 else replace(cfg.train, seed=cfg.seed + MEMBER_SEED_STEP * m)
 
 
-def tc_epochs(cfg: RunConfig, n_train: int) -> int:
-    """Epochs the surrogate trains for at most in a round on n_train samples."""
-    from diffcurate.model.train import TrainConfig, max_epochs
-
-    return max_epochs(TrainConfig.from_dict(round_train_config(cfg, 0, n_train)), max(1, n_train))
-
-
-def round_train_config(cfg: RunConfig, m: int, n_train: int) -> dict:
-    """Member m's training config for a round on n_train samples: at least `min_steps` optimiser steps."""
+def round_train_config(cfg: RunConfig, m: int, n_train: int) -> TrainConfig:
+    """Member m's training config for a round on n_train samples: at least the run's `min_steps` optimiser steps."""
     tc = member_train_config(cfg, m)
     if cfg.min_steps and n_train:
-        batch = int(tc.get("batch_size", 32))
-        need = -(-cfg.min_steps * batch // n_train)  # ceil(steps x batch / n)
-        tc = {**tc, "epochs": max(int(tc.get("epochs", 1)), need)}
+        need = -(-cfg.min_steps * tc.batch_size // n_train)  # ceil(steps x batch / n)
+        tc = replace(tc, epochs=max(tc.epochs, need))
     return tc
 
 
@@ -230,9 +226,9 @@ def initial_requests(cfg: RunConfig) -> list[tuple]:
     return [r for r in reqs if r[3] > 0]
 
 
-def apply_overrides(root: Path, cfg: RunConfig, **kw) -> RunConfig:
-    """CLI overrides of `curate run`. Strategy/acquisition may change only before the first acquisition round,
-    so that one run directory never mixes strategies; the config file is updated to stay the run's truth."""
+def apply_overrides(root: Path, cfg: RunConfig, overrides: RunOverrides) -> RunConfig:
+    """`curate run`'s overrides. Strategy/acquisition may change only before the first acquisition round, so that
+    one run directory never mixes strategies; the config file is updated to stay the run's truth."""
     changed = False
     done = read_rounds(root)
     for key, section in (
@@ -244,7 +240,7 @@ def apply_overrides(root: Path, cfg: RunConfig, **kw) -> RunConfig:
         ("dashboard", "ray"),
         ("dashboard_host", "ray"),
     ):
-        v = kw.get(key)
+        v = getattr(overrides, key)
         if v is None or getattr(getattr(cfg, section), key) == v:
             continue
         if key in ("strategy", "acquisition") and len(done) > 1:
@@ -255,8 +251,8 @@ def apply_overrides(root: Path, cfg: RunConfig, **kw) -> RunConfig:
         setattr(getattr(cfg, section), key, v)
         changed = changed or key in ("strategy", "acquisition", "workers", "trainers")
     for key in ("max_solves", "target_p99"):
-        if kw.get(key) is not None:
-            setattr(cfg, key, kw[key])
+        if getattr(overrides, key) is not None:
+            setattr(cfg, key, getattr(overrides, key))
             changed = True
     if changed:
         cfg.validate()

@@ -41,7 +41,7 @@ from diffcurate.curate.acquisition.ranker import (
     select,
 )
 from diffcurate.curate.cluster.dispatch import Background, solve_ordered
-from diffcurate.curate.loop.config import RunConfig
+from diffcurate.curate.loop.config import RunConfig, RunOverrides
 from diffcurate.curate.loop.rundir import (
     RoundFiles,
     RunPaths,
@@ -55,7 +55,6 @@ from diffcurate.curate.loop.rundir import (
     read_rounds,
     round_train_config,
     stop_reason,
-    tc_epochs,
 )
 from diffcurate.curate.progress import progress_bar
 from diffcurate.curate.store.lmdbstore import Store
@@ -135,7 +134,7 @@ class Runner:
         # absolute: the actors may run in another working directory (a joined cluster, another node)
         self.root = Path(root).resolve()
         self.cfg, self.paths = cfg, RunPaths(self.root)
-        self.physics = cfg.phys
+        self.physics = cfg.physics
         self.log = log
         self.show_progress = show_progress
         self.last_round = cfg.rounds  # pipelining prefetches no pool beyond it
@@ -329,7 +328,7 @@ class Runner:
         fp, ft = ray.get(
             self.trainer.embed.remote(
                 str(self.paths.checkpoint(k - 1)),
-                self.cfg.physics,
+                self.physics.to_dict(),
                 c.centers,
                 c.values,
                 c.counts,
@@ -401,6 +400,9 @@ class Runner:
         """fit.json: all trainers at once: member m trains with its own seed in its own work dir (resumable),
         warm-started from its own previous-round weights, so the members stay independent (an ensemble, not M
         copies)."""
+        from diffcurate.model.nets import config_to_dict
+        from diffcurate.model.train import max_epochs
+
         cfg, files = self.cfg, self.paths.round(k)
         refs = []
         with Store(self.paths.store, readonly=True) as st:
@@ -412,16 +414,17 @@ class Runner:
             refs.append(
                 tr.fit.remote(
                     str(self.paths.store),
-                    cfg.model,
-                    tc,
-                    cfg.physics,
+                    config_to_dict(cfg.model),
+                    tc.to_dict(),
+                    cfg.physics.to_dict(),
                     str(files.train(m)),
                     str(self.paths.member(k, m)),
                     init,
                     self.root.name,
                 )
             )
-        first, *members = self._wait_training(refs, files.train(0) / "train.jsonl", k, int(tc_epochs(cfg, n_train)))
+        epochs = max_epochs(round_train_config(cfg, 0, n_train), max(1, n_train))
+        first, *members = self._wait_training(refs, files.train(0) / "train.jsonl", k, epochs)
         extra = {"members": [{"member": m, **r} for m, r in enumerate(members, 1)]} if members else {}
         atomic_json(files.fit, {**first, **extra})
 
@@ -485,7 +488,7 @@ class Runner:
         if y is not None:
             s = ray.get(
                 self.trainer.score.remote(
-                    ckpt, self.cfg.physics, configs.centers, configs.values, configs.counts, y, a.sources_weight
+                    ckpt, self.physics.to_dict(), configs.centers, configs.values, configs.counts, y, a.sources_weight
                 )
             )
         else:
@@ -569,13 +572,17 @@ def _member_summary(ev: dict) -> dict:
 
 
 def run(
-    root: Path, rounds: int | None = None, log: Callable[[str], None] = print, show_progress: bool = True, **overrides
+    root: Path,
+    rounds: int | None = None,
+    log: Callable[[str], None] = print,
+    show_progress: bool = True,
+    overrides: RunOverrides | None = None,
 ) -> list[dict]:
     """Run (or resume) rounds 0..K of a run directory; returns all completed round records."""
     from diffcurate.curate.cluster.actors import ray_session
 
     root = Path(root)
-    cfg = apply_overrides(root, load_run(root), **overrides)
+    cfg = apply_overrides(root, load_run(root), overrides or RunOverrides())
     rounds = cfg.rounds if rounds is None else rounds
     r = cfg.ray
     why = stop_reason(cfg, read_rounds(root), rounds)
