@@ -87,11 +87,9 @@ LOADERS: dict[str, Callable[[Path, str, int, float], tuple[Dataset, Physics]]] =
 def default_num_workers(lattice: int, device: torch.device) -> int:
     """DataLoader workers for training: 0 (load in the trainer's process) unless a GPU trains at L >= 256.
 
-    Measured on 2 CPU cores (bench/store.py, quiet machine): 0 workers ran an epoch at least as fast as 2 at both
-    presets (L = 64: 3,148 vs 2,759 samples/s; L = 512: 342-396 vs 292), and a CPU trainer consumes far less
-    (416 and 0.4 samples/s), so workers only take its cores. A GPU trainer at L = 512 would consume thousands of
-    samples/s (estimated, not measured here) against ~350 loaded by one process: there, up to 4 workers, one
-    core left to the trainer."""
+    On a CPU, 0 workers load an epoch at least as fast as 2 at both presets and the trainer consumes far less than
+    one process loads, so workers would only take its cores; a GPU trainer at L = 512 would consume more than one
+    process loads: there, up to 4 workers, one core left to the trainer (docs/benchmarks.md, "Store")."""
     if device.type == "cpu" or lattice < 256:
         return 0
     return max(0, min(4, (os.cpu_count() or 1) - 1))

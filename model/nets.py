@@ -177,12 +177,6 @@ class Arch:
 
 ARCHS: dict[str, Arch] = {"edcnn": Arch(EDCNNConfig, EDCNN), "unet": Arch(UNetConfig, UNet)}
 
-# (preset, arch) -> config fields. small/tiny keep the paper's bottleneck ratio (bottleneck = 2x input size).
-
-
-def arch_names() -> list[str]:
-    return list(ARCHS)
-
 
 def _arch(name: str) -> Arch:
     if name not in ARCHS:

@@ -120,7 +120,6 @@ class TrainResult:
     val_metrics: dict | None
     checkpoint: Path | None
     stopped_early: bool = False
-    extra: dict = field(default_factory=dict)
 
 
 def _rng_state(dev: torch.device) -> dict:
@@ -365,15 +364,13 @@ def train(
     resume: bool = False,
     init_from=None,
     progress: bool = False,
-    log_path=None,
     callback: Callable[[int, dict], None] | None = None,
-    checkpoint_name: str = BEST,
     num_workers: int | None = None,  # DataLoader workers; None: `default_num_workers`
 ) -> TrainResult:
     """Train a model from scratch, from `init_from` (warm start), or resume `out_dir/last.pt`.
 
     Early stopping and best weights use the pooled val MAE (train loss when there is no val set). Writes
-    out_dir/last.pt each epoch and out_dir/<checkpoint_name> (best weights + val metrics) at the end; returns the
+    out_dir/last.pt each epoch and out_dir/best.pt (best weights + val metrics) at the end; returns the
     best model. `callback(epoch, record)` runs after each saved epoch (raising there simulates a kill)."""
     tc = train_config
     mc = model_config if isinstance(model_config, dict) else config_to_dict(model_config)
@@ -383,7 +380,7 @@ def train(
         L = physics.lattice if physics is not None else int(train_data[0][0].shape[-1])  # item x: (1, L, L)
         num_workers = default_num_workers(L, dev)
     out = Path(out_dir) if out_dir is not None else None
-    log = Path(log_path) if log_path is not None else (out / "train.jsonl" if out else None)
+    log = out / "train.jsonl" if out else None
     last = out / LAST if out else None
     val_data = val_data if val_data is not None and len(val_data) > 0 else None  # an empty val set: none
 
@@ -420,11 +417,11 @@ def train(
     finally:
         if bar:
             bar[0].stop()
-    return _finish(state, mc, tc, val_data, dev, physics, out, checkpoint_name)
+    return _finish(state, mc, tc, val_data, dev, physics, out)
 
 
-def _finish(state: TrainState, mc: dict, tc: TrainConfig, val_data, dev, physics, out, checkpoint_name: str):
-    """Best weights into the model (eval mode), their val metrics, and `out/<checkpoint_name>`."""
+def _finish(state: TrainState, mc: dict, tc: TrainConfig, val_data, dev, physics, out):
+    """Best weights into the model (eval mode), their val metrics, and `out/best.pt`."""
     model = state.model
     model.load_state_dict(state.best_state)
     model.eval()
@@ -433,7 +430,7 @@ def _finish(state: TrainState, mc: dict, tc: TrainConfig, val_data, dev, physics
     if out is not None:
         metrics = {"val": val_metrics} if val_metrics else {}
         ckpt = save_checkpoint(
-            out / checkpoint_name,
+            out / BEST,
             model,
             mc,
             tc,

@@ -17,17 +17,14 @@ import numpy as np
 from diffcurate.solvers.problem import Configs, Physics
 
 # chunks queued per solver actor: enough that the actors keep solving while the driver commits a batch (an
-# fsync'd LMDB transaction of 64 paper samples takes 0.15-0.3 s on 2 CPU cores; with 4 queued chunks of 4
-# solves a single actor still waited ~10 % of the time, with 8 it solves > 95 % of the time)
+# fsync'd transaction takes a while at the paper preset; docs/benchmarks.md, "Measured choices")
 IN_FLIGHT = 8
 
 
 def default_chunk(physics: Physics) -> int:
-    """Configurations per solver task: 2^21 / L^2 in [1, 64] (64 at L <= 128, 8 = 8 MiB of results at L = 512;
-    ~0.07 s of solving at both), so actors stay balanced to the end of a run and results flow steadily. At
-    L = 512, 8 per task instead of 4 halved Ray's per-task work and raised the CPU share the 2 actors get from
-    1.53-1.55 to 1.59-1.62 cores (1000 samples); 16 per task measured no better (ratio 1.52-1.66 against
-    1.57-1.65)."""
+    """Configurations per solver task: 2^21 / L^2 in [1, 64] (64 at L <= 128, 8 = 8 MiB of results at L = 512),
+    about the same solving time per task at every size, so actors stay balanced to the end of a run and results
+    flow steadily; smaller tasks cost Ray more per sample, larger ones balance worse (docs/benchmarks.md)."""
     return int(np.clip(2**21 // physics.lattice**2, 1, 64))
 
 

@@ -42,9 +42,8 @@ class GenerateResult:
 def cache_writes(physics: Physics) -> bool:
     """Whether `generate` keeps what it writes in the page cache: yes for small records (a small-preset set of
     10^5 samples is 2 GB, and the trainer reads it next), no from 256 KiB a record (L >= 256), where useful sets
-    outgrow the cache (the paper's 400k samples are 400 GB) and dropping committed pages made paper writes 1.7-2.6x
-    faster here (`bench/store.py`: 168 -> 291, 192 -> 502 samples/s); at L = 64 it made no consistent difference
-    (0.7-1.4x in four runs)."""
+    outgrow the cache (the paper's 400k samples are 400 GB) and dropping committed pages makes writes faster
+    (docs/benchmarks.md, "Measured choices")."""
     return physics.lattice**2 * 4 < 256 << 10
 
 

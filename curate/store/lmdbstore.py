@@ -11,20 +11,11 @@ Layout (named sub-databases of one LMDB environment in the store directory):
 
 Why these choices: LMDB commits are atomic, so a writer killed with SIGKILL loses at most the batch in flight
 (tested: kill -9 mid-write leaves every committed record intact); batching ~64 samples per transaction amortises the commit fsync;
-crc32 catches bit rot and torn copies (not tampering) at memory speed (zlib-ng's: 14 GB/s here, zlib's 3.4).
+crc32 catches bit rot and torn copies (not tampering) at memory speed (zlib-ng's).
 
-Bytes per sample (measured by ``bench/store.py``; LMDB stores large values in whole 4 KiB overflow pages):
-
-=========  =====================  =====================
-encoding   L=64 (16 KiB payload)  L=512 (1 MiB payload)
-=========  =====================  =====================
-float32    21.2 KiB               1030 KiB
-float16    13.2 KiB               518 KiB
-=========  =====================  =====================
-
-float16 (opt-in at creation) halves the size; on solved fields in [0, 1] its error is max 2.4e-4, mean 2.7e-5
-(small) / 5e-6 (paper) (``FLOAT16_ERROR``): below a surrogate's MAE (~1e-3) but not free, so float32 is the
-default and should stay so for evaluation sets. It did not make writes or reads faster (conversion costs).
+LMDB stores large values in whole 4 KiB overflow pages. float16 targets (opt-in at creation) halve the size at an
+error below a surrogate's MAE but not zero (``FLOAT16_ERROR``), so float32 is the default and should stay so for
+evaluation sets. Sizes, rates and errors: docs/benchmarks.md, "Store".
 """
 
 from __future__ import annotations
@@ -54,7 +45,7 @@ ENCODINGS = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
 BATCH = 64  # samples per write transaction
 INITIAL_MAP_SIZE = 64 << 20  # modest on purpose: the map doubles on MapFullError
 MAX_DBS = 4
-# Measured by bench/store.py on solved `small` and `paper` fields (y in [0, 1]): |float16(y) - y|.
+# |float16(y) - y| on solved `small` and `paper` fields (y in [0, 1]), from bench/store.py (docs/benchmarks.md)
 FLOAT16_ERROR = {"max": 2.44e-4, "mean_small": 2.65e-5, "mean_paper": 4.98e-6}
 _LEN = struct.Struct(">I")
 
@@ -179,9 +170,8 @@ def open_env(
     since an environment used across fork is undefined behaviour).
 
     Readahead for read-only environments only. A record is 4 (L = 64) to 257 (L = 512) pages, and without
-    readahead a cold read faults them in one 4 KiB I/O at a time (a 0-worker Dataset epoch right after `generate`,
-    cold cache: paper 32 -> 283 samples/s, small 970 -> 3,036). The writer's faults are B-tree pages, where
-    readahead only dragged in neighbouring record pages: 12 % of the `generate` driver's time at L = 512."""
+    readahead a cold read faults them in one 4 KiB I/O at a time; the writer's faults are B-tree pages, where
+    readahead only drags in neighbouring record pages (docs/benchmarks.md, "Measured choices")."""
     return lmdb.open(
         str(path),
         map_size=map_size,
