@@ -1,9 +1,9 @@
 """Running the study: runs spread over worker processes (one Ray each, one torch thread each), in phases, each
 finished run turned into its record (and committed with --commit); then the retrain jobs.
 
-Phases: (1) the first arm's runs but `stratified`; (2) `stratified`, which copies the allocation that the
-`stratified_from` strategy's run of the same seed ended with; (3) the other arms (whose `best` is the first arm's
-best non-peer strategy), transfer and the training control. A worker waits for the others between phases.
+Phases: (1) the first arm's runs, `stratified_from` first and `stratified` next (a `stratified` run waits for the
+record of its seed's `stratified_from` run, whose final allocation it copies); (2) the other arms (whose `best` is
+the first arm's best non-peer strategy), transfer and the training control, once every first-arm record is there.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ def do_runs(spec: dict, todo: list, out: Path, recs: Path, log, commit_records: 
             root = run_dir(out, arm_name, name, seed)
             alloc = None
             if name == "stratified":
+                wait_for(recs, [(arm_name, spec["stratified_from"], seed)])
                 alloc = records.allocation(recs, arm_name, spec["stratified_from"], seed)
             init_run(root, run_config(spec, spec["arms"][arm_name], name, seed, alloc))
             t0 = time.time()
@@ -107,13 +108,7 @@ def shard_main(spec: dict, i: int, n: int, out: Path, recs: Path, commit_records
 
     first = first_arm(spec)
     all_first = [j for j in jobs(spec, None) if j[0] == first]
-    phase1 = [j for j in all_first if j[1] != "stratified"]
-    do_runs(spec, phase1[i::n], out, recs, log, commit_records)
-    phase2 = [j for j in all_first if j[1] == "stratified"]
-    if phase2:
-        src = [(first, spec["stratified_from"], seed) for _, _, seed in phase2]
-        wait_for(recs, src)
-        do_runs(spec, phase2[i::n], out, recs, log, commit_records)
+    do_runs(spec, all_first[i::n], out, recs, log, commit_records)
     later = {k: v for k, v in spec["arms"].items() if k != first}
     if later or spec.get("transfer") or spec.get("control"):
         wait_for(recs, all_first)

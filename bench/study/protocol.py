@@ -138,7 +138,8 @@ def run_config(spec: dict, arm: dict, name: str, seed: int, allocation: dict | N
 
 
 def jobs(spec: dict, best: str | None) -> list[tuple[str, str, int]]:
-    """(arm, strategy, seed) of every run, the first arm's `stratified_from` runs first (stratified copies them)."""
+    """(arm, strategy, seed) of every run: the first arm's `stratified_from` runs first, then `stratified` (which
+    copies their allocations), then the rest."""
     out = []
     for arm_name, arm in spec["arms"].items():
         fewer = arm.get("seeds_by_strategy", {})
@@ -150,7 +151,7 @@ def jobs(spec: dict, best: str | None) -> list[tuple[str, str, int]]:
                 if s is not None:
                     out.append((arm_name, s, seed))
     src = spec.get("stratified_from")
-    return sorted(out, key=lambda j: (j[0] != first_arm(spec), j[1] != src, j[1] == "stratified"))
+    return sorted(out, key=lambda j: (j[0] != first_arm(spec), j[1] != src, j[1] != "stratified"))
 
 
 def run_dir(out: Path, arm: str, name: str, seed: int) -> Path:
