@@ -23,9 +23,10 @@ from diffcurate.model.data import ArrayDataset, default_num_workers
 from diffcurate.model.losses import LOSS_PARAMS, LossParams, LossSpec, loss_value, lr_at, schedule_index, transform_pair
 from diffcurate.model.metrics import evaluate_model
 from diffcurate.model.nets import build_model, config_from_dict, config_to_dict
-from diffcurate.solvers.errors import InputError, build_typed
+from diffcurate.solvers.errors import InputError
 from diffcurate.solvers.problem import PRESET_DEFAULTS, Physics
 from diffcurate.solvers.registry import resolve_device
+from diffcurate.solvers.typed import build_typed
 
 LAST = "last.pt"
 BEST = "best.pt"

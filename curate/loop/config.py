@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING
 import tomli_w
 import tomllib
 
-from diffcurate.solvers.errors import InputError, build_typed
+from diffcurate.solvers.errors import InputError
 from diffcurate.solvers.problem import PRESET_DEFAULTS, PRESETS, Physics
+from diffcurate.solvers.typed import build_typed
 
 if TYPE_CHECKING:
     from diffcurate.model.nets import EDCNNConfig, UNetConfig
