@@ -7,3 +7,24 @@ class InputError(ValueError):
 
 class CheckError(RuntimeError):
     """A check ran and found a problem (e.g. `verify` finds a corrupt record): exit code 1."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler stopping the job: SLURM, Kubernetes, spot preemption), raised in the main thread like
+    Ctrl-C so that the same cleanup runs; the CLI reports it with the interrupted line and exit code 143."""
+
+    received = False  # set by the handler: typer turns any KeyboardInterrupt into its own exit, this survives it
+
+
+def terminate_as_interrupt() -> None:
+    """Make SIGTERM raise `Terminated` in the main thread (a no-op elsewhere). Ray replaces the handler when a
+    driver connects, so `ray_session` calls this again after `ray.init`."""
+    import signal
+    import threading
+
+    def handler(signum, frame):
+        Terminated.received = True
+        raise Terminated()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)

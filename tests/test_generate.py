@@ -65,10 +65,11 @@ def test_exact_count_despite_repeated_configurations(ray_cluster, tmp_path):
     assert len({cfg.sample_id(s, ph) for s in range(20)}) < 20  # the first 20 indices alone held duplicates
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
 def test_generate_killed_or_interrupted_resumes_to_exact_count(ray_cluster, tmp_path, sig):
-    """kill -9 or Ctrl-C mid-run: the store holds what was committed, and the same command completes it. Ctrl-C
-    exits 130 with a one-line note (typer 0.29 had turned it into a silent exit 0)."""
+    """kill -9, Ctrl-C or SIGTERM (a scheduler's stop) mid-run, sent once the store holds committed samples: the
+    store holds what was committed, and the same command completes it. Ctrl-C exits 130 and SIGTERM 143, with the
+    one-line note and no traceback or Ray stack dump."""
     store = tmp_path / "k"
     cmd = [
         sys.executable,
@@ -110,9 +111,12 @@ def test_generate_killed_or_interrupted_resumes_to_exact_count(ray_cluster, tmp_
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-    if sig == signal.SIGINT:
-        last = err_path.read_text().strip().splitlines()[-1]
-        assert proc.returncode == 130 and last.startswith("interrupted: everything committed so far is kept")
+    if sig in (signal.SIGINT, signal.SIGTERM):
+        err = err_path.read_text()
+        last = err.strip().splitlines()[-1]
+        assert proc.returncode == (130 if sig == signal.SIGINT else 143), err[-2000:]
+        assert last.startswith("interrupted: everything committed so far is kept")
+        assert "Traceback" not in err and "SIGTERM received" not in err
     else:
         assert proc.returncode == -signal.SIGKILL
     with Store(store, readonly=True) as s:

@@ -269,6 +269,32 @@ def test_strata_fits_the_round_scores_by_descriptors(al_run, tmp_path):
     assert -1.0 <= sel["fit"]["r2"] <= 1.0
 
 
+def test_one_run_per_run_directory(al_run):
+    """A second `curate run` on a directory another one holds is refused with --no-wait (nothing changed), or
+    waits with one line naming the holder's pid and goes on when the holder ends."""
+    from diffcurate.curate.loop.rundir import run_lock
+    from diffcurate.solvers.errors import InputError
+
+    before = RunPaths(al_run).config.read_text()
+    with run_lock(al_run):
+        with pytest.raises(InputError, match=rf"in use by another `curate run` \(pid {os.getpid()}\)"):
+            run(al_run, log=quiet, show_progress=False, wait=False)
+        cmd = [sys.executable, "-m", "diffcurate.curate", "run", str(al_run), "--max-solves", "1000000"]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            line = proc.stderr.readline()  # printed once it finds the lock held, before it changes anything
+            assert f"waiting for the other `curate run` of {al_run} (pid {os.getpid()})" in line, line
+            assert RunPaths(al_run).config.read_text() == before
+        except BaseException:
+            proc.kill()
+            raise
+    out, err = proc.communicate(timeout=120)  # the holder has ended: it goes on (a finished run answers at once)
+    assert proc.returncode == 0 and "stopped:" in err, err
+    cfg = RunPaths(al_run).config.read_text()
+    assert cfg != before and "max_solves = 1000000" in cfg  # its override was written after it got the lock
+    RunPaths(al_run).config.write_text(before)
+
+
 def test_round_metrics_reach_the_prometheus_endpoint(ray_cluster, tmp_path):
     """The diffcurate_* gauges a tiny run publishes show up on the node's metrics endpoint with the run's tag (what
     Prometheus scrapes and the dashboard's Metrics view shows), scraped right after the run's round."""

@@ -16,7 +16,7 @@ import typer
 
 from diffcurate.curate.cli import estimate, model, physics, run, store
 from diffcurate.curate.store.errors import DiskFull, StoreDamaged
-from diffcurate.solvers.errors import CheckError, InputError
+from diffcurate.solvers.errors import CheckError, InputError, Terminated, terminate_as_interrupt
 
 HELP = (
     "Curate training sets for neural surrogates of a steady diffusion-decay PDE: generate and solve source "
@@ -96,6 +96,7 @@ def _fail(code: int, message: str) -> None:
 
 def main() -> None:
     """Run the app; errors become one line on stderr and an exit code (CURATE_DEBUG=1: the traceback too)."""
+    terminate_as_interrupt()
     try:
         # typer turns Ctrl-C into Exit(130) and, outside standalone mode, returns that code
         code = app(standalone_mode=False)
@@ -104,7 +105,7 @@ def main() -> None:
         if isinstance(code, int) and code:
             sys.exit(code)
     except (typer.Abort, KeyboardInterrupt):
-        _fail(130, _INTERRUPTED)
+        _fail(143 if Terminated.received else 130, _INTERRUPTED)  # SIGTERM: 128 + 15
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except typer.TyperException as e:  # usage errors: unknown option, bad value, missing argument

@@ -51,6 +51,9 @@ def run_cmd(
     ] = None,
     max_solves: Annotated[int | None, typer.Option("--max-solves", min=1, help="Stop at this many solves.")] = None,
     target_p99: Annotated[float | None, typer.Option("--target-p99", help="Stop when test p99 <= E.")] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="If another `curate run` holds RUN_DIR: wait for it, or refuse.")
+    ] = True,
 ) -> None:
     """Run (or resume after any interruption) the curation rounds of a run directory."""
     from diffcurate.curate.loop.config import RunOverrides
@@ -67,7 +70,7 @@ def run_cmd(
         max_solves=max_solves,
         target_p99=target_p99,
     )
-    run(run_dir, rounds, log=say, overrides=overrides)
+    run(run_dir, rounds, log=say, overrides=overrides, wait=wait)
 
 
 def status_dict(run_dir: Path) -> dict:

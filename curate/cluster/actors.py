@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from diffcurate.solvers.errors import InputError
+from diffcurate.solvers.errors import InputError, terminate_as_interrupt
 from diffcurate.solvers.problem import Configs, Physics
 
 RESTARTS = 3
@@ -52,6 +52,7 @@ def ray_session(
         if dashboard_port is not None:
             kwargs["dashboard_port"] = dashboard_port
         init_local(num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host=dashboard_host, **kwargs)
+    terminate_as_interrupt()  # Ray's driver installed its own SIGTERM handler (a stack dump, no cleanup)
     try:
         yield
     finally:

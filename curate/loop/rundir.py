@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +21,7 @@ if TYPE_CHECKING:
 
 CONFIG = "config.toml"
 ROUNDS = "rounds.jsonl"
+LOCK = "run.lock"
 MEMBER_SEED_STEP = 1000  # ensemble member m trains with seed + 1000 m (loop trainers and estimators alike)
 
 
@@ -89,6 +93,11 @@ class RunPaths:
     def rounds(self) -> Path:
         return self.root / ROUNDS
 
+    @property
+    def lock(self) -> Path:
+        """Held by the one `curate run` of the directory (`run_lock`); its text is the holder's pid."""
+        return self.root / LOCK
+
     def checkpoint(self, k: int) -> Path:
         return self.root / "checkpoints" / f"round-{k:03d}.pt"
 
@@ -132,6 +141,31 @@ def round_train_config(cfg: RunConfig, m: int, n_train: int) -> TrainConfig:
         need = -(-cfg.min_steps * tc.batch_size // n_train)  # ceil(steps x batch / n)
         tc = replace(tc, epochs=max(tc.epochs, need))
     return tc
+
+
+@contextlib.contextmanager
+def run_lock(root: Path, wait: bool = True) -> Iterator[None]:
+    """One `curate run` per run directory: an exclusive flock on RUN_DIR/run.lock, held for the whole run and
+    released by the kernel when the process dies (a kill -9 leaves nothing stale). A second run waits, with one
+    line naming the holder's pid, or with `wait` False is refused before it changes anything."""
+    import fcntl
+
+    fd = os.open(RunPaths(root).lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            if not wait:
+                msg = f"{root} is in use by another `curate run` (pid {holder}); let it end or stop it"
+                raise InputError(msg) from None
+            print(f"waiting for the other `curate run` of {root} (pid {holder}) to end", file=sys.stderr, flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # and with it the lock
 
 
 def atomic_json(path: Path, obj) -> None:

@@ -54,6 +54,7 @@ from diffcurate.curate.loop.rundir import (
     load_run,
     read_rounds,
     round_train_config,
+    run_lock,
     stop_reason,
 )
 from diffcurate.curate.progress import progress_bar
@@ -577,12 +578,19 @@ def run(
     log: Callable[[str], None] = print,
     show_progress: bool = True,
     overrides: RunOverrides | None = None,
+    wait: bool = True,
 ) -> list[dict]:
-    """Run (or resume) rounds 0..K of a run directory; returns all completed round records."""
+    """Run (or resume) rounds 0..K of a run directory; returns all completed round records. One run per
+    directory at a time (`run_lock`: a second one waits, or with `wait` False is refused)."""
+    root = Path(root)
+    cfg = load_run(root)
+    with run_lock(root, wait):
+        return _run_locked(root, apply_overrides(root, cfg, overrides or RunOverrides()), rounds, log, show_progress)
+
+
+def _run_locked(root: Path, cfg: RunConfig, rounds: int | None, log, show_progress: bool) -> list[dict]:
     from diffcurate.curate.cluster.actors import ray_session
 
-    root = Path(root)
-    cfg = apply_overrides(root, load_run(root), overrides or RunOverrides())
     rounds = cfg.rounds if rounds is None else rounds
     r = cfg.ray
     why = stop_reason(cfg, read_rounds(root), rounds)
