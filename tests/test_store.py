@@ -320,3 +320,25 @@ def test_import_solve_output_and_refuse_other_physics(store, tmp_path, solved):
     save_arrays(h, TINY, c[:10])
     with pytest.raises(InputError, match="no targets"):
         import_arrays(store.path, h)
+
+
+@pytest.mark.parametrize("version", [0, "1", 2, 1.0, True])
+def test_unknown_schema_versions_are_one_line_exit_2(tmp_path, cli, version):
+    """Only the integer versions this code knows open: older, newer, a string, a float or a bool is refused by
+    every store command with one line and exit 2, and the store is left as it was."""
+    import json
+
+    from diffcurate.curate.store.lmdbstore import MAX_DBS
+
+    path = tmp_path / "s"
+    with Store.create(path, TINY) as st:
+        st.add(Configs.from_lists([np.array([[5, 5]])], [np.array([1.0])]), np.zeros((1, 32, 32), np.float32))
+    env = lmdb.open(str(path), max_dbs=MAX_DBS, subdir=True)
+    with env.begin(write=True, db=env.open_db(b"meta")) as txn:
+        txn.put(b"schema_version", json.dumps(version).encode())
+    env.close()
+    before = {p.name: p.read_bytes() for p in path.iterdir() if p.name != "lock.mdb"}
+    for args in (["info", "--store", path], ["verify", "--store", path]):
+        code, _, err = cli(*args)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "store schema" in err, err
+    assert {p.name: p.read_bytes() for p in path.iterdir() if p.name != "lock.mdb"} == before

@@ -342,9 +342,12 @@ class Store:
         if meta.get("schema_version") is None or "physics" not in meta:
             self.close()
             raise InputError(f"{self.path} is an LMDB environment but not a diffcurate store (no store metadata)")
-        if meta["schema_version"] > SCHEMA_VERSION:
+        version = meta["schema_version"]
+        if not (type(version) is int and 1 <= version <= SCHEMA_VERSION):  # known integer versions only
             self.close()
-            raise InputError(f"{self.path}: store schema {meta['schema_version']} is newer than {SCHEMA_VERSION}")
+            raise InputError(
+                f"{self.path}: store schema {version!r} is not one this version reads (1 to {SCHEMA_VERSION})"
+            )
         self.meta = meta
         self.physics = Physics.from_dict(meta["physics"])
         self.encoding: str = meta["encoding"]
