@@ -342,13 +342,12 @@ def test_two_writers_at_once_equal_the_sequential_result(ray_cluster, tmp_path, 
 
 
 def test_writer_lock_names_the_holder(tmp_path):
-    from diffcurate.curate.store.lmdbstore import lock_writer, unlock_writer
+    from diffcurate.curate.store.lock import lock_writer, unlock_writer
     from diffcurate.solvers.errors import InputError
 
     with Store.create(tmp_path / "s", TINY):
         holder = (
-            "import sys; from diffcurate.curate.store.lmdbstore import lock_writer; "
-            "lock_writer(sys.argv[1], wait=False)"
+            "import sys; from diffcurate.curate.store.lock import lock_writer; lock_writer(sys.argv[1], wait=False)"
         )
         r = subprocess.run([sys.executable, "-c", holder, str(tmp_path / "s")], capture_output=True, text=True)
         assert r.returncode != 0 and f"pid {os.getpid()}" in r.stderr

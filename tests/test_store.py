@@ -328,7 +328,7 @@ def test_unknown_schema_versions_are_one_line_exit_2(tmp_path, cli, version):
     every store command with one line and exit 2, and the store is left as it was."""
     import json
 
-    from diffcurate.curate.store.lmdbstore import MAX_DBS
+    from diffcurate.curate.store.env import MAX_DBS
 
     path = tmp_path / "s"
     with Store.create(path, TINY) as st:

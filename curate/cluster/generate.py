@@ -17,7 +17,8 @@ import numpy as np
 from diffcurate.curate.cluster.actors import make_generators, make_solvers, ray_session
 from diffcurate.curate.cluster.dispatch import default_chunk, solve_chunks
 from diffcurate.curate.progress import progress_bar
-from diffcurate.curate.store.lmdbstore import BATCH, SPLITS, Store, check_path, is_store
+from diffcurate.curate.store.env import is_store
+from diffcurate.curate.store.lmdbstore import BATCH, SPLITS, Store, check_path
 from diffcurate.solvers.errors import InputError
 from diffcurate.solvers.problem import Configs, Physics
 

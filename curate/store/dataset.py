@@ -17,16 +17,9 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from diffcurate.curate.store.arrays import FORMATS, load_arrays, validated_samples
-from diffcurate.curate.store.lmdbstore import (
-    SPLITS,
-    Store,
-    acquire_env,
-    begin,
-    decode_record,
-    is_store,
-    open_env,
-    release_env,
-)
+from diffcurate.curate.store.env import acquire_env, begin, is_store, open_env, release_env
+from diffcurate.curate.store.lmdbstore import SPLITS, Store
+from diffcurate.curate.store.records import decode_record
 from diffcurate.solvers.errors import InputError
 from diffcurate.solvers.problem import Configs, Physics, disc_mask, paint
 

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from diffcurate.curate.store.arrays import format_of, load_arrays, save_arrays, shared_mode, validated_samples
-from diffcurate.curate.store.lmdbstore import SPLITS, Store, is_store
+from diffcurate.curate.store.env import is_store
+from diffcurate.curate.store.lmdbstore import SPLITS, Store
 from diffcurate.solvers.errors import InputError
 from diffcurate.solvers.problem import paint
 

@@ -1,4 +1,5 @@
-"""The LMDB store of solved samples: one checksummed record per stable sample id, no pickle.
+"""The LMDB store of solved samples: one checksummed record per stable sample id, no pickle (the codec:
+`records.py`; environments: `env.py`; the writer lock: `lock.py`).
 
 Layout (named sub-databases of one LMDB environment in the store directory):
 
@@ -22,132 +23,43 @@ from __future__ import annotations
 
 import json
 import os
-import struct
-import sys
 import time
 from collections.abc import Iterable, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 
 import lmdb
 import numpy as np
 import pandas as pd
-from zlib_ng.zlib_ng import crc32  # zlib's CRC-32, same values (the format is unchanged), ~4x faster here
 
-from diffcurate.curate.store.errors import DiskFull, StoreDamaged
+from diffcurate.curate.store.env import (
+    INITIAL_MAP_SIZE,
+    acquire_env,
+    begin,
+    damaged,
+    is_store,
+    release_env,
+)
+from diffcurate.curate.store.errors import DiskFull
 from diffcurate.curate.store.heap import keep_freed_pages
+from diffcurate.curate.store.lock import LOCK_FILE, lock_writer, unlock_writer
+from diffcurate.curate.store.records import (
+    ENCODINGS,
+    configs_from_headers,
+    decode_index,
+    decode_record,
+    encode_index,
+    encode_record,
+    header_json,
+)
+from diffcurate.curate.store.summary import Summary
 from diffcurate.solvers.errors import CheckError, InputError
 from diffcurate.solvers.problem import Configs, Physics
 
 SCHEMA_VERSION = 1
 SPLITS = ("train", "val", "test")
-ENCODINGS = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
 BATCH = 64  # samples per write transaction
-INITIAL_MAP_SIZE = 64 << 20  # modest on purpose: the map doubles on MapFullError
-MAX_DBS = 4
 # |float16(y) - y| on solved `small` and `paper` fields (y in [0, 1]), from bench/store.py (docs/benchmarks.md)
 FLOAT16_ERROR = {"max": 2.44e-4, "mean_small": 2.65e-5, "mean_paper": 4.98e-6}
-_LEN = struct.Struct(">I")
-
-
-# --- record encoding ---------------------------------------------------------------------------------------
-
-
-def check_map_file(path: str | os.PathLike) -> None:
-    """StoreDamaged if data.mdb is shorter than its newest meta page says: mapping it would end in SIGBUS.
-
-    Reads LMDB's two meta pages (page 0 and 1) directly: magic 0xBEEFC0DE at byte 16, the page size in the free
-    DB's md_pad (byte 40), mm_last_pg (byte 136) and mm_txnid (byte 144); the meta with the larger txnid wins."""
-    f = Path(path) / "data.mdb"
-    try:
-        size = f.stat().st_size
-        with open(f, "rb") as fh:
-            head = fh.read(16 + 136)
-            if len(head) < 152:
-                raise StoreDamaged(f"{path}: data.mdb is truncated ({size} bytes); restore it from a copy")
-            (magic,) = struct.unpack_from("<I", head, 16)
-            if magic != 0xBEEFC0DE:
-                raise StoreDamaged(f"{path}: data.mdb is not an LMDB file or its first meta page is damaged")
-            (psize,) = struct.unpack_from("<I", head, 40)
-            if psize < 512 or psize & (psize - 1):
-                raise StoreDamaged(f"{path}: data.mdb's meta page gives page size {psize}: damaged")
-            metas = []
-            for page in (0, 1):
-                fh.seek(page * psize)
-                m = fh.read(152)
-                if len(m) == 152 and struct.unpack_from("<I", m, 16)[0] == 0xBEEFC0DE:
-                    metas.append(struct.unpack_from("<QQ", m, 136))  # (last_pg, txnid)
-    except OSError as e:
-        raise StoreDamaged(f"{path}: cannot read data.mdb ({e.strerror})") from None
-    last_pg = max(metas, key=lambda lt: lt[1])[0]
-    if size < (last_pg + 1) * psize:
-        raise StoreDamaged(
-            f"{path}: data.mdb is truncated ({size} bytes, its pages need {(last_pg + 1) * psize}); "
-            "restore it from a copy"
-        )
-
-
-def _crc(b) -> bytes:
-    return _LEN.pack(crc32(b) & 0xFFFFFFFF)
-
-
-def encode_record(header: dict, y: np.ndarray, encoding: str, out: bytearray | None = None) -> memoryview:
-    """header + the (L, L) target in `encoding` + crc32: bytes for the `samples` sub-database.
-
-    Written into `out` (grown as needed, reused across records: a paper sample is 1 MiB, and a fresh buffer per
-    record costs more in page faults than the copy itself); the crc is computed on the fly, the target copied once."""
-    h = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
-    prefix = _LEN.pack(len(h)) + h
-    a = memoryview(np.ascontiguousarray(y, ENCODINGS[encoding])).cast("B")
-    size = len(prefix) + len(a) + 4
-    out = bytearray(size) if out is None else out
-    if len(out) < size:  # (the caller has released its view of the previous record)
-        out.extend(bytes(size + 4096 - len(out)))
-    view = memoryview(out)[:size]
-    view[: len(prefix)] = prefix
-    view[len(prefix) : -4] = a
-    view[-4:] = _LEN.pack(crc32(a, crc32(prefix)) & 0xFFFFFFFF)
-    return view
-
-
-def decode_record(buf, key: str = "?") -> tuple[dict, np.ndarray]:
-    """(header, y (L, L) float32) from record bytes; CheckError if the checksum or layout is wrong."""
-    mv = memoryview(buf)
-    if len(mv) < 8:
-        raise CheckError(f"record {key}: truncated ({len(mv)} bytes)")
-    if bytes(mv[-4:]) != _crc(mv[:-4]):
-        raise CheckError(f"record {key}: checksum mismatch")
-    (n,) = _LEN.unpack(mv[:4])
-    try:
-        header = json.loads(bytes(mv[4 : 4 + n]))
-        dt = ENCODINGS[header["dtype"]]
-        y = np.frombuffer(mv[4 + n : -4], dtype=dt).reshape(header["shape"]).astype(np.float32)
-    except (ValueError, KeyError, TypeError) as e:
-        raise CheckError(f"record {key}: undecodable ({e})") from None
-    return header, y
-
-
-def _encode_index(header_json: bytes) -> bytes:
-    return header_json + _crc(header_json)
-
-
-def _decode_index(buf, key: str) -> dict:
-    mv = memoryview(buf)
-    if len(mv) < 4 or bytes(mv[-4:]) != _crc(mv[:-4]):
-        raise CheckError(f"index entry {key}: checksum mismatch")
-    return json.loads(bytes(mv[:-4]))
-
-
-def _header_json(record) -> bytes:
-    (n,) = _LEN.unpack(bytes(record[:4]))
-    return bytes(record[4 : 4 + n])
-
-
-# --- opening -----------------------------------------------------------------------------------------------
-
-
-def is_store(path: str | os.PathLike) -> bool:
-    return Path(path).is_dir() and (Path(path) / "data.mdb").is_file()
 
 
 def check_path(path: Path, create: bool) -> None:
@@ -163,151 +75,7 @@ def check_path(path: Path, create: bool) -> None:
         raise InputError(f"{path} is a non-empty directory that is not a store; refusing to create one there")
 
 
-def open_env(
-    path: str | os.PathLike, readonly: bool = True, map_size: int = INITIAL_MAP_SIZE, lock: bool = True
-) -> lmdb.Environment:
-    """A private LMDB environment (DataLoader workers: readonly, lock=False, opened lazily after the fork,
-    since an environment used across fork is undefined behaviour).
-
-    Readahead for read-only environments only. A record is 4 (L = 64) to 257 (L = 512) pages, and without
-    readahead a cold read faults them in one 4 KiB I/O at a time; the writer's faults are B-tree pages, where
-    readahead only drags in neighbouring record pages (docs/benchmarks.md, "Measured choices")."""
-    return lmdb.open(
-        str(path),
-        map_size=map_size,
-        max_dbs=MAX_DBS,
-        subdir=True,
-        readonly=readonly,
-        lock=lock or not readonly,
-        readahead=readonly,
-        create=not readonly,
-    )
-
-
-# LMDB allows one environment per store per process (py-lmdb refuses a second, even in a forked child that
-# inherited it), so every Store and main-process Dataset on a path shares one, reference-counted, and a forked
-# child (a DataLoader worker) closes the inherited ones so that it can open its own. Closing is safe only with
-# no transaction live at the fork (aborting one would free the parent's reader slot), so `begin` counts them.
-_ENVS: dict[str, list] = {}  # realpath -> [env, pid, refs]
-_LIVE: dict[int, int] = {}  # id(env) -> live transactions
-
-
-@contextmanager
-def begin(env: lmdb.Environment, write: bool = False, buffers: bool = False):
-    """env.begin(), counted so that a forked child knows whether it may close the inherited environment."""
-    k = id(env)
-    _LIVE[k] = _LIVE.get(k, 0) + 1
-    try:
-        try:
-            txn = env.begin(write=write, buffers=buffers)
-        except lmdb.MapResizedError:  # another process grew the map: adopt its size
-            env.set_mapsize(0)
-            txn = env.begin(write=write, buffers=buffers)
-        with txn:
-            yield txn
-    finally:
-        _LIVE[k] -= 1
-
-
-def _close_inherited() -> None:
-    for env, _pid, _refs in _ENVS.values():
-        if _LIVE.get(id(env), 0) == 0:
-            env.close()
-    _ENVS.clear()
-    _LIVE.clear()
-    for fd, _pid, _refs in _WRITERS.values():  # the parent keeps its lock: this only drops the child's copy
-        os.close(fd)
-    _WRITERS.clear()
-
-
-# One writer per store at a time, across processes: an exclusive flock on STORE/writer.lock, taken by every
-# writable Store for as long as it is open (planning included) and released by the kernel when the process
-# dies, so a kill -9 never leaves it stale. Reference-counted per process like the environments; readers never
-# take it.
-LOCK_FILE = "writer.lock"
-_WRITERS: dict[str, list] = {}  # realpath -> [fd, pid, refs]
-
-
-def lock_writer(path: str | os.PathLike, wait: bool = True) -> None:
-    """Take the store's writer lock (waiting, with one line on stderr, while another process holds it)."""
-    import fcntl
-
-    key, pid = os.path.realpath(path), os.getpid()
-    entry = _WRITERS.get(key)
-    if entry is not None and entry[1] == pid:
-        entry[2] += 1
-        return
-    fd = os.open(os.path.join(key, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-        if not wait:
-            os.close(fd)
-            raise InputError(
-                f"{path} is being written by another process (pid {holder}); try again when it ends"
-            ) from None
-        print(f"waiting for the other writer of {path} (pid {holder}) to finish", file=sys.stderr, flush=True)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{pid}\n".encode(), 0)
-    _WRITERS[key] = [fd, pid, 1]
-
-
-def unlock_writer(path: str | os.PathLike) -> None:
-    import fcntl
-
-    key = os.path.realpath(path)
-    entry = _WRITERS.get(key)
-    if entry is None or entry[1] != os.getpid():
-        return
-    entry[2] -= 1
-    if entry[2] == 0:
-        del _WRITERS[key]
-        fcntl.flock(entry[0], fcntl.LOCK_UN)
-        os.close(entry[0])
-
-
-os.register_at_fork(after_in_child=_close_inherited)
-
-
-def acquire_env(path: str | os.PathLike, map_size: int = INITIAL_MAP_SIZE, write: bool = True) -> lmdb.Environment:
-    """The process's environment for `path`. Readers (`write=False`) share a writer's if one is open, else get a
-    read-only one with readahead; a writer cannot share a reader's (close the reader first)."""
-    key, pid = os.path.realpath(path), os.getpid()
-    can_write = os.access(key, os.W_OK)
-    entry = _ENVS.get(key)
-    if entry is not None and entry[1] == pid:
-        if write and can_write and entry[0].flags()["readonly"]:
-            raise InputError(
-                f"{path} is open read-only in this process (a Dataset or a read-only Store); close it before "
-                "opening the store for writing"
-            )
-        entry[2] += 1
-        return entry[0]
-    if os.path.isfile(os.path.join(key, "data.mdb")):
-        check_map_file(key)
-    try:
-        env = open_env(key, readonly=not (write and can_write), map_size=map_size, lock=can_write)
-    except lmdb.Error as e:
-        if os.path.isfile(os.path.join(key, "data.mdb")):
-            raise StoreDamaged(f"{path}: the store's LMDB files are damaged ({e}); run `curate verify`") from None
-        raise InputError(f"{path}: cannot open as a store ({e})") from None
-    _ENVS[key] = [env, pid, 1]
-    return env
-
-
-def release_env(env: lmdb.Environment) -> None:
-    for key, entry in list(_ENVS.items()):
-        if entry[0] is env and entry[1] == os.getpid():
-            entry[2] -= 1
-            if entry[2] == 0:
-                del _ENVS[key]
-                env.close()
-            return
-
-
-class Store:
+class Store(Summary):
     """A store directory. `Store(path)` opens an existing one; `Store.create(path, physics)` makes one
     (or reopens it if it holds the same physics)."""
 
@@ -338,7 +106,7 @@ class Store:
             meta = {}
         except lmdb.Error as e:
             self.close()
-            raise StoreDamaged(f"{self.path}: the store's LMDB pages are damaged ({e}); run `curate verify`") from None
+            raise damaged(self.path, e) from None
         if meta.get("schema_version") is None or "physics" not in meta:
             self.close()
             raise InputError(f"{self.path} is an LMDB environment but not a diffcurate store (no store metadata)")
@@ -546,7 +314,7 @@ class Store:
                     for key, header, y in items:
                         with encode_record(header, y, self.encoding, buf) as rec:
                             if txn.put(key, rec, db=self._samples, overwrite=False):
-                                txn.put(key, _encode_index(_header_json(rec)), db=self._index)
+                                txn.put(key, encode_index(header_json(rec)), db=self._index)
                                 added += 1
                 if not self.cache_writes:
                     self.drop_cache()
@@ -586,13 +354,11 @@ class Store:
                 for k, v in txn.cursor(db=self._index):
                     key = bytes(k).decode(errors="replace")
                     try:
-                        yield _decode_index(v, key)
+                        yield decode_index(v, key)
                     except (CheckError, ValueError) as e:
                         self.damaged.append(f"index entry {key}: {e}" if not str(e).startswith("index") else str(e))
             except lmdb.Error as e:
-                raise StoreDamaged(
-                    f"{self.path}: the store's LMDB pages are damaged ({e}); run `curate verify`"
-                ) from None
+                raise damaged(self.path, e) from None
 
     def index(self) -> pd.DataFrame:
         """One row per sample, ordered by id: id, n_sources, sampler, round, split, score, strategy, cluster,
@@ -626,11 +392,7 @@ class Store:
 
     def configs(self, split: str | None = None) -> Configs:
         """The configurations of a split (all if None), ordered by id."""
-        hs = [h for h in self._headers() if split in (None, "all", h["split"])]
-        return Configs.from_lists(
-            [np.array(h["centers"], np.int64).reshape(-1, 2) for h in hs],
-            [np.array(h["values"], np.float64) for h in hs],
-        )
+        return configs_from_headers(h for h in self._headers() if split in (None, "all", h["split"]))
 
     def get(self, ids: Sequence[str], skip_damaged: bool = False) -> tuple[Configs, np.ndarray, list[dict]]:
         """(configs, y (n, L, L) float32, headers) for the ids, in order; checksums are verified. With
@@ -644,9 +406,7 @@ class Store:
                 try:
                     buf = txn.get(str(i).encode(), db=self._samples)
                 except lmdb.Error as e:
-                    raise StoreDamaged(
-                        f"{self.path}: the store's LMDB pages are damaged ({e}); run `curate verify`"
-                    ) from None
+                    raise damaged(self.path, e) from None
                 if buf is None:
                     raise InputError(f"no sample {i!r} in {self.path}")
                 try:
@@ -658,32 +418,7 @@ class Store:
                     continue
                 headers.append(h)
         y = y[: len(headers)]
-        configs = Configs.from_lists(
-            [np.array(h["centers"], np.int64).reshape(-1, 2) for h in headers],
-            [np.array(h["values"], np.float64) for h in headers],
-        )
-        return configs, y, headers
-
-    def subset(self, split: str, fraction: float, seed: int = 0) -> list[str]:
-        """A train subset of round(fraction * N) ids; subsets of one seed are nested (1.25 % within 2.5 % ...).
-
-        Each source count's ids are shuffled (seeded) and dealt round-robin across source counts, so every
-        prefix holds equal numbers per source count until a count runs out. Ids are sorted first: the result
-        depends only on the store's content and the seed, not on insertion order."""
-        if not 0 < fraction <= 1:
-            raise InputError(f"fraction must be in (0, 1], got {fraction}")
-        df = self.index()
-        df = df[df["split"] == split].sort_values("id")
-        if df.empty:
-            return []
-        rng = np.random.default_rng(seed)
-        ranked = []
-        for _, g in df.groupby("n_sources", sort=True):
-            perm = rng.permutation(len(g))
-            ranked += [(r, rng.random(), i) for r, i in enumerate(g["id"].to_numpy()[perm])]
-        order = [i for _, _, i in sorted(ranked)]
-        m = max(1, int(round(fraction * len(order))))
-        return order[:m]
+        return configs_from_headers(headers), y, headers
 
     def log(self, entry: dict) -> None:
         """Append an entry (a finished `generate` or `import`: what was asked, what it added, the command), stamped
@@ -700,72 +435,3 @@ class Store:
     def history(self) -> list[dict]:
         """The `log` entries, oldest first."""
         return list(self.meta.get("history", []))
-
-    def info(self) -> dict:
-        """The `curate info --json` object (docs/formats.md), plus preset, encoding, created, command and history."""
-        df = self.index()
-        damaged = list(self.damaged)
-
-        def counts(col: str) -> dict:
-            return {str(k): int(v) for k, v in df[col].value_counts().sort_index().items()}
-
-        with begin(self.env) as txn:
-            psize = txn.stat(self._samples)["psize"]
-        return {
-            "physics": self.physics.to_dict(),
-            "schema_version": int(self.meta["schema_version"]),
-            "count": len(df),
-            "by_split": counts("split"),
-            "by_sources": counts("n_sources"),
-            "by_round": counts("round"),
-            "by_sampler": counts("sampler"),
-            "bytes": int((self.env.info()["last_pgno"] + 1) * psize),
-            "preset": self.meta.get("preset", ""),
-            "encoding": self.encoding,
-            "created": self.meta.get("created", ""),
-            "command": self.meta.get("command", ""),
-            "history": self.history(),
-            **({"damaged": damaged} if damaged else {}),  # index entries skipped: run `curate verify`
-        }
-
-    def verify(self) -> list[str]:
-        """Every problem found: bad checksums, undecodable records, ids that do not match their config,
-        index entries that disagree with their records. Empty means the store is sound."""
-        problems: list[str] = []
-        self.bad_ids: set[str] = set()  # ids of records with a problem (not to be re-solved)
-        L = self.physics.lattice
-        try:
-            self._verify(problems, L)
-        except lmdb.Error as e:  # damaged B-tree pages: the walk cannot go on, but what it found stays
-            problems.append(f"LMDB: the store's pages are damaged ({e})")
-        return problems
-
-    def _verify(self, problems: list[str], L: int) -> None:
-        with begin(self.env, buffers=True) as txn:
-            seen = set()
-            n_before = len(problems)
-            for k, v in txn.cursor(db=self._samples):
-                key = bytes(k).decode(errors="replace")
-                seen.add(key)
-                try:
-                    h, y = decode_record(v, key)
-                    cfg = Configs.from_lists([np.array(h["centers"], np.int64).reshape(-1, 2)], [h["values"]])
-                    if h["id"] != key or cfg.sample_id(0, self.physics) != key:
-                        problems.append(f"record {key}: id does not match its configuration")
-                    if y.shape != (L, L):
-                        problems.append(f"record {key}: shape {y.shape} is not ({L}, {L})")
-                    idx = txn.get(k, db=self._index)
-                    if idx is None:
-                        problems.append(f"record {key}: missing from the index")
-                    elif (_decode_index(idx, key) is None) or bytes(idx[:-4]) != _header_json(v):
-                        problems.append(f"record {key}: index entry disagrees with the record")
-                except CheckError as e:
-                    problems.append(str(e))
-                except (KeyError, TypeError, ValueError) as e:
-                    problems.append(f"record {key}: undecodable ({e})")
-                if len(problems) > n_before:
-                    self.bad_ids.add(key)
-                n_before = len(problems)
-            for k, _ in txn.cursor(db=self._index):
-                if bytes(k).decode(errors="replace") not in seen:
-                    problems.append(f"index entry {bytes(k).decode(errors='replace')}: no record")

@@ -1,0 +1,62 @@
+"""One writer per store at a time, across processes: an exclusive flock on STORE/writer.lock, taken by every
+writable Store for as long as it is open (planning included) and released by the kernel when the process dies, so
+a kill -9 never leaves it stale. Reference-counted per process like the environments; readers never take it."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from diffcurate.solvers.errors import InputError
+
+LOCK_FILE = "writer.lock"
+_WRITERS: dict[str, list] = {}  # realpath -> [fd, pid, refs]
+
+
+def lock_writer(path: str | os.PathLike, wait: bool = True) -> None:
+    """Take the store's writer lock (waiting, with one line on stderr, while another process holds it)."""
+    import fcntl
+
+    key, pid = os.path.realpath(path), os.getpid()
+    entry = _WRITERS.get(key)
+    if entry is not None and entry[1] == pid:
+        entry[2] += 1
+        return
+    fd = os.open(os.path.join(key, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        if not wait:
+            os.close(fd)
+            raise InputError(
+                f"{path} is being written by another process (pid {holder}); try again when it ends"
+            ) from None
+        print(f"waiting for the other writer of {path} (pid {holder}) to finish", file=sys.stderr, flush=True)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{pid}\n".encode(), 0)
+    _WRITERS[key] = [fd, pid, 1]
+
+
+def unlock_writer(path: str | os.PathLike) -> None:
+    import fcntl
+
+    key = os.path.realpath(path)
+    entry = _WRITERS.get(key)
+    if entry is None or entry[1] != os.getpid():
+        return
+    entry[2] -= 1
+    if entry[2] == 0:
+        del _WRITERS[key]
+        fcntl.flock(entry[0], fcntl.LOCK_UN)
+        os.close(entry[0])
+
+
+def _close_inherited() -> None:
+    for fd, _pid, _refs in _WRITERS.values():  # the parent keeps its lock: this only drops the child's copy
+        os.close(fd)
+    _WRITERS.clear()
+
+
+os.register_at_fork(after_in_child=_close_inherited)

@@ -1,0 +1,82 @@
+"""The record and index codec of the store: a record is a 4-byte big-endian header length, the header JSON, the
+target bytes and a crc32 of everything before it; an index entry is the same header JSON and its crc32. No pickle;
+zlib-ng's CRC-32 (the same values as zlib's, faster)."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+from zlib_ng.zlib_ng import crc32
+
+from diffcurate.solvers.errors import CheckError
+from diffcurate.solvers.problem import Configs
+
+ENCODINGS = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
+_LEN = struct.Struct(">I")
+
+
+def _crc(b) -> bytes:
+    return _LEN.pack(crc32(b) & 0xFFFFFFFF)
+
+
+def encode_record(header: dict, y: np.ndarray, encoding: str, out: bytearray | None = None) -> memoryview:
+    """header + the (L, L) target in `encoding` + crc32: bytes for the `samples` sub-database.
+
+    Written into `out` (grown as needed, reused across records: a paper sample is 1 MiB, and a fresh buffer per
+    record costs more in page faults than the copy itself); the crc is computed on the fly, the target copied once."""
+    h = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
+    prefix = _LEN.pack(len(h)) + h
+    a = memoryview(np.ascontiguousarray(y, ENCODINGS[encoding])).cast("B")
+    size = len(prefix) + len(a) + 4
+    out = bytearray(size) if out is None else out
+    if len(out) < size:  # (the caller has released its view of the previous record)
+        out.extend(bytes(size + 4096 - len(out)))
+    view = memoryview(out)[:size]
+    view[: len(prefix)] = prefix
+    view[len(prefix) : -4] = a
+    view[-4:] = _LEN.pack(crc32(a, crc32(prefix)) & 0xFFFFFFFF)
+    return view
+
+
+def decode_record(buf, key: str = "?") -> tuple[dict, np.ndarray]:
+    """(header, y (L, L) float32) from record bytes; CheckError if the checksum or layout is wrong."""
+    mv = memoryview(buf)
+    if len(mv) < 8:
+        raise CheckError(f"record {key}: truncated ({len(mv)} bytes)")
+    if bytes(mv[-4:]) != _crc(mv[:-4]):
+        raise CheckError(f"record {key}: checksum mismatch")
+    (n,) = _LEN.unpack(mv[:4])
+    try:
+        header = json.loads(bytes(mv[4 : 4 + n]))
+        dt = ENCODINGS[header["dtype"]]
+        y = np.frombuffer(mv[4 + n : -4], dtype=dt).reshape(header["shape"]).astype(np.float32)
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckError(f"record {key}: undecodable ({e})") from None
+    return header, y
+
+
+def encode_index(header_json: bytes) -> bytes:
+    return header_json + _crc(header_json)
+
+
+def decode_index(buf, key: str) -> dict:
+    mv = memoryview(buf)
+    if len(mv) < 4 or bytes(mv[-4:]) != _crc(mv[:-4]):
+        raise CheckError(f"index entry {key}: checksum mismatch")
+    return json.loads(bytes(mv[:-4]))
+
+
+def header_json(record) -> bytes:
+    (n,) = _LEN.unpack(bytes(record[:4]))
+    return bytes(record[4 : 4 + n])
+
+
+def configs_from_headers(headers) -> Configs:
+    """The configurations of record or index headers, in their order."""
+    hs = list(headers)
+    return Configs.from_lists(
+        [np.array(h["centers"], np.int64).reshape(-1, 2) for h in hs],
+        [np.array(h["values"], np.float64) for h in hs],
+    )

@@ -1,0 +1,103 @@
+"""What a store holds and whether it is intact, as methods of `Store` (a mixin over its environment, index and
+physics): `info`, `verify` and `subset`."""
+
+from __future__ import annotations
+
+import lmdb
+import numpy as np
+
+from diffcurate.curate.store.env import begin
+from diffcurate.curate.store.records import configs_from_headers, decode_index, decode_record, header_json
+from diffcurate.solvers.errors import CheckError, InputError
+
+
+class Summary:
+    def subset(self, split: str, fraction: float, seed: int = 0) -> list[str]:
+        """A train subset of round(fraction * N) ids; subsets of one seed are nested (1.25 % within 2.5 % ...).
+
+        Each source count's ids are shuffled (seeded) and dealt round-robin across source counts, so every
+        prefix holds equal numbers per source count until a count runs out. Ids are sorted first: the result
+        depends only on the store's content and the seed, not on insertion order."""
+        if not 0 < fraction <= 1:
+            raise InputError(f"fraction must be in (0, 1], got {fraction}")
+        df = self.index()
+        df = df[df["split"] == split].sort_values("id")
+        if df.empty:
+            return []
+        rng = np.random.default_rng(seed)
+        ranked = []
+        for _, g in df.groupby("n_sources", sort=True):
+            perm = rng.permutation(len(g))
+            ranked += [(r, rng.random(), i) for r, i in enumerate(g["id"].to_numpy()[perm])]
+        order = [i for _, _, i in sorted(ranked)]
+        m = max(1, int(round(fraction * len(order))))
+        return order[:m]
+
+    def info(self) -> dict:
+        """The `curate info --json` object (docs/formats.md), plus preset, encoding, created, command and history."""
+        df = self.index()
+        damaged = list(self.damaged)
+
+        def counts(col: str) -> dict:
+            return {str(k): int(v) for k, v in df[col].value_counts().sort_index().items()}
+
+        with begin(self.env) as txn:
+            psize = txn.stat(self._samples)["psize"]
+        return {
+            "physics": self.physics.to_dict(),
+            "schema_version": int(self.meta["schema_version"]),
+            "count": len(df),
+            "by_split": counts("split"),
+            "by_sources": counts("n_sources"),
+            "by_round": counts("round"),
+            "by_sampler": counts("sampler"),
+            "bytes": int((self.env.info()["last_pgno"] + 1) * psize),
+            "preset": self.meta.get("preset", ""),
+            "encoding": self.encoding,
+            "created": self.meta.get("created", ""),
+            "command": self.meta.get("command", ""),
+            "history": self.history(),
+            **({"damaged": damaged} if damaged else {}),  # index entries skipped: run `curate verify`
+        }
+
+    def verify(self) -> list[str]:
+        """Every problem found: bad checksums, undecodable records, ids that do not match their config,
+        index entries that disagree with their records. Empty means the store is sound."""
+        problems: list[str] = []
+        self.bad_ids: set[str] = set()  # ids of records with a problem (not to be re-solved)
+        L = self.physics.lattice
+        try:
+            self._verify(problems, L)
+        except lmdb.Error as e:  # damaged B-tree pages: the walk cannot go on, but what it found stays
+            problems.append(f"LMDB: the store's pages are damaged ({e})")
+        return problems
+
+    def _verify(self, problems: list[str], L: int) -> None:
+        with begin(self.env, buffers=True) as txn:
+            seen = set()
+            n_before = len(problems)
+            for k, v in txn.cursor(db=self._samples):
+                key = bytes(k).decode(errors="replace")
+                seen.add(key)
+                try:
+                    h, y = decode_record(v, key)
+                    cfg = configs_from_headers([h])
+                    if h["id"] != key or cfg.sample_id(0, self.physics) != key:
+                        problems.append(f"record {key}: id does not match its configuration")
+                    if y.shape != (L, L):
+                        problems.append(f"record {key}: shape {y.shape} is not ({L}, {L})")
+                    idx = txn.get(k, db=self._index)
+                    if idx is None:
+                        problems.append(f"record {key}: missing from the index")
+                    elif (decode_index(idx, key) is None) or bytes(idx[:-4]) != header_json(v):
+                        problems.append(f"record {key}: index entry disagrees with the record")
+                except CheckError as e:
+                    problems.append(str(e))
+                except (KeyError, TypeError, ValueError) as e:
+                    problems.append(f"record {key}: undecodable ({e})")
+                if len(problems) > n_before:
+                    self.bad_ids.add(key)
+                n_before = len(problems)
+            for k, _ in txn.cursor(db=self._index):
+                if bytes(k).decode(errors="replace") not in seen:
+                    problems.append(f"index entry {bytes(k).decode(errors='replace')}: no record")
