@@ -19,6 +19,11 @@ FORMAT = "diffcurate.model/1"
 KNOWN_FORMATS = (FORMAT,)  # checkpoints without a tag are read as format 1 (written before tags were checked)
 
 
+def transform_of(meta: dict) -> str:
+    """The target transform a checkpoint's model was trained with ("none" for files without a train config)."""
+    return (meta.get("train_config") or {}).get("transform", "none")
+
+
 def preset_of(physics: Physics | None) -> str | None:
     """The preset whose physics equals `physics`, if any (for messages and defaults)."""
     return next((name for name, p in PRESETS.items() if p.physics == physics), None)

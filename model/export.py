@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from diffcurate.model.checkpoint import load_checkpoint
+from diffcurate.model.checkpoint import load_checkpoint, transform_of
 from diffcurate.model.losses import transform_pair
 from diffcurate.solvers.errors import InputError
 
@@ -63,7 +63,7 @@ def export_model(checkpoint, fmt: str, out) -> Path:
     if fmt not in EXPORTERS:
         raise InputError(f"unknown export format {fmt!r} (choose from {', '.join(EXPORTERS)})")
     net, meta = load_checkpoint(checkpoint)
-    transform = (meta.get("train_config") or {}).get("transform", "none")
+    transform = transform_of(meta)
     L = int((meta.get("physics") or {}).get("lattice", 64))
     model = Surrogate(net, transform).eval()
     out = Path(out)

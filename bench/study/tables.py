@@ -83,7 +83,7 @@ def extra_test(spec: dict, out: Path, best: str | None, path: Path) -> dict:
     import torch
 
     from diffcurate.curate.store.dataset import load_file_dataset
-    from diffcurate.model.checkpoint import load_checkpoint
+    from diffcurate.model.checkpoint import load_checkpoint, transform_of
     from diffcurate.model.metrics import evaluate_model
 
     torch.set_num_threads(2)
@@ -92,7 +92,7 @@ def extra_test(spec: dict, out: Path, best: str | None, path: Path) -> dict:
     for arm_name, name, seed in jobs(spec, best):
         ckpt = run_dir(out, arm_name, name, seed) / "checkpoints" / f"round-{spec['rounds']:03d}.pt"
         net, meta = load_checkpoint(ckpt, physics=physics)
-        m, _ = evaluate_model(net, ds, "cpu", (meta.get("train_config") or {}).get("transform", "none"))
+        m, _ = evaluate_model(net, ds, "cpu", transform_of(meta))
         res["strategies"].setdefault(arm_name, {}).setdefault(name, []).append({"seed": seed, **m})
     return res
 

@@ -29,6 +29,7 @@ sampling: p proportional to score^beta, without replacement).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -82,22 +83,16 @@ def config_features(physics: Physics, configs: Configs) -> np.ndarray:
 
 
 def kmeans(x: np.ndarray, k: int, rng: np.random.Generator, iters: int = 25) -> np.ndarray:
-    """Labels (n,) of k-means with k-means++ seeding on z-scored features; k <= n."""
+    """Labels (n,) of k-means with k-means++ seeding on z-scored features (scipy's kmeans2); k <= n."""
+    from scipy.cluster.vq import kmeans2
+
     x = (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1.0)
-    centres = [x[rng.integers(len(x))]]
-    for _ in range(1, k):
-        d2 = ((x[:, None] - np.array(centres)[None]) ** 2).sum(-1).min(1)
-        p = d2 / d2.sum() if d2.sum() > 0 else np.full(len(x), 1 / len(x))
-        centres.append(x[rng.choice(len(x), p=p)])
-    c = np.array(centres)
-    labels = np.zeros(len(x), np.int64)
-    for _ in range(iters):
-        labels = ((x[:, None] - c[None]) ** 2).sum(-1).argmin(1)
-        new = np.array([x[labels == j].mean(0) if (labels == j).any() else c[j] for j in range(k)])
-        if np.allclose(new, c):
-            break
-        c = new
-    return labels
+    if k >= len(x):  # every row its own cluster
+        return np.arange(len(x), dtype=np.int64)
+    with warnings.catch_warnings():  # an empty cluster is fine here: the pick takes the next best by score
+        warnings.simplefilter("ignore", UserWarning)
+        _, labels = kmeans2(x, k, iter=iters, minit="++", rng=rng)
+    return labels.astype(np.int64)
 
 
 def allocate(budget: int, weight: dict[int, float], available: dict[int, int], floor: float) -> dict[int, int]:

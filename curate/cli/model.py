@@ -177,7 +177,7 @@ def evaluate_cmd(
 ) -> None:
     """Metrics of a checkpoint on a store split or a data file (evaluate schema, docs/formats.md) -> --out JSON."""
     from diffcurate.curate.store.dataset import register_loaders
-    from diffcurate.model.checkpoint import load_checkpoint
+    from diffcurate.model.checkpoint import load_checkpoint, transform_of
     from diffcurate.model.data import load_data
     from diffcurate.model.metrics import evaluate_model
     from diffcurate.solvers.registry import resolve_device
@@ -186,7 +186,7 @@ def evaluate_cmd(
     dataset, physics = load_data(data, split)
     dev = resolve_device(device)
     net, meta = load_checkpoint(checkpoint, physics=physics, device=dev)
-    transform = (meta.get("train_config") or {}).get("transform", "none")
+    transform = transform_of(meta)
     metrics, _ = evaluate_model(net, dataset, dev, transform, batch_size)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(metrics, indent=1) + "\n")

@@ -2,12 +2,15 @@
 
 * `ray_session` starts a local cluster on 127.0.0.1 (`init_local`: every server on loopback, the dashboard too, or
   none) or joins one with --address.
-* `GeneratorActor` turns (sampler, seed, index range) into configurations and their stable ids.
-* `SolverActor` solves batches with the `fast` solver on its own CPU share (or its GPU when given one).
+* `_Generator` turns (sampler, seed, index range) into configurations and their stable ids.
+* `_Solver` solves batches with the `fast` solver on its own CPU share (or its GPU when given one).
+* `_Trainer` trains the surrogate on the store each round (`FitJob`), evaluates it, scores candidates (`ScoreJob`)
+  and embeds them.
 
-Actors restart after a crash and their calls are retried (`max_restarts`, `max_task_retries`); that is safe
-because both are pure functions of their inputs, and only the driver writes to the store (deduplicated by id).
-Objects that cross the cluster are small: configuration arrays in, fields out, never models.
+Calls carry the typed objects (Physics, Configs, the model and train configs, job dataclasses). Actors restart
+after a crash and their calls are retried (`max_restarts`, `max_task_retries`); that is safe because they are pure
+functions of their inputs, and only the driver writes to the store (deduplicated by id). Objects that cross the
+cluster are small: configurations in, fields and scores out, never models.
 """
 
 from __future__ import annotations
@@ -15,11 +18,17 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from diffcurate.solvers.errors import InputError, terminate_as_interrupt
 from diffcurate.solvers.problem import Configs, Physics
+
+if TYPE_CHECKING:
+    from diffcurate.model.nets import EDCNNConfig, UNetConfig
+    from diffcurate.model.train import TrainConfig
 
 RESTARTS = 3
 
@@ -83,69 +92,68 @@ def init_local(**kwargs) -> None:
         constants.ENABLE_RAY_CLUSTER = was
 
 
-def draw_configs(physics: Physics, sampler: str, seed: int, start: int, stop: int, sources: tuple[int, int]):
-    """(centers, values, counts, families, ids) of indices [start, stop) of (sampler, seed)."""
+def draw_configs(
+    physics: Physics, sampler: str, seed: int, start: int, stop: int, sources: tuple[int, int]
+) -> tuple[Configs, list[str], list[str]]:
+    """(configurations, families, ids) of indices [start, stop) of (sampler, seed)."""
     from diffcurate.solvers.sampling import sample_configs
 
     cfg, families = sample_configs(sampler, physics, seed, range(start, stop), tuple(sources))
-    ids = [cfg.sample_id(s, physics) for s in range(len(cfg))]
-    return cfg.centers, cfg.values, cfg.counts, families, ids
+    return cfg, list(families), [cfg.sample_id(s, physics) for s in range(len(cfg))]
 
 
-class _Generator:
-    """Configurations for index ranges of (sampler, seed): cheap, pure, reproducible."""
-
-    def __init__(self, physics: dict):
-        self.physics = Physics.from_dict(physics)
-
-    def configs(self, sampler: str, seed: int, start: int, stop: int, sources: tuple[int, int]):
-        return draw_configs(self.physics, sampler, seed, start, stop, sources)
-
+class _Actor:
     def node(self) -> str:
+        """The id of the Ray node this actor runs on (state/actors.json)."""
         import ray
 
         return ray.get_runtime_context().get_node_id()
 
 
-class _Solver:
+class _Generator(_Actor):
+    """Configurations for index ranges of (sampler, seed): cheap, pure, reproducible."""
+
+    def __init__(self, physics: Physics):
+        self.physics = physics
+
+    def configs(self, sampler: str, seed: int, start: int, stop: int, sources: tuple[int, int]):
+        return draw_configs(self.physics, sampler, seed, start, stop, sources)
+
+
+class _Solver(_Actor):
     """Solves batches of configurations; one torch/FFT thread per CPU it was given."""
 
-    def __init__(self, physics: dict, device: str = "cpu", dtype: str = "float32", threads: int = 1):
+    def __init__(self, physics: Physics, device: str = "cpu", dtype: str = "float32", threads: int = 1):
         from diffcurate.curate.store.heap import keep_freed_pages
         from diffcurate.solvers.registry import set_threads
 
         keep_freed_pages()  # FFT work arrays are allocated and freed on every solve
         set_threads(threads)
-        self.physics = Physics.from_dict(physics)
+        self.physics = physics
         self.device = device
         self.dtype = dtype
         # one source at the centre: imports the solvers and builds the Green's and eigenvalue tables and the FFT
         # plans for this physics (0.1-0.2 s at L = 512) while the actor starts, so the first real call is as fast
         # as the rest
         mid = self.physics.lattice // 2
-        self.solve(np.array([[[mid, mid]]]), np.ones((1, 1)), np.ones(1, np.int64))
+        self.solve(Configs(np.array([[[mid, mid]]]), np.ones((1, 1)), np.ones(1, np.int64)))
 
-    def solve(self, centers: np.ndarray, values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    def solve(self, configs: Configs) -> np.ndarray:
+        """(n, L, L) fields of the configurations."""
         from diffcurate.solvers.registry import solve
 
-        cfg = Configs(centers, values, counts)
-        return solve(self.physics, cfg, "fast", device=self.device, dtype=self.dtype, batch_size=len(cfg))
+        return solve(self.physics, configs, "fast", device=self.device, dtype=self.dtype, batch_size=len(configs))
 
-    def solve_timed(self, centers: np.ndarray, values: np.ndarray, counts: np.ndarray):
+    def solve_timed(self, configs: Configs):
         """(fields, start, end): wall-clock times for the run's timeline."""
         import time
 
         t0 = time.time()
-        y = self.solve(centers, values, counts)
+        y = self.solve(configs)
         return y, t0, time.time()
 
     def pid(self) -> int:
         return os.getpid()
-
-    def node(self) -> str:
-        import ray
-
-        return ray.get_runtime_context().get_node_id()
 
 
 def make_generators(physics: Physics, n: int = 1, num_cpus: float = 0.0) -> list:
@@ -153,7 +161,7 @@ def make_generators(physics: Physics, n: int = 1, num_cpus: float = 0.0) -> list
     import ray
 
     cls = ray.remote(num_cpus=num_cpus, max_restarts=RESTARTS, max_task_retries=RESTARTS)(_Generator)
-    return [cls.remote(physics.to_dict()) for _ in range(n)]
+    return [cls.remote(physics) for _ in range(n)]
 
 
 def make_solvers(
@@ -173,13 +181,40 @@ def make_solvers(
     cls = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=RESTARTS, max_task_retries=RESTARTS)(_Solver)
     device = "cuda" if num_gpus > 0 else "cpu"
     threads = max(1, int(num_cpus))
-    return [cls.remote(physics.to_dict(), device, dtype, threads) for _ in range(n)]
+    return [cls.remote(physics, device, dtype, threads) for _ in range(n)]
 
 
-class _Trainer:
+@dataclass(frozen=True)
+class FitJob:
+    """One training of a round: the store to read, the model, training and physics to train with, where to
+    work (resumable) and where to publish the best weights; `init_from` warm-starts, `run` tags the gauges."""
+
+    store: str
+    model: EDCNNConfig | UNetConfig
+    train: TrainConfig
+    physics: Physics
+    work_dir: str
+    out: str
+    init_from: str | None = None
+    run: str = ""
+
+
+@dataclass(frozen=True)
+class ScoreJob:
+    """True-error scores of solved candidates with a checkpoint: per-sample MAE, disc pixels weighted."""
+
+    ckpt: str
+    physics: Physics
+    configs: Configs
+    y: np.ndarray  # (n, L, L) float32: the candidates' solved fields
+    sources_weight: float = 1.0
+
+
+class _Trainer(_Actor):
     """Owns the surrogate: trains it on the store each round, evaluates it on the test split, scores candidates.
 
-    Reads the store itself (read-only), so only paths and small arrays cross the cluster, never models."""
+    Reads the store itself (read-only), so only paths, configurations and small arrays cross the cluster, never
+    models."""
 
     def __init__(self, threads: int = 0, device: str = "auto"):
         import torch
@@ -199,47 +234,37 @@ class _Trainer:
             self._cache = (ckpt, net, meta)
         return self._cache[1], self._cache[2]
 
-    def fit(
-        self,
-        store: str,
-        model_cfg: dict,
-        train_cfg: dict,
-        physics: dict,
-        work_dir: str,
-        out: str,
-        init_from: str | None = None,
-        run: str = "",
-    ) -> dict:
-        """Train (resuming work_dir/last.pt if a killed run left one) and publish the best weights at `out`."""
+    def fit(self, job: FitJob) -> dict:
+        """Train (resuming job.work_dir/last.pt if a killed run left one) and publish the best weights at job.out."""
         import shutil
 
         from diffcurate.curate.store.dataset import register_loaders
         from diffcurate.model.data import load_data
-        from diffcurate.model.train import TrainConfig, train
+        from diffcurate.model.train import train
 
         register_loaders()
-        train_set, ph = load_data(store, "train")
-        val_set, _ = load_data(store, "val")
+        train_set, _ = load_data(job.store, "train")
+        val_set, _ = load_data(job.store, "val")
 
         def report(epoch: int, record: dict) -> None:
-            set_gauge("trainer_epoch", epoch, run)
-            set_gauge("trainer_loss", record["loss"], run)
+            set_gauge("trainer_epoch", epoch, job.run)
+            set_gauge("trainer_loss", record["loss"], job.run)
 
         res = train(
-            model_cfg,
-            TrainConfig.from_dict(train_cfg),
+            job.model,
+            job.train,
             train_set,
             val_set,
-            work_dir,
-            physics=Physics.from_dict(physics),
+            job.work_dir,
+            physics=job.physics,
             device=self.device,
             resume=True,
-            init_from=init_from,
+            init_from=job.init_from,
             callback=report,
         )
-        tmp = out + ".tmp"
+        tmp = job.out + ".tmp"
         shutil.copyfile(res.checkpoint, tmp)
-        os.replace(tmp, out)
+        os.replace(tmp, job.out)
         rates = [h["train_samples_per_s"] for h in res.history if "train_samples_per_s" in h]
         return {
             "epochs": len(res.history),
@@ -253,6 +278,7 @@ class _Trainer:
         """Test-split metrics (evaluate schema) and each test sample's error, for reports. Test samples of the
         `held_out` sampler families are reported apart, as `held_out`, and left out of `test`."""
         from diffcurate.curate.store.lmdbstore import Store
+        from diffcurate.model.checkpoint import transform_of
         from diffcurate.model.data import dataset_from_configs
         from diffcurate.model.metrics import evaluate_model
 
@@ -262,58 +288,49 @@ class _Trainer:
             cfg, y, headers = st.get(ids)
             physics = st.physics
         sampler = [h["sampler"] for h in headers]
-        transform = (meta.get("train_config") or {}).get("transform", "none")
         out = {"ids": ids, "sampler": sampler}
         apart = np.array([s in held_out for s in sampler], bool)
         per_sample = np.zeros(len(ids))
         for key, rows in (("test", np.nonzero(~apart)[0]), ("held_out", np.nonzero(apart)[0])):
             if len(rows) or key == "test":
                 metrics, err = evaluate_model(
-                    net, dataset_from_configs(physics, cfg[rows], y[rows]), self.device, transform
+                    net, dataset_from_configs(physics, cfg[rows], y[rows]), self.device, transform_of(meta)
                 )
                 out[key] = metrics
                 per_sample[rows] = err
         out["per_sample"] = per_sample.tolist()
         return out
 
-    def score(self, ckpt: str, physics: dict, centers, values, counts, y, sources_weight: float = 1.0) -> np.ndarray:
-        """True-error scores of solved candidates: weighted per-sample MAE of the model's prediction."""
+    def score(self, job: ScoreJob) -> np.ndarray:
+        """(n,) true-error scores of solved candidates: weighted per-sample MAE of the model's prediction."""
         import torch
 
+        from diffcurate.model.checkpoint import transform_of
         from diffcurate.model.inference import predict
         from diffcurate.model.metrics import per_sample_weighted_mae
         from diffcurate.solvers.problem import disc_mask, paint
 
-        net, meta = self._model(ckpt)
-        ph = Physics.from_dict(physics)
-        cfg = Configs(centers, values, counts)
-        pred = predict(net, paint(ph, cfg), (meta.get("train_config") or {}).get("transform", "none"), self.device)
+        net, meta = self._model(job.ckpt)
+        ph, cfg = job.physics, job.configs
+        pred = predict(net, paint(ph, cfg), transform_of(meta), self.device)  # (n, L, L)
         s = per_sample_weighted_mae(
             torch.from_numpy(pred),
-            torch.as_tensor(np.asarray(y, np.float32)),
+            torch.as_tensor(np.asarray(job.y, np.float32)),
             torch.from_numpy(disc_mask(ph, cfg)),
-            sources_weight,
+            job.sources_weight,
         )
         return s.numpy()
 
-    def embed(self, ckpt: str, physics: dict, centers, values, counts, store: str) -> tuple[np.ndarray, np.ndarray]:
+    def embed(self, ckpt: str, physics: Physics, configs: Configs, store: str) -> tuple[np.ndarray, np.ndarray]:
         """Bottleneck features of the candidates (n, D) and of the store's training split (m, D)."""
         from diffcurate.curate.store.lmdbstore import Store
         from diffcurate.model.inference import embed
         from diffcurate.solvers.problem import paint
 
         net, _ = self._model(ckpt)
-        ph = Physics.from_dict(physics)
         with Store(store, readonly=True) as st:
             train_cfg = st.configs("train")
-        return embed(net, paint(ph, Configs(centers, values, counts)), self.device), embed(
-            net, paint(ph, train_cfg), self.device
-        )
-
-    def node(self) -> str:
-        import ray
-
-        return ray.get_runtime_context().get_node_id()
+        return embed(net, paint(physics, configs), self.device), embed(net, paint(physics, train_cfg), self.device)
 
 
 def make_trainers(n: int = 1, num_cpus: float = 1.0, num_gpus: float = -1.0, threads: int = 0) -> list:

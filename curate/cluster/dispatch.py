@@ -46,7 +46,7 @@ def solve_chunks(
         while pending and min(load.values()) < in_flight:
             tag, cfg = pending.pop(0)
             a = min(load, key=load.get)
-            running[solvers[a].solve_timed.remote(cfg.centers, cfg.values, cfg.counts)] = (tag, cfg, a)
+            running[solvers[a].solve_timed.remote(cfg)] = (tag, cfg, a)
             load[a] += 1
         [done], _ = ray.wait(list(running), num_returns=1)
         tag, cfg, a = running.pop(done)

@@ -130,7 +130,7 @@ def plan(
     pending, present, redrawn, start = [], 0, 0, 0
     while len(seen) < count:
         stop = start + (count - len(seen))
-        for centers, values, counts, fams, ids in draw(start, stop):
+        for drawn, fams, ids in draw(start, stop):
             keep = np.zeros(len(ids), bool)
             for s, i in enumerate(ids):
                 if len(seen) == count or i in seen:
@@ -142,8 +142,7 @@ def plan(
                 present += i in stored
                 keep[s] = i not in where
             if keep.any():
-                cfg = Configs(centers[keep], values[keep], counts[keep])
-                pending.append((cfg, [f for f, k in zip(fams, keep, strict=True) if k]))
+                pending.append((drawn[np.flatnonzero(keep)], [f for f, k in zip(fams, keep, strict=True) if k]))
         start = stop
     return Plan(pending, present, redrawn, list(seen))
 

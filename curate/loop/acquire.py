@@ -21,6 +21,7 @@ from diffcurate.curate.acquisition.ranker import (
     needs_network_features,
     select,
 )
+from diffcurate.curate.cluster.actors import ScoreJob
 from diffcurate.curate.cluster.dispatch import solve_ordered
 from diffcurate.curate.loop.rundir import (
     RoundFiles,
@@ -76,13 +77,13 @@ class Acquire:
         parts, n, start, redrawn = [], 0, 0, 0
         while n < cfg.data.pool:
             stop = start + cfg.data.pool - n
-            centers, values, counts, fams, ids = ray.get(
+            drawn, fams, ids = ray.get(
                 self.gens[0].configs.remote(cfg.data.sampler, cfg.sub_seed("pool", k), start, stop, tuple(cfg.sources))
             )
             keep = np.array([i not in have for i in ids], bool)
             have.update(ids)  # a configuration drawn twice within the pool counts once
             redrawn += int((~keep).sum())
-            parts.append((Configs(centers[keep], values[keep], counts[keep]), fams, ids, keep))
+            parts.append((drawn[np.flatnonzero(keep)], fams, ids, keep))
             n, start = n + int(keep.sum()), stop
         pool = parts[0][0] if len(parts) == 1 else Configs.concat([p[0] for p in parts])
         atomic_npz(
@@ -144,17 +145,8 @@ class Acquire:
         coreset and ewd pick in that space)."""
         import ray
 
-        c = self._candidates(k).configs
-        fp, ft = ray.get(
-            self.trainer.embed.remote(
-                str(self.paths.checkpoint(k - 1)),
-                self.physics.to_dict(),
-                c.centers,
-                c.values,
-                c.counts,
-                str(self.paths.store),
-            )
-        )
+        ckpt, configs = str(self.paths.checkpoint(k - 1)), self._candidates(k).configs
+        fp, ft = ray.get(self.trainer.embed.remote(ckpt, self.physics, configs, str(self.paths.store)))
         atomic_npz(self.paths.round(k).embed, pool=fp, train=ft)
 
     def pick(self, k: int) -> None:
@@ -243,11 +235,7 @@ class Acquire:
         a = self.cfg.acquisition
         ckpt = str(self.paths.checkpoint(k - 1))
         if y is not None:
-            s = ray.get(
-                self.trainer.score.remote(
-                    ckpt, self.physics.to_dict(), configs.centers, configs.values, configs.counts, y, a.sources_weight
-                )
-            )
+            s = ray.get(self.trainer.score.remote(ScoreJob(ckpt, self.physics, configs, y, a.sources_weight)))
         else:
             from diffcurate.curate.loop.estimate import score_candidates
 

@@ -109,10 +109,10 @@ def _calibration_key(source: Source, name: str) -> str:
 
 
 def _member(path: Path, physics: Physics | None, device: str) -> Member:
-    from diffcurate.model.checkpoint import load_checkpoint
+    from diffcurate.model.checkpoint import load_checkpoint, transform_of
 
     net, meta = load_checkpoint(path, physics, device)
-    return Member(net, (meta.get("train_config") or {}).get("transform", "none"), meta["model_config"])
+    return Member(net, transform_of(meta), meta["model_config"])
 
 
 # --- training the extras ------------------------------------------------------------------------------------
@@ -185,7 +185,7 @@ def prepare(
 
 def load_models(source: Source, device: str = "cpu", ensemble_size: int = ENSEMBLE_SIZE) -> Models:
     """The surrogate plus whatever extras exist for its round (missing ones stay empty; see `prepare`)."""
-    from diffcurate.model.checkpoint import load_checkpoint
+    from diffcurate.model.checkpoint import load_checkpoint, transform_of
     from diffcurate.solvers.registry import resolve_device
 
     device = str(resolve_device(device))
@@ -193,7 +193,7 @@ def load_models(source: Source, device: str = "cpu", ensemble_size: int = ENSEMB
     if meta.get("physics") is None:
         raise InputError(f"{source.checkpoint}: the checkpoint records no physics")
     ph = Physics.from_dict(meta["physics"])
-    model = Member(net, (meta.get("train_config") or {}).get("transform", "none"), meta["model_config"])
+    model = Member(net, transform_of(meta), meta["model_config"])
     models = Models(ph, model, device=device)
     if source.run_dir is None:
         return models

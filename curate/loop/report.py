@@ -130,7 +130,7 @@ def _integer_locator():
 def _worst_cases(root: Path, rounds: list[dict], out: Path, n: int = 4) -> list[dict]:
     """Input, truth, prediction and |error| of the n worst test samples of the last round."""
     from diffcurate.curate.store.lmdbstore import Store
-    from diffcurate.model.checkpoint import load_checkpoint
+    from diffcurate.model.checkpoint import load_checkpoint, transform_of
     from diffcurate.model.inference import predict
     from diffcurate.solvers.problem import paint
 
@@ -144,7 +144,7 @@ def _worst_cases(root: Path, rounds: list[dict], out: Path, n: int = 4) -> list[
         physics = st.physics
     net, meta = load_checkpoint(paths.checkpoint(k), physics=physics)
     x = paint(physics, cfg)
-    pred = predict(net, x, (meta.get("train_config") or {}).get("transform", "none"))
+    pred = predict(net, x, transform_of(meta))
     plt = _plt()
     fig, ax = plt.subplots(len(ids), 4, figsize=(11, 2.7 * len(ids)), squeeze=False)
     for r in range(len(ids)):

@@ -31,6 +31,7 @@ from diffcurate.curate.acquisition.ranker import (
     needs_network_features,
     needs_scores,
 )
+from diffcurate.curate.cluster.actors import FitJob
 from diffcurate.curate.cluster.dispatch import Background
 from diffcurate.curate.loop.acquire import Acquire
 from diffcurate.curate.loop.config import RunConfig, RunOverrides
@@ -209,7 +210,6 @@ class Runner(Acquire):
         """fit.json: all trainers at once: member m trains with its own seed in its own work dir (resumable),
         warm-started from its own previous-round weights, so the members stay independent (an ensemble, not M
         copies)."""
-        from diffcurate.model.nets import config_to_dict
         from diffcurate.model.train import max_epochs
 
         cfg, files = self.cfg, self.paths.round(k)
@@ -219,19 +219,17 @@ class Runner(Acquire):
         for m, tr in enumerate(self.trainers):
             prev = self.paths.member(k - 1, m) if k > 0 else None
             init = str(prev) if prev is not None and cfg.warm_start and prev.is_file() else None
-            tc = round_train_config(cfg, m, n_train)
-            refs.append(
-                tr.fit.remote(
-                    str(self.paths.store),
-                    config_to_dict(cfg.model),
-                    tc.to_dict(),
-                    cfg.physics.to_dict(),
-                    str(files.train(m)),
-                    str(self.paths.member(k, m)),
-                    init,
-                    self.root.name,
-                )
+            job = FitJob(
+                store=str(self.paths.store),
+                model=cfg.model,
+                train=round_train_config(cfg, m, n_train),
+                physics=cfg.physics,
+                work_dir=str(files.train(m)),
+                out=str(self.paths.member(k, m)),
+                init_from=init,
+                run=self.root.name,
             )
+            refs.append(tr.fit.remote(job))
         epochs = max_epochs(round_train_config(cfg, 0, n_train), max(1, n_train))
         first, *members = self._wait_training(refs, files.train(0) / "train.jsonl", k, epochs)
         extra = {"members": [{"member": m, **r} for m, r in enumerate(members, 1)]} if members else {}
