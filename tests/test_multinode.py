@@ -1,5 +1,6 @@
 """A real two-node Ray cluster on this machine: a head and a second node (`ray start --block` in subprocesses, on
-127.0.0.1 with their own ports), `curate run --address` on it; actors land on both nodes and the round completes.
+127.0.0.1 with their own ports, listening on loopback only), `curate run --address` on it; actors land on both
+nodes and the round completes.
 Then exactly the processes this test started are stopped (never a machine-wide `ray stop`)."""
 
 from __future__ import annotations
@@ -14,12 +15,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 from diffcurate.curate.loop.config import default_config
 from diffcurate.curate.loop.rundir import RunPaths, init_run, read_rounds
-
-RAY = str(Path(sys.executable).with_name("ray"))
 
 
 def _ports(n: int) -> list[int]:
@@ -46,9 +44,20 @@ def _node_args(ports: list[int]) -> list[str]:
     return [a for name, p in zip(names, ports, strict=True) for a in (name, str(p))]
 
 
+# Ray's CLI turns a node or GCS address of 127.0.0.1 into the machine's network address
+# (`resolve_ip_for_localhost`); the test runs the CLI with that one resolution turned off, so that every node,
+# and every connection the test makes, stays on loopback
+RAY_CLI = [
+    sys.executable,
+    "-c",
+    "import sys, ray._private.services as s; s.resolve_ip_for_localhost = lambda host: host; "
+    "from ray.scripts.scripts import main; sys.argv[0] = 'ray'; main()",
+]
+
+
 def _start(args: list[str], env: dict) -> subprocess.Popen:
     return subprocess.Popen(
-        [RAY, "start", "--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "2", *args],
+        [*RAY_CLI, "start", "--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "2", *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,
@@ -70,7 +79,7 @@ def _stop(proc: subprocess.Popen) -> None:
 def _wait_for_nodes(address: str, n: int, env: dict, timeout: float = 90) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        out = subprocess.run([RAY, "status", "--address", address], capture_output=True, text=True, env=env)
+        out = subprocess.run([*RAY_CLI, "status", "--address", address], capture_output=True, text=True, env=env)
         if out.returncode == 0 and out.stdout.count(" node_") >= n:
             return
         time.sleep(1)
@@ -117,6 +126,15 @@ def test_two_node_run(tmp_path):
         assert [r["round"] for r in read_rounds(root)] == [0, 1]
         placed = json.loads(RunPaths(root).actors.read_text())[-1]["nodes"]
         assert len(set(placed.values())) == 2, placed  # actors on both nodes
+        import psutil
+
+        mine = {q.pid for p in nodes for q in psutil.Process(p.pid).children(recursive=True)}
+        outside = [
+            c.laddr
+            for c in psutil.net_connections(kind="inet")
+            if c.status == psutil.CONN_LISTEN and c.pid in mine and c.laddr.ip not in ("127.0.0.1", "::ffff:127.0.0.1")
+        ]
+        assert outside == [], outside  # both nodes listen on loopback only
     finally:
         for p in reversed(nodes):
             _stop(p)
