@@ -329,3 +329,18 @@ def test_status_watch_and_finished_run_answer_at_once(al_run, cli):
     assert code == 0 and time.time() - t0 < 5
     code, _, _ = cli("status", al_run, "--watch", "--interval", "0.1")  # returns: the run has all its rounds
     assert code == 0
+
+
+def test_an_error_inside_an_actor_is_one_line(ray_cluster, tmp_path, cli):
+    """A damaged checkpoint read by the trainer actor (scoring round 1 with round 0's model) reaches the user as
+    the error table's one line, like a local error, not as Ray's remote traceback."""
+    root = tmp_path / "bad"
+    cfg = tiny_config("al")
+    init_run(root, cfg)
+    run(root, rounds=0, log=quiet, show_progress=False)
+    ckpt = RunPaths(root).checkpoint(0)
+    ckpt.write_bytes(ckpt.read_bytes()[:200])  # truncated
+    code, _, err = cli("run", root, "--rounds", "1", "--address", ray_cluster)
+    assert code in (1, 2) and "Traceback" not in err and 'File "' not in err, err[-3000:]
+    assert err.strip().splitlines()[-1].startswith(("error: ", "damaged: ", "check failed: ")), err[-1000:]
+    assert str(ckpt) in err.strip().splitlines()[-1]

@@ -115,12 +115,23 @@ def main() -> None:
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
         _fail(2, f"error: {e.format_message()}{hint}")
     except Exception as e:
+        cause = _cause(e)
         for types, code, prefix in ERRORS:
-            if isinstance(e, types):
+            if isinstance(cause, types):
                 if os.environ.get("CURATE_DEBUG") == "1":
                     traceback.print_exc()
-                _fail(code, f"{prefix}{e}")
+                _fail(code, f"{prefix}{cause}")
         raise
+
+
+def _cause(e: BaseException) -> BaseException:
+    """The exception an actor or task raised, for one that Ray re-raises in the driver (a RayTaskError, whose
+    message is the remote traceback): the same table and one line as a local error."""
+    while any(c.__name__ == "RayTaskError" for c in type(e).__mro__) and isinstance(
+        getattr(e, "cause", None), BaseException
+    ):
+        e = e.cause
+    return e
 
 
 if __name__ == "__main__":
