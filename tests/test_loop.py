@@ -169,6 +169,14 @@ def test_run_bad_input(cli, tmp_path, al_run):
     assert code == 2 and "error" in err and "Traceback" not in err
 
 
+def test_init_refuses_a_place_inside_a_store(al_run, cli):
+    store = RunPaths(al_run).store
+    for target in (store / "sub", store):
+        code, _, err = cli("init", target, "--preset", "tiny")
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "inside the store" in err, err
+    assert not (store / "sub").exists()
+
+
 def test_pipelined_rounds_pick_the_same_samples_and_overlap(al_run, tmp_path):
     """al_run is pipelined (the default): round k+1's pool is solved while round k trains. A sequential run with
     the same seed picks exactly the same samples."""

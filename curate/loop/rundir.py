@@ -222,11 +222,16 @@ def init_run(root: Path, cfg: RunConfig) -> RunPaths:
     """Write RUN_DIR/config.toml (the initial sets are made by the first `curate run`, or by `init` itself).
 
     Re-initialising with the same config is a no-op; with another config it is refused."""
+    from diffcurate.curate.store.env import is_store
+
     root = Path(root)
     cfg.validate()
     paths = RunPaths(root)
     if root.exists() and not root.is_dir():
         raise InputError(f"{root} exists and is not a directory")
+    inside = next((p for p in root.resolve().parents if is_store(p)), None)
+    if inside is not None or is_store(root):
+        raise InputError(f"{root} is inside the store {inside or root}; a run directory holds its own store")
     if paths.config.exists():
         if RunConfig.load(paths.config).to_dict() != cfg.to_dict():
             raise InputError(f"{root} already holds a run with another config; choose a new directory")
