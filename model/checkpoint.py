@@ -6,13 +6,15 @@ and refuses a checkpoint made for other physics than the caller's data.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import sys
 from pathlib import Path
 
 import torch
 
 from diffcurate.model.nets import build_model, config_to_dict
-from diffcurate.solvers.errors import InputError
+from diffcurate.solvers.errors import CheckError, InputError
 from diffcurate.solvers.problem import PRESETS, Physics
 
 FORMAT = "diffcurate.model/1"
@@ -29,12 +31,39 @@ def preset_of(physics: Physics | None) -> str | None:
     return next((name for name, p in PRESETS.items() if p.physics == physics), None)
 
 
+CHECKSUM = "checksum"
+_UNVERIFIED: set[str] = set()  # files without a checksum already warned about in this process
+
+
+def tensor_digest(obj) -> str:
+    """sha256 over every tensor of a checkpoint (key, dtype, shape, bytes, in key order): a flipped byte in a
+    weight, an optimiser moment or an RNG state changes it, which torch.load does not notice."""
+    h = hashlib.sha256()
+
+    def walk(x, where: str) -> None:
+        if isinstance(x, torch.Tensor):
+            t = x.detach().to("cpu").contiguous().reshape(-1)
+            h.update(f"{where}:{t.dtype}{tuple(x.shape)}".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes())
+        elif isinstance(x, dict):
+            for k in sorted(x, key=str):
+                if k != CHECKSUM:
+                    walk(x[k], f"{where}/{k}")
+        elif isinstance(x, list | tuple):
+            for i, v in enumerate(x):
+                walk(v, f"{where}/{i}")
+
+    walk(obj, "")
+    return h.hexdigest()
+
+
 def atomic_save(obj: dict, path: Path) -> None:
-    """Write next to the target then rename: a kill mid-write leaves the previous file intact."""
+    """Write next to the target then rename: a kill mid-write leaves the previous file intact. The file carries
+    the `tensor_digest` of its contents, checked by every read."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
+    torch.save({**obj, CHECKSUM: tensor_digest(obj)}, tmp)
     os.replace(tmp, path)
 
 
@@ -86,6 +115,13 @@ def read_checkpoint(path) -> dict:
         )
     if not isinstance(obj["model_config"], dict) or not isinstance(obj["state_dict"], dict):
         raise InputError(f"{path}: not a diffcurate model checkpoint (model_config and state_dict must be tables)")
+    want = obj.pop(CHECKSUM, None)
+    if want is None:
+        if str(path) not in _UNVERIFIED:
+            _UNVERIFIED.add(str(path))
+            print(f"warning: {path} carries no checksum (an older file); loaded unverified", file=sys.stderr)
+    elif tensor_digest(obj) != want:
+        raise CheckError(f"{path}: checksum mismatch, the checkpoint is damaged; restore it or train it again")
     return obj
 
 

@@ -249,8 +249,9 @@ def _new_state(mc: dict, tc: TrainConfig, dev: torch.device, init_from, physics:
     torch.manual_seed(tc.seed)
     model = build_model(mc).to(dev)
     if init_from is not None:
+        state = _warm_state(init_from, mc, physics)  # a damaged file is its own error (CheckError), not a misfit
         try:
-            model.load_state_dict(_warm_state(init_from, mc, physics))
+            model.load_state_dict(state)
         except RuntimeError as e:
             raise InputError(f"warm start from {init_from}: weights do not fit ({str(e).splitlines()[0]})") from None
     opt = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)

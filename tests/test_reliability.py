@@ -185,17 +185,19 @@ def test_every_file_reader_refuses_bad_files(cli, solved, ckpt, tmp_path, kind):
 
 
 def _bad_checkpoints(ckpt: Path, where: Path) -> dict[str, Path]:
-    raw = torch.load(ckpt, weights_only=True)
+    from diffcurate.model.checkpoint import CHECKSUM, atomic_save
+
+    raw = {k: v for k, v in torch.load(ckpt, weights_only=True).items() if k != CHECKSUM}
     out = {}
     (where / "garbage.pt").write_bytes(os.urandom(500))
     out["garbage"] = where / "garbage.pt"
-    torch.save({**raw, "model_config": {**raw["model_config"], "enc_channels": "wide"}}, where / "types.pt")
+    atomic_save({**raw, "model_config": {**raw["model_config"], "enc_channels": "wide"}}, where / "types.pt")
     out["model-config-types"] = where / "types.pt"
-    torch.save({**raw, "model_config": {**raw["model_config"], "slope": [1, 2]}}, where / "types2.pt")
+    atomic_save({**raw, "model_config": {**raw["model_config"], "slope": [1, 2]}}, where / "types2.pt")
     out["model-config-vector"] = where / "types2.pt"
-    torch.save({**raw, "state_dict": {}}, where / "empty.pt")
+    atomic_save({**raw, "state_dict": {}}, where / "empty.pt")
     out["no-state"] = where / "empty.pt"
-    torch.save({**raw, "format": "diffcurate.model/7"}, where / "future.pt")
+    atomic_save({**raw, "format": "diffcurate.model/7"}, where / "future.pt")
     out["future-format"] = where / "future.pt"
     return out
 
@@ -519,3 +521,42 @@ def test_exports_follow_the_umask_and_load_in_the_data_tools(small_store, tmp_pa
     ds = datasets.Dataset.from_parquet(str(tmp_path / "a.parquet"))
     assert ds.num_rows == 40 and np.asarray(ds[0]["x"]).shape == (32, 32)
     assert {"centers", "values", "n_sources", "split", "sampler", "round", "score"} <= set(ds.column_names)
+
+
+def _flip_inside_a_weight(src: Path, dst: Path) -> None:
+    """16 flipped bytes in the middle of the largest tensor's data (torch's zip stores tensors uncompressed and
+    does not check the zip CRC on load: the file still loads, with other weights)."""
+    import zipfile
+
+    with zipfile.ZipFile(src) as z:
+        big = max((i for i in z.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+        name_len = len(big.filename.encode())
+    raw = bytearray(src.read_bytes())
+    extra = int.from_bytes(raw[big.header_offset + 28 : big.header_offset + 30], "little")
+    start = big.header_offset + 30 + name_len + extra + big.file_size // 2
+    raw[start : start + 16] = bytes(b ^ 0xFF for b in raw[start : start + 16])
+    dst.write_bytes(bytes(raw))
+
+
+def test_a_flipped_byte_in_a_checkpoint_is_refused_by_every_command(cli, solved, ckpt, tmp_path):
+    """Checkpoints carry a checksum of their tensors: a damaged weight is one line naming the file, exit 1, for
+    evaluate, predict, export-model and a warm start; the intact file still works."""
+    f, _, _ = solved
+    bad = tmp_path / "bad.pt"
+    _flip_inside_a_weight(ckpt, bad)
+    import torch
+
+    assert torch.load(bad, weights_only=True)["state_dict"]  # torch itself reads it without a word
+    out = tmp_path / "out"
+    out.mkdir()
+    for args in (
+        ["evaluate", "--checkpoint", bad, "--data", f, "--out", out / "m.json", "--split", "all"],
+        ["predict", "--checkpoint", bad, "--input", f, "--out", out / "p.npz"],
+        ["export-model", "--checkpoint", bad, "--out", out / "m.onnx", "--format", "onnx"],
+        ["train", out / "r", "--data", f, "--preset", "tiny", "--epochs", "1", "--no-progress", "--init-from", bad],
+    ):
+        code, _, err = cli(*args)
+        assert code == 1 and err.count("\n") == 1 and "checksum mismatch" in err and str(bad) in err, (args, err)
+        assert "Traceback" not in err
+    code, _, err = cli("evaluate", "--checkpoint", ckpt, "--data", f, "--out", out / "m.json", "--split", "all")
+    assert code == 0, err

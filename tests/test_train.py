@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffcurate.model.checkpoint import load_checkpoint, read_checkpoint
+from diffcurate.model.checkpoint import atomic_save, load_checkpoint, read_checkpoint
 from diffcurate.model.data import default_num_workers, load_data, synthetic_dataset, uniform_configs
 from diffcurate.model.metrics import evaluate_model
 from diffcurate.model.nets import default_model_config
@@ -109,10 +109,10 @@ def test_checkpoint_round_trip_weights_only(data, tmp_path):
     with pytest.raises(InputError, match="not a readable checkpoint"):
         load_checkpoint(tmp_path / "junk.pt")
     # a format this version does not know is refused, as the store refuses an unknown schema
-    torch.save({**raw, "format": "diffcurate.model/99"}, tmp_path / "future.pt")
+    atomic_save({**raw, "format": "diffcurate.model/99"}, tmp_path / "future.pt")
     with pytest.raises(InputError, match="format 'diffcurate.model/99'"):
         load_checkpoint(tmp_path / "future.pt")
-    untagged = {k: v for k, v in raw.items() if k != "format"}  # older checkpoints carry no tag: still read
+    untagged = {k: v for k, v in raw.items() if k not in ("format", "checksum")}  # older files: still read
     torch.save(untagged, tmp_path / "old.pt")
     assert load_checkpoint(tmp_path / "old.pt")[1]["model_config"] == raw["model_config"]
 
