@@ -189,3 +189,12 @@ def test_store_commands(cli, ray_cluster, tmp_path):
     env.close()
     code, out, err = cli("verify", "--store", store, "--json")
     assert code == 1 and len(json.loads(out)["problems"]) >= 1
+
+
+def test_a_config_without_its_tables_is_one_line(cli, tmp_path):
+    """A run config missing [physics] (or the other required tables) is named in one line, exit 2, no run made."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text('preset = "tiny"\nsources = [1, 3]\n')
+    code, _, err = cli("init", tmp_path / "r", "--config", bad)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "missing [physics]" in err, err
+    assert not (tmp_path / "r").exists()
