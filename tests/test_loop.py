@@ -177,6 +177,22 @@ def test_init_refuses_a_place_inside_a_store(al_run, cli):
     assert not (store / "sub").exists()
 
 
+def test_a_config_edited_to_other_physics_is_refused_before_anything_is_written(al_run, cli):
+    """lattice = 48 edited into a run whose store holds 32 x 32 samples: one line, exit 2, before Ray starts and
+    before any state file is written, so the run resumes once the config is put back."""
+    cfg_path = RunPaths(al_run).config
+    before = cfg_path.read_text()
+    files = sorted(p for p in al_run.rglob("*") if p.name != "run.lock")
+    cfg_path.write_text(before.replace("lattice = 32", "lattice = 48"))
+    try:
+        code, _, err = cli("run", al_run, "--rounds", "3")
+    finally:
+        cfg_path.write_text(before)
+    assert code == 2 and "other physics" in err and "Traceback" not in err, err
+    assert "starting Ray" not in err
+    assert sorted(p for p in al_run.rglob("*") if p.name != "run.lock") == files
+
+
 def test_pipelined_rounds_pick_the_same_samples_and_overlap(al_run, tmp_path):
     """al_run is pipelined (the default): round k+1's pool is solved while round k trains. A sequential run with
     the same seed picks exactly the same samples."""

@@ -346,7 +346,17 @@ def run(
     root = Path(root)
     cfg = load_run(root)
     with run_lock(root, wait):
+        check_store(root, cfg)
         return _run_locked(root, apply_overrides(root, cfg, overrides or RunOverrides()), rounds, log, show_progress)
+
+
+def check_store(root: Path, cfg: RunConfig) -> None:
+    """Refusals the store decides (its schema, its physics against the config's), made before Ray starts and
+    before any file of the run is written, so that a refused config leaves the run as it was."""
+    paths = RunPaths(root)
+    if paths.store.exists():
+        with Store(paths.store, readonly=True) as st:
+            st.check_physics(cfg.physics, f"{root}/config.toml's physics")
 
 
 def _run_locked(root: Path, cfg: RunConfig, rounds: int | None, log, show_progress: bool) -> list[dict]:
