@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -148,21 +147,15 @@ def run_lock(root: Path, wait: bool = True) -> Iterator[None]:
     """One `curate run` per run directory: an exclusive flock on RUN_DIR/run.lock, held for the whole run and
     released by the kernel when the process dies (a kill -9 leaves nothing stale). A second run waits, with one
     line naming the holder's pid, or with `wait` False is refused before it changes anything."""
-    import fcntl
+    from diffcurate.curate.store.lock import hold_exclusive
 
-    fd = os.open(RunPaths(root).lock, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = hold_exclusive(
+        RunPaths(root).lock,
+        wait,
+        refused=lambda holder: f"{root} is in use by another `curate run` (pid {holder}); let it end or stop it",
+        waiting=lambda holder: f"waiting for the other `curate run` of {root} (pid {holder}) to end",
+    )
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            if not wait:
-                msg = f"{root} is in use by another `curate run` (pid {holder}); let it end or stop it"
-                raise InputError(msg) from None
-            print(f"waiting for the other `curate run` of {root} (pid {holder}) to end", file=sys.stderr, flush=True)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
     finally:
         os.close(fd)  # and with it the lock

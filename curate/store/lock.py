@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 
 from diffcurate.solvers.errors import InputError
 
@@ -13,29 +14,40 @@ LOCK_FILE = "writer.lock"
 _WRITERS: dict[str, list] = {}  # realpath -> [fd, pid, refs]
 
 
-def lock_writer(path: str | os.PathLike, wait: bool = True) -> None:
-    """Take the store's writer lock (waiting, with one line on stderr, while another process holds it)."""
+def hold_exclusive(path: str | os.PathLike, wait: bool, refused: Callable[[str], str], waiting: Callable[[str], str]):
+    """An fd holding an exclusive flock on the file `path`, its text this process's pid. While another process
+    holds it: wait, with the line `waiting(holder pid)` on stderr, or (`wait` False) raise InputError(`refused(holder
+    pid)`). The kernel releases it when the fd closes or the process dies."""
     import fcntl
 
-    key, pid = os.path.realpath(path), os.getpid()
-    entry = _WRITERS.get(key)
-    if entry is not None and entry[1] == pid:
-        entry[2] += 1
-        return
-    fd = os.open(os.path.join(key, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
         if not wait:
             os.close(fd)
-            raise InputError(
-                f"{path} is being written by another process (pid {holder}); try again when it ends"
-            ) from None
-        print(f"waiting for the other writer of {path} (pid {holder}) to finish", file=sys.stderr, flush=True)
+            raise InputError(refused(holder)) from None
+        print(waiting(holder), file=sys.stderr, flush=True)
         fcntl.flock(fd, fcntl.LOCK_EX)
     os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{pid}\n".encode(), 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def lock_writer(path: str | os.PathLike, wait: bool = True) -> None:
+    """Take the store's writer lock (waiting, with one line on stderr, while another process holds it)."""
+    key, pid = os.path.realpath(path), os.getpid()
+    entry = _WRITERS.get(key)
+    if entry is not None and entry[1] == pid:
+        entry[2] += 1
+        return
+    fd = hold_exclusive(
+        os.path.join(key, LOCK_FILE),
+        wait,
+        refused=lambda holder: f"{path} is being written by another process (pid {holder}); try again when it ends",
+        waiting=lambda holder: f"waiting for the other writer of {path} (pid {holder}) to finish",
+    )
     _WRITERS[key] = [fd, pid, 1]
 
 
