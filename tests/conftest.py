@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,3 +61,41 @@ def tiny_configs(n: int, seed: int = 0, sampler: str = "mixed"):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+def flip_inside_a_weight(src: Path, dst: Path) -> None:
+    """16 flipped bytes in the middle of the largest tensor's data (torch's zip stores tensors uncompressed and
+    does not check the zip CRC on load: the file still loads, with other weights)."""
+    import zipfile
+
+    with zipfile.ZipFile(src) as z:
+        big = max((i for i in z.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+        name_len = len(big.filename.encode())
+    raw = bytearray(src.read_bytes())
+    extra = int.from_bytes(raw[big.header_offset + 28 : big.header_offset + 30], "little")
+    start = big.header_offset + 30 + name_len + extra + big.file_size // 2
+    raw[start : start + 16] = bytes(b ^ 0xFF for b in raw[start : start + 16])
+    dst.write_bytes(bytes(raw))
+
+
+@contextlib.contextmanager
+def read_only(path: Path):
+    """Directory `path` made unwritable for this process while the block runs: `chattr +i` as root (whom file
+    permissions do not stop), else chmod 0555; a test that can do neither is skipped."""
+    import os
+    import subprocess
+
+    if os.geteuid() == 0:
+        if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+            pytest.skip("chattr +i is not available here (root ignores permissions)")
+        try:
+            yield path
+        finally:
+            subprocess.run(["chattr", "-i", str(path)], check=True)
+    else:
+        mode = path.stat().st_mode
+        path.chmod(0o555)
+        try:
+            yield path
+        finally:
+            path.chmod(mode)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import flip_inside_a_weight, read_only
 
 from diffcurate.curate.loop.config import default_config
 from diffcurate.curate.loop.rundir import RunPaths, init_run, read_rounds
@@ -93,19 +94,25 @@ def test_random_spends_the_same_budget_on_the_same_pools(al_run, tmp_path):
     assert initial <= ids_a and ids_a != ids_r  # same initial set, other picks
 
 
-def test_resume_after_sigkill_of_the_driver(al_run, ray_cluster, tmp_path):
-    """kill -9 the driver mid-round, re-run: the same samples, rounds and store as the uninterrupted run."""
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_resume_after_sigkill_or_sigterm_of_the_driver(al_run, ray_cluster, tmp_path, sig):
+    """kill -9, or a scheduler's SIGTERM, to the driver mid-round (once round 1 has picked), re-run: the same
+    samples, rounds and store as the uninterrupted run. SIGTERM is Ctrl-C's clean stop: exit 143 and the one
+    "interrupted" line. The child has its own process group, as a scheduler's job does."""
     root = tmp_path / "killed"
     init_run(root, tiny_config("al"))
     cmd = [sys.executable, "-m", "diffcurate.curate", "run", str(root), "--address", ray_cluster]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     marker = RunPaths(root).round(1).selection
     deadline = time.time() + 180
     while time.time() < deadline and proc.poll() is None and not marker.exists():
         time.sleep(0.05)
     assert proc.poll() is None, "the run ended before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    os.kill(proc.pid, sig)
+    _, err = proc.communicate(timeout=120)
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 143 and "Traceback" not in err, err
+        assert err.strip().splitlines()[-1].startswith("interrupted: everything committed so far is kept"), err
     assert len(read_rounds(root)) <= 2
     run(root, log=quiet, show_progress=False)
     rounds, ref = read_rounds(root), read_rounds(al_run)
@@ -177,20 +184,90 @@ def test_init_refuses_a_place_inside_a_store(al_run, cli):
     assert not (store / "sub").exists()
 
 
-def test_a_config_edited_to_other_physics_is_refused_before_anything_is_written(al_run, cli):
-    """lattice = 48 edited into a run whose store holds 32 x 32 samples: one line, exit 2, before Ray starts and
-    before any state file is written, so the run resumes once the config is put back."""
-    cfg_path = RunPaths(al_run).config
-    before = cfg_path.read_text()
-    files = sorted(p for p in al_run.rglob("*") if p.name != "run.lock")
-    cfg_path.write_text(before.replace("lattice = 32", "lattice = 48"))
-    try:
-        code, _, err = cli("run", al_run, "--rounds", "3")
-    finally:
-        cfg_path.write_text(before)
-    assert code == 2 and "other physics" in err and "Traceback" not in err, err
+def _other_physics(root: Path) -> None:
+    p = RunPaths(root).config
+    p.write_text(p.read_text().replace("lattice = 32", "lattice = 48"))
+
+
+def _newer_schema(root: Path) -> None:
+    import lmdb
+
+    from diffcurate.curate.store.env import MAX_DBS
+
+    env = lmdb.open(str(RunPaths(root).store), max_dbs=MAX_DBS, subdir=True)
+    with env.begin(write=True, db=env.open_db(b"meta")) as txn:
+        txn.put(b"schema_version", b"99")
+    env.close()
+
+
+def _stale_round(root: Path) -> None:
+    """Round 3's folder started under budget 30; the config says 20."""
+    from diffcurate.curate.loop.health import mark_started
+    from diffcurate.curate.loop.rundir import load_run
+
+    cfg = load_run(root)
+    cfg.acquisition.budget = 30
+    mark_started(root, 3, cfg)
+    np.save(RunPaths(root).round(3).dir / "pool_y.npy", np.zeros(3))
+
+
+def _damaged_checkpoint(root: Path) -> None:
+    ckpt = RunPaths(root).checkpoint(2)
+    flip_inside_a_weight(ckpt, ckpt)
+
+
+# (what is wrong, how it is made, the command, exit code, words of the one stderr line)
+REFUSED = [
+    ("other physics in config.toml", _other_physics, ["run", "{root}", "--rounds", "3"], 2, "other physics"),
+    ("a store of a newer schema", _newer_schema, ["run", "{root}", "--rounds", "3"], 2, "store schema"),
+    ("a round started under another config", _stale_round, ["run", "{root}", "--rounds", "3"], 2, "rm -r"),
+    ("a read-only run directory", None, ["run", "{root}", "--rounds", "3"], 2, "read-only"),
+    ("a damaged checkpoint: run", _damaged_checkpoint, ["run", "{root}", "--rounds", "3"], 1, "checksum mismatch"),
+    ("a damaged checkpoint: report", _damaged_checkpoint, ["report", "{root}"], 1, "checksum mismatch"),
+]
+
+
+@pytest.mark.parametrize("case", REFUSED, ids=[c[0] for c in REFUSED])
+def test_refusals_leave_the_run_as_it_was(al_run, cli, tmp_path, case):
+    """Each refusal decided by the config, the store or the checkpoints comes before Ray starts and before any
+    file is written: its exit code, exactly one stderr line, no traceback, and the run directory unchanged (so the
+    run resumes once the cause is put right)."""
+    import contextlib
+    import shutil
+
+    _, make, args, code, words = case
+    root = tmp_path / "run"
+    shutil.copytree(al_run, root)
+    if make:
+        make(root)
+    files = {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and p.name != "lock.mdb"}
+    with read_only(root) if make is None else contextlib.nullcontext():
+        got, _, err = cli(*[a.format(root=root) if isinstance(a, str) else a for a in args])
+    assert got == code and err.count("\n") == 1 and words in err and "Traceback" not in err, err
     assert "starting Ray" not in err
-    assert sorted(p for p in al_run.rglob("*") if p.name != "run.lock") == files
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and p.name != "lock.mdb"} == files
+
+
+def test_status_and_verify_warn_about_a_torn_log_and_a_damaged_checkpoint(al_run, cli, tmp_path):
+    """`status` warns (exit 0) about a torn round log and a checkpoint that fails its checksum; `verify --run`
+    checks the store and every checkpoint, and a damaged one is exit 1."""
+    import shutil
+
+    root = tmp_path / "run"
+    shutil.copytree(al_run, root)
+    code, out, err = cli("verify", "--run", root, "--json")
+    assert code == 0 and err == "" and json.loads(out)["checkpoints"] == 3, err
+    with open(RunPaths(root).rounds, "a") as f:
+        f.write('{"round": 3, "trai')  # killed mid-append
+    _damaged_checkpoint(root)
+    code, out, err = cli("status", root, "--json")
+    lines = err.strip().splitlines()
+    assert code == 0 and len(lines) == 2 and "torn" in lines[0] and "checksum mismatch" in lines[1], err
+    assert json.loads(out)["rounds_completed"] == 3 and len(json.loads(out)["warnings"]) == 2
+    code, _, err = cli("verify", "--run", root)  # the report, then the one line of the failed check
+    ckpt = RunPaths(root).checkpoint(2)
+    assert code == 1 and f"{ckpt}: checksum mismatch" in err and "torn" in err and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == f"check failed: 1 problems in {root}"
 
 
 def test_pipelined_rounds_pick_the_same_samples_and_overlap(al_run, tmp_path):

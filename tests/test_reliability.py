@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, tiny_configs
+from conftest import TINY, flip_inside_a_weight, read_only, tiny_configs
 
 from diffcurate.curate.store.arrays import save_arrays
 from diffcurate.curate.store.dataset import open_dataset
@@ -523,27 +523,12 @@ def test_exports_follow_the_umask_and_load_in_the_data_tools(small_store, tmp_pa
     assert {"centers", "values", "n_sources", "split", "sampler", "round", "score"} <= set(ds.column_names)
 
 
-def _flip_inside_a_weight(src: Path, dst: Path) -> None:
-    """16 flipped bytes in the middle of the largest tensor's data (torch's zip stores tensors uncompressed and
-    does not check the zip CRC on load: the file still loads, with other weights)."""
-    import zipfile
-
-    with zipfile.ZipFile(src) as z:
-        big = max((i for i in z.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
-        name_len = len(big.filename.encode())
-    raw = bytearray(src.read_bytes())
-    extra = int.from_bytes(raw[big.header_offset + 28 : big.header_offset + 30], "little")
-    start = big.header_offset + 30 + name_len + extra + big.file_size // 2
-    raw[start : start + 16] = bytes(b ^ 0xFF for b in raw[start : start + 16])
-    dst.write_bytes(bytes(raw))
-
-
 def test_a_flipped_byte_in_a_checkpoint_is_refused_by_every_command(cli, solved, ckpt, tmp_path):
     """Checkpoints carry a checksum of their tensors: a damaged weight is one line naming the file, exit 1, for
     evaluate, predict, export-model and a warm start; the intact file still works."""
     f, _, _ = solved
     bad = tmp_path / "bad.pt"
-    _flip_inside_a_weight(ckpt, bad)
+    flip_inside_a_weight(ckpt, bad)
     import torch
 
     assert torch.load(bad, weights_only=True)["state_dict"]  # torch itself reads it without a word
@@ -560,3 +545,60 @@ def test_a_flipped_byte_in_a_checkpoint_is_refused_by_every_command(cli, solved,
         assert "Traceback" not in err
     code, _, err = cli("evaluate", "--checkpoint", ckpt, "--data", f, "--out", out / "m.json", "--split", "all")
     assert code == 0, err
+
+
+def _refused(cli, args, where: Path, code: int, words: str) -> str:
+    """`curate ARGS` ends with `code`, exactly one stderr line holding `words`, no traceback, no new files."""
+    before = sorted(where.rglob("*"))
+    got, _, err = cli(*args)
+    assert got == code and err.count("\n") == 1 and words in err and "Traceback" not in err, (args, got, err)
+    assert sorted(where.rglob("*")) == before, f"{args} left files behind"
+    return err
+
+
+def test_read_only_stores_and_outputs_are_one_line_exit_2(small_store, cli, tmp_path):
+    """generate into a store this process may not write, export into such a directory: one line, exit 2, before
+    Ray starts or the store is read, and nothing written."""
+    out = tmp_path / "out"
+    out.mkdir()
+    with read_only(small_store):
+        err = _refused(cli, ["generate", "--store", small_store, "--count", "50", "--preset", "tiny"], tmp_path, 2, "")
+        assert "read-only" in err and str(small_store) in err
+    with read_only(out):
+        err = _refused(cli, ["export", "--store", small_store, "--out", out / "e.npz"], tmp_path, 2, "read-only")
+        assert str(out) in err
+
+
+def test_export_to_a_directory_is_one_line(small_store, cli, tmp_path):
+    """--out naming a directory: one line saying so, with and without --force."""
+    d = tmp_path / "dir.npz"
+    d.mkdir()
+    for extra in ([], ["--force"]):
+        _refused(cli, ["export", "--store", small_store, "--out", d, *extra], tmp_path, 2, "is a directory")
+
+
+def test_export_leaves_nothing_behind(small_store, tmp_path, monkeypatch):
+    """The next export removes the temp files a killed one left; the cards are written before the data file's
+    rename, so cards without their file are what a killed export left, and the rerun replaces them without
+    --force."""
+    import diffcurate.curate.store.export as export
+
+    out = tmp_path / "e.npz"
+    stale = [tmp_path / ".e.npz.k1l2.tmp", tmp_path / ".e.npz.card.json.x9.tmp"]
+    for f in stale:
+        f.write_bytes(b"left by a kill -9")
+
+    def killed(path, *args, **kwargs):  # the process dies between the cards and the data file's rename
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export, "save_arrays", killed)
+    with pytest.raises(KeyboardInterrupt):
+        export_store(small_store, out)
+    assert not out.exists() and all(p.exists() for p in export.card_paths(out))
+    assert not any(p.exists() for p in stale), "stale temp files are removed by the next export"
+    monkeypatch.undo()
+    card = export_store(small_store, out)  # no --force needed: the orphan cards are replaced
+    assert card["n_samples"] == 40 and out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    with pytest.raises(Exception, match="exists; pass --force"):
+        export_store(small_store, out)

@@ -331,3 +331,34 @@ def test_in_memory_batches_equal_the_streaming_ones_and_channels_last_trains(dat
     assert nhwc.history[-1]["val_mae"] == pytest.approx(fast.history[-1]["val_mae"], rel=0.05)
     with pytest.raises(InputError, match="patience"):
         _cfg(stop="plateau").loss_specs()
+
+
+def test_sigterm_stops_curate_train_like_ctrl_c(tmp_path):
+    """A scheduler's SIGTERM, sent once the first epoch is logged: exit 143, the one "interrupted" line, no
+    traceback, and the last epoch's checkpoint kept for the rerun to resume from."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data = _write_npz(tmp_path / "d.npz")
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "diffcurate.curate", "train", str(out), "--data", str(data), "--epochs", "500"]
+    proc = subprocess.Popen(
+        [*cmd, "--device", "cpu", "--no-progress"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not any(
+        p.stat().st_size for p in out.rglob("train.jsonl")
+    ):
+        time.sleep(0.05)
+    assert proc.poll() is None, "training ended before it could be stopped"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith("interrupted: everything committed so far is kept"), err
+    assert read_checkpoint(next(out.rglob("last.pt")))["epoch"] >= 0

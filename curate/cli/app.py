@@ -16,6 +16,7 @@ import typer
 
 from diffcurate.curate.cli import estimate, model, physics, run, store
 from diffcurate.curate.store.errors import DiskFull, StoreDamaged
+from diffcurate.curate.store.lock import read_only
 from diffcurate.solvers.errors import CheckError, InputError, Terminated, terminate_as_interrupt
 
 HELP = (
@@ -115,13 +116,23 @@ def main() -> None:
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
         _fail(2, f"error: {e.format_message()}{hint}")
     except Exception as e:
-        cause = _cause(e)
+        cause = _read_only(_cause(e))
         for types, code, prefix in ERRORS:
             if isinstance(cause, types):
                 if os.environ.get("CURATE_DEBUG") == "1":
                     traceback.print_exc()
                 _fail(code, f"{prefix}{cause}")
         raise
+
+
+def _read_only(e: BaseException) -> BaseException:
+    """A write refused by the filesystem (no permission, a read-only mount) that no check caught first: the same
+    one-line refusal as the checks give."""
+    import errno
+
+    if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return read_only(e.filename or "a file", e)
+    return e
 
 
 def _cause(e: BaseException) -> BaseException:

@@ -73,11 +73,15 @@ def run_cmd(
     run(run_dir, rounds, log=say, overrides=overrides, wait=wait)
 
 
-def status_dict(run_dir: Path) -> dict:
+def status_dict(run_dir: Path, checks: bool = True) -> dict:
+    """The run's rounds; with `checks`, `warnings` too (a torn round log, a checkpoint that does not load, a round
+    folder started under another config)."""
+    from diffcurate.curate.loop.health import run_warnings
     from diffcurate.curate.loop.rundir import load_run, read_rounds
 
     cfg = load_run(run_dir)
     rounds = read_rounds(run_dir)
+    warnings = run_warnings(run_dir, cfg) if checks else []
     # rounds_completed counts round 0 (the initial set); acquisition_rounds the rounds that added samples
     return {
         "run": str(run_dir),
@@ -86,6 +90,7 @@ def status_dict(run_dir: Path) -> dict:
         "rounds_completed": len(rounds),
         "acquisition_rounds": max(0, len(rounds) - 1),
         "rounds": rounds,
+        "warnings": warnings,
     }
 
 
@@ -99,6 +104,8 @@ def status_cmd(
 ) -> None:
     """Rounds so far: sizes, solves, test metrics and step timings (`--json` for scripts)."""
     d = status_dict(run_dir)
+    for w in d["warnings"]:
+        typer.echo(f"warning: {w}", err=True)
     if json_out:
         print(json.dumps(d))
         return
@@ -114,7 +121,7 @@ def status_cmd(
     with Live(status_tables(d), console=console, refresh_per_second=4) as live:
         while d["rounds_completed"] <= load_run(run_dir).rounds:
             time.sleep(interval)
-            d = status_dict(run_dir)
+            d = status_dict(run_dir, checks=False)
             live.update(status_tables(d))
 
 

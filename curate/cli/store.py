@@ -30,7 +30,7 @@ from diffcurate.curate.cli.options import (
     Workers,
 )
 from diffcurate.curate.progress import console
-from diffcurate.solvers.errors import CheckError
+from diffcurate.solvers.errors import CheckError, InputError
 from diffcurate.solvers.problem import resolve_physics
 
 Split = Annotated[str, typer.Option("--split", help="train, val or test.")]
@@ -116,26 +116,40 @@ def info_cmd(store: StoreDir, json_out: Json = False) -> None:
 
 
 def verify_cmd(
-    store: StoreDir,
+    store: Annotated[Path | None, typer.Option("--store", help="LMDB store directory.")] = None,
+    run: Annotated[
+        Path | None,
+        typer.Option("--run", help="A run directory: its store, every checkpoint, its round log and round folders."),
+    ] = None,
     resolve: Annotated[int, typer.Option("--resolve", help="Re-solve K random samples and compare.")] = 0,
     seed: Seed = 0,
     json_out: Json = False,
 ) -> None:
-    """Check every record's checksum (and re-solve K samples); exit 1 on any problem."""
-    from diffcurate.curate.store.verify import verify_store
+    """Check every record's checksum (and re-solve K samples), or with --run a whole run; exit 1 on any problem."""
+    if (store is None) == (run is None):
+        raise InputError("give exactly one of --store STORE and --run RUN_DIR")
+    if run is not None:
+        from diffcurate.curate.loop.health import verify_run
 
-    r = verify_store(store, resolve, seed)
+        r, where = verify_run(run, resolve, seed), run
+    else:
+        from diffcurate.curate.store.verify import verify_store
+
+        r, where = verify_store(store, resolve, seed), store
     if json_out:
         print(json.dumps(r))
     else:
         for p in r["problems"][:20]:
             console.print(f"[red]{p}")
+        for w in r.get("warnings", []):
+            typer.echo(f"warning: {w}", err=True)
+        ckpt = f", {r['checkpoints']} checkpoints checked" if "checkpoints" in r else ""
         console.print(
-            f"{r['checked']} records checked, {r['resolved']} re-solved (max error {r['max_error']:.2g}), "
+            f"{r['checked']} records checked, {r['resolved']} re-solved (max error {r['max_error']:.2g}){ckpt}, "
             f"{len(r['problems'])} problems"
         )
     if r["problems"]:
-        raise CheckError(f"{len(r['problems'])} problems in {store}")
+        raise CheckError(f"{len(r['problems'])} problems in {where}")
 
 
 def export_cmd(

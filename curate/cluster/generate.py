@@ -19,6 +19,7 @@ from diffcurate.curate.cluster.dispatch import default_chunk, solve_chunks
 from diffcurate.curate.progress import progress_bar
 from diffcurate.curate.store.env import is_store
 from diffcurate.curate.store.lmdbstore import BATCH, SPLITS, Store, check_path
+from diffcurate.curate.store.lock import check_writable
 from diffcurate.solvers.errors import InputError
 from diffcurate.solvers.problem import Configs, Physics
 
@@ -209,6 +210,7 @@ def generate(
     # refused before Ray starts (~5 s here): a path that cannot be a store, a store of other physics; and a
     # request that finished before needs nothing (samples are never removed or moved)
     check_path(Path(store_path), create=True)
+    check_writable(store_path)
     if is_store(store_path):
         with Store(store_path, readonly=True) as st:
             st.check_physics(physics)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -184,13 +186,23 @@ def write_report(root: Path) -> Path:
     rounds = read_rounds(root)
     if not rounds:
         raise InputError(f"{root} has no completed round yet; run `curate run {root}` first")
-    rep = RunPaths(root).report
-    rep.mkdir(exist_ok=True)
+    # made in a temp folder and moved in at the end: a report refused half-way (a damaged checkpoint, say)
+    # leaves the report folder as it was
+    with tempfile.TemporaryDirectory(prefix=".report.", dir=root) as tmp:
+        path = _write_report(root, cfg, rounds, Path(tmp))
+        rep = RunPaths(root).report
+        rep.mkdir(exist_ok=True)
+        for f in sorted(Path(tmp).iterdir()):
+            os.replace(f, rep / f.name)
+    return rep / path.name
+
+
+def _write_report(root: Path, cfg, rounds: list[dict], rep: Path) -> Path:
     lo, hi = cfg.sources
+    worst = _worst_cases(root, rounds, rep / "worst.png")  # first: the step that reads the checkpoint
     _metrics_per_round(rounds, rep / "metrics.png")
     _by_sources(rounds, rep / "by_sources.png", lo, hi)
     _timeline(rounds, rep / "timeline.png")
-    worst = _worst_cases(root, rounds, rep / "worst.png")
     lines = [
         f"# diffcurate report: {root.name}",
         "",

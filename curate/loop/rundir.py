@@ -71,6 +71,10 @@ class RoundFiles:
     def timing(self) -> Path:  # when each step ran, on which actor
         return self.dir / "timing.json"
 
+    @property
+    def started(self) -> Path:  # the config's result fields the round started under (loop/health.py)
+        return self.dir / "started.json"
+
     def train(self, m: int = 0) -> Path:
         """The work folder (last.pt, best.pt, train.jsonl) of ensemble member m (0: the surrogate)."""
         return self.dir / ("train" if m == 0 else f"train-member-{m}")
@@ -97,16 +101,24 @@ class RunPaths:
         """Held by the one `curate run` of the directory (`run_lock`); its text is the holder's pid."""
         return self.root / LOCK
 
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
     def checkpoint(self, k: int) -> Path:
-        return self.root / "checkpoints" / f"round-{k:03d}.pt"
+        return self.checkpoints / f"round-{k:03d}.pt"
+
+    def round_checkpoints(self, k: int) -> list[Path]:
+        """Every checkpoint of round k that exists: the surrogate, ensemble members, the inverse net."""
+        return sorted(self.checkpoints.glob(f"round-{k:03d}*.pt"))
 
     def member(self, k: int, m: int) -> Path:
         """Ensemble member m >= 1 of round k (member 0 is the surrogate itself, `checkpoint(k)`)."""
-        return self.checkpoint(k) if m == 0 else self.root / "checkpoints" / f"round-{k:03d}-member-{m}.pt"
+        return self.checkpoint(k) if m == 0 else self.checkpoints / f"round-{k:03d}-member-{m}.pt"
 
     def inverse(self, k: int) -> Path:
         """The inverse net of round k (the `inverse` estimator)."""
-        return self.root / "checkpoints" / f"round-{k:03d}-inverse.pt"
+        return self.checkpoints / f"round-{k:03d}-inverse.pt"
 
     def state(self, k: int) -> Path:
         return self.round(k).dir
@@ -196,6 +208,22 @@ def read_rounds(root: Path) -> list[dict]:
     return [r for i, r in enumerate(out) if r.get("round") == i]
 
 
+def torn_rounds(root: Path) -> bool:
+    """Whether rounds.jsonl holds more than its readable records (a line torn by a kill mid-append)."""
+    path = RunPaths(root).rounds
+    if not path.exists():
+        return False
+    return len([x for x in path.read_text().splitlines() if x.strip()]) != len(read_rounds(root))
+
+
+def round_folders(root: Path) -> list[int]:
+    """The round numbers k of the folders state/round-k that exist."""
+    state = RunPaths(root).state(0).parent
+    if not state.is_dir():
+        return []
+    return sorted(int(p.name[6:]) for p in state.glob("round-*") if p.is_dir() and p.name[6:].isdigit())
+
+
 def append_round(root: Path, record: dict) -> None:
     done = read_rounds(root)
     lines = [json.dumps(r) for r in done + [record]]
@@ -231,7 +259,7 @@ def init_run(root: Path, cfg: RunConfig) -> RunPaths:
         return paths
     if root.exists() and any(root.iterdir()):
         raise InputError(f"{root} is not empty and holds no run config")
-    (root / "checkpoints").mkdir(parents=True, exist_ok=True)
+    paths.checkpoints.mkdir(parents=True, exist_ok=True)
     cfg.save(paths.config)
     return paths
 
@@ -258,9 +286,10 @@ def initial_requests(cfg: RunConfig) -> list[tuple]:
     return [r for r in reqs if r[3] > 0]
 
 
-def apply_overrides(root: Path, cfg: RunConfig, overrides: RunOverrides) -> RunConfig:
+def apply_overrides(root: Path, cfg: RunConfig, overrides: RunOverrides, save: bool = True) -> RunConfig:
     """`curate run`'s overrides. Strategy/acquisition may change only before the first acquisition round, so that
-    one run directory never mixes strategies; the config file is updated to stay the run's truth."""
+    one run directory never mixes strategies; the config file is updated to stay the run's truth (`save` False:
+    the caller saves it once its checks pass)."""
     changed = False
     done = read_rounds(root)
     for key, section in (
@@ -288,7 +317,8 @@ def apply_overrides(root: Path, cfg: RunConfig, overrides: RunOverrides) -> RunC
             changed = True
     if changed:
         cfg.validate()
-        cfg.save(RunPaths(root).config)
+        if save:
+            cfg.save(RunPaths(root).config)
     return cfg
 
 

@@ -35,6 +35,7 @@ from diffcurate.curate.cluster.actors import FitJob
 from diffcurate.curate.cluster.dispatch import Background
 from diffcurate.curate.loop.acquire import Acquire
 from diffcurate.curate.loop.config import RunConfig, RunOverrides
+from diffcurate.curate.loop.health import check_checkpoints, check_state, mark_started
 from diffcurate.curate.loop.rundir import (
     RunPaths,
     append_round,
@@ -50,6 +51,7 @@ from diffcurate.curate.loop.rundir import (
 )
 from diffcurate.curate.progress import progress_bar
 from diffcurate.curate.store.lmdbstore import Store
+from diffcurate.curate.store.lock import check_writable
 from diffcurate.solvers.errors import InputError
 
 PIPELINED = "(pipelined)"  # actor suffix of steps run ahead, during the previous round
@@ -147,6 +149,7 @@ class Runner(Acquire):
 
     def _step(self, k: int, step: Step) -> None:
         if not getattr(self.paths.round(k), step.output).exists():
+            mark_started(self.root, k, self.cfg)
             pre = self._prefetch_start(k + 1) if step.pipelines else None
             t0 = time.time()
             getattr(self, step.method)(k)
@@ -345,18 +348,27 @@ def run(
     directory at a time (`run_lock`: a second one waits, or with `wait` False is refused)."""
     root = Path(root)
     cfg = load_run(root)
+    check_writable(root)
     with run_lock(root, wait):
-        check_store(root, cfg)
-        return _run_locked(root, apply_overrides(root, cfg, overrides or RunOverrides()), rounds, log, show_progress)
+        saved = cfg.to_dict()
+        cfg = apply_overrides(root, cfg, overrides or RunOverrides(), save=False)
+        check_run(root, cfg)
+        if cfg.to_dict() != saved:
+            cfg.save(RunPaths(root).config)
+        return _run_locked(root, cfg, rounds, log, show_progress)
 
 
-def check_store(root: Path, cfg: RunConfig) -> None:
-    """Refusals the store decides (its schema, its physics against the config's), made before Ray starts and
-    before any file of the run is written, so that a refused config leaves the run as it was."""
+def check_run(root: Path, cfg: RunConfig) -> None:
+    """Refusals decided by what the run directory holds (the store's schema, its physics against the config's,
+    a round folder started under another config, the checksums of the checkpoints the next round loads), made
+    before Ray starts and before any file of the run is written, so that a refused config leaves the run as it
+    was."""
     paths = RunPaths(root)
     if paths.store.exists():
         with Store(paths.store, readonly=True) as st:
             st.check_physics(cfg.physics, f"{root}/config.toml's physics")
+    check_state(root, cfg)
+    check_checkpoints(root, len(read_rounds(root)) - 1)
 
 
 def _run_locked(root: Path, cfg: RunConfig, rounds: int | None, log, show_progress: bool) -> list[dict]:

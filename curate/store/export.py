@@ -9,6 +9,7 @@ array, the command). Everything is held in memory: (n, L, L) x and y cost 8 L^2 
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -22,6 +23,7 @@ import numpy as np
 from diffcurate.curate.store.arrays import format_of, load_arrays, save_arrays, shared_mode, validated_samples
 from diffcurate.curate.store.env import is_store
 from diffcurate.curate.store.lmdbstore import SPLITS, Store
+from diffcurate.curate.store.lock import check_writable
 from diffcurate.solvers.errors import InputError
 from diffcurate.solvers.problem import paint
 
@@ -142,12 +144,19 @@ def export_store(
 ) -> dict:
     """Write the samples of `split` (train/val/test/all) up to `max_round` to `out`; returns the card."""
     out = Path(out)
+    if out.is_dir():
+        raise InputError(f"{out} is a directory; --out takes a file name such as {out / 'export.npz'}")
     f = "parquet" if str(fmt or out.suffix.lstrip(".")).lower() == "parquet" else format_of(out, fmt)
     if split not in (*SPLITS, "all"):
         raise InputError(f"unknown split {split!r} (choose {', '.join(SPLITS)} or all)")
-    existing = [p for p in (out, *card_paths(out)) if p.exists()]
-    if existing and not force:
-        raise InputError(f"{existing[0]} exists; pass --force to overwrite")
+    if not out.parent.is_dir():
+        raise InputError(f"{out}: directory {out.parent} does not exist")
+    check_writable(out.parent)
+    # the cards are written before the data file's rename: cards without their file are what a killed export
+    # left, and are replaced; an existing data file needs --force
+    if out.exists() and not force:
+        raise InputError(f"{out} exists; pass --force to overwrite")
+    remove_stale_temps(out)
     with Store(store_path, readonly=True) as st:
         df = st.index()
         if split != "all":
@@ -171,10 +180,6 @@ def export_store(
         "round": df["round"].to_numpy(np.int64),
         "score": df["score"].to_numpy(np.float64),
     }
-    if f == "parquet":
-        write_parquet(out, physics, configs, x, y, df["id"].to_numpy(str), extra)
-    else:
-        save_arrays(out, physics, configs, x=x, y=y, ids=df["id"].to_numpy(str), extra=extra, fmt=f)
     arrays = {"centers": configs.centers, "values": configs.values, "counts": configs.counts, "x": x, "y": y, **extra}
     strategies = [h["provenance"].get("strategy") for h in headers]
     by_round = {}
@@ -212,7 +217,19 @@ def export_store(
     jpath, mpath = card_paths(out)
     _atomic_text(jpath, json.dumps(card, indent=2) + "\n")
     _atomic_text(mpath, card_markdown(card))
+    if f == "parquet":
+        write_parquet(out, physics, configs, x, y, df["id"].to_numpy(str), extra)
+    else:
+        save_arrays(out, physics, configs, x=x, y=y, ids=df["id"].to_numpy(str), extra=extra, fmt=f)
     return card
+
+
+def remove_stale_temps(out: Path) -> None:
+    """Delete the temp files (`.NAME.*.tmp`) that a killed export of `out` or its cards left next to it; every
+    writer of these names renames or removes its temp file unless it is killed."""
+    for name in (out, *card_paths(out)):
+        for tmp in out.parent.glob(f".{glob.escape(name.name)}.*.tmp"):
+            tmp.unlink(missing_ok=True)
 
 
 def card_markdown(card: dict) -> str:
@@ -307,6 +324,7 @@ def import_arrays(
         raise InputError(f"{path}: `round` must be integers and `score` numbers") from None
     if len(samplers) != n or rounds.shape != (n,) or (scores is not None and scores.shape != (n,)):
         raise InputError(f"{path}: sampler, round and score must have one value per row ({n})")
+    check_writable(store_path)
     new_store = create and not is_store(store_path)
     if new_store:
         st = Store.create(store_path, physics, command=command)

@@ -20,7 +20,7 @@ def hold_exclusive(path: str | os.PathLike, wait: bool, refused: Callable[[str],
     pid)`). The kernel releases it when the fd closes or the process dies."""
     import fcntl
 
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = open_writable(path)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -33,6 +33,43 @@ def hold_exclusive(path: str | os.PathLike, wait: bool, refused: Callable[[str],
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
+
+
+def read_only(path: str | os.PathLike, e: OSError) -> InputError:
+    """The one-line refusal for a place this process may not write (a read-only mount, or no write permission)."""
+    return InputError(f"{path} is read-only here ({e.strerror.lower()}); writing needs write access to it")
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """InputError (one line) unless this process can write `path`, or, if it does not exist yet, create it in its
+    nearest existing parent: refused before any work starts rather than at the first write."""
+    import errno
+
+    p = os.path.abspath(path)
+    while not os.path.exists(p) and os.path.dirname(p) != p:
+        p = os.path.dirname(p)
+    if not os.access(p, os.W_OK):
+        why = errno.EROFS if _read_only_mount(p) else errno.EACCES
+        raise read_only(p, OSError(why, os.strerror(why)))
+
+
+def _read_only_mount(path: str) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def open_writable(path: str | os.PathLike) -> int:
+    """os.open(path) for reading and writing (created if missing); a read-only place is an InputError."""
+    import errno
+
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise read_only(os.path.dirname(os.path.abspath(path)), e) from None
+        raise
 
 
 def lock_writer(path: str | os.PathLike, wait: bool = True) -> None:

@@ -1,0 +1,131 @@
+"""What can be wrong with a run directory, found before a run meets it late or never: a round folder started under
+another config, a torn round log, a checkpoint that fails its checksum.
+
+A round's steps each write one file, and a resumed run keeps the files it finds. So a round folder started under
+one config and finished under another would mix the two, silently. Each round folder therefore records the config
+it was started with (`started.json`: the fields that decide results), and `curate run` refuses, before Ray starts,
+to continue one whose config differs, naming the fields and the command that clears it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from diffcurate.curate.loop.config import RunConfig
+from diffcurate.curate.loop.rundir import RunPaths, atomic_json, read_rounds, round_folders, torn_rounds
+from diffcurate.solvers.errors import CheckError, InputError
+
+# fields that only say how far or where a run goes, not what a round computes
+_NOT_RESULTS = ("rounds", "max_solves", "target_p99")
+_RAY_RESULTS = ("trainers",)  # ensemble members score candidates for some acquisitions
+
+
+def result_fields(cfg: RunConfig) -> dict:
+    """The config's fields that decide what a round computes, flat (`acquisition.budget`: 100)."""
+    d = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_RESULTS}
+    d["ray"] = {k: v for k, v in d.get("ray", {}).items() if k in _RAY_RESULTS}
+    return _flat(d)
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def mark_started(root: Path, k: int, cfg: RunConfig) -> None:
+    """Record the config round k starts under, once (before its first step writes anything)."""
+    path = RunPaths(root).round(k).started
+    if not path.exists():
+        atomic_json(path, result_fields(cfg))
+
+
+def stale_rounds(root: Path, cfg: RunConfig) -> list[str]:
+    """One line per unfinished round folder that was started under another config than `cfg`."""
+    import json
+
+    paths, done = RunPaths(root), len(read_rounds(root))
+    now = result_fields(cfg)
+    out = []
+    for k in round_folders(root):
+        started = paths.round(k).started
+        if k < done or not started.exists():  # finished rounds are history; a folder without a record: unknown
+            continue
+        try:
+            then = json.loads(started.read_text())
+        except ValueError:
+            then = {}
+        diff = sorted(f for f in now.keys() | then.keys() if now.get(f) != then.get(f))
+        if diff:
+            shown = "; ".join(f"{f} {then.get(f)!r} then, {now.get(f)!r} now" for f in diff[:3])
+            more = f" and {len(diff) - 3} more" if len(diff) > 3 else ""
+            out.append(
+                f"{paths.state(k)} was started under another config ({shown}{more}); to redo round {k} under "
+                f"this one, delete it: rm -r {paths.state(k)}"
+            )
+    return out
+
+
+def check_state(root: Path, cfg: RunConfig) -> None:
+    """Refuse (one line, exit 2) to continue a round folder started under another config."""
+    stale = stale_rounds(root, cfg)
+    if stale:
+        raise InputError(stale[0])
+
+
+def check_checkpoints(root: Path, k: int) -> None:
+    """Refuse (exit 1) a run whose next round would load a damaged checkpoint of round k (warm start, scoring,
+    ensemble members): found before Ray starts, not by an actor half-way through the round."""
+    from diffcurate.model.checkpoint import read_checkpoint
+
+    if k >= 0:
+        for f in RunPaths(root).round_checkpoints(k):
+            read_checkpoint(f)
+
+
+def checkpoint_problems(root: Path) -> tuple[int, list[str]]:
+    """(checkpoints checked, one line per checkpoint that does not load or fails its checksum)."""
+    from diffcurate.model.checkpoint import read_checkpoint
+
+    files = sorted(RunPaths(root).checkpoints.glob("*.pt"))
+    problems = []
+    for f in files:
+        try:
+            read_checkpoint(f)
+        except (InputError, CheckError) as e:
+            problems.append(str(e))
+    return len(files), problems
+
+
+def run_warnings(root: Path, cfg: RunConfig) -> list[str]:
+    """What `status` warns about: a torn round log, a checkpoint that does not load, a stale round folder."""
+    out = []
+    if torn_rounds(root):
+        out.append(
+            f"{RunPaths(root).rounds} ends in a torn line (a run was killed while writing it); `curate run {root}` "
+            "rewrites it from state/"
+        )
+    out += checkpoint_problems(root)[1]
+    return out + stale_rounds(root, cfg)
+
+
+def verify_run(root: Path, resolve: int = 0, seed: int = 0) -> dict:
+    """`curate verify RUN_DIR`: the run's store (every record's checksum, K re-solved), every checkpoint's
+    checksum, the round log and the round folders. `problems` is damage (exit 1), `warnings` the rest."""
+    from diffcurate.curate.loop.rundir import load_run
+    from diffcurate.curate.store.verify import verify_store
+
+    cfg = load_run(root)
+    paths = RunPaths(root)
+    r = (
+        verify_store(paths.store, resolve, seed)
+        if paths.store.exists()
+        else {"checked": 0, "resolved": 0, "max_error": 0.0, "problems": []}
+    )
+    n, bad = checkpoint_problems(root)
+    warnings = [w for w in run_warnings(root, cfg) if w not in bad]
+    return {**r, "checkpoints": n, "problems": r["problems"] + bad, "warnings": warnings}
