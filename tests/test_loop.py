@@ -224,6 +224,13 @@ REFUSED = [
     ("a read-only run directory", None, ["run", "{root}", "--rounds", "3"], 2, "read-only"),
     ("a damaged checkpoint: run", _damaged_checkpoint, ["run", "{root}", "--rounds", "3"], 1, "checksum mismatch"),
     ("a damaged checkpoint: report", _damaged_checkpoint, ["report", "{root}"], 1, "checksum mismatch"),
+    (
+        "a damaged checkpoint: estimate-eval",
+        _damaged_checkpoint,
+        ["estimate-eval", "{root}", "--estimators", "residual", "--device", "cpu"],
+        1,
+        "checksum mismatch",
+    ),
 ]
 
 
