@@ -352,8 +352,8 @@ def test_sigterm_stops_curate_train_like_ctrl_c(tmp_path):
         start_new_session=True,
     )
     deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None and not any(
-        p.stat().st_size for p in out.rglob("train.jsonl")
+    while (
+        time.time() < deadline and proc.poll() is None and not any(p.stat().st_size for p in out.rglob("train.jsonl"))
     ):
         time.sleep(0.05)
     assert proc.poll() is None, "training ended before it could be stopped"
