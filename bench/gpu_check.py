@@ -6,8 +6,10 @@
 Steps: (1) the fast solver on CUDA against the reference solver at L = 512 with 20 sources, float32 and
 float64, solves/s at batch 8, 32 and 128, and the same rows on the CPU; (2) the paper preset's ED-CNN and UNet:
 a training step at batch 32 in fp32 and bf16 autocast (ms, peak memory) and inference ms/sample against the GPU
-solver's time per sample; (3) `curate generate --preset paper --gpus 1`, 2000 samples; (4) `curate run` on the
-small preset, round 0 + 2 rounds, with the trainer on the GPU (checked in state/actors.json).
+solver's time per sample; (3) `curate solve` then `curate train` on the GPU, without Ray (small preset, 1000
+samples); (4) `curate generate --preset paper --gpus 1`, 2000 samples; (5) `curate run` on the small preset,
+round 0 + 2 rounds, with the trainer on the GPU (checked in state/actors.json). Steps 4 and 5 need Ray: where it
+cannot be imported (a bare GPU machine without the bundle's Ray) they are recorded as skipped, with the reason.
 `bench/gpu_render.py` writes the GPU rows of docs/benchmarks.md from docs/gpu.json.
 """
 
@@ -38,6 +40,9 @@ FULL = {
     "generate": 2000,
     "run_preset": "small",
     "repeats": 5,
+    "train_preset": "small",
+    "train_samples": 1000,
+    "train_epochs": 5,
 }
 DRY = {
     "preset": "tiny",
@@ -48,6 +53,9 @@ DRY = {
     "generate": 40,
     "run_preset": "tiny",
     "repeats": 2,
+    "train_preset": "tiny",
+    "train_samples": 40,
+    "train_epochs": 2,
 }
 
 
@@ -140,13 +148,61 @@ def _model_row(arch: str, c: dict, L: int, solver_ms: float | None) -> dict:
     return row
 
 
+def step_train(c: dict, tmp: Path) -> dict:
+    """`curate solve` a data file, then `curate train` on the device: the CLI's own path, no Ray."""
+    data, out = tmp / "train.npz", tmp / "train"
+    t0 = time.perf_counter()
+    n, p = str(c["train_samples"]), c["train_preset"]
+    _check([*_curate(), "solve", "--out", str(data), "--count", n, "--preset", p, "--device", c["device"]])
+    solved = time.perf_counter() - t0
+    epochs = str(c["train_epochs"])
+    cmd = [*_curate(), "train", str(out), "--data", str(data), "--preset", p, "--epochs", epochs]
+    d = json.loads(_check([*cmd, "--device", c["device"], "--no-progress", "--json"]))
+    history = [json.loads(line) for line in (out / "checkpoints" / "train.jsonl").read_text().splitlines()]
+    return {
+        "preset": p,
+        "samples": c["train_samples"],
+        "epochs": d["epochs_run"],
+        "device": c["device"],  # `curate train --device cuda` refuses to fall back to the CPU
+        "train_samples_per_s": [round(r["train_samples_per_s"], 1) for r in history],
+        "val_mae": d["val"]["mae"]["all"] if d.get("val") else None,
+        "solve_seconds": round(solved, 1),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
+def _check(cmd: list[str]) -> str:
+    """Run a command; its stdout, or a RuntimeError with its last stderr line."""
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode:
+        raise RuntimeError(r.stderr.strip().splitlines()[-1] if r.stderr.strip() else f"exit {r.returncode}")
+    return r.stdout
+
+
+def ray_missing() -> str | None:
+    """Why Ray cannot be used here (None: it can)."""
+    try:
+        import ray  # noqa: F401
+    except Exception as e:  # ImportError, or a pruned tree that fails on import
+        return f"ray cannot be imported ({type(e).__name__}: {e})"
+    return None
+
+
+def ray_from() -> str | None:
+    """Where Ray is imported from (the bundle's pruned tree, or an installed one)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("ray")
+    return None if spec is None else str(Path(spec.origin).parent)
+
+
 def step_generate(c: dict, tmp: Path) -> dict:
     gpus = "1" if c["device"] == "cuda" else "0"
     store = tmp / "gen"
     t0 = time.perf_counter()
     r = subprocess.run(
         [
-            _curate(),
+            *_curate(),
             "generate",
             "--store",
             str(store),
@@ -185,7 +241,7 @@ def step_run(c: dict, tmp: Path) -> dict:
     cfg.ray.trainer_gpus = 1.0 if c["device"] == "cuda" else 0.0
     init_run(root, cfg)
     t0 = time.perf_counter()
-    r = subprocess.run([_curate(), "run", str(root), "--no-dashboard"], capture_output=True, text=True)
+    r = subprocess.run([*_curate(), "run", str(root), "--no-dashboard"], capture_output=True, text=True)
     if r.returncode:
         raise RuntimeError(r.stderr.strip().splitlines()[-1] if r.stderr.strip() else f"exit {r.returncode}")
     rounds = [json.loads(line) for line in (root / "rounds.jsonl").read_text().splitlines()]
@@ -213,8 +269,9 @@ def _trainer_on_gpu(root: Path) -> bool:
     return str(fit.get("device", "")).startswith("cuda")
 
 
-def _curate() -> str:
-    return str(Path(sys.executable).with_name("curate"))
+def _curate() -> list[str]:
+    """The CLI of this interpreter (a bare machine's python3 has no `curate` script)."""
+    return [sys.executable, "-m", "diffcurate.curate"]
 
 
 def machine() -> dict:
@@ -251,14 +308,23 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        steps = [
-            ("solvers", lambda: step_solvers(c)),
-            ("models", lambda: step_models(c, _solver_ms(res, c))),
-            ("generate", lambda: step_generate(c, tmp)),
-            ("run", lambda: step_run(c, tmp)),
+        no_ray = ray_missing()
+        res["ray"] = no_ray or "available"
+        res["ray_from"] = ray_from()
+        steps = [  # (name, needs Ray, step)
+            ("solvers", False, lambda: step_solvers(c)),
+            ("models", False, lambda: step_models(c, _solver_ms(res, c))),
+            ("train", False, lambda: step_train(c, tmp)),
+            ("generate", True, lambda: step_generate(c, tmp)),
+            ("run", True, lambda: step_run(c, tmp)),
         ]
-        for name, fn in steps:
+        for name, needs_ray, fn in steps:
             t0 = time.perf_counter()
+            if needs_ray and no_ray:
+                res["steps"][name] = {"ok": True, "skipped": no_ray, "step_seconds": 0.0}
+                save()
+                print(f"{name}: skipped, {no_ray}", flush=True)
+                continue
             try:
                 res["steps"][name] = {"ok": True, **fn()}
             except Exception as e:  # keep what the other steps measure

@@ -59,15 +59,22 @@ def table(res: dict) -> str:
                 f"{_f(r.get('peak_mem_gib_bf16'))} | {_f(r['inference_ms_per_sample'])} | "
                 f"{_f(r.get('inference_over_solver'))} |"
             )
+    tr = s.get("train", {})
+    if tr.get("ok") and not tr.get("skipped"):
+        lines += [
+            "",
+            f"`curate train` without Ray, {tr['preset']} preset, {tr['samples']} samples, {tr['epochs']} epochs on "
+            f"{tr['device']}: " + ", ".join(_f(x, ".0f") for x in tr["train_samples_per_s"]) + " samples/s per epoch.",
+        ]
     gen = s.get("generate", {})
-    if gen.get("ok"):
+    if gen.get("ok") and not gen.get("skipped"):
         lines += [
             "",
             f"`curate generate`, {gen['count']} samples, {gen['gpus_per_actor']:g} GPU per solver actor: "
             f"{_f(gen['samples_per_s'], '.1f')} samples/s.",
         ]
     run = s.get("run", {})
-    if run.get("ok"):
+    if run.get("ok") and not run.get("skipped"):
         lines += [
             "",
             f"`curate run`, {run['preset']} preset, round 0 + {run['rounds'] - 1} rounds: "
@@ -75,6 +82,9 @@ def table(res: dict) -> str:
             + ", ".join(_f(x, ".0f") for x in run["train_samples_per_s"])
             + " samples/s per round.",
         ]
+    skipped = [f"{k} ({v['skipped']})" for k, v in s.items() if v.get("skipped")]
+    if skipped:
+        lines += ["", "Steps skipped: " + "; ".join(skipped)]
     failed = [f"{k}: {v['error']}" for k, v in s.items() if not v.get("ok")]
     if failed:
         lines += ["", "Steps that failed: " + "; ".join(failed)]

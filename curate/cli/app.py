@@ -126,12 +126,14 @@ def main() -> None:
 
 
 def _read_only(e: BaseException) -> BaseException:
-    """A write refused by the filesystem (no permission, a read-only mount) that no check caught first: the same
-    one-line refusal as the checks give."""
+    """An access the filesystem refused that no check caught first (a read-only mount; no permission): one line
+    naming the file, exit 2, like the checks' refusals."""
     import errno
 
-    if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+    if isinstance(e, OSError) and e.errno == errno.EROFS:
         return read_only(e.filename or "a file", e)
+    if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM):
+        return InputError(f"{e.filename or 'a file'}: {e.strerror.lower()}")
     return e
 
 
