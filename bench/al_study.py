@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.study import records  # noqa: E402
 from bench.study.jobs import shard_main  # noqa: E402
-from bench.study.protocol import jobs, load_spec  # noqa: E402
+from bench.study.protocol import default_variant, jobs, load_spec  # noqa: E402
 from bench.study.tables import markdown, summarise  # noqa: E402
 
 
@@ -72,10 +72,9 @@ def main() -> None:
     missing = [j for j in jobs(spec, None) if "best" not in j and not records.exists(recs, *j)]
     if missing:
         raise SystemExit(f"error: {len(missing)} runs have no record yet (first: {missing[0]}); run the study")
-    from diffcurate.curate.loop.config import AcquisitionConfig
 
     command = " ".join(["bench/al_study.py", *sys.argv[1:]])
-    summarise(spec, recs, docs, command, AcquisitionConfig().strategy, args.extra_test, out)
+    summarise(spec, recs, docs, command, default_variant(), args.extra_test, out)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Running the study: runs spread over worker processes (one Ray each, one torch thread each), in phases, each
 finished run turned into its record (and committed with --commit); then the retrain jobs.
 
-Phases: (1) the first arm's runs, `stratified_from` first and `stratified` next (a `stratified` run waits for the
-record of its seed's `stratified_from` run, whose final allocation it copies); (2) the other arms (whose `best` is
+Phases: (1) the first arm's runs, the copied strategies first (`stratified_from`, `COPIES`) and the stratified
+copies next (a copy waits for the record of its seed's source run, whose final allocation it copies); (2) the other arms (whose `best` is
 the first arm's best non-peer strategy), transfer and the training control, once every first-arm record is there.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.study import records
-from bench.study.protocol import first_arm, jobs, run_config, run_dir
+from bench.study.protocol import copied_from, first_arm, jobs, run_config, run_dir
 
 
 def commit(files: list[Path], message: str) -> None:
@@ -52,9 +52,10 @@ def do_runs(spec: dict, todo: list, out: Path, recs: Path, log, commit_records: 
         for arm_name, name, seed in todo:
             root = run_dir(out, arm_name, name, seed)
             alloc = None
-            if name == "stratified":
-                wait_for(recs, [(arm_name, spec["stratified_from"], seed)])
-                alloc = records.allocation(recs, arm_name, spec["stratified_from"], seed)
+            source = copied_from(spec, name)
+            if source:
+                wait_for(recs, [(arm_name, source, seed)])
+                alloc = records.allocation(recs, arm_name, source, seed)
             init_run(root, run_config(spec, spec["arms"][arm_name], name, seed, alloc))
             t0 = time.time()
             share_round0(spec, out, arm_name, name, seed, root, log)

@@ -25,6 +25,8 @@ VARIANTS: dict[str, dict] = {
     "random": {"strategy": "random"},
     # random within each source count, by the allocation the `stratified_from` strategy ended with on the same seed
     "stratified": {"strategy": "stratified"},
+    # the same, copying sbal-residual's allocation: the informed non-adaptive baseline of that strategy
+    "stratified-residual": {"strategy": "stratified"},
     "count-prior": {"strategy": "count-prior", "sources_weight": 0.0},
     "al": {"strategy": "al", "acquisition": "true-error", "sources_weight": 1.0},
     "al-field": {"strategy": "al", "acquisition": "true-error", "sources_weight": 0.0},
@@ -48,6 +50,25 @@ VARIANTS: dict[str, dict] = {
     "strata": {"strategy": "strata", "sources_weight": 0.0},
 }
 PEERS = {"sbal", "lcmd", "coreset"}
+# stratified copies -> the strategy whose final allocation they copy (`stratified` itself: spec["stratified_from"])
+COPIES = {"stratified-residual": "sbal-residual"}
+
+
+def copied_from(spec: dict, name: str) -> str | None:
+    """The strategy a stratified copy takes its allocation from (None: `name` is no stratified copy)."""
+    return spec.get("stratified_from") if name == "stratified" else COPIES.get(name)
+
+
+def stratified_of(strategies, s: str) -> str | None:
+    """The stratified baseline of strategy s among `strategies`: the copy of its own allocation if there is one,
+    else `stratified`."""
+    own = next((c for c, src in COPIES.items() if src == s and c in strategies), None)
+    return own or ("stratified" if "stratified" in strategies else None)
+
+
+def is_baseline(name: str) -> bool:
+    return name in ("random", "count-prior") or name.startswith("stratified")
+
 
 # the protocol of the study and of --quick alike (a study config may override it, e.g. for a smoke test)
 PROTOCOL = {
@@ -83,6 +104,17 @@ def variant(name: str) -> dict:
     if name not in VARIANTS:
         raise SystemExit(f"error: unknown strategy {name!r} (choose from {', '.join(VARIANTS)} or sbal-bBETA)")
     return VARIANTS[name]
+
+
+def default_variant() -> str | None:
+    """The study's name for `curate run`'s default acquisition (strategy, score and their settings)."""
+    from diffcurate.curate.loop.config import AcquisitionConfig
+
+    a = AcquisitionConfig()
+    for name, v in VARIANTS.items():
+        if {"acquisition": "true-error", **v}.items() <= {k: getattr(a, k) for k in (*v, "acquisition")}.items():
+            return name
+    return None
 
 
 def load_spec(config: Path | None, quick: bool) -> dict:
@@ -129,7 +161,7 @@ def run_config(spec: dict, arm: dict, name: str, seed: int, allocation: dict | N
         setattr(a, k, v)
     if a.strategy == "sbal" and "sbal_beta" in spec and not name.startswith("sbal-b"):
         a.beta = float(spec["sbal_beta"])
-    if name == "stratified":
+    if copied_from(spec, name):
         a.allocation = dict(allocation or {})
     cfg.ray.dashboard = False
     cfg.ray.trainer_threads = 1
@@ -150,8 +182,8 @@ def jobs(spec: dict, best: str | None) -> list[tuple[str, str, int]]:
                 s = best if s == "best" else s
                 if s is not None:
                     out.append((arm_name, s, seed))
-    src = spec.get("stratified_from")
-    return sorted(out, key=lambda j: (j[0] != first_arm(spec), j[1] != src, j[1] != "stratified"))
+    src = {spec.get("stratified_from"), *COPIES.values()}
+    return sorted(out, key=lambda j: (j[0] != first_arm(spec), j[1] not in src, not j[1].startswith("stratified")))
 
 
 def run_dir(out: Path, arm: str, name: str, seed: int) -> Path:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.study import records
-from bench.study.protocol import HARD_SOURCES, HELD_OUT, MIXED, SETS, first_arm, jobs, peer
+from bench.study.protocol import HARD_SOURCES, HELD_OUT, MIXED, SETS, first_arm, is_baseline, jobs, peer, stratified_of
 
 
 class Errors:
@@ -117,14 +117,18 @@ def summarise_arm(E: Errors, arm: str, spec: dict, rng) -> dict:
     n_test = len(E.ids)
     cut = spec["rounds"] + 1  # a strategy's curve up to the common final size (random may run longer)
     out = {s: {"peer": peer(s), "seeds": len(strategies[s]), "seed_list": list(E.seeds[arm][s])} for s in strategies}
-    bases = [b for b in ("random", "stratified") if b in strategies]
     for set_name, metrics in SETS.items():
         mask = E.masks[set_name]
         blocks = {}
         for s in strategies:
-            rows = {b: _rows_of(E, arm, s, b) for b in bases}
+            strat = stratified_of(strategies, s)
+            rows = {"random": _rows_of(E, arm, s, "random")}
+            if strat:
+                rows["stratified"] = _rows_of(E, arm, s, strat)
             own = np.array([i for i, seed in enumerate(E.seeds[arm][s]) if seed in set(E.seeds[arm]["random"])])
-            blocks[s] = _block(E, arm, s, own, rows, mask, metrics, cut, reps, n_test, rng)
+            blocks[s] = _block(E, arm, s, own, rows, mask, metrics, cut, reps, n_test, rng, strat)
+            if strat:
+                out[s]["stratified_baseline"] = strat
         for s, block in blocks.items():
             if set_name == "mixed":
                 out[s].update(block)
@@ -144,7 +148,7 @@ def _curves(E, arm, s, rows_s, rows_b, base, mask, hard, cut, test_rows=None):
     return vs, vb, n_s, n_b, c_s, c_b
 
 
-def _block(E, arm, s, own, rows, mask, metrics, cut, reps, n_test, rng) -> dict:
+def _block(E, arm, s, own, rows, mask, metrics, cut, reps, n_test, rng, strat_name: str | None = None) -> dict:
     block = {
         k: {}
         for k in (
@@ -169,8 +173,8 @@ def _block(E, arm, s, own, rows, mask, metrics, cut, reps, n_test, rng) -> dict:
     }
     vs, vb, n_s, n_b, c_s, c_b = _curves(E, arm, s, own, rows["random"], "random", mask, E.hard, cut)
     strat = None
-    if "stratified" in rows and len(rows["stratified"]):
-        s_rows = np.array([i for i, seed in enumerate(E.seeds[arm][s]) if seed in set(E.seeds[arm]["stratified"])])
+    if strat_name and len(rows["stratified"]):
+        s_rows = np.array([i for i, seed in enumerate(E.seeds[arm][s]) if seed in set(E.seeds[arm][strat_name])])
         strat = (s_rows, rows["stratified"])
     boot = {m: {k: [] for k in ("final", "ratio", "fit", "cost", "strat")} for m in metrics}
     for _ in range(reps):
@@ -182,7 +186,7 @@ def _block(E, arm, s, own, rows, mask, metrics, cut, reps, n_test, rng) -> dict:
         if strat:
             sp = rng.integers(len(strat[0]), size=len(strat[0]))
             sv, sb, sn_s, sn_b, _, _ = _curves(
-                E, arm, s, strat[0][sp], strat[1][sp], "stratified", mask, E.hard, cut, test_rows
+                E, arm, s, strat[0][sp], strat[1][sp], strat_name, mask, E.hard, cut, test_rows
             )
         for m in metrics:
             boot[m]["final"].append(bv[m][-1] / at_size(bn_b, bb[m], bn_s[-1]))
@@ -212,7 +216,7 @@ def _block(E, arm, s, own, rows, mask, metrics, cut, reps, n_test, rng) -> dict:
         block["equal_cost_beyond_random"][m] = bool(c_s[-1] > c_b[-1])
         block["final_vs_random_equal_cost_ci90"][m] = _ci(boot[m]["cost"])
         if strat:
-            sv, sb, sn_s, sn_b, _, _ = _curves(E, arm, s, strat[0], strat[1], "stratified", mask, E.hard, cut)
+            sv, sb, sn_s, sn_b, _, _ = _curves(E, arm, s, strat[0], strat[1], strat_name, mask, E.hard, cut)
             block["final_vs_stratified"][m] = float(sv[m][-1] / at_size(sn_b, sb[m], sn_s[-1]))
             block["final_vs_stratified_ci90"][m] = _ci(boot[m]["strat"])
         block["curve"][m] = [float(x) for x in vs[m]]
@@ -238,7 +242,7 @@ def best_strategy(spec: dict, recs: Path) -> str:
     E = Errors({**spec, "arms": {first: spec["arms"][first]}}, recs, None)
     scores = {}
     for s, e in E.e[first].items():
-        if s in ("random", "stratified", "count-prior") or peer(s):
+        if is_baseline(s) or peer(s):
             continue
         last = e[:, spec["rounds"] : spec["rounds"] + 1]  # (seeds, 1, n): the final models
         scores[s] = (

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.study import records
-from bench.study.protocol import HELD_OUT, SETS, first_arm, jobs, run_dir, schedule
+from bench.study.protocol import COPIES, HELD_OUT, SETS, first_arm, jobs, run_dir, schedule
 from bench.study.stats import Errors, best_strategy, control_block, summarise_arm, transfer_table
 
 
@@ -53,6 +53,7 @@ def summarise(spec: dict, recs: Path, docs: Path, command: str, default: str, ex
             },
             "sbal_beta": spec.get("sbal_beta"),
             "stratified_from": spec.get("stratified_from"),
+            "stratified_copies": {c: src for c, src in COPIES.items() if c in arms[first]},
             "best": best,
             "code": sorted({m["code"] for a in E.meta.values() for ms in a.values() for m in ms}),
         },
@@ -132,7 +133,8 @@ def markdown(res: dict) -> str:
             label = "held-out families" if set_name == "held_out" else "mixed test split"
             out += [
                 f"**{arm}, {label}** (final round, seed means; ratios of p99 per-sample MAE with 90 % intervals: "
-                "vs random and vs stratified at equal size, vs random at equal seconds; samples ratio = random's "
+                "vs random and vs stratified (the copy of the strategy's own allocation where the study runs one) at "
+                "equal size, vs random at equal seconds; samples ratio = random's "
                 "size to match / the strategy's, `>=`: random never matches within its schedule; `*`: the strategy spent "
                 "more seconds than random's whole schedule, whose last value is then held):",
                 "",
@@ -143,8 +145,10 @@ def markdown(res: dict) -> str:
             for s, b0 in strategies.items():
                 b = b0 if set_name == "mixed" else b0["held_out"]
                 ci = b["final_vs_random_ci90"]
+                own = b0.get("stratified_baseline", "stratified")
                 strat = (
                     f"{b['final_vs_stratified']['p99']:.3f} {_ci(b['final_vs_stratified_ci90']['p99'])}"
+                    + (f" (vs {own})" if own != "stratified" else "")
                     if "final_vs_stratified" in b
                     else "-"
                 )
