@@ -7,7 +7,8 @@ Steps: (1) the fast solver on CUDA against the reference solver at L = 512 with 
 float64, solves/s at batch 8, 32 and 128, and the same rows on the CPU; (2) the paper preset's ED-CNN and UNet:
 a training step at batch 32 in fp32 and bf16 autocast (ms, peak memory) and inference ms/sample against the GPU
 solver's time per sample; (3) `curate solve` then `curate train` on the GPU, without Ray (small preset, 1000
-samples); (4) `curate generate --preset paper --gpus 1`, 2000 samples; (5) `curate run` on the small preset,
+samples); (3b) the streamed data path at L = 512 by loader workers (bench/loader.py) against the ED-CNN's bf16
+training rate; (4) `curate generate --preset paper --gpus 1`, 2000 samples; (5) `curate run` on the small preset,
 round 0 + 2 rounds, with the trainer on the GPU (checked in state/actors.json). Steps 4 and 5 need Ray: where it
 cannot be imported (a bare GPU machine without the bundle's Ray) they are recorded as skipped, with the reason.
 `bench/gpu_render.py` writes the GPU rows of docs/benchmarks.md from docs/gpu.json.
@@ -43,6 +44,8 @@ FULL = {
     "train_preset": "small",
     "train_samples": 1000,
     "train_epochs": 5,
+    "loader_samples": 512,
+    "loader_workers": [0, 2, 4, 8, 14],
 }
 DRY = {
     "preset": "tiny",
@@ -56,6 +59,8 @@ DRY = {
     "train_preset": "tiny",
     "train_samples": 40,
     "train_epochs": 2,
+    "loader_samples": 64,
+    "loader_workers": [0, 1],
 }
 
 
@@ -169,6 +174,34 @@ def step_train(c: dict, tmp: Path) -> dict:
         "solve_seconds": round(solved, 1),
         "seconds": round(time.perf_counter() - t0, 1),
     }
+
+
+def step_loader(c: dict, tmp: Path, appetite: float | None) -> dict:
+    """The streamed data path at the check's preset (bench/loader.py): items against whole batches with x painted
+    on the device, by loader workers; against the ED-CNN's bf16 training appetite (samples/s) where measured."""
+    from bench.loader import make_store, measure
+
+    store = tmp / "loader"
+    make_store(store, c["preset"], c["loader_samples"])
+    rows = measure(store, c["model_batch"], c["loader_workers"], c["repeats"], c["device"])
+    best = max(r["batches_samples_per_s"] for r in rows)
+    return {
+        "preset": c["preset"],
+        "samples": c["loader_samples"],
+        "batch": c["model_batch"],
+        "rows": rows,
+        "edcnn_bf16_samples_per_s": appetite,
+        "best_over_appetite": best / appetite if appetite else None,
+    }
+
+
+def _appetite(res: dict) -> float | None:
+    """The paper ED-CNN's bf16 training rate on the device (samples/s), from the models step."""
+    m = res["steps"].get("models")
+    if not m or not m.get("ok"):
+        return None
+    row = next(r for r in m["rows"] if r["arch"] == "edcnn")
+    return row["batch"] / (row["train_ms_per_step_bf16"] / 1000)
 
 
 def _check(cmd: list[str]) -> str:
@@ -315,6 +348,7 @@ def main() -> int:
             ("solvers", False, lambda: step_solvers(c)),
             ("models", False, lambda: step_models(c, _solver_ms(res, c))),
             ("train", False, lambda: step_train(c, tmp)),
+            ("loader", False, lambda: step_loader(c, tmp, _appetite(res))),
             ("generate", True, lambda: step_generate(c, tmp)),
             ("run", True, lambda: step_run(c, tmp)),
         ]

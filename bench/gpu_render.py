@@ -66,6 +66,21 @@ def table(res: dict) -> str:
             f"`curate train` without Ray, {tr['preset']} preset, {tr['samples']} samples, {tr['epochs']} epochs on "
             f"{tr['device']}: " + ", ".join(_f(x, ".0f") for x in tr["train_samples_per_s"]) + " samples/s per epoch.",
         ]
+    ld = s.get("loader", {})
+    if ld.get("ok"):
+        lines += [
+            "",
+            f"Streamed data path, {ld['preset']} preset, {ld['samples']} samples, batch {ld['batch']} "
+            f"(bench/loader.py; the ED-CNN trains at {_f(ld['edcnn_bf16_samples_per_s'], '.0f')} samples/s in bf16):",
+            "",
+            "| loader workers | items samples/s | batches, x painted on the device | ratio |",
+            "|---|---|---|---|",
+            *[
+                f"| {r['workers']} | {r['items_samples_per_s']:.0f} | {r['batches_samples_per_s']:.0f} | "
+                f"{r['ratio']:.2f} |"
+                for r in ld["rows"]
+            ],
+        ]
     gen = s.get("generate", {})
     if gen.get("ok") and not gen.get("skipped"):
         lines += [

@@ -47,6 +47,36 @@ class ArrayDataset(Dataset):
         return ArrayDataset(self.x[idx], self.y[idx], self.mask[idx], self.counts[idx])
 
 
+class Batches(Dataset):
+    """The batches of a dataset that reads whole batches (`read_batch(rows) -> (y (B, 1, L, L) float32,
+    Configs)`, as a store's does) as items: a DataLoader with `batch_size=None` and a batch sampler hands each
+    worker one batch at a time, and x is painted where it is used (`batch_to_device`), so a worker ships y and
+    the configurations, not x, mask and y item by item."""
+
+    def __init__(self, data: Dataset):
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, rows) -> tuple[torch.Tensor, ...]:
+        y, cfg = self.data.read_batch(rows)
+        return y, torch.from_numpy(cfg.centers), torch.from_numpy(cfg.values), torch.from_numpy(cfg.counts)
+
+
+def batch_to_device(physics: Physics, batch, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, y) on `device` from a `Batches` item: y moved, x painted there."""
+    from diffcurate.solvers.problem import paint_tensor
+
+    y, centers, values, counts = batch
+    x = paint_tensor(physics, centers.to(device), values.to(device), counts.to(device), device)  # (B, 1, L, L)
+    return x, y.to(device, non_blocking=True)
+
+
+def reads_batches(data: Dataset) -> bool:
+    return callable(getattr(data, "read_batch", None)) and getattr(data, "physics", None) is not None
+
+
 def dataset_from_configs(physics: Physics, configs: Configs, y: np.ndarray) -> ArrayDataset:
     """Paint x and the disc mask from the configurations; y (n, L, L) the solved targets."""
     return ArrayDataset(paint(physics, configs), y, disc_mask(physics, configs), configs.counts)

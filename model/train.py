@@ -16,10 +16,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset
 
 from diffcurate.model.checkpoint import atomic_save, check_physics, cpu_state, read_checkpoint, save_checkpoint
-from diffcurate.model.data import ArrayDataset, default_num_workers
+from diffcurate.model.data import ArrayDataset, Batches, batch_to_device, default_num_workers, reads_batches
 from diffcurate.model.losses import LOSS_PARAMS, LossParams, LossSpec, loss_value, lr_at, schedule_index, transform_pair
 from diffcurate.model.metrics import evaluate_model
 from diffcurate.model.nets import build_model, config_from_dict, config_to_dict
@@ -288,8 +288,15 @@ def in_memory(data: Dataset) -> tuple[torch.Tensor, torch.Tensor] | None:
     return torch.stack([it[0] for it in items]), torch.stack([it[1] for it in items])
 
 
-def _batches(data: Dataset, tensors, order: torch.Tensor, tc: TrainConfig, num_workers: int):
-    """The epoch's (x, y) batches in `order`: slices of the in-memory tensors, or a DataLoader's (same values)."""
+def _batches(data: Dataset, tensors, order: torch.Tensor, tc: TrainConfig, num_workers: int, dev: torch.device):
+    """The epoch's (x, y) batches in `order`: slices of the in-memory tensors; or, streamed, whole batches read by
+    the loader's workers with x painted on the device (a dataset that reads batches: `Batches`); or a
+    DataLoader's items. The same values every way."""
+    if tensors is None and reads_batches(data):
+        rows = BatchSampler(order.tolist(), tc.batch_size, drop_last=False)
+        pin = dev.type == "cuda"
+        loader = DataLoader(Batches(data), batch_size=None, sampler=rows, num_workers=num_workers, pin_memory=pin)
+        return (batch_to_device(data.physics, b, dev) for b in loader)
     if tensors is None:
         loader = DataLoader(data, batch_size=tc.batch_size, sampler=order.tolist(), num_workers=num_workers)
         return ((x, y) for x, y, _mask, _counts in loader)
@@ -331,7 +338,7 @@ def _epoch(state: TrainState, tc: TrainConfig, losses, train_data, tensors, val_
     which = schedule_index(tc.schedule, epoch, tc.schedule_period, tc.schedule_prob, tc.seed)
     order = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(tc.seed * 7919 + epoch))
     spe = -(-len(train_data) // tc.batch_size)
-    batches = _batches(train_data, tensors, order, tc, num_workers)
+    batches = _batches(train_data, tensors, order, tc, num_workers, dev)
     loss, seen = _train_epoch(state, tc, batches, spe, losses[which], dev)
     speed = seen / (time.perf_counter() - t0)  # samples/s over the epoch's set-up and training, not validation
     record = {"epoch": epoch, "loss": loss, "loss_index": which, "lr": state.opt.param_groups[0]["lr"]}

@@ -332,6 +332,31 @@ def paint(physics: Physics, configs: Configs, mode: str | None = None, dtype=np.
     return x.reshape(-1, physics.lattice, physics.lattice).astype(dtype, copy=False)
 
 
+def paint_tensor(physics: Physics, centers, values, counts, device=None):
+    """x (n, 1, L, L) float32 painted where it is used (on the GPU, say) from the configuration arrays alone:
+    `paint`'s values, so that a data loader ships y and the configurations (a few dozen numbers) instead of x.
+
+    centers (n, K, 2) int64, values (n, K) float, counts (n,) int64: tensors or arrays."""
+    import torch
+
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    centers = torch.as_tensor(centers, device=dev)
+    values = torch.as_tensor(values, dtype=torch.float64, device=dev)
+    counts = torch.as_tensor(counts, device=dev)
+    L, (n, K) = physics.lattice, values.shape
+    off = torch.from_numpy(disc_offsets(physics.radius).copy()).to(dev)  # (P, 2)
+    live = (torch.arange(K, device=dev)[None, :] < counts[:, None])[:, :, None].expand(n, K, len(off))
+    rc = centers[:, :, None, :] + off[None, None]  # (n, K, P, 2)
+    flat = torch.arange(n, device=dev)[:, None, None] * L * L + rc[..., 0] * L + rc[..., 1]  # (n, K, P)
+    vals = values[:, :, None].expand(flat.shape)
+    fixed = physics.source_model == "fixed"
+    out = torch.full((n * L * L,), -torch.inf if fixed else 0.0, dtype=torch.float64, device=dev)
+    out.scatter_reduce_(0, flat[live], vals[live], "amax" if fixed else "sum")
+    if fixed:
+        out[torch.isneginf(out)] = 0.0
+    return out.view(n, 1, L, L).float()  # (n, 1, L, L) float32
+
+
 def disc_mask(physics: Physics, configs: Configs) -> np.ndarray:
     """(n, L, L) bool: pixels covered by at least one disc (the paper's 'sources' region)."""
     return np.isfinite(_scatter(physics, configs, "amax")).reshape(-1, physics.lattice, physics.lattice)

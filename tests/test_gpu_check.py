@@ -20,7 +20,9 @@ def test_gpu_check_dry_run(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     d = json.loads(out.read_text())
     assert d["dry_run"] and d["ray"] == "available"
-    assert list(d["steps"]) == ["solvers", "models", "train", "generate", "run"]
+    assert list(d["steps"]) == ["solvers", "models", "train", "loader", "generate", "run"]
+    assert [r["workers"] for r in d["steps"]["loader"]["rows"]] == [0, 1]
+    assert all(r["batches_samples_per_s"] > 0 and r["items_samples_per_s"] > 0 for r in d["steps"]["loader"]["rows"])
     assert all(s["ok"] for s in d["steps"].values()), d["steps"]
     rows = d["steps"]["solvers"]["rows"]
     assert {(r["dtype"]) for r in rows} == {"float32", "float64"}

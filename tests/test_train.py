@@ -362,3 +362,30 @@ def test_sigterm_stops_curate_train_like_ctrl_c(tmp_path):
     assert proc.returncode == 143 and "Traceback" not in err, err
     assert err.strip().splitlines()[-1].startswith("interrupted: everything committed so far is kept"), err
     assert read_checkpoint(next(out.rglob("last.pt")))["epoch"] >= 0
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_streamed_store_trains_to_the_weights_of_the_in_memory_set(data, tmp_path, monkeypatch, workers):
+    """A store too big to hold streams whole batches (one LMDB transaction each, y and the configurations only)
+    and x is painted on the device: bit-identical weights to the in-memory path on the same samples, with or
+    without loader workers."""
+    import diffcurate.model.train as trainer
+    from diffcurate.curate.store.dataset import StoreDataset
+    from diffcurate.curate.store.lmdbstore import Store
+    from diffcurate.model.data import dataset_from_configs
+
+    tr, va = data
+    cfg = uniform_configs(TINY.physics, len(tr), TINY.sources, seed=0)  # synthetic_dataset's configurations
+    with Store.create(tmp_path / "s", TINY.physics) as st:
+        st.add(cfg, tr.y.numpy(), split="train")
+        ids = st.ids("train")
+        c, y, _ = st.get(ids)
+    held = dataset_from_configs(TINY.physics, c, y)  # the store's samples in its order, in memory
+    streamed = StoreDataset(tmp_path / "s", "train")
+    assert streamed.ids == list(ids)
+    mc, tc = default_model_config("tiny", "edcnn"), _cfg(epochs=2)
+    a = train(mc, tc, held, va, physics=TINY.physics, device="cpu")
+    monkeypatch.setattr(trainer, "in_memory", lambda d: None)
+    b = train(mc, tc, streamed, va, physics=TINY.physics, device="cpu", num_workers=workers)
+    for p, q in zip(a.model.state_dict().values(), b.model.state_dict().values(), strict=True):
+        assert torch.equal(p, q)

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset, get_worker_info
 from diffcurate.curate.store.arrays import FORMATS, load_arrays, validated_samples
 from diffcurate.curate.store.env import acquire_env, begin, is_store, open_env, release_env
 from diffcurate.curate.store.lmdbstore import SPLITS, Store
-from diffcurate.curate.store.records import decode_record
+from diffcurate.curate.store.records import configs_from_headers, decode_record
 from diffcurate.solvers.errors import InputError
 from diffcurate.solvers.problem import Configs, Physics, disc_mask, paint
 
@@ -83,6 +83,25 @@ class StoreDataset(Dataset):
             h, y = decode_record(buf, key)
         cfg = Configs(np.array(h["centers"], np.int64).reshape(1, -1, 2), np.array([h["values"]]), [h["n_sources"]])
         return make_item(self.physics, cfg, y)
+
+    def read_batch(self, rows: Sequence[int]) -> tuple[torch.Tensor, Configs]:
+        """y (B, 1, L, L) float32 and the configurations of rows, read in one transaction: what a loader ships
+        when x is painted where it is used (`solvers.problem.paint_tensor`); model.train's batch protocol."""
+        if self._pid != os.getpid():
+            self._open()
+        L = self.physics.lattice
+        y = torch.empty((len(rows), 1, L, L), dtype=torch.float32)  # (B, 1, L, L)
+        out = y.numpy()  # the same memory: each record is decoded straight into the batch
+        headers = []
+        with begin(self._env, buffers=True) as txn:
+            for b, i in enumerate(rows):
+                key = self.ids[int(i)]
+                buf = txn.get(key.encode(), db=self._db)
+                if buf is None:
+                    raise InputError(f"no sample {key!r} in {self.path}")
+                h, out[b, 0] = decode_record(buf, key)
+                headers.append(h)
+        return y, configs_from_headers(headers)
 
 
 class ArraysDataset(Dataset):

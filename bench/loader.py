@@ -1,0 +1,120 @@
+"""The trainer's streamed data path: how many samples/s reach the training step, item by item against whole
+batches with x painted on the device, for several loader worker counts, in one run (docs/benchmarks.md, "Data
+path").
+
+    .venv/bin/python bench/loader.py                       # paper preset (L = 512), 256 samples, batch 32
+    .venv/bin/python bench/loader.py --preset small --samples 2048 --workers 0 1 2 4
+
+`items`: a DataLoader over the store's samples, each worker reading, decoding and painting one sample at a time
+(x, y, mask, count, then collated), as a Dataset without `read_batch` is streamed. `batches`: `model.data.Batches`,
+each worker reading a whole batch in one LMDB transaction and shipping y and the configurations; x is painted
+where it is used (`solvers.problem.paint_tensor`, here on --device). Each row is the median of --repeats warm
+epochs (the store's pages cached) of iterating the loader to (x, y) on the device, with no training step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import BatchSampler, DataLoader
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def make_store(path: Path, preset: str, n: int):
+    from diffcurate.curate.store.lmdbstore import Store
+    from diffcurate.solvers.problem import PRESETS
+    from diffcurate.solvers.registry import solve
+    from diffcurate.solvers.sampling import sample_configs
+
+    p = PRESETS[preset]
+    with Store.create(path, p.physics, preset=preset) as st:
+        for start in range(0, n, 64):
+            cfg = sample_configs("mixed", p.physics, 0, range(start, min(n, start + 64)), p.sources)[0]
+            st.add(cfg, solve(p.physics, cfg, "fast", dtype="float32"), split="train")
+
+
+def epoch_items(ds, order, batch: int, workers: int, device) -> int:
+    loader = DataLoader(ds, batch_size=batch, sampler=order, num_workers=workers)
+    seen = 0
+    for x, y, _mask, _count in loader:
+        x, y = x.to(device), y.to(device)  # (B, 1, L, L) float32 each
+        seen += len(x)
+    return seen
+
+
+def epoch_batches(ds, order, batch: int, workers: int, device) -> int:
+    from diffcurate.model.data import Batches, batch_to_device
+
+    loader = DataLoader(
+        Batches(ds), batch_size=None, sampler=BatchSampler(order, batch, False), num_workers=workers, pin_memory=False
+    )
+    seen = 0
+    for b in loader:
+        x, y = batch_to_device(ds.physics, b, device)  # (B, 1, L, L) float32 each
+        seen += len(x)
+    return seen
+
+
+def measure(store: Path, batch: int, workers: list[int], repeats: int, device: str) -> list[dict]:
+    from diffcurate.curate.store.dataset import StoreDataset
+
+    ds = StoreDataset(store, "train")
+    dev = torch.device(device)
+    order = np.random.default_rng(0).permutation(len(ds)).tolist()
+    rows = []
+    for w in workers:
+        row = {"workers": w}
+        for name, fn in (("items", epoch_items), ("batches", epoch_batches)):
+            fn(ds, order, batch, w, dev)  # warm: pages cached, workers' imports done once
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                n = fn(ds, order, batch, w, dev)
+                if dev.type == "cuda":
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - t0)
+            row[f"{name}_samples_per_s"] = n / float(np.median(times))
+        row["ratio"] = row["batches_samples_per_s"] / row["items_samples_per_s"]
+        rows.append(row)
+        print(
+            f"workers {w}: items {row['items_samples_per_s']:,.0f}/s, batches {row['batches_samples_per_s']:,.0f}/s, "
+            f"ratio {row['ratio']:.2f}",
+            flush=True,
+        )
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="paper")
+    ap.add_argument("--samples", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--store", type=Path, help="an existing store to read (default: a temp one made first)")
+    ap.add_argument("--json", type=Path, help="also write the rows here")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as d:
+        store = args.store or Path(d) / "s"
+        if args.store is None:
+            t0 = time.perf_counter()
+            make_store(store, args.preset, args.samples)
+            print(f"made {args.samples} {args.preset} samples in {time.perf_counter() - t0:.0f} s", flush=True)
+        rows = measure(store, args.batch, args.workers, args.repeats, args.device)
+    if args.json:
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
