@@ -7,8 +7,10 @@ and refuses a checkpoint made for other physics than the caller's data.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -29,6 +31,25 @@ def transform_of(meta: dict) -> str:
 def preset_of(physics: Physics | None) -> str | None:
     """The preset whose physics equals `physics`, if any (for messages and defaults)."""
     return next((name for name, p in PRESETS.items() if p.physics == physics), None)
+
+
+@dataclass(frozen=True)
+class Blob:
+    """A checkpoint file's bytes, as the driver read them, for a process that cannot read the driver's disk (an
+    actor on another node): `read_checkpoint` takes it like a path, and its messages name `name`. `key` tells
+    one version of a file from the next (path, size and mtime), for caches."""
+
+    name: str
+    key: str
+    data: bytes
+
+    @classmethod
+    def of(cls, path) -> Blob:
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"checkpoint not found: {path}")
+        st = path.stat()
+        return cls(str(path), f"{path}:{st.st_size}:{st.st_mtime_ns}", path.read_bytes())
 
 
 CHECKSUM = "checksum"
@@ -98,12 +119,15 @@ def save_checkpoint(
 
 
 def read_checkpoint(path) -> dict:
-    """The raw checkpoint dict; InputError when missing or not one of ours."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"checkpoint not found: {path}")
+    """The raw checkpoint dict from a path or a `Blob`; InputError when missing or not one of ours."""
+    if isinstance(path, Blob):
+        source, path = io.BytesIO(path.data), Path(path.name)
+    else:
+        path = source = Path(path)
+        if not path.is_file():
+            raise InputError(f"checkpoint not found: {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated file, pickle with foreign globals, not a torch file
         raise InputError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
     if not isinstance(obj, dict) or "state_dict" not in obj or "model_config" not in obj:
@@ -139,8 +163,9 @@ def check_physics(meta: dict, physics: Physics | None, path="checkpoint") -> Non
 
 
 def load_checkpoint(path, physics: Physics | None = None, device: str | torch.device = "cpu"):
-    """(model in eval mode on `device`, meta dict without the state_dict)."""
+    """(model in eval mode on `device`, meta dict without the state_dict); `path` may be a `Blob`."""
     obj = read_checkpoint(path)
+    path = path.name if isinstance(path, Blob) else path
     check_physics(obj, physics, path)
     model = build_model(obj["model_config"])
     try:

@@ -18,7 +18,14 @@ from pathlib import Path
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset
 
-from diffcurate.model.checkpoint import atomic_save, check_physics, cpu_state, read_checkpoint, save_checkpoint
+from diffcurate.model.checkpoint import (
+    Blob,
+    atomic_save,
+    check_physics,
+    cpu_state,
+    read_checkpoint,
+    save_checkpoint,
+)
 from diffcurate.model.data import ArrayDataset, Batches, batch_to_device, default_num_workers, reads_batches
 from diffcurate.model.losses import LOSS_PARAMS, LossParams, LossSpec, loss_value, lr_at, schedule_index, transform_pair
 from diffcurate.model.metrics import evaluate_model
@@ -219,7 +226,8 @@ class TrainState:
 def _warm_state(init_from, model_config: dict, physics: Physics | None = None) -> dict:
     """State dict to warm-start from: a checkpoint path, a checkpoint dict or a bare state_dict. A checkpoint
     of other physics or another architecture is refused."""
-    obj = read_checkpoint(init_from) if isinstance(init_from, str | Path) else init_from
+    obj = read_checkpoint(init_from) if isinstance(init_from, str | Path | Blob) else init_from
+    init_from = init_from.name if isinstance(init_from, Blob) else init_from
     if "state_dict" in obj:
         check_physics(obj, physics, f"warm start {init_from}")
         if not obj["state_dict"]:

@@ -19,6 +19,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -27,6 +28,7 @@ from diffcurate.solvers.errors import InputError, terminate_as_interrupt
 from diffcurate.solvers.problem import Configs, Physics
 
 if TYPE_CHECKING:
+    from diffcurate.model.checkpoint import Blob
     from diffcurate.model.nets import EDCNNConfig, UNetConfig
     from diffcurate.model.train import TrainConfig
 
@@ -156,16 +158,24 @@ class _Solver(_Actor):
         return os.getpid()
 
 
-def make_generators(physics: Physics, n: int = 1, num_cpus: float = 0.0) -> list:
-    """Generators need no CPU reservation: drawing configurations costs microseconds."""
+def make_generators(physics: Physics, n: int = 1, num_cpus: float = 0.0, resources: dict | None = None) -> list:
+    """Generators need no CPU reservation: drawing configurations costs microseconds. `resources`: custom Ray
+    resources each actor asks for (every make_*: actors then run only on nodes that offer them)."""
     import ray
 
-    cls = ray.remote(num_cpus=num_cpus, max_restarts=RESTARTS, max_task_retries=RESTARTS)(_Generator)
+    cls = ray.remote(num_cpus=num_cpus, resources=resources or None, max_restarts=RESTARTS, max_task_retries=RESTARTS)(
+        _Generator
+    )
     return [cls.remote(physics) for _ in range(n)]
 
 
 def make_solvers(
-    physics: Physics, n: int, num_cpus: float = 1.0, num_gpus: float = 0.0, dtype: str = "float32"
+    physics: Physics,
+    n: int,
+    num_cpus: float = 1.0,
+    num_gpus: float = 0.0,
+    dtype: str = "float32",
+    resources: dict | None = None,
 ) -> list:
     """n solver actors; with num_gpus > 0 each solves on its GPU. Asking for more actors than the cluster has
     CPUs gives each a fractional share (otherwise the extra actors would never be scheduled)."""
@@ -178,24 +188,44 @@ def make_solvers(
             f"{res.get('GPU', 0):g}"
         )
     num_cpus = min(num_cpus, res.get("CPU", 1.0) / n)
-    cls = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=RESTARTS, max_task_retries=RESTARTS)(_Solver)
+    cls = ray.remote(
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        resources=resources or None,
+        max_restarts=RESTARTS,
+        max_task_retries=RESTARTS,
+    )(_Solver)
     device = "cuda" if num_gpus > 0 else "cpu"
     threads = max(1, int(num_cpus))
     return [cls.remote(physics, device, dtype, threads) for _ in range(n)]
 
 
 @dataclass(frozen=True)
-class FitJob:
-    """One training of a round: the store to read, the model, training and physics to train with, where to
-    work (resumable) and where to publish the best weights; `init_from` warm-starts, `run` tags the gauges."""
+class Solved:
+    """Solved samples as arrays, for an actor that must not open the store: the configurations and y, from which
+    the actor paints x and the mask itself (half the bytes of shipping x as well)."""
 
-    store: str
+    configs: Configs
+    y: np.ndarray  # (n, L, L) float32
+    samplers: tuple[str, ...] = ()  # each sample's sampler family (the test split: held-out families apart)
+    ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FitJob:
+    """One training of a round: the training and validation sets (object refs to `Solved`, put once per round),
+    the model, training and physics to train with, where to work and the node that may work there, and the
+    previous weights to warm-start from; `run` tags the gauges. The trainer returns the best weights' bytes, and
+    the driver writes them: no actor writes the run directory of another node."""
+
+    train_set: object  # ray.ObjectRef[Solved]
+    val_set: object  # ray.ObjectRef[Solved]
     model: EDCNNConfig | UNetConfig
     train: TrainConfig
     physics: Physics
-    work_dir: str
-    out: str
-    init_from: str | None = None
+    work_dir: str  # resumable epoch by epoch when the trainer runs on `driver_node`; elsewhere a local temp dir
+    driver_node: str
+    init_from: Blob | None = None
     run: str = ""
 
 
@@ -203,7 +233,7 @@ class FitJob:
 class ScoreJob:
     """True-error scores of solved candidates with a checkpoint: per-sample MAE, disc pixels weighted."""
 
-    ckpt: str
+    ckpt: Blob
     physics: Physics
     configs: Configs
     y: np.ndarray  # (n, L, L) float32: the candidates' solved fields
@@ -211,10 +241,10 @@ class ScoreJob:
 
 
 class _Trainer(_Actor):
-    """Owns the surrogate: trains it on the store each round, evaluates it on the test split, scores candidates.
+    """Owns the surrogate: trains it each round, evaluates it on the test split, scores and embeds candidates.
 
-    Reads the store itself (read-only), so only paths, configurations and small arrays cross the cluster, never
-    models."""
+    It never opens the store or reads the run directory of another node: the driver sends the samples (`Solved`,
+    through the object store, once per round) and checkpoints as bytes (`Blob`), and writes what comes back."""
 
     def __init__(self, threads: int = 0, device: str = "auto"):
         import torch
@@ -226,45 +256,47 @@ class _Trainer(_Actor):
         self.device = str(resolve_device(device))
         self._cache: tuple[str, object, dict] | None = None
 
-    def _model(self, ckpt: str):
+    def _model(self, ckpt: Blob):
         from diffcurate.model.checkpoint import load_checkpoint
 
-        if self._cache is None or self._cache[0] != ckpt:
+        if self._cache is None or self._cache[0] != ckpt.key:
             net, meta = load_checkpoint(ckpt, device=self.device)
-            self._cache = (ckpt, net, meta)
+            self._cache = (ckpt.key, net, meta)
         return self._cache[1], self._cache[2]
 
     def fit(self, job: FitJob) -> dict:
-        """Train (resuming job.work_dir/last.pt if a killed run left one) and publish the best weights at job.out."""
-        import shutil
+        """Train (resuming job.work_dir/last.pt if a killed run left one there) and return the best weights'
+        bytes (`checkpoint`) with the fit summary and the epochs' records (`history`)."""
+        import tempfile
 
-        from diffcurate.curate.store.dataset import register_loaders
-        from diffcurate.model.data import load_data
+        import ray
+
+        from diffcurate.model.data import dataset_from_configs
         from diffcurate.model.train import train
 
-        register_loaders()
-        train_set, _ = load_data(job.store, "train")
-        val_set, _ = load_data(job.store, "val")
+        tr, va = ray.get([job.train_set, job.val_set])
+        train_set = dataset_from_configs(job.physics, tr.configs, tr.y)
+        val_set = dataset_from_configs(job.physics, va.configs, va.y)
 
         def report(epoch: int, record: dict) -> None:
             set_gauge("trainer_epoch", epoch, job.run)
             set_gauge("trainer_loss", record["loss"], job.run)
 
-        res = train(
-            job.model,
-            job.train,
-            train_set,
-            val_set,
-            job.work_dir,
-            physics=job.physics,
-            device=self.device,
-            resume=True,
-            init_from=job.init_from,
-            callback=report,
-        )
-        tmp = job.out + ".tmp"
-        shutil.copyfile(res.checkpoint, tmp)
-        os.replace(tmp, job.out)
+        local = self.node() == job.driver_node
+        with tempfile.TemporaryDirectory(prefix="diffcurate-fit-") as tmp:
+            res = train(
+                job.model,
+                job.train,
+                train_set,
+                val_set,
+                job.work_dir if local else tmp,
+                physics=job.physics,
+                device=self.device,
+                resume=True,
+                init_from=job.init_from,
+                callback=report,
+            )
+            data = Path(res.checkpoint).read_bytes()
         rates = [h["train_samples_per_s"] for h in res.history if "train_samples_per_s" in h]
         return {
             "epochs": len(res.history),
@@ -272,25 +304,22 @@ class _Trainer(_Actor):
             "train_size": len(train_set),
             "train_samples_per_s": float(np.mean(rates)) if rates else None,
             "device": self.device,
+            "checkpoint": data,
+            "history": res.history,
         }
 
-    def evaluate(self, store: str, ckpt: str, held_out: tuple[str, ...] = ()) -> dict:
+    def evaluate(self, test: Solved, ckpt: Blob, physics: Physics, held_out: tuple[str, ...] = ()) -> dict:
         """Test-split metrics (evaluate schema) and each test sample's error, for reports. Test samples of the
         `held_out` sampler families are reported apart, as `held_out`, and left out of `test`."""
-        from diffcurate.curate.store.lmdbstore import Store
         from diffcurate.model.checkpoint import transform_of
         from diffcurate.model.data import dataset_from_configs
         from diffcurate.model.metrics import evaluate_model
 
         net, meta = self._model(ckpt)
-        with Store(store, readonly=True) as st:
-            ids = st.ids("test")
-            cfg, y, headers = st.get(ids)
-            physics = st.physics
-        sampler = [h["sampler"] for h in headers]
-        out = {"ids": ids, "sampler": sampler}
-        apart = np.array([s in held_out for s in sampler], bool)
-        per_sample = np.zeros(len(ids))
+        cfg, y = test.configs, test.y
+        out = {"ids": list(test.ids), "sampler": list(test.samplers)}
+        apart = np.array([s in held_out for s in test.samplers], bool)
+        per_sample = np.zeros(len(test.ids))
         for key, rows in (("test", np.nonzero(~apart)[0]), ("held_out", np.nonzero(apart)[0])):
             if len(rows) or key == "test":
                 metrics, err = evaluate_model(
@@ -321,19 +350,18 @@ class _Trainer(_Actor):
         )
         return s.numpy()
 
-    def embed(self, ckpt: str, physics: Physics, configs: Configs, store: str) -> tuple[np.ndarray, np.ndarray]:
-        """Bottleneck features of the candidates (n, D) and of the store's training split (m, D)."""
-        from diffcurate.curate.store.lmdbstore import Store
+    def embed(self, ckpt: Blob, physics: Physics, configs: Configs, train: Configs) -> tuple[np.ndarray, np.ndarray]:
+        """Bottleneck features of the candidates (n, D) and of the training set (m, D)."""
         from diffcurate.model.inference import embed
         from diffcurate.solvers.problem import paint
 
         net, _ = self._model(ckpt)
-        with Store(store, readonly=True) as st:
-            train_cfg = st.configs("train")
-        return embed(net, paint(physics, configs), self.device), embed(net, paint(physics, train_cfg), self.device)
+        return embed(net, paint(physics, configs), self.device), embed(net, paint(physics, train), self.device)
 
 
-def make_trainers(n: int = 1, num_cpus: float = 1.0, num_gpus: float = -1.0, threads: int = 0) -> list:
+def make_trainers(
+    n: int = 1, num_cpus: float = 1.0, num_gpus: float = -1.0, threads: int = 0, resources: dict | None = None
+) -> list:
     """n trainer actors (the surrogate and n-1 ensemble members). num_gpus=-1: one GPU each when the cluster has
     n GPUs, an equal share of its GPUs when it has fewer, else CPU. CPUs are shared like the solvers' (an actor
     that asks for more than its share would never be scheduled); with several trainers on CPU and threads=0 each
@@ -346,7 +374,13 @@ def make_trainers(n: int = 1, num_cpus: float = 1.0, num_gpus: float = -1.0, thr
     num_cpus = min(num_cpus, res.get("CPU", 1.0) / n)
     if n > 1 and not threads and num_gpus == 0:
         threads = max(1, int(num_cpus))
-    cls = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=RESTARTS, max_task_retries=RESTARTS)(_Trainer)
+    cls = ray.remote(
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        resources=resources or None,
+        max_restarts=RESTARTS,
+        max_task_retries=RESTARTS,
+    )(_Trainer)
     return [cls.remote(threads, "cuda" if num_gpus > 0 else "cpu") for _ in range(n)]
 
 

@@ -30,6 +30,7 @@ from diffcurate.curate.loop.rundir import (
     atomic_npz,
 )
 from diffcurate.curate.store.lmdbstore import Store
+from diffcurate.model.checkpoint import Blob
 from diffcurate.solvers.problem import Configs
 
 
@@ -146,7 +147,9 @@ class Acquire:
         import ray
 
         ckpt, configs = str(self.paths.checkpoint(k - 1)), self._candidates(k).configs
-        fp, ft = ray.get(self.trainer.embed.remote(ckpt, self.physics, configs, str(self.paths.store)))
+        with Store(self.paths.store, readonly=True) as st:
+            train = st.configs("train")
+        fp, ft = ray.get(self.trainer.embed.remote(Blob.of(ckpt), self.physics, configs, train))
         atomic_npz(self.paths.round(k).embed, pool=fp, train=ft)
 
     def pick(self, k: int) -> None:
@@ -235,7 +238,8 @@ class Acquire:
         a = self.cfg.acquisition
         ckpt = str(self.paths.checkpoint(k - 1))
         if y is not None:
-            s = ray.get(self.trainer.score.remote(ScoreJob(ckpt, self.physics, configs, y, a.sources_weight)))
+            job = ScoreJob(Blob.of(ckpt), self.physics, configs, y, a.sources_weight)
+            s = ray.get(self.trainer.score.remote(job))
         else:
             from diffcurate.curate.loop.estimate import score_candidates
 

@@ -80,6 +80,8 @@ class RayConfig:
     dashboard_host: str = "127.0.0.1"  # the dashboard's bind address: loopback unless you open it
     num_cpus: int = 0  # local cluster size; 0 = all cores
     pipeline: bool = True  # solve round k+1's pool while round k trains (same picks, less wall time)
+    # custom Ray resources every actor asks for ({"workers" = 1}: only on nodes started with that resource)
+    actor_resources: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -190,6 +192,9 @@ class RunConfig:
             raise InputError(f"bad source range {self.sources}")
         if self.ray.trainers < 1:
             raise InputError(f"need at least 1 trainer, got ray.trainers = {self.ray.trainers}")
+        bad = {k: v for k, v in self.ray.actor_resources.items() if not v > 0}
+        if bad:
+            raise InputError(f"ray.actor_resources must be positive amounts, got {bad}")
         if self.data.initial < 2 or self.data.val < 1:
             raise InputError("need at least 2 initial training samples and 1 validation sample")
         return self

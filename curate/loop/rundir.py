@@ -76,8 +76,13 @@ class RoundFiles:
         return self.dir / "started.json"
 
     def train(self, m: int = 0) -> Path:
-        """The work folder (last.pt, best.pt, train.jsonl) of ensemble member m (0: the surrogate)."""
+        """The work folder (last.pt, best.pt, train.jsonl) of ensemble member m (0: the surrogate), written by a
+        trainer on the driver's node; a trainer elsewhere works in its own temp folder."""
         return self.dir / ("train" if m == 0 else f"train-member-{m}")
+
+    def train_log(self, m: int = 0) -> Path:
+        """Member m's epochs (one JSON object each), written by the trainer or, from what it returned, the driver."""
+        return self.train(m) / "train.jsonl"
 
 
 @dataclass
@@ -178,6 +183,17 @@ def atomic_json(path: Path, obj) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj))
     os.replace(tmp, path)
+
+
+def atomic_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def atomic_text(path: Path, text: str) -> None:
+    atomic_bytes(path, text.encode())
 
 
 def atomic_npy(path: Path, a: np.ndarray) -> None:

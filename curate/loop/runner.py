@@ -40,8 +40,10 @@ from diffcurate.curate.loop.rundir import (
     RunPaths,
     append_round,
     apply_overrides,
+    atomic_bytes,
     atomic_json,
     atomic_npy,
+    atomic_text,
     initial_requests,
     load_run,
     read_rounds,
@@ -103,10 +105,12 @@ class Runner(Acquire):
         self.show_progress = show_progress
         self.last_round = cfg.rounds  # pipelining prefetches no pool beyond it
         r = cfg.ray
-        self.gens = make_generators(self.physics, 1)
-        self.solvers = make_solvers(self.physics, r.workers, r.solver_cpus, r.solver_gpus)
-        self.trainers = make_trainers(r.trainers, r.trainer_cpus, r.trainer_gpus, r.trainer_threads)
+        res = dict(r.actor_resources)
+        self.gens = make_generators(self.physics, 1, resources=res)
+        self.solvers = make_solvers(self.physics, r.workers, r.solver_cpus, r.solver_gpus, resources=res)
+        self.trainers = make_trainers(r.trainers, r.trainer_cpus, r.trainer_gpus, r.trainer_threads, resources=res)
         self.trainer = self.trainers[0]  # the surrogate's: scores, evaluates, feeds the ranker
+        self._test_ref = None  # the test split, put into the object store once per `curate run`
         self._record_placement()
 
     def _record_placement(self) -> None:
@@ -213,38 +217,71 @@ class Runner(Acquire):
         """fit.json: all trainers at once: member m trains with its own seed in its own work dir (resumable),
         warm-started from its own previous-round weights, so the members stay independent (an ensemble, not M
         copies)."""
+        import ray
+
+        from diffcurate.model.checkpoint import Blob
         from diffcurate.model.train import max_epochs
 
         cfg, files = self.cfg, self.paths.round(k)
+        train_ref, val_ref = ray.put(self._solved("train")), ray.put(self._solved("val"))  # once per round
+        n_train = len(ray.get(train_ref).y)
+        driver = ray.get_runtime_context().get_node_id()
         refs = []
-        with Store(self.paths.store, readonly=True) as st:
-            n_train = st.count("train")
         for m, tr in enumerate(self.trainers):
             prev = self.paths.member(k - 1, m) if k > 0 else None
-            init = str(prev) if prev is not None and cfg.warm_start and prev.is_file() else None
+            init = Blob.of(prev) if prev is not None and cfg.warm_start and prev.is_file() else None
             job = FitJob(
-                store=str(self.paths.store),
+                train_set=train_ref,
+                val_set=val_ref,
                 model=cfg.model,
                 train=round_train_config(cfg, m, n_train),
                 physics=cfg.physics,
                 work_dir=str(files.train(m)),
-                out=str(self.paths.member(k, m)),
+                driver_node=driver,
                 init_from=init,
                 run=self.root.name,
             )
             refs.append(tr.fit.remote(job))
         epochs = max_epochs(round_train_config(cfg, 0, n_train), max(1, n_train))
-        first, *members = self._wait_training(refs, files.train(0) / "train.jsonl", k, epochs)
+        results = self._wait_training(refs, files.train_log(0), k, epochs)
+        for m, r in enumerate(results):  # the driver writes what the trainers return
+            atomic_bytes(self.paths.member(k, m), r.pop("checkpoint"))
+            history = r.pop("history")
+            if not files.train_log(m).exists():  # the trainer ran on another node: its log comes back with it
+                atomic_text(files.train_log(m), "".join(json.dumps(h) + "\n" for h in history))
+        first, *members = results
         extra = {"members": [{"member": m, **r} for m, r in enumerate(members, 1)]} if members else {}
         atomic_json(files.fit, {**first, **extra})
+
+    def _solved(self, split: str, with_samplers: bool = False):
+        """A split of the store as arrays for the actors (`Solved`), in the store's id order."""
+        from diffcurate.curate.cluster.actors import Solved
+
+        with Store(self.paths.store, readonly=True) as st:
+            ids = st.ids(split)
+            cfg, y, headers = st.get(ids)
+        samplers = tuple(h["sampler"] for h in headers) if with_samplers else ()
+        return Solved(cfg, y, samplers, tuple(ids) if with_samplers else ())
+
+    def test_ref(self):
+        """The test split in the object store (put once per `curate run`: the split never changes)."""
+        import ray
+
+        if self._test_ref is None:
+            self._test_ref = ray.put(self._solved("test", with_samplers=True))
+        return self._test_ref
 
     def evaluate(self, k: int) -> None:
         """eval.json: the surrogate's test metrics (and each member's, on its own trainer, when there are several)."""
         import ray
 
-        store = str(self.paths.store)
-        held = tuple(self.cfg.data.held_out_families)
-        refs = [tr.evaluate.remote(store, str(self.paths.member(k, m)), held) for m, tr in enumerate(self.trainers)]
+        from diffcurate.model.checkpoint import Blob
+
+        held, test = tuple(self.cfg.data.held_out_families), self.test_ref()
+        refs = [
+            tr.evaluate.remote(test, Blob.of(self.paths.member(k, m)), self.physics, held)
+            for m, tr in enumerate(self.trainers)
+        ]
         first, *members = ray.get(refs)
         if members:
             first["members"] = [{"member": m, "test": r["test"]} for m, r in enumerate(members, 1)]

@@ -61,6 +61,16 @@ def is_store(path: str | os.PathLike) -> bool:
     return Path(path).is_dir() and (Path(path) / "data.mdb").is_file()
 
 
+# set in the environment of processes that must never open a store (a cluster's worker nodes: only the driver
+# opens the store, on its own disk): an attempt is then an error instead of a silent read of a remote filesystem
+NO_STORE = "DIFFCURATE_NO_STORE"
+
+
+def refuse_if_forbidden(path: str | os.PathLike) -> None:
+    if os.environ.get(NO_STORE, "") not in ("", "0"):
+        raise InputError(f"this process may not open a store ({NO_STORE} is set): only the driver opens {path}")
+
+
 def open_env(
     path: str | os.PathLike, readonly: bool = True, map_size: int = INITIAL_MAP_SIZE, lock: bool = True
 ) -> lmdb.Environment:
@@ -70,6 +80,7 @@ def open_env(
     Readahead for read-only environments only. A record is 4 (L = 64) to 257 (L = 512) pages, and without
     readahead a cold read faults them in one 4 KiB I/O at a time; the writer's faults are B-tree pages, where
     readahead only drags in neighbouring record pages (docs/benchmarks.md, "Measured choices")."""
+    refuse_if_forbidden(path)
     return lmdb.open(
         str(path),
         map_size=map_size,

@@ -37,6 +37,7 @@ from diffcurate.curate.store.env import (
     begin,
     damaged,
     is_store,
+    refuse_if_forbidden,
     release_env,
 )
 from diffcurate.curate.store.errors import DiskFull
@@ -87,6 +88,7 @@ class Store(Summary):
         map_size: int = INITIAL_MAP_SIZE,
         cache_writes: bool = True,
     ):
+        refuse_if_forbidden(path)
         self.path = Path(path)
         # False for bulk writers (`generate`): committed pages leave the page cache, see `drop_cache`
         self.cache_writes = cache_writes
