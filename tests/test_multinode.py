@@ -1,6 +1,7 @@
 """A real two-node Ray cluster on this machine: a head and a second node (`ray start --block` in subprocesses, on
-127.0.0.1 with their own ports, listening on loopback only), `curate run --address` on it; actors land on both
-nodes and the round completes.
+127.0.0.1 with their own ports, listening on loopback only), `curate run --address` on it. Every actor is placed on
+the second node (a custom resource only it offers), whose processes may not open a store (DIFFCURATE_NO_STORE):
+the rounds complete, because only the driver opens the store, and equal a one-node run with the same seed.
 Then exactly the processes this test started are stopped (never a machine-wide `ray stop`)."""
 
 from __future__ import annotations
@@ -16,8 +17,12 @@ import sys
 import tempfile
 import time
 
+import pytest
+
 from diffcurate.curate.loop.config import default_config
 from diffcurate.curate.loop.rundir import RunPaths, init_run, read_rounds
+from diffcurate.curate.loop.runner import run
+from diffcurate.curate.store.env import NO_STORE
 
 
 def _ports(n: int) -> list[int]:
@@ -86,7 +91,7 @@ def _wait_for_nodes(address: str, n: int, env: dict, timeout: float = 90) -> Non
     raise AssertionError(f"{n} Ray nodes did not come up at {address}")
 
 
-def test_two_node_run(tmp_path):
+def test_two_node_run_with_every_actor_away_from_the_store(ray_cluster, tmp_path):
     ports = _ports(14)
     address = f"127.0.0.1:{ports[0]}"
     # token authentication stays on: a fresh token for this cluster, shared by its nodes and the driver
@@ -109,11 +114,14 @@ def test_two_node_run(tmp_path):
     nodes = [head]
     try:
         _wait_for_nodes(address, 1, env)
-        nodes.append(_start(["--address", address, *_node_args(ports[7:13])], env))
+        away = {**env, NO_STORE: "1"}  # the second node's processes: opening a store is an error there
+        resources = ["--resources", json.dumps({"away": 100})]
+        nodes.append(_start(["--address", address, *resources, *_node_args(ports[7:13])], away))
         _wait_for_nodes(address, 2, env)
         root = tmp_path / "run"
         cfg = default_config("tiny")
         cfg.rounds, cfg.ray.dashboard, cfg.ray.workers = 1, False, 2
+        cfg.ray.actor_resources = {"away": 1.0}
         init_run(root, cfg)
         out = subprocess.run(
             [sys.executable, "-m", "diffcurate.curate", "run", str(root), "--address", address],
@@ -125,7 +133,13 @@ def test_two_node_run(tmp_path):
         assert out.returncode == 0, out.stderr[-3000:]
         assert [r["round"] for r in read_rounds(root)] == [0, 1]
         placed = json.loads(RunPaths(root).actors.read_text())[-1]["nodes"]
-        assert len(set(placed.values())) == 2, placed  # actors on both nodes
+        probe = subprocess.run(  # what a store open does on the second node
+            [sys.executable, "-c", PROBE, address, str(RunPaths(root).store)], capture_output=True, text=True, env=env
+        )
+        assert probe.returncode == 0, probe.stderr[-2000:]
+        away_node, refused = json.loads(probe.stdout.strip().splitlines()[-1])
+        assert NO_STORE in refused, refused
+        assert set(placed.values()) == {away_node}, placed  # every actor on the node that may not open a store
         import psutil
 
         mine = {q.pid for p in nodes for q in psutil.Process(p.pid).children(recursive=True)}
@@ -140,3 +154,33 @@ def test_two_node_run(tmp_path):
             _stop(p)
         shutil.rmtree(temp, ignore_errors=True)
     assert all(p.poll() is not None for p in nodes)
+    # the same config and seed on the session's one-node cluster: the same picks, the same metrics
+    ref = tmp_path / "one-node"
+    cfg.ray.actor_resources = {}
+    init_run(ref, cfg)
+    run(ref, log=lambda s: None, show_progress=False)
+    got, want = read_rounds(root), read_rounds(ref)
+    assert [r["train_size"] for r in got] == [r["train_size"] for r in want]
+    assert [r["added_by_sources"] for r in got] == [r["added_by_sources"] for r in want]
+    for a, b in zip(got, want, strict=True):
+        assert a["test"]["mae"]["all"] == pytest.approx(b["test"]["mae"]["all"], rel=1e-5)
+        assert a["test"]["per_sample_mae"]["p99"] == pytest.approx(b["test"]["per_sample_mae"]["p99"], rel=1e-5)
+
+
+# run on the cluster: the node the `away` resource puts a task on, and what opening a store does there
+PROBE = """
+import json, sys, ray
+from diffcurate.curate.cluster.actors import init_local
+init_local(address=sys.argv[1], log_to_driver=False)  # joins on loopback, as `curate run --address` does
+
+@ray.remote(resources={"away": 1})
+def probe(path):
+    from diffcurate.curate.store.lmdbstore import Store
+    try:
+        Store(path, readonly=True)
+        return ray.get_runtime_context().get_node_id(), "opened"
+    except Exception as e:
+        return ray.get_runtime_context().get_node_id(), str(e)
+
+print(json.dumps(ray.get(probe.remote(sys.argv[2]))))
+"""
