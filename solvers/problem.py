@@ -322,14 +322,35 @@ def _scatter(physics: Physics, configs: Configs, reduce: str) -> np.ndarray:
     return out.numpy().reshape(n, L * L)
 
 
+def _disc_pixels(physics: Physics, configs: Configs) -> tuple[np.ndarray, np.ndarray]:
+    """(flat pixel indices into (n, L*L), their disc's value): every pixel of every live disc, with repeats where
+    discs overlap."""
+    L, n, K = physics.lattice, len(configs), configs.centers.shape[1]
+    off = disc_offsets(physics.radius)  # (P, 2)
+    live = np.broadcast_to((np.arange(K)[None, :] < configs.counts[:, None])[:, :, None], (n, K, len(off)))
+    rc = configs.centers[:, :, None, :] + off[None, None]  # (n, K, P, 2)
+    flat = np.arange(n)[:, None, None] * L * L + rc[..., 0] * L + rc[..., 1]  # (n, K, P)
+    return flat[live], np.broadcast_to(configs.values[:, :, None], flat.shape)[live]
+
+
 def paint(physics: Physics, configs: Configs, mode: str | None = None, dtype=np.float32) -> np.ndarray:
     """Input images x, (n, L, L) float32 (the network's input; solvers ask for float64): disc values painted
-    with max (`fixed`) or summed (`production`, where x is the production density alpha)."""
+    with max (`fixed`) or summed (`production`, where x is the production density alpha).
+
+    Only the disc pixels are touched, on a zeroed image: source values are >= 0 (Physics and the samplers check),
+    so the max over the discs and 0 is the max over the discs; max commutes with rounding, so a float32 image
+    is painted in float32 and equals the float64 one cast."""
+    import torch  # here, not at the top: configs, ids and physics must stay importable without torch
+
     mode = mode or ("max" if physics.source_model == "fixed" else "sum")
-    x = _scatter(physics, configs, "amax" if mode == "max" else "sum")
-    if mode == "max":
-        x[np.isneginf(x)] = 0.0
-    return x.reshape(-1, physics.lattice, physics.lattice).astype(dtype, copy=False)
+    L, n = physics.lattice, len(configs)
+    flat, vals = _disc_pixels(physics, configs)
+    work = np.float32 if mode == "max" and np.dtype(dtype) == np.float32 else np.float64  # sums add in float64
+    out = torch.zeros(n * L * L, dtype=torch.from_numpy(np.zeros(0, work)).dtype)
+    out.scatter_reduce_(
+        0, torch.from_numpy(flat), torch.from_numpy(vals.astype(work)), "amax" if mode == "max" else "sum"
+    )
+    return out.numpy().reshape(n, L, L).astype(dtype, copy=False)
 
 
 def paint_tensor(physics: Physics, centers, values, counts, device=None):
@@ -340,26 +361,27 @@ def paint_tensor(physics: Physics, centers, values, counts, device=None):
     import torch
 
     dev = torch.device(device) if device is not None else torch.device("cpu")
+    fixed = physics.source_model == "fixed"
+    work = torch.float32 if fixed else torch.float64  # as `paint`: max in float32, sums in float64
     centers = torch.as_tensor(centers, device=dev)
-    values = torch.as_tensor(values, dtype=torch.float64, device=dev)
+    values = torch.as_tensor(values, device=dev).to(work)
     counts = torch.as_tensor(counts, device=dev)
     L, (n, K) = physics.lattice, values.shape
     off = torch.from_numpy(disc_offsets(physics.radius).copy()).to(dev)  # (P, 2)
     live = (torch.arange(K, device=dev)[None, :] < counts[:, None])[:, :, None].expand(n, K, len(off))
     rc = centers[:, :, None, :] + off[None, None]  # (n, K, P, 2)
     flat = torch.arange(n, device=dev)[:, None, None] * L * L + rc[..., 0] * L + rc[..., 1]  # (n, K, P)
-    vals = values[:, :, None].expand(flat.shape)
-    fixed = physics.source_model == "fixed"
-    out = torch.full((n * L * L,), -torch.inf if fixed else 0.0, dtype=torch.float64, device=dev)
-    out.scatter_reduce_(0, flat[live], vals[live], "amax" if fixed else "sum")
-    if fixed:
-        out[torch.isneginf(out)] = 0.0
+    out = torch.zeros(n * L * L, dtype=work, device=dev)
+    out.scatter_reduce_(0, flat[live], values[:, :, None].expand(flat.shape)[live], "amax" if fixed else "sum")
     return out.view(n, 1, L, L).float()  # (n, 1, L, L) float32
 
 
 def disc_mask(physics: Physics, configs: Configs) -> np.ndarray:
     """(n, L, L) bool: pixels covered by at least one disc (the paper's 'sources' region)."""
-    return np.isfinite(_scatter(physics, configs, "amax")).reshape(-1, physics.lattice, physics.lattice)
+    L = physics.lattice
+    mask = np.zeros(len(configs) * L * L, bool)
+    mask[_disc_pixels(physics, configs)[0]] = True
+    return mask.reshape(-1, L, L)
 
 
 def fixed_values(physics: Physics, configs: Configs) -> np.ndarray:

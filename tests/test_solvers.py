@@ -154,3 +154,30 @@ def test_padding_rows_are_ignored():
     cfg = Configs(c, np.array([[1.0, 7.0]]), np.array([1]))
     clean = Configs(c[:, :1], np.array([[1.0]]), np.array([1]))
     assert np.array_equal(solve(TINY, cfg, "fast"), solve(TINY, clean, "fast"))
+
+
+@pytest.mark.parametrize("source_model", ["fixed", "production"])
+def test_paint_tensor_and_the_mask_equal_a_reference_painting(source_model):
+    """paint (zeroed image, disc pixels only), paint_tensor (the same on a device) and disc_mask against a
+    pixel-by-pixel reference: max of the covering discs' values (fixed) or their sum (production), 0 elsewhere."""
+    import dataclasses
+
+    from diffcurate.solvers.problem import disc_mask, disc_offsets, paint, paint_tensor
+    from diffcurate.solvers.sampling import sample_configs
+
+    ph = dataclasses.replace(PRESETS["small"].physics, source_model=source_model)
+    cfg = sample_configs("overlap", ph, 2, range(12), PRESETS["small"].sources)[0]
+    L = ph.lattice
+    ref = np.zeros((len(cfg), L, L))
+    covered = np.zeros((len(cfg), L, L), bool)
+    for s in range(len(cfg)):
+        for k in range(cfg.counts[s]):
+            for di, dj in disc_offsets(ph.radius):
+                i, j = cfg.centers[s, k] + (di, dj)
+                v = cfg.values[s, k]
+                ref[s, i, j] = max(ref[s, i, j], v) if source_model == "fixed" else ref[s, i, j] + v
+                covered[s, i, j] = True
+    x = paint(ph, cfg)
+    assert x.dtype == np.float32 and np.array_equal(x, ref.astype(np.float32))
+    assert np.array_equal(paint_tensor(ph, cfg.centers, cfg.values, cfg.counts).numpy()[:, 0], x)
+    assert np.array_equal(disc_mask(ph, cfg), covered) and covered.any()
