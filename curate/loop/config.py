@@ -80,8 +80,7 @@ class RayConfig:
     dashboard_host: str = "127.0.0.1"  # the dashboard's bind address: loopback unless you open it
     num_cpus: int = 0  # local cluster size; 0 = all cores
     pipeline: bool = True  # solve round k+1's pool while round k trains (same picks, less wall time)
-    # custom Ray resources every actor asks for ({"workers" = 1}: only on nodes started with that resource)
-    actor_resources: dict[str, float] = field(default_factory=dict)
+    actor_resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources every actor asks for
 
 
 @dataclass
