@@ -24,9 +24,9 @@ from diffcurate.solvers.registry import solve
 from diffcurate.solvers.sampling import sample_configs
 
 
-def tiny_config(strategy: str = "al", seed: int = 0):
+def tiny_config(strategy: str = "al", seed: int = 0, acquisition: str = "true-error"):
     cfg = default_config("tiny")
-    cfg.acquisition.strategy = strategy
+    cfg.acquisition.strategy, cfg.acquisition.acquisition = strategy, acquisition
     cfg.ray.dashboard = False
     cfg.seed = seed
     return cfg
@@ -72,6 +72,25 @@ def test_two_rounds_end_to_end(al_run):
         ck = torch.load(RunPaths(al_run).checkpoint(k), weights_only=True)
         assert ck["model_config"]["arch"] == "edcnn" and "state_dict" in ck
     assert rounds[-1]["test"]["mae"]["all"] < rounds[0]["test"]["mae"]["all"]
+
+
+def test_the_default_scores_without_solving_the_pool(ray_cluster, tmp_path):
+    """`curate run`'s default acquisition (sbal on the calibrated residual estimate, docs/study.md): round 1 solves
+    only its picks, scores every candidate of the pool, and the residual estimator's calibration is kept."""
+    from diffcurate.curate.loop.config import AcquisitionConfig
+
+    a = AcquisitionConfig()
+    assert (a.strategy, a.acquisition) == ("sbal", "residual")
+    root = tmp_path / "default"
+    cfg = default_config("tiny")
+    cfg.rounds, cfg.ray.dashboard = 1, False
+    init_run(root, cfg)
+    rounds = run(root, log=quiet, show_progress=False)
+    assert [r["round"] for r in rounds] == [0, 1] and rounds[1]["added"] == cfg.acquisition.budget
+    assert rounds[1]["solves"] == rounds[1]["added"]  # the picks, not the pool
+    scores = np.load(RunPaths(root).round(1).scores)
+    assert scores.shape == (cfg.data.pool,) and np.all(np.isfinite(scores)) and np.all(scores > 0)
+    assert RunPaths(root).estimator("residual").is_file()
 
 
 def test_rerun_after_completion_does_nothing(al_run):

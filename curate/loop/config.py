@@ -45,7 +45,7 @@ class AcquisitionConfig:
     """How the round's budget is spent (the ranker)."""
 
     strategy: str = "sbal"  # a name of the ranker's STRATEGIES (random, stratified, count-prior, sbal, ewd, ...)
-    acquisition: str = "true-error"  # how candidates are scored (the ranker's ACQUISITIONS)
+    acquisition: str = "residual"  # how candidates are scored (the ranker's ACQUISITIONS; docs/study.md)
     budget: int = 100  # samples added in round 1
     budget_growth: float = 1.0  # round k adds budget x growth^(k-1): 2.0 doubles the set each round from 100
     floor: float = 0.5  # each source count gets at least floor x its equal share of the budget
