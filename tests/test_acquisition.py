@@ -169,7 +169,7 @@ def test_study_records_results_and_extra_test_on_a_small_file(ray_cluster, tmp_p
     assert strat["rounds"][1]["added_by_sources"] == src  # the same budget per count, drawn at random
     assert strat["config"]["acquisition"]["allocation"] == pytest.approx({c: v / 10 for c, v in src.items()})
     res = json.loads((docs / "results.json").read_text())
-    assert res["default"] == "sbal" and res["protocol"]["picked_share"] == pytest.approx(10 / 30)
+    assert res["default"] == "sbal-residual" and res["protocol"]["picked_share"] == pytest.approx(10 / 30)
     for s in ("random", "ewd-mine", "stratified"):
         for block in (res["strategies"][s], res["strategies"][s]["held_out"]):
             assert {"final_vs_random", "final_vs_stratified", "final_vs_stratified_ci90", "cost_ratio"} <= set(block)
