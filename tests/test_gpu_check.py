@@ -9,14 +9,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _dry_run(out: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    cmd = ["bash", str(ROOT / "bench" / "gpu_check.sh"), "--dry-run", "--out", str(out)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+
+
 def test_gpu_check_dry_run(tmp_path):
     out = tmp_path / "gpu.json"
-    r = subprocess.run(
-        ["bash", str(ROOT / "bench" / "gpu_check.sh"), "--dry-run", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    r = _dry_run(out)
     assert r.returncode == 0, r.stdout + r.stderr
     d = json.loads(out.read_text())
     assert d["dry_run"] and d["ray"] == "available"
@@ -54,13 +54,7 @@ def test_gpu_check_dry_run_on_a_bare_machine(tmp_path):
         "GPU_BUNDLE": str(tmp_path / "no-bundle"),
     }
     out = tmp_path / "gpu.json"
-    r = subprocess.run(
-        ["bash", str(ROOT / "bench" / "gpu_check.sh"), "--dry-run", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
+    r = _dry_run(out, env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stderr.startswith("python: python3 "), r.stderr
     d = json.loads(out.read_text())

@@ -158,14 +158,23 @@ class _Solver(_Actor):
         return os.getpid()
 
 
+def _remote(cls, num_cpus: float, num_gpus: float, resources: dict | None):
+    """The actor class with its resources (custom ones from `ray.actor_resources`) and restarts."""
+    import ray
+
+    return ray.remote(
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        resources=resources or None,
+        max_restarts=RESTARTS,
+        max_task_retries=RESTARTS,
+    )(cls)
+
+
 def make_generators(physics: Physics, n: int = 1, num_cpus: float = 0.0, resources: dict | None = None) -> list:
     """Generators need no CPU reservation: drawing configurations costs microseconds. `resources`: custom Ray
     resources each actor asks for (every make_*: actors then run only on nodes that offer them)."""
-    import ray
-
-    cls = ray.remote(num_cpus=num_cpus, resources=resources or None, max_restarts=RESTARTS, max_task_retries=RESTARTS)(
-        _Generator
-    )
+    cls = _remote(_Generator, num_cpus, 0.0, resources)
     return [cls.remote(physics) for _ in range(n)]
 
 
@@ -188,13 +197,7 @@ def make_solvers(
             f"{res.get('GPU', 0):g}"
         )
     num_cpus = min(num_cpus, res.get("CPU", 1.0) / n)
-    cls = ray.remote(
-        num_cpus=num_cpus,
-        num_gpus=num_gpus,
-        resources=resources or None,
-        max_restarts=RESTARTS,
-        max_task_retries=RESTARTS,
-    )(_Solver)
+    cls = _remote(_Solver, num_cpus, num_gpus, resources)
     device = "cuda" if num_gpus > 0 else "cpu"
     threads = max(1, int(num_cpus))
     return [cls.remote(physics, device, dtype, threads) for _ in range(n)]
@@ -374,13 +377,7 @@ def make_trainers(
     num_cpus = min(num_cpus, res.get("CPU", 1.0) / n)
     if n > 1 and not threads and num_gpus == 0:
         threads = max(1, int(num_cpus))
-    cls = ray.remote(
-        num_cpus=num_cpus,
-        num_gpus=num_gpus,
-        resources=resources or None,
-        max_restarts=RESTARTS,
-        max_task_retries=RESTARTS,
-    )(_Trainer)
+    cls = _remote(_Trainer, num_cpus, num_gpus, resources)
     return [cls.remote(threads, "cuda" if num_gpus > 0 else "cpu") for _ in range(n)]
 
 
