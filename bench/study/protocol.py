@@ -157,6 +157,7 @@ def run_config(spec: dict, arm: dict, name: str, seed: int, allocation: dict | N
     )
     a = cfg.acquisition
     a.budget, a.budget_growth = p["budget"], p["growth"]
+    a.acquisition = "true-error"  # the study's own baseline score, whatever `curate run` defaults to
     for k, v in variant(name).items():
         setattr(a, k, v)
     if a.strategy == "sbal" and "sbal_beta" in spec and not name.startswith("sbal-b"):
