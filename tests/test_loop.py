@@ -169,6 +169,7 @@ def test_status_json_and_report(al_run, cli):
     code, out, _ = cli("status", al_run, "--json")
     d = json.loads(out)
     assert code == 0 and d["rounds_completed"] == 3 and d["strategy"] == "al" and d["preset"] == "tiny"
+    assert d["acquisition"] == "true-error" and d["warnings"] == []
     assert d["rounds"] == read_rounds(al_run)
     code, _, _ = cli("report", al_run)
     rep = al_run / "report"

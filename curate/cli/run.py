@@ -30,8 +30,8 @@ def init_cmd(
         cfg.seed = seed
     paths = init_run(run_dir, cfg)
     console.print(
-        f"initialised {run_dir} ({cfg.preset}, {cfg.acquisition.strategy}); edit {paths.config} or run "
-        f"`curate run {run_dir}`"
+        f"initialised {run_dir} ({cfg.preset}, {cfg.acquisition.strategy} on {cfg.acquisition.acquisition}); edit "
+        f"{paths.config} or run `curate run {run_dir}`"
     )
 
 
@@ -87,6 +87,7 @@ def status_dict(run_dir: Path, checks: bool = True) -> dict:
         "run": str(run_dir),
         "preset": cfg.preset,
         "strategy": cfg.acquisition.strategy,
+        "acquisition": cfg.acquisition.acquisition,
         "rounds_completed": len(rounds),
         "acquisition_rounds": max(0, len(rounds) - 1),
         "rounds": rounds,
@@ -141,8 +142,8 @@ def status_tables(d: dict):
         "rel L2",
         "train s",
         "total s",
-        title=f"{d['run']}: {d['preset']}, {d['strategy']} ({d['acquisition_rounds']} acquisition rounds after "
-        "round 0)",
+        title=f"{d['run']}: {d['preset']}, {d['strategy']} on {d['acquisition']} ({d['acquisition_rounds']} "
+        "acquisition rounds after round 0)",
     )
     for r in d["rounds"]:
         m = r["test"]
