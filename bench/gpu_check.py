@@ -233,28 +233,8 @@ def step_generate(c: dict, tmp: Path) -> dict:
     gpus = "1" if c["device"] == "cuda" else "0"
     store = tmp / "gen"
     t0 = time.perf_counter()
-    r = subprocess.run(
-        [
-            *_curate(),
-            "generate",
-            "--store",
-            str(store),
-            "--count",
-            str(c["generate"]),
-            "--seed",
-            "0",
-            "--preset",
-            c["preset"],
-            "--gpus",
-            gpus,
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-    )
-    if r.returncode:
-        raise RuntimeError(r.stderr.strip().splitlines()[-1] if r.stderr.strip() else f"exit {r.returncode}")
-    d = json.loads(r.stdout)
+    cmd = [*_curate(), "generate", "--store", str(store), "--count", str(c["generate"]), "--seed", "0"]
+    d = json.loads(_check([*cmd, "--preset", c["preset"], "--gpus", gpus, "--json"]))
     return {
         "count": c["generate"],
         "gpus_per_actor": float(gpus),
@@ -274,9 +254,7 @@ def step_run(c: dict, tmp: Path) -> dict:
     cfg.ray.trainer_gpus = 1.0 if c["device"] == "cuda" else 0.0
     init_run(root, cfg)
     t0 = time.perf_counter()
-    r = subprocess.run([*_curate(), "run", str(root), "--no-dashboard"], capture_output=True, text=True)
-    if r.returncode:
-        raise RuntimeError(r.stderr.strip().splitlines()[-1] if r.stderr.strip() else f"exit {r.returncode}")
+    _check([*_curate(), "run", str(root), "--no-dashboard"])
     rounds = [json.loads(line) for line in (root / "rounds.jsonl").read_text().splitlines()]
     paths = RunPaths(root)
     fits = [json.loads(paths.round(k).fit.read_text()) for k in range(len(rounds))]

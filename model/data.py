@@ -69,7 +69,7 @@ def batch_to_device(physics: Physics, batch, device) -> tuple[torch.Tensor, torc
     from diffcurate.solvers.problem import paint_tensor
 
     y, centers, values, counts = batch
-    x = paint_tensor(physics, centers.to(device), values.to(device), counts.to(device), device)  # (B, 1, L, L)
+    x = paint_tensor(physics, Configs(centers.numpy(), values.numpy(), counts.numpy()), device)  # (B, 1, L, L)
     return x, y.to(device, non_blocking=True)
 
 

@@ -335,45 +335,31 @@ def _disc_pixels(physics: Physics, configs: Configs) -> tuple[np.ndarray, np.nda
 
 def paint(physics: Physics, configs: Configs, mode: str | None = None, dtype=np.float32) -> np.ndarray:
     """Input images x, (n, L, L) float32 (the network's input; solvers ask for float64): disc values painted
-    with max (`fixed`) or summed (`production`, where x is the production density alpha).
+    with max (`fixed`) or summed (`production`, where x is the production density alpha)."""
+    x = _painted(physics, configs, mode, np.dtype(dtype) == np.float32, "cpu")
+    return x.numpy().reshape(-1, physics.lattice, physics.lattice).astype(dtype, copy=False)
 
-    Only the disc pixels are touched, on a zeroed image: source values are >= 0 (Physics and the samplers check),
-    so the max over the discs and 0 is the max over the discs; max commutes with rounding, so a float32 image
-    is painted in float32 and equals the float64 one cast."""
+
+def paint_tensor(physics: Physics, configs: Configs, device=None):
+    """x (n, 1, L, L) float32 painted where it is used (on the GPU, say) from the configurations alone: `paint`'s
+    values, so that a data loader ships y and the configurations (a few dozen numbers) instead of x."""
+    L = physics.lattice
+    return _painted(physics, configs, None, True, device or "cpu").view(-1, 1, L, L).float()  # (n, 1, L, L)
+
+
+def _painted(physics: Physics, configs: Configs, mode: str | None, single: bool, device):
+    """The flat (n * L * L,) image on `device`. Only the disc pixels are touched, on a zeroed image: source
+    values are >= 0 (Physics and the samplers check), so the max over the discs and 0 is the max over the discs;
+    max commutes with rounding, so a `single` (float32) image is painted in float32 and equals the float64 one
+    cast; sums add in float64."""
     import torch  # here, not at the top: configs, ids and physics must stay importable without torch
 
     mode = mode or ("max" if physics.source_model == "fixed" else "sum")
-    L, n = physics.lattice, len(configs)
-    flat, vals = _disc_pixels(physics, configs)
-    work = np.float32 if mode == "max" and np.dtype(dtype) == np.float32 else np.float64  # sums add in float64
-    out = torch.zeros(n * L * L, dtype=torch.from_numpy(np.zeros(0, work)).dtype)
-    out.scatter_reduce_(
-        0, torch.from_numpy(flat), torch.from_numpy(vals.astype(work)), "amax" if mode == "max" else "sum"
-    )
-    return out.numpy().reshape(n, L, L).astype(dtype, copy=False)
-
-
-def paint_tensor(physics: Physics, centers, values, counts, device=None):
-    """x (n, 1, L, L) float32 painted where it is used (on the GPU, say) from the configuration arrays alone:
-    `paint`'s values, so that a data loader ships y and the configurations (a few dozen numbers) instead of x.
-
-    centers (n, K, 2) int64, values (n, K) float, counts (n,) int64: tensors or arrays."""
-    import torch
-
-    dev = torch.device(device) if device is not None else torch.device("cpu")
-    fixed = physics.source_model == "fixed"
-    work = torch.float32 if fixed else torch.float64  # as `paint`: max in float32, sums in float64
-    centers = torch.as_tensor(centers, device=dev)
-    values = torch.as_tensor(values, device=dev).to(work)
-    counts = torch.as_tensor(counts, device=dev)
-    L, (n, K) = physics.lattice, values.shape
-    off = torch.from_numpy(disc_offsets(physics.radius).copy()).to(dev)  # (P, 2)
-    live = (torch.arange(K, device=dev)[None, :] < counts[:, None])[:, :, None].expand(n, K, len(off))
-    rc = centers[:, :, None, :] + off[None, None]  # (n, K, P, 2)
-    flat = torch.arange(n, device=dev)[:, None, None] * L * L + rc[..., 0] * L + rc[..., 1]  # (n, K, P)
-    out = torch.zeros(n * L * L, dtype=work, device=dev)
-    out.scatter_reduce_(0, flat[live], values[:, :, None].expand(flat.shape)[live], "amax" if fixed else "sum")
-    return out.view(n, 1, L, L).float()  # (n, 1, L, L) float32
+    work = torch.float32 if mode == "max" and single else torch.float64
+    flat, vals = _disc_pixels(physics, configs)  # computed on the CPU: a few hundred indices per sample
+    out = torch.zeros(len(configs) * physics.lattice**2, dtype=work, device=device)
+    index, src = torch.from_numpy(flat).to(device), torch.from_numpy(vals).to(device, work)
+    return out.scatter_reduce_(0, index, src, "amax" if mode == "max" else "sum")
 
 
 def disc_mask(physics: Physics, configs: Configs) -> np.ndarray:

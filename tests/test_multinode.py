@@ -132,6 +132,7 @@ def test_two_node_run_with_every_actor_away_from_the_store(ray_cluster, tmp_path
         )
         assert out.returncode == 0, out.stderr[-3000:]
         assert [r["round"] for r in read_rounds(root)] == [0, 1]
+        assert 'address = ""' in RunPaths(root).config.read_text()  # where to find Ray is not the run's config
         placed = json.loads(RunPaths(root).actors.read_text())[-1]["nodes"]
         probe = subprocess.run(  # what a store open does on the second node
             [sys.executable, "-c", PROBE, address, str(RunPaths(root).store)], capture_output=True, text=True, env=env

@@ -179,5 +179,5 @@ def test_paint_tensor_and_the_mask_equal_a_reference_painting(source_model):
                 covered[s, i, j] = True
     x = paint(ph, cfg)
     assert x.dtype == np.float32 and np.array_equal(x, ref.astype(np.float32))
-    assert np.array_equal(paint_tensor(ph, cfg.centers, cfg.values, cfg.counts).numpy()[:, 0], x)
+    assert np.array_equal(paint_tensor(ph, cfg).numpy()[:, 0], x)
     assert np.array_equal(disc_mask(ph, cfg), covered) and covered.any()

@@ -101,16 +101,20 @@ def checkpoint_problems(root: Path) -> tuple[int, list[str]]:
     return len(files), problems
 
 
-def run_warnings(root: Path, cfg: RunConfig) -> list[str]:
-    """What `status` warns about: a torn round log, a checkpoint that does not load, a stale round folder."""
+def log_and_folder_warnings(root: Path, cfg: RunConfig) -> list[str]:
+    """A torn round log and the stale round folders: what is wrong short of damage."""
     out = []
     if torn_rounds(root):
         out.append(
             f"{RunPaths(root).rounds} ends in a torn line (a run was killed while writing it); `curate run {root}` "
             "rewrites it from state/"
         )
-    out += checkpoint_problems(root)[1]
     return out + stale_rounds(root, cfg)
+
+
+def run_warnings(root: Path, cfg: RunConfig) -> list[str]:
+    """What `status` warns about: a torn round log, a stale round folder, a checkpoint that does not load."""
+    return log_and_folder_warnings(root, cfg) + checkpoint_problems(root)[1]
 
 
 def verify_run(root: Path, resolve: int = 0, seed: int = 0) -> dict:
@@ -127,5 +131,4 @@ def verify_run(root: Path, resolve: int = 0, seed: int = 0) -> dict:
         else {"checked": 0, "resolved": 0, "max_error": 0.0, "problems": []}
     )
     n, bad = checkpoint_problems(root)
-    warnings = [w for w in run_warnings(root, cfg) if w not in bad]
-    return {**r, "checkpoints": n, "problems": r["problems"] + bad, "warnings": warnings}
+    return {**r, "checkpoints": n, "problems": r["problems"] + bad, "warnings": log_and_folder_warnings(root, cfg)}

@@ -179,10 +179,7 @@ def run_lock(root: Path, wait: bool = True) -> Iterator[None]:
 
 
 def atomic_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
+    atomic_text(path, json.dumps(obj))
 
 
 def atomic_bytes(path: Path, data: bytes) -> None:
@@ -302,10 +299,11 @@ def initial_requests(cfg: RunConfig) -> list[tuple]:
     return [r for r in reqs if r[3] > 0]
 
 
-def apply_overrides(root: Path, cfg: RunConfig, overrides: RunOverrides, save: bool = True) -> RunConfig:
-    """`curate run`'s overrides. Strategy/acquisition may change only before the first acquisition round, so that
-    one run directory never mixes strategies; the config file is updated to stay the run's truth (`save` False:
-    the caller saves it once its checks pass)."""
+def apply_overrides(root: Path, cfg: RunConfig, overrides: RunOverrides) -> tuple[RunConfig, bool]:
+    """`curate run`'s overrides, and whether the config file should record them (strategy, acquisition, workers,
+    trainers and stops do; where to find Ray and its dashboard do not). Strategy/acquisition may change only
+    before the first acquisition round, so that one run directory never mixes strategies. The caller saves the
+    config once its checks pass, so that the file stays the run's truth."""
     changed = False
     done = read_rounds(root)
     for key, section in (
@@ -333,9 +331,7 @@ def apply_overrides(root: Path, cfg: RunConfig, overrides: RunOverrides, save: b
             changed = True
     if changed:
         cfg.validate()
-        if save:
-            cfg.save(RunPaths(root).config)
-    return cfg
+    return cfg, changed
 
 
 def stop_reason(cfg: RunConfig, done: list[dict], rounds: int) -> str | None:

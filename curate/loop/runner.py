@@ -223,8 +223,9 @@ class Runner(Acquire):
         from diffcurate.model.train import max_epochs
 
         cfg, files = self.cfg, self.paths.round(k)
-        train_ref, val_ref = ray.put(self._solved("train")), ray.put(self._solved("val"))  # once per round
-        n_train = len(ray.get(train_ref).y)
+        train_set = self._solved("train")
+        n_train = len(train_set.y)
+        train_ref, val_ref = ray.put(train_set), ray.put(self._solved("val"))  # once per round
         driver = ray.get_runtime_context().get_node_id()
         refs = []
         for m, tr in enumerate(self.trainers):
@@ -387,10 +388,9 @@ def run(
     cfg = load_run(root)
     check_writable(root)
     with run_lock(root, wait):
-        saved = cfg.to_dict()
-        cfg = apply_overrides(root, cfg, overrides or RunOverrides(), save=False)
+        cfg, record = apply_overrides(root, cfg, overrides or RunOverrides())
         check_run(root, cfg)
-        if cfg.to_dict() != saved:
+        if record:
             cfg.save(RunPaths(root).config)
         return _run_locked(root, cfg, rounds, log, show_progress)
 

@@ -20,7 +20,7 @@ def hold_exclusive(path: str | os.PathLike, wait: bool, refused: Callable[[str],
     pid)`). The kernel releases it when the fd closes or the process dies."""
     import fcntl
 
-    fd = open_writable(path)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # a read-only place: the CLI's error table, one line
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -58,18 +58,6 @@ def _read_only_mount(path: str) -> bool:
         return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
     except OSError:
         return False
-
-
-def open_writable(path: str | os.PathLike) -> int:
-    """os.open(path) for reading and writing (created if missing); a read-only place is an InputError."""
-    import errno
-
-    try:
-        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as e:
-        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            raise read_only(os.path.dirname(os.path.abspath(path)), e) from None
-        raise
 
 
 def lock_writer(path: str | os.PathLike, wait: bool = True) -> None:
