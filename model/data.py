@@ -77,6 +77,16 @@ def reads_batches(data: Dataset) -> bool:
     return callable(getattr(data, "read_batch", None)) and getattr(data, "physics", None) is not None
 
 
+def as_arrays(data: Dataset) -> ArrayDataset:
+    """The dataset read once into memory (an `ArrayDataset` as it is): what can travel to other processes, which
+    may not open the store the data came from."""
+    if isinstance(data, ArrayDataset):
+        return data
+    items = [data[i] for i in range(len(data))]  # (x, y, mask) (1, L, L) each, count
+    x, y, mask = (torch.cat([it[k] for it in items]) for k in range(3))
+    return ArrayDataset(x, y, mask, torch.stack([torch.as_tensor(it[3]) for it in items]))
+
+
 def dataset_from_configs(physics: Physics, configs: Configs, y: np.ndarray) -> ArrayDataset:
     """Paint x and the disc mask from the configurations; y (n, L, L) the solved targets."""
     return ArrayDataset(paint(physics, configs), y, disc_mask(physics, configs), configs.counts)

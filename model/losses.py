@@ -107,14 +107,26 @@ def transform_pair(name: str) -> tuple[Callable[[Tensor], Tensor], Callable[[Ten
     return TRANSFORMS[name]
 
 
+def _weighted(spec: LossSpec, pred: Tensor, target: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor]:
+    """(weights, pointwise loss), both (B, 1, L, L)."""
+    y = target if y is None else y
+    return WEIGHTS[spec.weight](y, spec).detach(), POINTWISE[spec.pointwise](pred - target, spec.delta)
+
+
 def loss_value(spec: LossSpec, pred: Tensor, target: Tensor, y: Tensor | None = None) -> Tensor:
     """Scalar loss. pred/target (B, 1, L, L) in the transformed space; y the untransformed target for weights."""
-    y = target if y is None else y
-    rho = POINTWISE[spec.pointwise](pred - target, spec.delta)  # (B, 1, L, L)
-    w = WEIGHTS[spec.weight](y, spec).detach()
+    w, rho = _weighted(spec, pred, target, y)
     if spec.reduction == "weighted":
         return (w * rho).sum() / w.sum()
     return (w * rho).mean()
+
+
+def loss_parts(spec: LossSpec, pred: Tensor, target: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """(numerator, denominator) of `loss_value`, both sums over the batch: data-parallel workers add each part up
+    over their shares of one batch, so that their loss is the whole batch's whatever the number of workers."""
+    w, rho = _weighted(spec, pred, target, y)
+    den = w.sum() if spec.reduction == "weighted" else torch.tensor(float(rho.numel()), device=rho.device)
+    return (w * rho).sum(), den
 
 
 def _fixed(epoch: int, period: int, prob: float, seed: int) -> int:

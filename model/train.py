@@ -27,7 +27,16 @@ from diffcurate.model.checkpoint import (
     save_checkpoint,
 )
 from diffcurate.model.data import ArrayDataset, Batches, batch_to_device, default_num_workers, reads_batches
-from diffcurate.model.losses import LOSS_PARAMS, LossParams, LossSpec, loss_value, lr_at, schedule_index, transform_pair
+from diffcurate.model.losses import (
+    LOSS_PARAMS,
+    LossParams,
+    LossSpec,
+    loss_parts,
+    loss_value,
+    lr_at,
+    schedule_index,
+    transform_pair,
+)
 from diffcurate.model.metrics import evaluate_model
 from diffcurate.model.nets import build_model, config_from_dict, config_to_dict
 from diffcurate.solvers.errors import InputError
@@ -130,6 +139,85 @@ class TrainResult:
     stopped_early: bool = False
 
 
+@dataclass(frozen=True)
+class Shard:
+    """This process's part in data-parallel training (torch.distributed set up by the caller, as Ray Train does).
+
+    Every rank runs the same loop over the same global batches (the shuffle order is a function of seed and
+    epoch) and trains on rows rank::world of each; the loss is the whole batch's (`loss_parts` summed over the
+    ranks) and DDP averages the gradients, so the steps are those of one process with the same global batch up to
+    floating point and BatchNorm, which normalises over each rank's share. Rank 0 validates, decides the stop
+    and writes the files; the others follow its decisions."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def lead(self) -> bool:
+        return self.rank == 0
+
+
+class _SumOverRanks(torch.autograd.Function):
+    """x summed over the ranks; its gradient is the upstream gradients summed over the ranks, since every rank's
+    loss depends on the sum."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        x = x.clone()
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
+class SyncBatchNorm2d(torch.nn.BatchNorm2d):
+    """BatchNorm over the global batch of data-parallel training, on CPUs (gloo) as on GPUs: the ranks add up
+    their per-channel sums and sums of squares (an all-reduce that autograd differentiates), so that statistics,
+    outputs and gradients are those of one process with the whole batch. torch's SyncBatchNorm runs on GPUs
+    only. Without it each rank would normalise over its share alone, and the training would depend on N."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (B, C, H, W)
+        import torch.distributed as dist
+
+        if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        c = x.shape[1]
+        xf = x.float()
+        count = torch.full((1,), xf.numel() / c, dtype=xf.dtype, device=xf.device)
+        stats = _SumOverRanks.apply(torch.cat([xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3)), count]))  # (2C + 1,)
+        n = stats[-1]
+        mean = stats[:c] / n
+        var = (stats[c : 2 * c] / n - mean * mean).clamp_min(0)  # biased, as BatchNorm normalises
+        if self.track_running_stats:
+            with torch.no_grad():
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked + 1)
+                self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), m)
+                unbiased = var.detach() * n / (n - 1).clamp_min(1)
+                self.running_var.lerp_(unbiased.to(self.running_var.dtype), m)
+                self.num_batches_tracked += 1
+        y = (xf - mean[None, :, None, None]) * torch.rsqrt(var[None, :, None, None] + self.eps)
+        if self.affine:
+            y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+        return y.to(x.dtype)
+
+
+def sync_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
+    """The model with every BatchNorm2d made a `SyncBatchNorm2d` in place: the same module objects, parameters
+    (which the optimiser holds) and buffers, so checkpoints keep their keys and load into the plain model."""
+    for m in model.modules():
+        if type(m) is torch.nn.BatchNorm2d:
+            m.__class__ = SyncBatchNorm2d
+    return model
+
+
 def _rng_state(dev: torch.device) -> dict:
     state = {"torch": torch.get_rng_state()}
     if dev.type == "cuda":
@@ -162,6 +250,7 @@ class TrainState:
     stopped: bool = False  # early stopping has fired
     decay_from: int = -1  # stop = plateau: the global step where the cool-down began (-1: not yet)
     decay_steps: int = 0  # stop = plateau: its length in steps
+    forward: torch.nn.Module | None = None  # what the training step calls: the model, or its DDP wrapper
 
     def end_epoch(self, epoch: int, score: float, patience: int | None) -> None:
         """Keep the weights if `score` (val MAE, or train loss without a val set) is the best yet."""
@@ -312,47 +401,83 @@ def _batches(data: Dataset, tensors, order: torch.Tensor, tc: TrainConfig, num_w
     return ((x[idx], y[idx]) for idx in order.split(tc.batch_size))
 
 
-def _train_epoch(state: TrainState, tc: TrainConfig, batches, steps_per_epoch: int, spec: LossSpec, dev) -> tuple:
-    """One pass over the batches: (sample-weighted mean loss, samples seen)."""
+def _train_epoch(
+    state: TrainState, tc: TrainConfig, batches, steps_per_epoch: int, spec: LossSpec, dev, shard: Shard
+) -> tuple:
+    """One pass over the batches: (sample-weighted mean loss, samples seen), over all ranks."""
     model, opt, epoch = state.model, state.opt, state.epoch
     total_steps = tc.epochs * steps_per_epoch
     forward_t = transform_pair(tc.transform)[0]
     fmt = torch.channels_last if tc.channels_last else torch.contiguous_format
     use_amp = tc.autocast(dev)
+    net = state.forward or model
     model.train()
     loss_sum, seen = 0.0, 0
     for b, (x, y) in enumerate(batches):
         lr = _lr(state, tc, epoch * steps_per_epoch + b, total_steps)
         for g in opt.param_groups:
             g["lr"] = lr
+        n = len(x)
+        if shard.world > 1:
+            x, y, share = _share(x, y, shard)  # this rank's rows of the global batch
         x = x.to(dev, non_blocking=True).contiguous(memory_format=fmt)  # (B, 1, L, L) float32
         y = y.to(dev, non_blocking=True)  # (B, 1, L, L) float32
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
-            pred = model(x)  # (B, 1, L, L)
-        loss = loss_value(spec, pred.float(), forward_t(y), y)
+            pred = net(x)  # (B, 1, L, L)
+        if shard.world > 1:
+            loss, value = _global_loss(spec, pred.float(), forward_t(y), y, share, shard.world)
+        else:
+            loss = loss_value(spec, pred.float(), forward_t(y), y)
+            value = float(loss.detach())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if tc.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
         opt.step()
-        loss_sum += float(loss.detach()) * len(x)
-        seen += len(x)
+        loss_sum += value * n
+        seen += n
     return loss_sum / seen, seen
 
 
-def _epoch(state: TrainState, tc: TrainConfig, losses, train_data, tensors, val_data, dev, num_workers: int) -> dict:
-    """Train one epoch, score it on val, update the state; the epoch's record (also appended to the history)."""
+def _share(x: torch.Tensor, y: torch.Tensor, shard: Shard) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Rows rank::world of a global batch, and 1.0; a rank left without rows (a last batch smaller than the world)
+    takes row 0 with weight 0.0, since every rank must run the step for DDP's gradient exchange."""
+    if shard.rank < len(x):
+        return x[shard.rank :: shard.world], y[shard.rank :: shard.world], 1.0
+    return x[:1], y[:1], 0.0
+
+
+def _global_loss(spec: LossSpec, pred, target, y, share: float, world: int) -> tuple[torch.Tensor, float]:
+    """(world x this rank's part of the global batch's loss, the global batch's loss). DDP averages the gradients
+    over the ranks, so they become the gradients of the global loss. The numerators and denominators are summed
+    over the ranks in one all-reduce of two numbers, so every rank knows the global loss."""
+    import torch.distributed as dist
+
+    num, den = loss_parts(spec, pred, target, y)
+    num = num * share
+    parts = torch.stack([num.detach(), den.detach() * share]).double()
+    dist.all_reduce(parts)
+    return num * world / parts[1].to(num.dtype), float(parts[0] / parts[1])
+
+
+def _epoch(
+    state: TrainState, tc: TrainConfig, losses, train_data, tensors, val_data, dev, num_workers: int, shard: Shard
+) -> dict:
+    """Train one epoch, score it on val, update the state; the epoch's record (also appended to the history).
+    With several ranks, rank 0 validates and every rank takes its record, so they all decide alike."""
     epoch, t0 = state.epoch, time.perf_counter()
     which = schedule_index(tc.schedule, epoch, tc.schedule_period, tc.schedule_prob, tc.seed)
     order = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(tc.seed * 7919 + epoch))
     spe = -(-len(train_data) // tc.batch_size)
     batches = _batches(train_data, tensors, order, tc, num_workers, dev)
-    loss, seen = _train_epoch(state, tc, batches, spe, losses[which], dev)
+    loss, seen = _train_epoch(state, tc, batches, spe, losses[which], dev, shard)
     speed = seen / (time.perf_counter() - t0)  # samples/s over the epoch's set-up and training, not validation
     record = {"epoch": epoch, "loss": loss, "loss_index": which, "lr": state.opt.param_groups[0]["lr"]}
-    if val_data is not None:
+    if val_data is not None and shard.lead:
         vm = evaluate_model(state.model, val_data, dev, tc.transform, batch_size=max(64, tc.batch_size))[0]
         record.update(val_mae=vm["mae"]["all"], val_rel_l2=vm["rel_l2"])
+    if shard.world > 1:
+        record = _lead_record(record)
     plateau = tc.stop == "plateau"
     state.end_epoch(epoch, record["val_mae"] if val_data is not None else loss, None if plateau else tc.patience)
     if plateau:
@@ -361,6 +486,15 @@ def _epoch(state: TrainState, tc: TrainConfig, losses, train_data, tensors, val_
     record.update(best_epoch=state.best_epoch, train_samples_per_s=speed, seconds=seconds, stopped_early=state.stopped)
     state.history.append(record)
     return record
+
+
+def _lead_record(record: dict) -> dict:
+    """Rank 0's epoch record (its validation) on every rank."""
+    import torch.distributed as dist
+
+    box = [record]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def _write_log(path: Path | None, history: list[dict]) -> None:
@@ -383,6 +517,7 @@ def train(
     progress: bool = False,
     callback: Callable[[int, dict], None] | None = None,
     num_workers: int | None = None,  # DataLoader workers; None: `default_num_workers`
+    shard: Shard | None = None,  # data-parallel: this process's rank (out_dir and progress for rank 0 only)
 ) -> TrainResult:
     """Train a model from scratch, from `init_from` (warm start), or resume `out_dir/last.pt`.
 
@@ -401,6 +536,9 @@ def train(
     last = out / LAST if out else None
     val_data = val_data if val_data is not None and len(val_data) > 0 else None  # an empty val set: none
 
+    shard = shard or Shard()
+    if shard.world > 1 and resume:
+        raise InputError("data-parallel training starts its epochs afresh: resume needs one process")
     state = _new_state(mc, tc, dev, init_from, physics)
     if resume and last is not None and last.exists():
         st = read_checkpoint(last)
@@ -416,10 +554,16 @@ def train(
     tensors = in_memory(train_data)
     if tc.channels_last:
         state.model.to(memory_format=torch.channels_last)
+    if shard.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [dev.index] if dev.type == "cuda" else None
+        sync_batchnorm(state.model)
+        state.forward = DistributedDataParallel(state.model, device_ids=ids)  # broadcasts rank 0's initial weights
     bar = _progress(progress, bound, state.epoch)
     try:
         while state.epoch < bound and not state.stopped:
-            record = _epoch(state, tc, losses, train_data, tensors, val_data, dev, num_workers)
+            record = _epoch(state, tc, losses, train_data, tensors, val_data, dev, num_workers, shard)
             if last is not None:
                 atomic_save(state.to_checkpoint(mc, tc, physics, dev), last)
             if log is not None:
@@ -434,7 +578,7 @@ def train(
     finally:
         if bar:
             bar[0].stop()
-    return _finish(state, mc, tc, val_data, dev, physics, out)
+    return _finish(state, mc, tc, val_data if shard.lead else None, dev, physics, out)
 
 
 def _finish(state: TrainState, mc: dict, tc: TrainConfig, val_data, dev, physics, out):

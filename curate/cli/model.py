@@ -83,6 +83,9 @@ def train_cmd(
     ] = False,
     seed: TrainSeed = 0,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Ray Train workers (data-parallel DDP on a local cluster).")
+    ] = 1,
     as_json: Json = False,
 ) -> None:
     """Train a surrogate on a data file (split train/val by seed); best weights -> checkpoints/best.pt."""
@@ -112,6 +115,13 @@ def train_cmd(
     tc.loss_specs()  # validate names before any work
     model_config = default_model_config(name, model)
     model_config.clamp_sources = clamp_sources
+    if workers > 1:
+        if resume:
+            raise InputError("--resume continues one process's epochs; data-parallel training restarts")
+        _train_on_workers(
+            run_dir, model_config, tc, train_set, val_set, physics, workers, device, init_from, progress, as_json
+        )
+        return
     res = train(
         model_config,
         tc,
@@ -139,6 +149,44 @@ def train_cmd(
         # epochs count from 1, as the progress bar does (the JSON's best_epoch is the 0-based index)
         _console(False).print(
             f"best epoch {res.best_epoch + 1} of {len(res.history)}: val MAE {res.best_val:.4g} -> {res.checkpoint}"
+        )
+
+
+def _train_on_workers(run_dir, model_config, tc, train_set, val_set, physics, n, device, init_from, progress, as_json):
+    """`curate train --workers N`: the same summary as one process, from the Ray Train run."""
+    from diffcurate.curate.cluster.data_parallel import train_on_workers
+    from diffcurate.model.checkpoint import read_checkpoint
+
+    out = train_on_workers(
+        model_config,
+        tc,
+        train_set,
+        val_set,
+        Path(run_dir) / "checkpoints",
+        physics,
+        n,
+        device,
+        init_from,
+        progress and not as_json,
+    )
+    val = read_checkpoint(out["checkpoint"]).get("metrics", {}).get("val")
+    history = out["history"]
+    summary = {
+        "checkpoint": out["checkpoint"],
+        "best_epoch": out["best_epoch"],
+        "epochs_run": len(history),
+        "stopped_early": bool(history and history[-1].get("stopped_early")),
+        "train_size": len(train_set),
+        "val_size": len(val_set),
+        "val": val,
+        "workers": n,
+    }
+    if as_json:
+        typer.echo(json.dumps(summary))
+    else:
+        best = history[out["best_epoch"]]["val_mae"] if out["best_epoch"] >= 0 else float("nan")
+        _console(False).print(
+            f"best epoch {out['best_epoch'] + 1} of {len(history)} on {n} workers: val MAE {best:.4g} -> {out['checkpoint']}"
         )
 
 

@@ -49,6 +49,10 @@ def run_cmd(
     trainers: Annotated[
         int | None, typer.Option("--trainers", min=1, help="Trainer actors: the surrogate + ensemble members.")
     ] = None,
+    train_workers: Annotated[
+        int | None,
+        typer.Option("--train-workers", min=1, help="Ray Train workers per model (data-parallel DDP; 1: one actor)."),
+    ] = None,
     max_solves: Annotated[int | None, typer.Option("--max-solves", min=1, help="Stop at this many solves.")] = None,
     target_p99: Annotated[float | None, typer.Option("--target-p99", help="Stop when test p99 <= E.")] = None,
     wait: Annotated[
@@ -64,6 +68,7 @@ def run_cmd(
         acquisition=acquisition,
         workers=workers,
         trainers=trainers,
+        train_workers=train_workers,
         address=address,
         dashboard=dashboard,
         dashboard_host=dashboard_host,

@@ -274,17 +274,10 @@ class _Trainer(_Actor):
 
         import ray
 
-        from diffcurate.model.data import dataset_from_configs
         from diffcurate.model.train import train
 
         tr, va = ray.get([job.train_set, job.val_set])
-        train_set = dataset_from_configs(job.physics, tr.configs, tr.y)
-        val_set = dataset_from_configs(job.physics, va.configs, va.y)
-
-        def report(epoch: int, record: dict) -> None:
-            set_gauge("trainer_epoch", epoch, job.run)
-            set_gauge("trainer_loss", record["loss"], job.run)
-
+        train_set, val_set = as_dataset(job.physics, tr), as_dataset(job.physics, va)
         local = self.node() == job.driver_node
         with tempfile.TemporaryDirectory(prefix="diffcurate-fit-") as tmp:
             res = train(
@@ -297,19 +290,9 @@ class _Trainer(_Actor):
                 device=self.device,
                 resume=True,
                 init_from=job.init_from,
-                callback=report,
+                callback=gauge_reporter(job.run),
             )
-            data = Path(res.checkpoint).read_bytes()
-        rates = [h["train_samples_per_s"] for h in res.history if "train_samples_per_s" in h]
-        return {
-            "epochs": len(res.history),
-            "best_epoch": res.best_epoch,
-            "train_size": len(train_set),
-            "train_samples_per_s": float(np.mean(rates)) if rates else None,
-            "device": self.device,
-            "checkpoint": data,
-            "history": res.history,
-        }
+            return fit_summary(res, len(train_set), self.device)
 
     def evaluate(self, test: Solved, ckpt: Blob, physics: Physics, held_out: tuple[str, ...] = ()) -> dict:
         """Test-split metrics (evaluate schema) and each test sample's error, for reports. Test samples of the
@@ -381,7 +364,40 @@ def make_trainers(
     return [cls.remote(threads, "cuda" if num_gpus > 0 else "cpu") for _ in range(n)]
 
 
+def as_dataset(physics, data):
+    """A dataset from what travels: `Solved` (x and the mask painted here) or a dataset as it is."""
+    from diffcurate.model.data import dataset_from_configs
+
+    if hasattr(data, "configs") and hasattr(data, "y"):
+        return dataset_from_configs(physics, data.configs, data.y)
+    return data
+
+
+def fit_summary(res, n_train: int, device: str) -> dict:
+    """A fit's result as the driver takes it: the best weights' bytes, the epochs' records and the summary."""
+    rates = [h["train_samples_per_s"] for h in res.history if "train_samples_per_s" in h]
+    return {
+        "epochs": len(res.history),
+        "best_epoch": res.best_epoch,
+        "train_size": n_train,
+        "train_samples_per_s": float(np.mean(rates)) if rates else None,
+        "device": device,
+        "checkpoint": Path(res.checkpoint).read_bytes(),
+        "history": res.history,
+    }
+
+
 _GAUGES: dict = {}
+
+
+def gauge_reporter(run: str):
+    """A training callback that shows the epoch and loss as gauges of `run`."""
+
+    def report(epoch: int, record: dict) -> None:
+        set_gauge("trainer_epoch", epoch, run)
+        set_gauge("trainer_loss", record["loss"], run)
+
+    return report
 
 
 def set_gauge(name: str, value: float, run: str, sources: str = "all") -> None:

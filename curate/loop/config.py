@@ -76,6 +76,8 @@ class RayConfig:
     trainer_cpus: float = 1.0  # per trainer
     trainer_gpus: float = -1.0  # -1: one GPU if the cluster has one, else CPU
     trainer_threads: int = 0  # torch threads in the trainer; 0 = all cores of its node
+    train_workers: int = 1  # N > 1: each round's model trains data-parallel on N Ray Train workers (DDP), each
+    # holding trainer_cpus CPUs (and one GPU when the trainer has one) besides the trainer actors
     dashboard: bool = True  # start Ray's dashboard (local cluster)
     dashboard_host: str = "127.0.0.1"  # the dashboard's bind address: loopback unless you open it
     num_cpus: int = 0  # local cluster size; 0 = all cores
@@ -191,6 +193,8 @@ class RunConfig:
             raise InputError(f"bad source range {self.sources}")
         if self.ray.trainers < 1:
             raise InputError(f"need at least 1 trainer, got ray.trainers = {self.ray.trainers}")
+        if self.ray.train_workers < 1:
+            raise InputError(f"need at least 1 training worker, got ray.train_workers = {self.ray.train_workers}")
         bad = {k: v for k, v in self.ray.actor_resources.items() if not v > 0}
         if bad:
             raise InputError(f"ray.actor_resources must be positive amounts, got {bad}")
@@ -230,6 +234,7 @@ class RunOverrides:
     acquisition: str | None = None
     workers: int | None = None
     trainers: int | None = None
+    train_workers: int | None = None
     address: str | None = None
     dashboard: bool | None = None
     dashboard_host: str | None = None

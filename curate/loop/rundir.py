@@ -301,7 +301,7 @@ def initial_requests(cfg: RunConfig) -> list[tuple]:
 
 def apply_overrides(root: Path, cfg: RunConfig, overrides: RunOverrides) -> tuple[RunConfig, bool]:
     """`curate run`'s overrides, and whether the config file should record them (strategy, acquisition, workers,
-    trainers and stops do; where to find Ray and its dashboard do not). Strategy/acquisition may change only
+    trainers, training workers and stops do; where to find Ray and its dashboard do not). Strategy/acquisition may change only
     before the first acquisition round, so that one run directory never mixes strategies. The caller saves the
     config once its checks pass, so that the file stays the run's truth."""
     changed = False
@@ -311,6 +311,7 @@ def apply_overrides(root: Path, cfg: RunConfig, overrides: RunOverrides) -> tupl
         ("acquisition", "acquisition"),
         ("workers", "ray"),
         ("trainers", "ray"),
+        ("train_workers", "ray"),
         ("address", "ray"),
         ("dashboard", "ray"),
         ("dashboard_host", "ray"),
@@ -324,7 +325,7 @@ def apply_overrides(root: Path, cfg: RunConfig, overrides: RunOverrides) -> tupl
                 f"{getattr(cfg.acquisition, key)!r}; start a new run directory for {v!r}"
             )
         setattr(getattr(cfg, section), key, v)
-        changed = changed or key in ("strategy", "acquisition", "workers", "trainers")
+        changed = changed or key in ("strategy", "acquisition", "workers", "trainers", "train_workers")
     for key in ("max_solves", "target_p99"):
         if getattr(overrides, key) is not None:
             setattr(cfg, key, getattr(overrides, key))

@@ -51,7 +51,6 @@ from diffcurate.curate.loop.rundir import (
     run_lock,
     stop_reason,
 )
-from diffcurate.curate.progress import progress_bar
 from diffcurate.curate.store.lmdbstore import Store
 from diffcurate.curate.store.lock import check_writable
 from diffcurate.solvers.errors import InputError
@@ -112,6 +111,7 @@ class Runner(Acquire):
         self.trainer = self.trainers[0]  # the surrogate's: scores, evaluates, feeds the ranker
         self._test_ref = None  # the test split, put into the object store once per `curate run`
         self._record_placement()
+        self.train_workers = self._train_workers()
 
     def _record_placement(self) -> None:
         """RUN/state/actors.json: which node each actor runs on (one entry per `curate run`)."""
@@ -133,6 +133,21 @@ class Runner(Acquire):
         path.parent.mkdir(parents=True, exist_ok=True)
         history = json.loads(path.read_text()) if path.exists() else []
         atomic_json(path, [*history, {"time": time.time(), "nodes": nodes}])
+
+    def _train_workers(self):
+        """With ray.train_workers = N > 1, the Ray Train workers each member trains on (refused now, before any
+        work, if the cluster cannot hold N per member besides the actors); None: the trainer actors train."""
+        import ray
+
+        from diffcurate.curate.cluster.data_parallel import Workers, check_placeable
+
+        r = self.cfg.ray
+        if r.train_workers == 1:
+            return None
+        gpus = 1.0 if r.trainer_gpus != 0 and ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+        workers = Workers(r.train_workers, r.trainer_cpus, gpus, tuple(sorted(r.actor_resources.items())))
+        check_placeable(workers, copies=r.trainers)
+        return workers
 
     def close(self) -> None:
         import ray
@@ -242,7 +257,7 @@ class Runner(Acquire):
                 init_from=init,
                 run=self.root.name,
             )
-            refs.append(tr.fit.remote(job))
+            refs.append(tr.fit.remote(job) if self.train_workers is None else self._fit_data_parallel(job))
         epochs = max_epochs(round_train_config(cfg, 0, n_train), max(1, n_train))
         results = self._wait_training(refs, files.train_log(0), k, epochs)
         for m, r in enumerate(results):  # the driver writes what the trainers return
@@ -253,6 +268,25 @@ class Runner(Acquire):
         first, *members = results
         extra = {"members": [{"member": m, **r} for m, r in enumerate(members, 1)]} if members else {}
         atomic_json(files.fit, {**first, **extra})
+
+    def _fit_data_parallel(self, job: FitJob):
+        """An object ref of `job` trained on the Ray Train workers (started by a task, so that the driver shows
+        progress meanwhile, as for the trainer actors). It restarts its round after a kill."""
+        import ray
+
+        from diffcurate.curate.cluster import data_parallel
+
+        task = dict(
+            model=job.model,
+            train=job.train,
+            physics=job.physics,
+            train_set=job.train_set,
+            val_set=job.val_set,
+            init_from=job.init_from,
+            out_dir=job.work_dir,
+            run=job.run,
+        )
+        return ray.remote(num_cpus=0)(data_parallel.fit).remote(task, self.train_workers, job.driver_node)
 
     def _solved(self, split: str, with_samplers: bool = False):
         """A split of the store as arrays for the actors (`Solved`), in the store's id order."""
@@ -292,20 +326,9 @@ class Runner(Acquire):
 
     def _wait_training(self, refs: list, log_path: Path, k: int, epochs: int) -> list:
         """ray.get(refs), showing the surrogate's epochs and loss from its train.jsonl while the trainers work."""
-        import ray
+        from diffcurate.curate.cluster.data_parallel import wait_showing_epochs
 
-        if not self.show_progress:
-            return ray.get(refs)
-        with progress_bar(epochs, f"round {k}: training", unit="epochs") as advance:
-            seen = 0
-            while True:
-                ready, _ = ray.wait(refs, num_returns=len(refs), timeout=1.0)
-                lines = log_path.read_text().splitlines() if log_path.exists() else []
-                if len(lines) > seen:
-                    advance(len(lines) - seen)
-                    seen = len(lines)
-                if len(ready) == len(refs):
-                    return ray.get(refs)
+        return wait_showing_epochs(refs, log_path, epochs, f"round {k}: training", self.show_progress)
 
     def _prefetch_start(self, k: int):
         """Start round k's pool (generate now, solve asynchronously) if the run solves pools and it is not done."""
@@ -390,9 +413,7 @@ def run(
     with run_lock(root, wait):
         cfg, record = apply_overrides(root, cfg, overrides or RunOverrides())
         check_run(root, cfg)
-        if record:
-            cfg.save(RunPaths(root).config)
-        return _run_locked(root, cfg, rounds, log, show_progress)
+        return _run_locked(root, cfg, rounds, log, show_progress, record)
 
 
 def check_run(root: Path, cfg: RunConfig) -> None:
@@ -408,19 +429,25 @@ def check_run(root: Path, cfg: RunConfig) -> None:
     check_checkpoints(root, len(read_rounds(root)) - 1)
 
 
-def _run_locked(root: Path, cfg: RunConfig, rounds: int | None, log, show_progress: bool) -> list[dict]:
+def _run_locked(root: Path, cfg: RunConfig, rounds: int | None, log, show_progress: bool, record: bool) -> list[dict]:
+    """The rounds, on a cluster; the overrides are written to config.toml once the cluster has placed what they ask
+    for (actors, training workers), so that a refused override leaves the config as it was."""
     from diffcurate.curate.cluster.actors import ray_session
 
     rounds = cfg.rounds if rounds is None else rounds
     r = cfg.ray
     why = stop_reason(cfg, read_rounds(root), rounds)
     if why:  # a finished run answers without starting Ray
+        if record:
+            cfg.save(RunPaths(root).config)
         log(f"stopped: {why}")
         return read_rounds(root)
     log("starting Ray" + (f" (joining {r.address})" if r.address else " (a local cluster)"))
     with ray_session(r.address or None, r.num_cpus or None, r.dashboard, r.dashboard_host):
         runner = Runner(root, cfg, log, show_progress)
         runner.last_round = rounds
+        if record:
+            cfg.save(RunPaths(root).config)
         try:
             while True:
                 done = read_rounds(root)
