@@ -160,7 +160,7 @@ def test_readme_layout_table_matches_the_tree():
     section = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
     rows = dict(re.findall(r"^\| `([\w/]+)/` \| `?([\w.–-]+)`? \|", section, re.M))
     rooms = {f"curate/{p.name}" for p in (ROOT / "curate").iterdir() if (p / "__init__.py").is_file()}
-    assert set(rows) == {"solvers", "model", "bench", "tools"} | rooms
+    assert set(rows) == {"solvers", "model", "bench", "examples", "tools"} | rooms
     for folder, name in rows.items():
         assert (ROOT / folder).is_dir(), folder
         if name != "–":
