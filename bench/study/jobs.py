@@ -2,8 +2,9 @@
 finished run turned into its record (and committed with --commit); then the retrain jobs.
 
 Phases: (1) the first arm's runs, the copied strategies first (`stratified_from`, `COPIES`) and the stratified
-copies next (a copy waits for the record of its seed's source run, whose final allocation it copies); (2) the other arms (whose `best` is
-the first arm's best non-peer strategy), transfer and the training control, once every first-arm record is there.
+copies next (a copy waits for the record of its seed's source run, whose final allocation it copies); (2) once
+every first-arm record is there, the training control and the transfer, then the other arms (whose `best` is the
+first arm's best non-peer strategy).
 """
 
 from __future__ import annotations
@@ -116,21 +117,21 @@ def shard_main(spec: dict, i: int, n: int, out: Path, recs: Path, commit_records
         from bench.study.stats import best_strategy
 
         best = best_strategy(spec, recs)
+        retrain_jobs(spec, recs, best, i, n, log, commit_records)  # they need the first arm's records alone
         phase3 = [j for j in jobs({**spec, "arms": later}, best)] if later else []
         do_runs(spec, phase3[i::n], out, recs, log, commit_records)
-        retrain_jobs(spec, recs, best, i, n, log, commit_records)
 
 
 def retrain_list(spec: dict, best: str | None) -> list[tuple[str, str, int]]:
-    """(kind, strategy, seed): transfer (another model on the first arm's final sets) and the control."""
+    """(kind, strategy, seed): the control, then transfer (another model on the first arm's final sets)."""
     work = []
+    for s in spec.get("control") or []:
+        s = best if s == "best" else s
+        work.append(("control", s, spec["arms"][first_arm(spec)]["seeds"][0]))
     tr = spec.get("transfer")
     if tr:
         for s in [best if x == "best" else x for x in tr["strategies"]]:
             work += [("transfer", s, seed) for seed in tr["seeds"]]
-    for s in spec.get("control") or []:
-        s = best if s == "best" else s
-        work.append(("control", s, spec["arms"][first_arm(spec)]["seeds"][0]))
     return work
 
 
