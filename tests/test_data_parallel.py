@@ -104,3 +104,31 @@ def test_each_rank_takes_its_rows_and_the_parts_add_up_to_the_batch_loss():
         parts = [loss_parts(spec, pred[r::2], target[r::2]) for r in (0, 1)]
         whole = sum(p[0] for p in parts) / sum(p[1] for p in parts)
         torch.testing.assert_close(whole, loss_value(spec, pred, target))
+
+
+def test_the_drivers_epoch_bar_counts_the_epochs_wherever_training_runs(ray_cluster, tmp_path):
+    """The bar of `curate run` and `curate train --workers` reads an `EpochCounter` that the trainer actor (or rank
+    0) awaits each epoch, not a log file on the driver's disk, so it follows a trainer on any node: when the
+    training returns, the counter holds every epoch it ran."""
+    import ray
+    from conftest import TINY, tiny_configs
+
+    from diffcurate.curate.cluster import data_parallel
+    from diffcurate.curate.cluster.actors import FitJob, Solved, make_counter, make_trainers
+    from diffcurate.curate.loop.config import default_config
+    from diffcurate.solvers.registry import solve
+
+    cfg = default_config("tiny")
+    sets = [tiny_configs(n, seed) for n, seed in ((24, 1), (8, 2))]
+    train_ref, val_ref = (ray.put(Solved(c, solve(TINY, c, "fast", dtype="float32"))) for c in sets)
+    counter = make_counter()
+    job = FitJob(train_ref, val_ref, cfg.model, cfg.train, TINY, str(tmp_path / "w"), "elsewhere", progress=counter)
+    (trainer,) = make_trainers(1, num_cpus=0.5)
+    out = ray.get(trainer.fit.remote(job))
+    assert out["epochs"] == cfg.train.epochs == ray.get(counter.count.remote())
+    ray.kill(trainer)
+    counter = make_counter()
+    task = dict(model=cfg.model, train=cfg.train, physics=TINY, train_set=train_ref, val_set=val_ref, progress=counter)
+    out = data_parallel.fit(task, data_parallel.Workers(2, cpus=0.5), "elsewhere")
+    assert out["epochs"] == cfg.train.epochs == ray.get(counter.count.remote())
+    assert not (tmp_path / "w").exists()  # neither wrote into a work dir that is not on its node

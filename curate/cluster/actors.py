@@ -230,6 +230,7 @@ class FitJob:
     driver_node: str
     init_from: Blob | None = None
     run: str = ""
+    progress: object | None = None  # an `EpochCounter` actor the driver reads its epoch bar from
 
 
 @dataclass(frozen=True)
@@ -290,7 +291,7 @@ class _Trainer(_Actor):
                 device=self.device,
                 resume=True,
                 init_from=job.init_from,
-                callback=gauge_reporter(job.run),
+                callback=epoch_reporter(job.run, job.progress),
             )
             return fit_summary(res, len(train_set), self.device)
 
@@ -390,14 +391,39 @@ def fit_summary(res, n_train: int, device: str) -> dict:
 _GAUGES: dict = {}
 
 
-def gauge_reporter(run: str):
-    """A training callback that shows the epoch and loss as gauges of `run`."""
+def epoch_reporter(run: str, counter=None):
+    """A training callback: the epoch and loss as gauges of `run`, and the epoch to the driver's `EpochCounter`
+    (awaited, so that the count is complete when the training returns; wherever the trainer runs, the driver's
+    epoch bar follows it)."""
 
     def report(epoch: int, record: dict) -> None:
+        import ray
+
         set_gauge("trainer_epoch", epoch, run)
         set_gauge("trainer_loss", record["loss"], run)
+        if counter is not None:
+            ray.get(counter.epoch.remote(epoch))
 
     return report
+
+
+class EpochCounter:
+    """Epochs a training has finished, told by the trainer (`epoch_reporter`) and read by the driver's bar."""
+
+    def __init__(self):
+        self.done = 0
+
+    def epoch(self, epoch: int) -> None:
+        self.done = max(self.done, epoch + 1)
+
+    def count(self) -> int:
+        return self.done
+
+
+def make_counter():
+    import ray
+
+    return ray.remote(num_cpus=0)(EpochCounter).remote()
 
 
 def set_gauge(name: str, value: float, run: str, sources: str = "all") -> None:

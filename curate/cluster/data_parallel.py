@@ -108,7 +108,7 @@ def _worker(config: dict) -> None:
     import ray.train.torch
     import torch
 
-    from diffcurate.curate.cluster.actors import as_dataset, fit_summary, gauge_reporter
+    from diffcurate.curate.cluster.actors import as_dataset, epoch_reporter, fit_summary
     from diffcurate.model.train import Shard, train
 
     ctx = ray.train.get_context()
@@ -129,7 +129,7 @@ def _worker(config: dict) -> None:
             physics=job["physics"],
             device=device,
             init_from=job.get("init_from"),
-            callback=gauge_reporter(job.get("run", "")) if shard.lead else None,
+            callback=epoch_reporter(job.get("run", ""), job.get("progress")) if shard.lead else None,
             shard=shard,
             num_workers=0,
         )
@@ -137,9 +137,9 @@ def _worker(config: dict) -> None:
             ray.get(config["mailbox"].put.remote(fit_summary(res, len(train_set), str(device))))
 
 
-def wait_showing_epochs(refs: list, log_path: Path, epochs: int, description: str, show: bool = True) -> list:
-    """ray.get(refs), advancing an epoch bar from the lines of `log_path` (rank 0's or a trainer's train.jsonl)
-    while the training works."""
+def wait_showing_epochs(refs: list, counter, epochs: int, description: str, show: bool = True) -> list:
+    """ray.get(refs), advancing an epoch bar from the `EpochCounter` the training reports to, on whatever node it
+    runs."""
     import ray
 
     from diffcurate.curate.progress import progress_bar
@@ -150,10 +150,10 @@ def wait_showing_epochs(refs: list, log_path: Path, epochs: int, description: st
         seen = 0
         while True:
             ready, _ = ray.wait(refs, num_returns=len(refs), timeout=1.0)
-            lines = log_path.read_text().splitlines() if log_path.exists() else []
-            if len(lines) > seen:
-                advance(len(lines) - seen)
-                seen = len(lines)
+            done = ray.get(counter.count.remote())
+            if done > seen:
+                advance(done - seen)
+                seen = done
             if len(ready) == len(refs):
                 return ray.get(refs)
 
@@ -176,7 +176,7 @@ def train_on_workers(
     Returns the fit summary (`fit_summary`, without the bytes) with the path of best.pt."""
     import ray
 
-    from diffcurate.curate.cluster.actors import ray_session
+    from diffcurate.curate.cluster.actors import make_counter, ray_session
     from diffcurate.model.checkpoint import Blob
     from diffcurate.model.data import as_arrays
     from diffcurate.model.train import BEST, max_epochs
@@ -200,9 +200,10 @@ def train_on_workers(
             val_set=ray.put(as_arrays(val_set)),
             init_from=Blob.of(init_from) if init_from is not None else None,
             out_dir=str(out_dir),
+            progress=make_counter(),
         )
         ref = ray.remote(num_cpus=0)(fit).remote(job, workers, ray.get_runtime_context().get_node_id())
         epochs = max_epochs(train_config, len(train_set))
-        out = wait_showing_epochs([ref], out_dir / "train.jsonl", epochs, f"training on {n} workers", progress)[0]
+        out = wait_showing_epochs([ref], job["progress"], epochs, f"training on {n} workers", progress)[0]
     out.pop("checkpoint")
     return {**out, "checkpoint": str(out_dir / BEST), "workers": n}

@@ -31,7 +31,7 @@ from diffcurate.curate.acquisition.ranker import (
     needs_network_features,
     needs_scores,
 )
-from diffcurate.curate.cluster.actors import FitJob
+from diffcurate.curate.cluster.actors import FitJob, make_counter
 from diffcurate.curate.cluster.dispatch import Background
 from diffcurate.curate.loop.acquire import Acquire
 from diffcurate.curate.loop.config import RunConfig, RunOverrides
@@ -242,6 +242,7 @@ class Runner(Acquire):
         n_train = len(train_set.y)
         train_ref, val_ref = ray.put(train_set), ray.put(self._solved("val"))  # once per round
         driver = ray.get_runtime_context().get_node_id()
+        counter = make_counter()  # the surrogate's epochs, for the driver's bar
         refs = []
         for m, tr in enumerate(self.trainers):
             prev = self.paths.member(k - 1, m) if k > 0 else None
@@ -256,10 +257,12 @@ class Runner(Acquire):
                 driver_node=driver,
                 init_from=init,
                 run=self.root.name,
+                progress=counter if m == 0 else None,
             )
             refs.append(tr.fit.remote(job) if self.train_workers is None else self._fit_data_parallel(job))
         epochs = max_epochs(round_train_config(cfg, 0, n_train), max(1, n_train))
-        results = self._wait_training(refs, files.train_log(0), k, epochs)
+        results = self._wait_training(refs, counter, k, epochs)
+        ray.kill(counter)
         for m, r in enumerate(results):  # the driver writes what the trainers return
             atomic_bytes(self.paths.member(k, m), r.pop("checkpoint"))
             history = r.pop("history")
@@ -285,6 +288,7 @@ class Runner(Acquire):
             init_from=job.init_from,
             out_dir=job.work_dir,
             run=job.run,
+            progress=job.progress,
         )
         return ray.remote(num_cpus=0)(data_parallel.fit).remote(task, self.train_workers, job.driver_node)
 
@@ -324,11 +328,11 @@ class Runner(Acquire):
 
     # --- what the steps read ------------------------------------------------------------------------------------
 
-    def _wait_training(self, refs: list, log_path: Path, k: int, epochs: int) -> list:
-        """ray.get(refs), showing the surrogate's epochs and loss from its train.jsonl while the trainers work."""
+    def _wait_training(self, refs: list, counter, k: int, epochs: int) -> list:
+        """ray.get(refs), showing the surrogate's epochs while the trainers work, wherever they run."""
         from diffcurate.curate.cluster.data_parallel import wait_showing_epochs
 
-        return wait_showing_epochs(refs, log_path, epochs, f"round {k}: training", self.show_progress)
+        return wait_showing_epochs(refs, counter, epochs, f"round {k}: training", self.show_progress)
 
     def _prefetch_start(self, k: int):
         """Start round k's pool (generate now, solve asynchronously) if the run solves pools and it is not done."""
