@@ -419,13 +419,13 @@ def _train_epoch(
             g["lr"] = lr
         n = len(x)
         if shard.world > 1:
-            x, y, share = _share(x, y, shard)  # this rank's rows of the global batch
+            x, y = _share(x, y, shard)  # this rank's rows of the global batch
         x = x.to(dev, non_blocking=True).contiguous(memory_format=fmt)  # (B, 1, L, L) float32
         y = y.to(dev, non_blocking=True)  # (B, 1, L, L) float32
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
             pred = net(x)  # (B, 1, L, L)
         if shard.world > 1:
-            loss, value = _global_loss(spec, pred.float(), forward_t(y), y, share, shard.world)
+            loss, value = _global_loss(spec, pred.float(), forward_t(y), y, shard.world)
         else:
             loss = loss_value(spec, pred.float(), forward_t(y), y)
             value = float(loss.detach())
@@ -439,23 +439,20 @@ def _train_epoch(
     return loss_sum / seen, seen
 
 
-def _share(x: torch.Tensor, y: torch.Tensor, shard: Shard) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Rows rank::world of a global batch, and 1.0; a rank left without rows (a last batch smaller than the world)
-    takes row 0 with weight 0.0, since every rank must run the step for DDP's gradient exchange."""
-    if shard.rank < len(x):
-        return x[shard.rank :: shard.world], y[shard.rank :: shard.world], 1.0
-    return x[:1], y[:1], 0.0
+def _share(x: torch.Tensor, y: torch.Tensor, shard: Shard) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows rank::world of a global batch; empty for a rank beyond a last batch smaller than the world, which
+    still runs the step (DDP's gradient exchange needs every rank) with zero gradients and no BatchNorm rows."""
+    return x[shard.rank :: shard.world], y[shard.rank :: shard.world]
 
 
-def _global_loss(spec: LossSpec, pred, target, y, share: float, world: int) -> tuple[torch.Tensor, float]:
+def _global_loss(spec: LossSpec, pred, target, y, world: int) -> tuple[torch.Tensor, float]:
     """(world x this rank's part of the global batch's loss, the global batch's loss). DDP averages the gradients
     over the ranks, so they become the gradients of the global loss. The numerators and denominators are summed
     over the ranks in one all-reduce of two numbers, so every rank knows the global loss."""
     import torch.distributed as dist
 
     num, den = loss_parts(spec, pred, target, y)
-    num = num * share
-    parts = torch.stack([num.detach(), den.detach() * share]).double()
+    parts = torch.stack([num.detach(), den.detach()]).double()
     dist.all_reduce(parts)
     return num * world / parts[1].to(num.dtype), float(parts[0] / parts[1])
 
