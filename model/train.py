@@ -145,9 +145,9 @@ class Shard:
 
     Every rank runs the same loop over the same global batches (the shuffle order is a function of seed and
     epoch) and trains on rows rank::world of each; the loss is the whole batch's (`loss_parts` summed over the
-    ranks) and DDP averages the gradients, so the steps are those of one process with the same global batch up to
-    floating point and BatchNorm, which normalises over each rank's share. Rank 0 validates, decides the stop
-    and writes the files; the others follow its decisions."""
+    ranks), BatchNorm normalises over the global batch (`SyncBatchNorm2d`) and DDP averages the gradients, so the
+    steps are those of one process with the same global batch up to floating point. Rank 0 validates, decides
+    the stop and writes the files; the others follow its decisions."""
 
     rank: int = 0
     world: int = 1

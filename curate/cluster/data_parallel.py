@@ -2,8 +2,8 @@
 NCCL on GPUs), for `curate run --train-workers N` and `curate train --workers N`.
 
 Each worker runs the ordinary trainer (`model.train.train`) with its `Shard`: the same global batches in the same
-order, each rank training on its rows, so the global batch, and with it the result, does not depend on N beyond
-floating point and BatchNorm's per-rank statistics. The data come as Ray objects (`Solved` or in-memory
+order, each rank training on its rows, with the global batch's loss and BatchNorm statistics, so the result does
+not depend on N beyond floating point. The data come as Ray objects (`Solved` or in-memory
 datasets), never from the store. Rank 0 validates, decides the stop, and hands the best weights' bytes and the
 history back through a mailbox actor: no reported Ray Train checkpoint, so no `storage_path` is needed on any
 number of nodes, and the driver writes the checkpoint into the run directory as it does for a trainer actor.
