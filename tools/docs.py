@@ -140,10 +140,34 @@ def config_md() -> str:
     ]
     train_fields = {f.name: f for f in fields(TrainConfig)}
     lines += [f"| `{k}` | {_default(train_fields[k])} | {TRAIN_DOCS[k]} |" for k in TrainConfig().to_dict()]
+    lines += _preset_training()
     for title, cls in (('[model] (arch = "edcnn")', EDCNNConfig), ('[model] (arch = "unet")', UNetConfig)):
         lines += ["", f"## {title}", "", "| field | default | meaning |", "|---|---|---|"]
         lines += [f"| `{f.name}` | {_default(f)} | {MODEL_DOCS[f.name]} |" for f in fields(cls)]
     return "\n".join(lines) + "\n"
+
+
+def _preset_training() -> list[str]:
+    """What each preset sets in [train] (`curate train`), and what a curation run sets on top."""
+    from diffcurate.model.train import TrainConfig
+    from diffcurate.solvers.problem import PRESET_DEFAULTS
+
+    keys = sorted({k for d in PRESET_DEFAULTS.values() for k in d["train"]}, key=list(TrainConfig().to_dict()).index)
+    lines = [
+        "",
+        "Each preset's [train] values where they differ from the defaults above (`curate train` and `curate run`",
+        "alike; a run may set more, `run.train` in the table):",
+        "",
+        "| preset | " + " | ".join(f"`{k}`" for k in keys) + " | run.train |",
+        "|---|" + "---|" * (len(keys) + 1),
+    ]
+    for name, d in PRESET_DEFAULTS.items():
+        cells = [f"`{d['train'][k]}`" if k in d["train"] else "" for k in keys]
+        run = d.get("run", {}).get("train", {})
+        lines.append(
+            f"| {name} | " + " | ".join(cells) + " | " + ", ".join(f"`{k} = {v}`" for k, v in run.items()) + " |"
+        )
+    return lines
 
 
 def _type_name(p, ctx) -> str:
