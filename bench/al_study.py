@@ -39,13 +39,14 @@ def main() -> None:
     ap.add_argument("--commit", action="store_true", help="git-commit each record as it lands")
     ap.add_argument("--summarise", action="store_true", help="only compute results.json from the records")
     ap.add_argument("--extra-test", type=Path, help="an npz/HDF5 file with y: every final model is evaluated on it")
+    ap.add_argument("--arms", help="only these parts, comma-separated (arms, `transfer`; the first arm always)")
     ap.add_argument("--shard", help=argparse.SUPPRESS)
     ap.add_argument("--markdown", type=Path, help="print the tables of an existing results.json as markdown, and exit")
     args = ap.parse_args()
     if args.markdown:
         print(markdown(json.loads(args.markdown.read_text())))
         return
-    spec = load_spec(args.config, args.quick)
+    spec = load_spec(args.config, args.quick, args.arms.split(",") if args.arms else None)
     out = args.out or Path("runs/study") / ("quick" if args.quick else "full")
     docs = args.docs or Path("docs/quick" if args.quick else "docs")
     recs = args.records or docs / "study" / "runs"
@@ -65,6 +66,7 @@ def main() -> None:
         base = [sys.executable, __file__, "--out", str(out), "--records", str(recs)]
         base += (["--quick"] if args.quick else []) + (["--commit"] if args.commit else [])
         base += ["--config", str(args.config)] if args.config else []
+        base += ["--arms", args.arms] if args.arms else []
         procs = [subprocess.Popen([*base, "--shard", f"{i}/{args.workers}"]) for i in range(args.workers)]
         codes = [p.wait() for p in procs]
         if any(codes):

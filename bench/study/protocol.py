@@ -117,12 +117,21 @@ def default_variant() -> str | None:
     return None
 
 
-def load_spec(config: Path | None, quick: bool) -> dict:
+def load_spec(config: Path | None, quick: bool, arms: list[str] | None = None) -> dict:
+    """The study's spec; with `arms`, only those parts (arm names, and `transfer`): the first arm (with the
+    control) always, since the others build on it, so that a study can run and be summarised in parts."""
     if not quick and not config:
         raise SystemExit("error: give --quick or --config FILE")
     spec = json.loads(json.dumps(QUICK))
     if config:
         spec.update(tomllib.loads(config.read_text()))
+    if arms:
+        unknown = sorted(set(arms) - {*spec["arms"], "transfer"})
+        if unknown:
+            raise SystemExit(f"error: --arms names no part of the study: {', '.join(unknown)}")
+        first = first_arm(spec)
+        spec["arms"] = {k: v for k, v in spec["arms"].items() if k == first or k in arms}
+        spec["transfer"] = spec.get("transfer") if "transfer" in arms else None
     for arm in spec["arms"].values():
         for s in arm["strategies"]:
             if s != "best":
