@@ -190,9 +190,9 @@ class SyncBatchNorm2d(torch.nn.BatchNorm2d):
         if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
         c = x.shape[1]
-        xf = x.float()
-        count = torch.full((1,), xf.numel() / c, dtype=xf.dtype, device=xf.device)
-        stats = _SumOverRanks.apply(torch.cat([xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3)), count]))  # (2C + 1,)
+        xd = x.double()  # sums in float64: the variance is E[x^2] - E[x]^2, which float32 would cancel away
+        count = torch.full((1,), xd.numel() / c, dtype=xd.dtype, device=xd.device)
+        stats = _SumOverRanks.apply(torch.cat([xd.sum((0, 2, 3)), (xd * xd).sum((0, 2, 3)), count]))  # (2C + 1,)
         n = stats[-1]
         mean = stats[:c] / n
         var = (stats[c : 2 * c] / n - mean * mean).clamp_min(0)  # biased, as BatchNorm normalises
@@ -203,7 +203,8 @@ class SyncBatchNorm2d(torch.nn.BatchNorm2d):
                 unbiased = var.detach() * n / (n - 1).clamp_min(1)
                 self.running_var.lerp_(unbiased.to(self.running_var.dtype), m)
                 self.num_batches_tracked += 1
-        y = (xf - mean[None, :, None, None]) * torch.rsqrt(var[None, :, None, None] + self.eps)
+        mean, var = mean.to(x.dtype), var.to(x.dtype)
+        y = (x - mean[None, :, None, None]) * torch.rsqrt(var[None, :, None, None] + self.eps)
         if self.affine:
             y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
         return y.to(x.dtype)
@@ -327,7 +328,7 @@ def _warm_state(init_from, model_config: dict, physics: Physics | None = None) -
     return obj
 
 
-def _check_run(mc: dict, tc: TrainConfig, physics: Physics | None, train_data: Dataset) -> tuple[LossSpec, LossSpec]:
+def check_run(mc: dict, tc: TrainConfig, physics: Physics | None, train_data: Dataset) -> tuple[LossSpec, LossSpec]:
     """The (primary, alternate) losses, after every check that can refuse the run before it starts."""
     losses = tc.loss_specs()
     config_from_dict(mc).check(physics.lattice if physics else None)
@@ -410,7 +411,7 @@ def _train_epoch(
     forward_t = transform_pair(tc.transform)[0]
     fmt = torch.channels_last if tc.channels_last else torch.contiguous_format
     use_amp = tc.autocast(dev)
-    net = state.forward or model
+    net = state.forward if state.forward is not None else model
     model.train()
     loss_sum, seen = 0.0, 0
     for b, (x, y) in enumerate(batches):
@@ -476,7 +477,9 @@ def _epoch(
     if shard.world > 1:
         record = _lead_record(record)
     plateau = tc.stop == "plateau"
-    state.end_epoch(epoch, record["val_mae"] if val_data is not None else loss, None if plateau else tc.patience)
+    state.end_epoch(
+        epoch, record["val_mae"] if val_data is not None else record["loss"], None if plateau else tc.patience
+    )
     if plateau:
         state.plan_cooldown(tc, spe, max_epochs(tc, len(train_data)))
     seconds = time.perf_counter() - t0
@@ -523,19 +526,21 @@ def train(
     best model. `callback(epoch, record)` runs after each saved epoch (raising there simulates a kill)."""
     tc = train_config
     mc = model_config if isinstance(model_config, dict) else config_to_dict(model_config)
-    losses = _check_run(mc, tc, physics, train_data)
+    losses = check_run(mc, tc, physics, train_data)
     dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
     if num_workers is None:
         L = physics.lattice if physics is not None else int(train_data[0][0].shape[-1])  # item x: (1, L, L)
         num_workers = default_num_workers(L, dev)
+    shard = shard or Shard()
+    if shard.world > 1 and resume:
+        raise InputError("data-parallel training starts its epochs afresh: resume needs one process")
+    if not shard.lead:  # rank 0 alone writes, shows progress and reports
+        out_dir, progress, callback = None, False, None
     out = Path(out_dir) if out_dir is not None else None
     log = out / "train.jsonl" if out else None
     last = out / LAST if out else None
     val_data = val_data if val_data is not None and len(val_data) > 0 else None  # an empty val set: none
 
-    shard = shard or Shard()
-    if shard.world > 1 and resume:
-        raise InputError("data-parallel training starts its epochs afresh: resume needs one process")
     state = _new_state(mc, tc, dev, init_from, physics)
     if resume and last is not None and last.exists():
         st = read_checkpoint(last)

@@ -88,6 +88,9 @@ def test_more_training_workers_than_the_cluster_holds_is_refused(ray_cluster, cl
     data = _write_npz(tmp_path / "d.npz", n=20)
     code, _, err = cli("train", tmp_path / "t", "--data", data, "--preset", "tiny", "--workers", "8", "--device", "cpu")
     assert code == 2 and "training workers" in err and len(err.strip().splitlines()) == 1
+    bad = ["--clamp-sources", "--transform", "sqrt"]  # refused where one process refuses it, before workers start
+    code, _, err = cli("train", tmp_path / "t", "--data", data, "--preset", "tiny", "--workers", "2", *bad)
+    assert code == 2 and "clamp_sources" in err and len(err.strip().splitlines()) == 1
 
 
 def test_each_rank_takes_its_rows_and_the_parts_add_up_to_the_batch_loss():

@@ -19,7 +19,8 @@ def test_ray_up_config_passes_rays_schema():
     validate_config(prepare_config(cfg))  # raises on a key the schema does not know or a missing one
     assert cfg["head_node_type"] in cfg["available_node_types"]
     worker_start = " ".join(cfg["worker_start_ray_commands"])
-    assert "DIFFCURATE_NO_STORE=1" in worker_start and "RAY_AUTH_TOKEN" in worker_start
+    assert "DIFFCURATE_NO_STORE=1" in worker_start and "RAY_AUTH_TOKEN_PATH=~/.ray_auth_token" in worker_start
+    assert "~/.ray_auth_token" in cfg["file_mounts"]  # the token reaches the nodes (the local shell's env does not)
     assert "--dashboard-host=127.0.0.1" in " ".join(cfg["head_start_ray_commands"])
     broken = {**cfg, "available_node_types": {**cfg["available_node_types"], "gpu": {"resources": {}, "typo": 1}}}
     with pytest.raises(Exception, match="typo"):

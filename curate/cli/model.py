@@ -153,26 +153,23 @@ def train_cmd(
 
 
 def _train_on_workers(run_dir, model_config, tc, train_set, val_set, physics, n, device, init_from, progress, as_json):
-    """`curate train --workers N`: the same summary as one process, from the Ray Train run."""
+    """`curate train --workers N`: the same files and summary as one process, from what rank 0 mailed back."""
     from diffcurate.curate.cluster.data_parallel import train_on_workers
+    from diffcurate.curate.loop.rundir import atomic_bytes, atomic_text
     from diffcurate.model.checkpoint import read_checkpoint
+    from diffcurate.model.train import BEST
 
+    out_dir = Path(run_dir) / "checkpoints"
     out = train_on_workers(
-        model_config,
-        tc,
-        train_set,
-        val_set,
-        Path(run_dir) / "checkpoints",
-        physics,
-        n,
-        device,
-        init_from,
-        progress and not as_json,
+        model_config, tc, train_set, val_set, out_dir, physics, n, device, init_from, progress and not as_json
     )
-    val = read_checkpoint(out["checkpoint"]).get("metrics", {}).get("val")
     history = out["history"]
+    ckpt = out_dir / BEST
+    atomic_bytes(ckpt, out["checkpoint"])
+    atomic_text(out_dir / "train.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+    val = read_checkpoint(ckpt).get("metrics", {}).get("val")
     summary = {
-        "checkpoint": out["checkpoint"],
+        "checkpoint": str(ckpt),
         "best_epoch": out["best_epoch"],
         "epochs_run": len(history),
         "stopped_early": bool(history and history[-1].get("stopped_early")),
@@ -184,9 +181,8 @@ def _train_on_workers(run_dir, model_config, tc, train_set, val_set, physics, n,
     if as_json:
         typer.echo(json.dumps(summary))
     else:
-        best = history[out["best_epoch"]]["val_mae"] if out["best_epoch"] >= 0 else float("nan")
         _console(False).print(
-            f"best epoch {out['best_epoch'] + 1} of {len(history)} on {n} workers: val MAE {best:.4g} -> {out['checkpoint']}"
+            f"best epoch {out['best_epoch'] + 1} of {len(history)} on {n} workers: val MAE {out['best_val']:.4g} -> {ckpt}"
         )
 
 

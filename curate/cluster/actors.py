@@ -380,6 +380,7 @@ def fit_summary(res, n_train: int, device: str) -> dict:
     return {
         "epochs": len(res.history),
         "best_epoch": res.best_epoch,
+        "best_val": res.best_val,  # val MAE (train loss without a val set) of the best epoch
         "train_size": n_train,
         "train_samples_per_s": float(np.mean(rates)) if rates else None,
         "device": device,

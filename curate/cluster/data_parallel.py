@@ -12,6 +12,7 @@ Data-parallel training restarts its round after a kill (round granularity); one 
 
 from __future__ import annotations
 
+import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,19 +40,40 @@ class Workers:
         return res
 
 
-def check_placeable(workers: Workers, copies: int = 1) -> None:
-    """Refuse, before any work, `copies` x N workers that the cluster's free resources cannot hold now: Ray Train
-    would wait for them forever. Call it after the run's own actors are placed."""
-    import ray
+PLACEMENT_TIMEOUT = 30.0  # seconds the cluster gets to hold the workers before the request is refused
 
-    free = ray.available_resources()
+
+def check_placeable(workers: Workers, copies: int = 1) -> None:
+    """Refuse, before any work, `copies` x N workers that the cluster cannot hold now besides what already runs
+    (Ray Train would wait for them forever): at once when its free resources fall short in total, else when a
+    placement group of the workers' bundles (the scheduler's own answer, node by node) is not ready in
+    `PLACEMENT_TIMEOUT` s. Call it after the run's own actors are placed."""
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    free, total = ray.available_resources(), ray.cluster_resources()
+    n = workers.n * copies
     for key, each in workers.per_worker().items():
-        need = each * workers.n * copies
-        if need > free.get(key, 0.0) + 1e-9:
+        if each * n > free.get(key, 0.0) + 1e-9:
             raise InputError(
-                f"{workers.n * copies} training workers x {each:g} {key} need {need:g} {key}; the cluster has "
-                f"{free.get(key, 0.0):g} {key} free (of {ray.cluster_resources().get(key, 0.0):g})"
+                f"{n} training workers x {each:g} {key} need {each * n:g} {key}; the cluster has "
+                f"{free.get(key, 0.0):g} {key} free (of {total.get(key, 0.0):g})"
             )
+    group = placement_group([workers.per_worker()] * n, strategy="PACK")
+    try:
+        ready = group.wait(timeout_seconds=PLACEMENT_TIMEOUT)
+    finally:
+        remove_placement_group(group)
+    if not ready:
+        raise InputError(
+            f"{n} training workers x {workers.per_worker()} do not fit on the cluster's nodes within "
+            f"{PLACEMENT_TIMEOUT:g} s (free in total: {free})"
+        )
+
+
+def share(amount: float, n: int) -> float:
+    """amount / n, rounded down to Ray's resource granularity (1e-4), so that n shares fit in amount."""
+    return math.floor(amount / n * 1e4) / 1e4
 
 
 class _Mailbox:
@@ -85,17 +107,24 @@ def fit(
         use_gpu=workers.gpus > 0,
         resources_per_worker=workers.per_worker(),
     )
+    job = {**job, "init_from": ray.put(job.get("init_from"))}  # weights travel once, not inside the config
     config = {"job": job, "threads": workers.threads, "mailbox": mailbox, "local_node": local_node}
-    with tempfile.TemporaryDirectory(prefix="diffcurate-train-") as storage:
-        trainer = TorchTrainer(
-            _worker,
-            train_loop_config=config,
-            scaling_config=scaling,
-            run_config=RunConfig(storage_path=storage, name="fit"),
-        )
-        trainer.fit()
-    out = ray.get(mailbox.take.remote())
-    ray.kill(mailbox)
+    try:
+        with tempfile.TemporaryDirectory(prefix="diffcurate-train-") as storage:
+            trainer = TorchTrainer(
+                _worker,
+                train_loop_config=config,
+                scaling_config=scaling,
+                run_config=RunConfig(storage_path=storage, name="fit"),
+            )
+            try:
+                trainer.fit()
+            except Exception as e:  # a worker's own error (bad input, say), not Ray Train's wrapper of it
+                failures = getattr(e, "worker_failures", None) or {}
+                raise next(iter(failures.values()), e) from None
+        out = ray.get(mailbox.take.remote())
+    finally:
+        ray.kill(mailbox)
     if out is None:
         raise RuntimeError("data-parallel training ended without rank 0's result")
     return out
@@ -128,7 +157,7 @@ def _worker(config: dict) -> None:
             out_dir,
             physics=job["physics"],
             device=device,
-            init_from=job.get("init_from"),
+            init_from=ray.get(job["init_from"]),
             callback=epoch_reporter(job.get("run", ""), job.get("progress")) if shard.lead else None,
             shard=shard,
             num_workers=0,
@@ -170,27 +199,36 @@ def train_on_workers(
     init_from=None,
     progress: bool = True,
 ) -> dict:
-    """`curate train --workers N`: train on N Ray Train workers of a local cluster (or the running one) that share
-    its CPUs, each with one GPU when the device is a GPU and the cluster has N. The sets are read into memory here
-    and travel as Ray objects; rank 0 writes out_dir/best.pt (and last.pt, train.jsonl) as `train` does.
-    Returns the fit summary (`fit_summary`, without the bytes) with the path of best.pt."""
+    """`curate train --workers N`: train on N Ray Train workers of a local cluster (or the running one), each with
+    an equal share (at least one CPU) of its free CPUs, or one GPU each when the device allows and the cluster has
+    N free. The sets are read into memory here and travel as Ray objects. Returns the fit summary (`fit_summary`:
+    the best weights' bytes and the history, which the caller writes, since rank 0 may have run elsewhere)."""
     import ray
 
     from diffcurate.curate.cluster.actors import make_counter, ray_session
     from diffcurate.model.checkpoint import Blob
     from diffcurate.model.data import as_arrays
-    from diffcurate.model.train import BEST, max_epochs
+    from diffcurate.model.nets import config_to_dict
+    from diffcurate.model.train import check_run, max_epochs
 
     if device not in ("auto", "cpu", "cuda"):
         raise InputError(f"--workers trains on cpu or cuda (auto: cuda when the cluster has {n} GPUs), not {device}")
+    mc = model_config if isinstance(model_config, dict) else config_to_dict(model_config)
+    check_run(mc, train_config, physics, train_set)  # the refusals of one process, here, before any worker starts
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     with ray_session():
-        res = ray.cluster_resources()
-        gpus = 1.0 if device != "cpu" and res.get("GPU", 0) >= n else 0.0
+        res, free = ray.cluster_resources(), ray.available_resources()
+        gpus = 1.0 if device != "cpu" and free.get("GPU", 0) >= n else 0.0
         if device == "cuda" and not gpus:
-            raise InputError(f"--workers {n} --device cuda needs {n} GPUs; the cluster has {res.get('GPU', 0):g}")
-        workers = Workers(n, cpus=res.get("CPU", 1.0) / n, gpus=gpus)
+            raise InputError(f"--workers {n} --device cuda needs {n} free GPUs; the cluster has {free.get('GPU', 0):g}")
+        cpus = share(free.get("CPU", 0.0), n)
+        if cpus < 1 and not gpus:
+            raise InputError(
+                f"{n} training workers need at least one CPU each; the cluster has {free.get('CPU', 0.0):g} CPU free "
+                f"(of {res.get('CPU', 0.0):g})"
+            )
+        workers = Workers(n, cpus=cpus, gpus=gpus)
         check_placeable(workers)
         job = dict(
             model=model_config,
@@ -202,8 +240,10 @@ def train_on_workers(
             out_dir=str(out_dir),
             progress=make_counter(),
         )
-        ref = ray.remote(num_cpus=0)(fit).remote(job, workers, ray.get_runtime_context().get_node_id())
-        epochs = max_epochs(train_config, len(train_set))
-        out = wait_showing_epochs([ref], job["progress"], epochs, f"training on {n} workers", progress)[0]
-    out.pop("checkpoint")
-    return {**out, "checkpoint": str(out_dir / BEST), "workers": n}
+        try:
+            ref = ray.remote(num_cpus=0)(fit).remote(job, workers, ray.get_runtime_context().get_node_id())
+            epochs = max_epochs(train_config, len(train_set))
+            out = wait_showing_epochs([ref], job["progress"], epochs, f"training on {n} workers", progress)[0]
+        finally:
+            ray.kill(job["progress"])
+    return {**out, "workers": n}

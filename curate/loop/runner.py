@@ -110,8 +110,12 @@ class Runner(Acquire):
         self.trainers = make_trainers(r.trainers, r.trainer_cpus, r.trainer_gpus, r.trainer_threads, resources=res)
         self.trainer = self.trainers[0]  # the surrogate's: scores, evaluates, feeds the ranker
         self._test_ref = None  # the test split, put into the object store once per `curate run`
-        self._record_placement()
-        self.train_workers = self._train_workers()
+        try:
+            self._record_placement()
+            self.train_workers = self._train_workers()
+        except BaseException:
+            self.close()  # a refused run leaves no actors holding the cluster's resources
+            raise
 
     def _record_placement(self) -> None:
         """RUN/state/actors.json: which node each actor runs on (one entry per `curate run`)."""
@@ -144,7 +148,7 @@ class Runner(Acquire):
         r = self.cfg.ray
         if r.train_workers == 1:
             return None
-        gpus = 1.0 if r.trainer_gpus != 0 and ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0  # the trainer actor may score on the CPU
         workers = Workers(r.train_workers, r.trainer_cpus, gpus, tuple(sorted(r.actor_resources.items())))
         check_placeable(workers, copies=r.trainers)
         return workers
@@ -261,8 +265,10 @@ class Runner(Acquire):
             )
             refs.append(tr.fit.remote(job) if self.train_workers is None else self._fit_data_parallel(job))
         epochs = max_epochs(round_train_config(cfg, 0, n_train), max(1, n_train))
-        results = self._wait_training(refs, counter, k, epochs)
-        ray.kill(counter)
+        try:
+            results = self._wait_training(refs, counter, k, epochs)
+        finally:
+            ray.kill(counter)
         for m, r in enumerate(results):  # the driver writes what the trainers return
             atomic_bytes(self.paths.member(k, m), r.pop("checkpoint"))
             history = r.pop("history")
@@ -435,7 +441,8 @@ def check_run(root: Path, cfg: RunConfig) -> None:
 
 def _run_locked(root: Path, cfg: RunConfig, rounds: int | None, log, show_progress: bool, record: bool) -> list[dict]:
     """The rounds, on a cluster; the overrides are written to config.toml once the cluster has placed what they ask
-    for (actors, training workers), so that a refused override leaves the config as it was."""
+    for (actors, training workers), so that a refused override leaves the config as it was (a finished run
+    records them without starting Ray)."""
     from diffcurate.curate.cluster.actors import ray_session
 
     rounds = cfg.rounds if rounds is None else rounds
