@@ -9,7 +9,8 @@ path").
 (x, y, mask, count, then collated), as a Dataset without `read_batch` is streamed. `batches`: `model.data.Batches`,
 each worker reading a whole batch in one LMDB transaction and shipping y and the configurations; x is painted
 where it is used (`solvers.problem.paint_tensor`, here on --device). Each row is the median of --repeats warm
-epochs (the store's pages cached) of iterating the loader to (x, y) on the device, with no training step.
+epochs (the store's pages cached) of iterating the loader to (x, y) on the device, with no training step. The read
+floor, measured in the same run, reads every sample's stored bytes in one LMDB transaction without decoding.
 """
 
 from __future__ import annotations
@@ -63,13 +64,36 @@ def epoch_batches(ds, order, batch: int, workers: int, device) -> int:
     return seen
 
 
+def read_floor(store: Path, repeats: int) -> tuple[float, float]:
+    """(samples/s, MiB/s) of reading every stored sample's bytes in one LMDB read transaction, with no decoding:
+    the rate no loader of this store can beat on one core."""
+    from diffcurate.curate.store.lmdbstore import Store
+
+    with Store(store, readonly=True) as st:
+        times, n, nbytes = [], 0, 0
+        for _ in range(repeats + 1):  # the first pass warms the pages
+            t0 = time.perf_counter()
+            with st.env.begin(db=st._samples, buffers=True) as txn:
+                n, nbytes = 0, 0
+                for _key, value in txn.cursor():
+                    nbytes += len(value)
+                    n += 1
+            times.append(time.perf_counter() - t0)
+    t = float(np.median(times[1:]))
+    return n / t, nbytes / t / 2**20
+
+
 def measure(store: Path, batch: int, workers: list[int], repeats: int, device: str) -> list[dict]:
     from diffcurate.curate.store.dataset import StoreDataset
 
     ds = StoreDataset(store, "train")
     dev = torch.device(device)
     order = np.random.default_rng(0).permutation(len(ds)).tolist()
-    rows = []
+    L = ds.physics.lattice
+    mib = L * L * 4 / 2**20  # y per sample, float32: what reaches the training step besides x
+    floor, floor_mib = read_floor(store, repeats)
+    print(f"read floor (raw LMDB, one transaction): {floor:,.0f} samples/s, {floor_mib:,.0f} MiB/s", flush=True)
+    rows = [{"workers": "read floor", "samples_per_s": floor, "mib_per_s": floor_mib}]
     for w in workers:
         row = {"workers": w}
         for name, fn in (("items", epoch_items), ("batches", epoch_batches)):
@@ -83,10 +107,13 @@ def measure(store: Path, batch: int, workers: list[int], repeats: int, device: s
                 times.append(time.perf_counter() - t0)
             row[f"{name}_samples_per_s"] = n / float(np.median(times))
         row["ratio"] = row["batches_samples_per_s"] / row["items_samples_per_s"]
+        row["batches_mib_per_s"] = row["batches_samples_per_s"] * mib
+        row["batches_vs_floor"] = row["batches_samples_per_s"] / floor
         rows.append(row)
         print(
-            f"workers {w}: items {row['items_samples_per_s']:,.0f}/s, batches {row['batches_samples_per_s']:,.0f}/s, "
-            f"ratio {row['ratio']:.2f}",
+            f"workers {w}: items {row['items_samples_per_s']:,.0f}/s, batches {row['batches_samples_per_s']:,.0f}/s "
+            f"({row['batches_mib_per_s']:,.0f} MiB/s of y, {row['batches_vs_floor']:.2f} of the read floor), "
+            f"batches/items {row['ratio']:.2f}",
             flush=True,
         )
     return rows
