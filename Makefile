@@ -26,7 +26,7 @@ test: setup
 DEMO ?= runs/demo
 demo: setup
 	$(BIN)/curate init $(DEMO) --preset small
-	$(BIN)/curate run $(DEMO) --rounds 3 --no-dashboard
+	$(BIN)/curate run $(DEMO) --rounds 2 --no-dashboard
 	$(BIN)/curate status $(DEMO)
 	$(BIN)/curate report $(DEMO)
 
