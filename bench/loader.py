@@ -93,7 +93,7 @@ def measure(store: Path, batch: int, workers: list[int], repeats: int, device: s
     mib = L * L * 4 / 2**20  # y per sample, float32: what reaches the training step besides x
     floor, floor_mib = read_floor(store, repeats)
     print(f"read floor (raw LMDB, one transaction): {floor:,.0f} samples/s, {floor_mib:,.0f} MiB/s", flush=True)
-    rows = [{"workers": "read floor", "samples_per_s": floor, "mib_per_s": floor_mib}]
+    rows = []
     for w in workers:
         row = {"workers": w}
         for name, fn in (("items", epoch_items), ("batches", epoch_batches)):
@@ -109,6 +109,7 @@ def measure(store: Path, batch: int, workers: list[int], repeats: int, device: s
         row["ratio"] = row["batches_samples_per_s"] / row["items_samples_per_s"]
         row["batches_mib_per_s"] = row["batches_samples_per_s"] * mib
         row["batches_vs_floor"] = row["batches_samples_per_s"] / floor
+        row["read_floor_samples_per_s"], row["read_floor_mib_per_s"] = floor, floor_mib
         rows.append(row)
         print(
             f"workers {w}: items {row['items_samples_per_s']:,.0f}/s, batches {row['batches_samples_per_s']:,.0f}/s "
