@@ -15,6 +15,7 @@ BatchNorm the same training losses differ by up to 16 %.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -134,7 +135,6 @@ def test_the_drivers_epoch_bar_counts_the_epochs_wherever_training_runs(ray_clus
     assert out["epochs"] == cfg.train.epochs == ray.get(counter.count.remote())
     ray.kill(trainer)
     counter = make_counter()
-    task = dict(model=cfg.model, train=cfg.train, physics=TINY, train_set=train_ref, val_set=val_ref, progress=counter)
-    out = data_parallel.fit(task, data_parallel.Workers(2, cpus=0.5), "elsewhere")
+    out = data_parallel.fit(replace(job, progress=counter), data_parallel.Workers(2, cpus=0.5))
     assert out["epochs"] == cfg.train.epochs == ray.get(counter.count.remote())
     assert not (tmp_path / "w").exists()  # neither wrote into a work dir that is not on its node

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from diffcurate.solvers.errors import InputError
@@ -89,14 +89,9 @@ class _Mailbox:
         return self.item
 
 
-def fit(
-    job: dict,
-    workers: Workers,
-    local_node: str,
-) -> dict:
-    """Train `job` (model, train, physics, train_set and val_set as object refs of datasets or `Solved`, init_from,
-    out_dir, run) on `workers` with Ray Train; returns what `_Trainer.fit` returns (checkpoint bytes, history,
-    summary). Rank 0 writes its files into job["out_dir"] only when it runs on `local_node` (the caller's)."""
+def fit(job, workers: Workers) -> dict:
+    """Train a `FitJob` on `workers` with Ray Train; returns what `_Trainer.fit` returns (checkpoint bytes, history,
+    summary). Rank 0 works in job.work_dir only when it runs on job.driver_node (and job.work_dir is set)."""
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -107,8 +102,8 @@ def fit(
         use_gpu=workers.gpus > 0,
         resources_per_worker=workers.per_worker(),
     )
-    job = {**job, "init_from": ray.put(job.get("init_from"))}  # weights travel once, not inside the config
-    config = {"job": job, "threads": workers.threads, "mailbox": mailbox, "local_node": local_node}
+    init = ray.put(job.init_from)  # the weights travel once, not inside the config
+    config = {"job": replace(job, init_from=None), "init_from": init, "threads": workers.threads, "mailbox": mailbox}
     try:
         with tempfile.TemporaryDirectory(prefix="diffcurate-train-") as storage:
             trainer = TorchTrainer(
@@ -145,20 +140,20 @@ def _worker(config: dict) -> None:
     job = config["job"]
     torch.set_num_threads(config["threads"])
     device = ray.train.torch.get_device() if torch.cuda.is_available() else torch.device("cpu")
-    train_set, val_set = (as_dataset(job["physics"], d) for d in ray.get([job["train_set"], job["val_set"]]))
-    here = ray.get_runtime_context().get_node_id() == config["local_node"]
+    train_set, val_set = (as_dataset(job.physics, d) for d in ray.get([job.train_set, job.val_set]))
+    here = ray.get_runtime_context().get_node_id() == job.driver_node
     with tempfile.TemporaryDirectory(prefix="diffcurate-fit-") as tmp:
-        out_dir = (job["out_dir"] if here and job.get("out_dir") else tmp) if shard.lead else None
+        out_dir = (job.work_dir if here and job.work_dir else tmp) if shard.lead else None
         res = train(
-            job["model"],
-            job["train"],
+            job.model,
+            job.train,
             train_set,
             val_set,
             out_dir,
-            physics=job["physics"],
+            physics=job.physics,
             device=device,
-            init_from=ray.get(job["init_from"]),
-            callback=epoch_reporter(job.get("run", ""), job.get("progress")) if shard.lead else None,
+            init_from=ray.get(config["init_from"]),
+            callback=epoch_reporter(job.run, job.progress) if shard.lead else None,
             shard=shard,
             num_workers=0,
         )
@@ -205,7 +200,7 @@ def train_on_workers(
     the best weights' bytes and the history, which the caller writes, since rank 0 may have run elsewhere)."""
     import ray
 
-    from diffcurate.curate.cluster.actors import make_counter, ray_session
+    from diffcurate.curate.cluster.actors import FitJob, make_counter, ray_session
     from diffcurate.model.checkpoint import Blob
     from diffcurate.model.data import as_arrays
     from diffcurate.model.nets import config_to_dict
@@ -230,20 +225,21 @@ def train_on_workers(
             )
         workers = Workers(n, cpus=cpus, gpus=gpus)
         check_placeable(workers)
-        job = dict(
+        job = FitJob(
+            train_set=ray.put(as_arrays(train_set)),
+            val_set=ray.put(as_arrays(val_set)),
             model=model_config,
             train=train_config,
             physics=physics,
-            train_set=ray.put(as_arrays(train_set)),
-            val_set=ray.put(as_arrays(val_set)),
+            work_dir="",  # rank 0 works in a temp dir; the caller writes what it mails back
+            driver_node=ray.get_runtime_context().get_node_id(),
             init_from=Blob.of(init_from) if init_from is not None else None,
-            out_dir=str(out_dir),
             progress=make_counter(),
         )
         try:
-            ref = ray.remote(num_cpus=0)(fit).remote(job, workers, ray.get_runtime_context().get_node_id())
+            ref = ray.remote(num_cpus=0)(fit).remote(job, workers)
             epochs = max_epochs(train_config, len(train_set))
-            out = wait_showing_epochs([ref], job["progress"], epochs, f"training on {n} workers", progress)[0]
+            out = wait_showing_epochs([ref], job.progress, epochs, f"training on {n} workers", progress)[0]
         finally:
-            ray.kill(job["progress"])
+            ray.kill(job.progress)
     return {**out, "workers": n}

@@ -238,6 +238,7 @@ class Runner(Acquire):
         copies)."""
         import ray
 
+        from diffcurate.curate.cluster import data_parallel
         from diffcurate.model.checkpoint import Blob
         from diffcurate.model.train import max_epochs
 
@@ -263,7 +264,10 @@ class Runner(Acquire):
                 run=self.root.name,
                 progress=counter if m == 0 else None,
             )
-            refs.append(tr.fit.remote(job) if self.train_workers is None else self._fit_data_parallel(job))
+            if self.train_workers is None:
+                refs.append(tr.fit.remote(job))
+            else:  # a task starts the Ray Train run, so that the bar shows progress meanwhile; it restarts its round
+                refs.append(ray.remote(num_cpus=0)(data_parallel.fit).remote(job, self.train_workers))
         epochs = max_epochs(round_train_config(cfg, 0, n_train), max(1, n_train))
         try:
             results = self._wait_training(refs, counter, k, epochs)
@@ -277,26 +281,6 @@ class Runner(Acquire):
         first, *members = results
         extra = {"members": [{"member": m, **r} for m, r in enumerate(members, 1)]} if members else {}
         atomic_json(files.fit, {**first, **extra})
-
-    def _fit_data_parallel(self, job: FitJob):
-        """An object ref of `job` trained on the Ray Train workers (started by a task, so that the driver shows
-        progress meanwhile, as for the trainer actors). It restarts its round after a kill."""
-        import ray
-
-        from diffcurate.curate.cluster import data_parallel
-
-        task = dict(
-            model=job.model,
-            train=job.train,
-            physics=job.physics,
-            train_set=job.train_set,
-            val_set=job.val_set,
-            init_from=job.init_from,
-            out_dir=job.work_dir,
-            run=job.run,
-            progress=job.progress,
-        )
-        return ray.remote(num_cpus=0)(data_parallel.fit).remote(task, self.train_workers, job.driver_node)
 
     def _solved(self, split: str, with_samplers: bool = False):
         """A split of the store as arrays for the actors (`Solved`), in the store's id order."""
