@@ -189,3 +189,19 @@ def test_study_records_results_and_extra_test_on_a_small_file(ray_cluster, tmp_p
     assert res2["strategies"] == res["strategies"]
     bad = _study("--config", spec, "--extra-test", tmp_path / "nope.npz")
     assert bad.returncode != 0 and "no such file" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_study_pool_variant_sets_the_pool_and_keeps_the_strategy():
+    """`NAME-poolN` is strategy NAME on pools of N candidates; everything else is NAME's run config."""
+    sys.path.insert(0, str(ROOT))
+    from bench.study.protocol import load_spec, peer, pool_of, run_config
+
+    spec = load_spec(None, quick=True)
+    arm = spec["arms"]["edcnn"]
+    big, base = run_config(spec, arm, "sbal-residual-pool20000", 3), run_config(spec, arm, "sbal-residual", 3)
+    assert (big.data.pool, base.data.pool) == (20000, spec["protocol"]["pool"])
+    assert big.acquisition == base.acquisition and big.seed == base.seed == 3
+    assert pool_of("sbal-b2-pool300") == ("sbal-b2", 300) and pool_of("sbal-residual") == ("sbal-residual", None)
+    assert peer("sbal-pool20000") and not peer("sbal-residual-pool20000")
+    with pytest.raises(SystemExit, match="unknown strategy"):
+        run_config(spec, arm, "nope-pool100", 0)

@@ -95,14 +95,26 @@ QUICK = {
 
 
 def peer(name: str) -> bool:
-    return name.split("-b")[0] in PEERS
+    return pool_of(name)[0].split("-b")[0] in PEERS
+
+
+def pool_of(name: str) -> tuple[str, int | None]:
+    """(strategy, pool size): `NAME-poolN` is strategy NAME drawing pools of N candidates instead of the
+    protocol's (the first N' candidates of a round are the same for every pool size, so a larger pool holds the
+    smaller one)."""
+    base, sep, n = name.rpartition("-pool")
+    return (base, int(n)) if sep and n.isdigit() and int(n) > 0 else (name, None)
 
 
 def variant(name: str) -> dict:
+    name = pool_of(name)[0]
     if name.startswith("sbal-b"):
         return {**VARIANTS["sbal"], "beta": float(name.removeprefix("sbal-b"))}
     if name not in VARIANTS:
-        raise SystemExit(f"error: unknown strategy {name!r} (choose from {', '.join(VARIANTS)} or sbal-bBETA)")
+        raise SystemExit(
+            f"error: unknown strategy {name!r} (choose from {', '.join(VARIANTS)} or sbal-bBETA, each with an"
+            " optional -poolN)"
+        )
     return VARIANTS[name]
 
 
@@ -158,7 +170,7 @@ def run_config(spec: dict, arm: dict, name: str, seed: int, allocation: dict | N
     cfg.data = DataConfig(
         initial=p["initial"],
         val=p["val"],
-        pool=p["pool"],
+        pool=pool_of(name)[1] or p["pool"],
         test_per_cell=p["test_per_cell"],
         test_families=list(MIXED),
         held_out_families=list(HELD_OUT),
@@ -169,7 +181,7 @@ def run_config(spec: dict, arm: dict, name: str, seed: int, allocation: dict | N
     a.acquisition = "true-error"  # the study's own baseline score, whatever `curate run` defaults to
     for k, v in variant(name).items():
         setattr(a, k, v)
-    if a.strategy == "sbal" and "sbal_beta" in spec and not name.startswith("sbal-b"):
+    if a.strategy == "sbal" and "sbal_beta" in spec and not pool_of(name)[0].startswith("sbal-b"):
         a.beta = float(spec["sbal_beta"])
     if copied_from(spec, name):
         a.allocation = dict(allocation or {})

@@ -237,12 +237,14 @@ def _block(E, arm, s, own, rows, mask, metrics, cut, reps, n_test, rng, strat_na
 
 def best_strategy(spec: dict, recs: Path) -> str:
     """The first arm's best non-peer, non-baseline strategy: lowest held-out p99 of the seed-mean final models
-    (then mixed p99)."""
+    (then mixed p99). Strategies the arm lists under `ablation` (trials of one lever) are not candidates: the
+    later arms and the transfer build on the strategies of the main comparison."""
     first = first_arm(spec)
     E = Errors({**spec, "arms": {first: spec["arms"][first]}}, recs, None)
+    ablation = set(spec["arms"][first].get("ablation", []))
     scores = {}
     for s, e in E.e[first].items():
-        if is_baseline(s) or peer(s):
+        if is_baseline(s) or peer(s) or s in ablation:
             continue
         last = e[:, spec["rounds"] : spec["rounds"] + 1]  # (seeds, 1, n): the final models
         scores[s] = (
