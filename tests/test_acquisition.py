@@ -18,6 +18,9 @@ from diffcurate.curate.loop.config import AcquisitionConfig, RunOverrides
 from diffcurate.solvers.problem import PRESETS, Configs
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.study.protocol import MIXED, load_spec, peer, pool_of, run_config  # noqa: E402
 
 
 def _clusters(rng, n_per=50):
@@ -153,7 +156,8 @@ def test_study_records_results_and_extra_test_on_a_small_file(ray_cluster, tmp_p
         'preset = "tiny"\nrounds = 1\nbootstrap = 20\nstratified_from = "ewd-mine"\n'
         "[protocol]\ninitial = 20\nbudget = 10\ngrowth = 2.0\npool = 100\nval = 10\ntest_per_cell = 1\n"
         "held_out_per_cell = 1\nbatch_size = 16\n[train]\nepochs = 1\n"
-        '[arms.edcnn]\nmodel = "edcnn"\nseeds = [0]\nstrategies = ["random", "ewd-mine", "stratified"]\n'
+        '[arms.edcnn]\nmodel = "edcnn"\nseeds = [0]\nstrategies = ["random", "ewd-mine", "stratified", "ewd-mine-pool200"]\n'
+        'ablation = ["ewd-mine-pool200"]\n'
     )
     docs, recs = tmp_path / "docs", tmp_path / "docs" / "study" / "runs"
     r = _study("--config", spec, "--out", tmp_path / "runs", "--docs", docs, "--workers", "1", "--extra-test", extra)
@@ -174,8 +178,18 @@ def test_study_records_results_and_extra_test_on_a_small_file(ray_cluster, tmp_p
         for block in (res["strategies"][s], res["strategies"][s]["held_out"]):
             assert {"final_vs_random", "final_vs_stratified", "final_vs_stratified_ci90", "cost_ratio"} <= set(block)
     assert res["strategies"]["stratified"]["final_vs_stratified"]["p99"] == pytest.approx(1.0)
+    # an ablation (ewd-mine on pools twice as large) is compared with the strategy it varies, and is no `best`
+    lever = json.loads((recs / "edcnn" / "ewd-mine-pool200-s0.json").read_text())
+    assert lever["config"]["data"]["pool"] == 200 and lever["rounds"][1]["added_by_sources"]
+    abl = res["strategies"]["ewd-mine-pool200"]
+    assert abl["vs_base"] == "ewd-mine" and abl["held_out"]["base_seed_list"] == [0]
+    e = {n: np.load(recs / "edcnn" / f"{n}-s0.npz")["per_sample"][-1] for n in ("ewd-mine-pool200", "ewd-mine")}
+    mixed = np.isin(json.loads((recs / "test_set.json").read_text())["sampler"], MIXED)
+    assert abl["final_vs_base"]["mae"] == pytest.approx(
+        e["ewd-mine-pool200"][mixed].mean() / e["ewd-mine"][mixed].mean()
+    )
     got = res["extra_test"]["strategies"]["edcnn"]
-    assert res["extra_test"]["n_samples"] == 12 and set(got) == {"random", "ewd-mine", "stratified"}
+    assert res["extra_test"]["n_samples"] == 12 and set(got) == {"random", "ewd-mine", "stratified", "ewd-mine-pool200"}
     for runs in got.values():
         m = runs[0]
         assert m["n_samples"] == 12 and set(m["mae"]) == {"all", "sources", "field", "r1", "r2", "r3"}
@@ -193,9 +207,6 @@ def test_study_records_results_and_extra_test_on_a_small_file(ray_cluster, tmp_p
 
 def test_study_pool_variant_sets_the_pool_and_keeps_the_strategy():
     """`NAME-poolN` is strategy NAME on pools of N candidates; everything else is NAME's run config."""
-    sys.path.insert(0, str(ROOT))
-    from bench.study.protocol import load_spec, peer, pool_of, run_config
-
     spec = load_spec(None, quick=True)
     arm = spec["arms"]["edcnn"]
     big, base = run_config(spec, arm, "sbal-residual-pool20000", 3), run_config(spec, arm, "sbal-residual", 3)

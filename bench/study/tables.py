@@ -163,6 +163,23 @@ def markdown(res: dict) -> str:
                     f"({_f(b['samples_ratio_fit']['p99'])}) |"
                 )
             out.append("")
+        ablation = {s: b for s, b in strategies.items() if "vs_base" in b}
+        if ablation:
+            out += [
+                f"**{arm}, ablation**: each lever against the strategy it varies, final round, on the seeds both ran "
+                "(paired), 90 % intervals over seeds and test samples:",
+                "",
+                "| strategy | against | seeds | mixed MAE | mixed p99 | held-out MAE | held-out p99 |",
+                "|---|---|---|---|---|---|---|",
+            ]
+            for s, b in ablation.items():
+                cells = [
+                    f"{blk['final_vs_base'][m]:.3f} {_ci(blk['final_vs_base_ci90'][m])}"
+                    for blk in (b, b["held_out"])
+                    for m in ("mae", "p99")
+                ]
+                out.append(f"| {s} | {b['vs_base']} | {len(b['base_seed_list'])} | {' | '.join(cells)} |")
+            out.append("")
     control = res["protocol"]["training"].get("control")
     if control:
         out += [
