@@ -201,6 +201,16 @@ def test_study_records_results_and_extra_test_on_a_small_file(ray_cluster, tmp_p
     assert again.returncode == 0, again.stderr[-2000:]
     res2 = json.loads((tmp_path / "again" / "results.json").read_text())
     assert res2["strategies"] == res["strategies"]
+    # each row bootstraps from its own stream: without the ablation the other rows are the same to the last digit
+    fewer = tmp_path / "fewer.toml"
+    fewer.write_text(
+        spec.read_text().replace(', "ewd-mine-pool200"]', "]").replace('ablation = ["ewd-mine-pool200"]', "")
+    )
+    three = _study("--config", fewer, "--docs", tmp_path / "three", "--records", recs, "--summarise")
+    assert three.returncode == 0, three.stderr[-2000:]
+    res3 = json.loads((tmp_path / "three" / "results.json").read_text())
+    assert set(res3["strategies"]) == {"random", "ewd-mine", "stratified"}
+    assert all(res3["strategies"][s] == res["strategies"][s] for s in res3["strategies"])
     bad = _study("--config", spec, "--extra-test", tmp_path / "nope.npz")
     assert bad.returncode != 0 and "no such file" in bad.stderr and "Traceback" not in bad.stderr
 

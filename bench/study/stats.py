@@ -12,6 +12,7 @@ acquisition (records.COST_STEPS); `cost_ratio` = seconds random needs to match /
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -120,9 +121,10 @@ def _rows_of(E: Errors, arm: str, s: str, base: str) -> np.ndarray:
     return np.array([pos[seed] for seed in E.seeds[arm][s] if seed in pos], np.int64)
 
 
-def summarise_arm(E: Errors, arm: str, spec: dict, rng) -> dict:
+def summarise_arm(E: Errors, arm: str, spec: dict, seed: int = 0) -> dict:
     """Every strategy of an arm against random (curves, samples and cost ratios) and against stratified (at
-    equal size), on the mixed split and the held-out families, each on the seeds it shares with the baseline."""
+    equal size), on the mixed split and the held-out families, each on the seeds it shares with the baseline.
+    Each block bootstraps from its own stream (`block_rng`), so adding a strategy moves no other row's interval."""
     reps = int(spec.get("bootstrap", 1000))
     strategies = E.e[arm]
     n_test = len(E.ids)
@@ -137,6 +139,7 @@ def summarise_arm(E: Errors, arm: str, spec: dict, rng) -> dict:
             if strat:
                 rows["stratified"] = _rows_of(E, arm, s, strat)
             own = np.array([i for i, seed in enumerate(E.seeds[arm][s]) if seed in set(E.seeds[arm]["random"])])
+            rng = block_rng(seed, arm, s, set_name)
             blocks[s] = _block(E, arm, s, own, rows, mask, metrics, cut, reps, n_test, rng, strat)
             if strat:
                 out[s]["stratified_baseline"] = strat
@@ -151,8 +154,14 @@ def summarise_arm(E: Errors, arm: str, spec: dict, rng) -> dict:
             out[s]["vs_base"] = base
             for set_name, metrics in SETS.items():
                 block = out[s] if set_name == "mixed" else out[s]["held_out"]
+                rng = block_rng(seed, arm, s, set_name, "vs_base")
                 block.update(vs_base(E, arm, s, base, E.masks[set_name], metrics, cut, reps, n_test, rng))
     return out
+
+
+def block_rng(seed: int, *names: str) -> np.random.Generator:
+    """The bootstrap's random stream of one block of results, from the study's seed and the block's names."""
+    return np.random.default_rng([seed, zlib.crc32("/".join(names).encode())])
 
 
 def vs_base(E: Errors, arm: str, s: str, base: str, mask, metrics, cut: int, reps: int, n_test: int, rng) -> dict:

@@ -14,11 +14,10 @@ from bench.study.stats import Errors, best_strategy, control_block, summarise_ar
 
 
 def summarise(spec: dict, recs: Path, docs: Path, command: str, default: str, extra: Path | None, out: Path) -> dict:
-    rng = np.random.default_rng(0)
     later = any("best" in a["strategies"] for a in spec["arms"].values()) or spec.get("transfer")
     best = best_strategy(spec, recs) if later or spec.get("control") else None
     E = Errors(spec, recs, best)
-    arms = {a: summarise_arm(E, a, spec, rng) for a in spec["arms"]}
+    arms = {a: summarise_arm(E, a, spec) for a in spec["arms"]}
     first = first_arm(spec)
     p = spec["protocol"]
     sizes = schedule(spec)
