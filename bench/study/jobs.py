@@ -104,22 +104,30 @@ def wait_for(recs: Path, todo: list) -> None:
         time.sleep(10)
 
 
+def missing(done: set[Path], recs: Path, todo: list) -> list:
+    """The jobs of `todo` whose record was not in `done`, in order: what a shard deals out, so that a resumed study
+    spreads its remaining work over every shard. `done` is the records there were when the shards started, before
+    any of them landed one, so every shard deals from the same list."""
+    return [j for j in todo if records.paths(recs, *j)[0] not in done]
+
+
 def shard_main(spec: dict, i: int, n: int, out: Path, recs: Path, commit_records: bool) -> None:
     def log(s):
         print(f"[{i}] {s}", flush=True)
 
+    done = set(recs.rglob("*.json"))
     first = first_arm(spec)
     all_first = [j for j in jobs(spec, None) if j[0] == first]
-    do_runs(spec, all_first[i::n], out, recs, log, commit_records)
+    do_runs(spec, missing(done, recs, all_first)[i::n], out, recs, log, commit_records)
     later = {k: v for k, v in spec["arms"].items() if k != first}
     if later or spec.get("transfer") or spec.get("control"):
         wait_for(recs, all_first)
         from bench.study.stats import best_strategy
 
         best = best_strategy(spec, recs)
-        retrain_jobs(spec, recs, best, i, n, log, commit_records)  # they need the first arm's records alone
+        retrain_jobs(spec, recs, missing(done, recs, retrain_list(spec, best))[i::n], log, commit_records)
         phase3 = [j for j in jobs({**spec, "arms": later}, best)] if later else []
-        do_runs(spec, phase3[i::n], out, recs, log, commit_records)
+        do_runs(spec, missing(done, recs, phase3)[i::n], out, recs, log, commit_records)
 
 
 def retrain_list(spec: dict, best: str | None) -> list[tuple[str, str, int]]:
@@ -135,8 +143,9 @@ def retrain_list(spec: dict, best: str | None) -> list[tuple[str, str, int]]:
     return work
 
 
-def retrain_jobs(spec: dict, recs: Path, best: str | None, i: int, n: int, log, commit_records: bool) -> None:
-    for kind, s, seed in retrain_list(spec, best)[i::n]:
+def retrain_jobs(spec: dict, recs: Path, todo: list, log, commit_records: bool) -> None:
+    """The control and transfer retrains of `todo` (they need the first arm's records alone)."""
+    for kind, s, seed in todo:
         if records.exists(recs, kind, s, seed):
             continue
         t0 = time.time()

@@ -27,6 +27,8 @@ VARIANTS: dict[str, dict] = {
     "stratified": {"strategy": "stratified"},
     # the same, copying sbal-residual's allocation: the informed non-adaptive baseline of that strategy
     "stratified-residual": {"strategy": "stratified"},
+    # the same, copying the pool lever's allocation (sbal-residual-pool20000), on the protocol's pools
+    "stratified-pool-lever": {"strategy": "stratified"},
     "count-prior": {"strategy": "count-prior", "sources_weight": 0.0},
     "al": {"strategy": "al", "acquisition": "true-error", "sources_weight": 1.0},
     "al-field": {"strategy": "al", "acquisition": "true-error", "sources_weight": 0.0},
@@ -51,7 +53,7 @@ VARIANTS: dict[str, dict] = {
 }
 PEERS = {"sbal", "lcmd", "coreset"}
 # stratified copies -> the strategy whose final allocation they copy (`stratified` itself: spec["stratified_from"])
-COPIES = {"stratified-residual": "sbal-residual"}
+COPIES = {"stratified-residual": "sbal-residual", "stratified-pool-lever": "sbal-residual-pool20000"}
 
 
 def copied_from(spec: dict, name: str) -> str | None:
