@@ -121,6 +121,12 @@ def _rows_of(E: Errors, arm: str, s: str, base: str) -> np.ndarray:
     return np.array([pos[seed] for seed in E.seeds[arm][s] if seed in pos], np.int64)
 
 
+def _own_rows(E: Errors, arm: str, s: str, base: str) -> np.ndarray:
+    """Rows of strategy s's runs on the seeds `base` also ran, in the order of `_rows_of(E, arm, s, base)`."""
+    theirs = set(E.seeds[arm][base])
+    return np.array([i for i, seed in enumerate(E.seeds[arm][s]) if seed in theirs], np.int64)
+
+
 def summarise_arm(E: Errors, arm: str, spec: dict, seed: int = 0) -> dict:
     """Every strategy of an arm against random (curves, samples and cost ratios) and against stratified (at
     equal size), on the mixed split and the held-out families, each on the seeds it shares with the baseline.
@@ -138,7 +144,7 @@ def summarise_arm(E: Errors, arm: str, spec: dict, seed: int = 0) -> dict:
             rows = {"random": _rows_of(E, arm, s, "random")}
             if strat:
                 rows["stratified"] = _rows_of(E, arm, s, strat)
-            own = np.array([i for i, seed in enumerate(E.seeds[arm][s]) if seed in set(E.seeds[arm]["random"])])
+            own = _own_rows(E, arm, s, "random")
             rng = block_rng(seed, arm, s, set_name)
             blocks[s] = _block(E, arm, s, own, rows, mask, metrics, cut, reps, n_test, rng, strat)
             if strat:
@@ -167,13 +173,12 @@ def block_rng(seed: int, *names: str) -> np.random.Generator:
 def vs_base(E: Errors, arm: str, s: str, base: str, mask, metrics, cut: int, reps: int, n_test: int, rng) -> dict:
     """An ablation against the strategy it varies, final round, on the seeds both ran (paired), with 90 %
     intervals over seeds and test samples: what the one lever does by itself."""
-    common = [seed for seed in E.seeds[arm][s] if seed in set(E.seeds[arm][base])]
-    own = np.array([list(E.seeds[arm][s]).index(seed) for seed in common], np.int64)
-    rows = np.array([list(E.seeds[arm][base]).index(seed) for seed in common], np.int64)
+    own, rows = _own_rows(E, arm, s, base), _rows_of(E, arm, s, base)  # (common seeds,) each, paired
     e_s, e_b = E.e[arm][s][own][:, cut - 1], E.e[arm][base][rows][:, cut - 1]  # (seeds, n_test)
 
     def ratio(a, b, m, hard):
-        return {k: float(metric_values(a, m, hard)[k].mean() / metric_values(b, m, hard)[k].mean()) for k in metrics}
+        va, vb = seed_mean(a, m, hard), seed_mean(b, m, hard)
+        return {k: float(va[k] / vb[k]) for k in metrics}
 
     boot = []
     for _ in range(reps):
@@ -183,7 +188,7 @@ def vs_base(E: Errors, arm: str, s: str, base: str, mask, metrics, cut: int, rep
     return {
         "final_vs_base": ratio(e_s, e_b, mask, E.hard),
         "final_vs_base_ci90": {k: _ci([b[k] for b in boot]) for k in metrics},
-        "base_seed_list": [int(x) for x in common],
+        "base_seed_list": [int(E.seeds[arm][s][i]) for i in own],
     }
 
 
@@ -224,7 +229,7 @@ def _block(E, arm, s, own, rows, mask, metrics, cut, reps, n_test, rng, strat_na
     vs, vb, n_s, n_b, c_s, c_b = _curves(E, arm, s, own, rows["random"], "random", mask, E.hard, cut)
     strat = None
     if strat_name and len(rows["stratified"]):
-        s_rows = np.array([i for i, seed in enumerate(E.seeds[arm][s]) if seed in set(E.seeds[arm][strat_name])])
+        s_rows = _own_rows(E, arm, s, strat_name)
         strat = (s_rows, rows["stratified"])
     boot = {m: {k: [] for k in ("final", "ratio", "fit", "cost", "strat")} for m in metrics}
     for _ in range(reps):
