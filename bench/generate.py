@@ -23,8 +23,8 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diffcurate.curate.cluster.actors import ray_session  # noqa: E402
 from diffcurate.curate.cluster.generate import generate  # noqa: E402
+from diffcurate.curate.cluster.session import ray_session  # noqa: E402
 from diffcurate.solvers.problem import PRESETS  # noqa: E402
 
 

@@ -22,7 +22,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diffcurate.curate.cluster.actors import ray_session  # noqa: E402
+from diffcurate.curate.cluster.session import ray_session  # noqa: E402
 from diffcurate.curate.loop.config import default_config  # noqa: E402
 from diffcurate.curate.loop.rundir import init_run, read_rounds  # noqa: E402
 from diffcurate.curate.loop.runner import run  # noqa: E402

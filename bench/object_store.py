@@ -31,7 +31,8 @@ def main() -> int:
 
     import ray
 
-    from diffcurate.curate.cluster.actors import Solved, init_local
+    from diffcurate.curate.cluster.actors import Solved
+    from diffcurate.curate.cluster.session import init_local
     from diffcurate.solvers.problem import PRESETS, disc_mask, paint
     from diffcurate.solvers.sampling import sample_configs
 

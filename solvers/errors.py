@@ -28,3 +28,16 @@ def terminate_as_interrupt() -> None:
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, handler)
+
+
+class ClusterUnavailable(CheckError):
+    """Ray could not be started or reached (a loaded machine, a stopped cluster): nothing was written, and the same
+    command run again resumes (exit 1)."""
+
+
+def hint(*args) -> str:
+    """A command to print in a message, quoted so that it runs as printed: hint("verify", "--store", p) ->
+    "`curate verify --store p`"."""
+    import shlex
+
+    return "`" + shlex.join(["curate", *map(str, args)]) + "`"

@@ -22,7 +22,7 @@ def ray_cluster(tmp_path_factory):
     subprocesses (`curate ... --address`) can join it instead of starting their own."""
     import ray
 
-    from diffcurate.curate.cluster.actors import init_local
+    from diffcurate.curate.cluster.session import init_local
 
     init_local(num_cpus=2, include_dashboard=False, configure_logging=True, logging_level="ERROR", log_to_driver=False)
     try:

@@ -10,7 +10,8 @@ import sys
 
 PROBE = """
 import json, psutil, ray
-from diffcurate.curate.cluster.actors import ray_session, make_solvers
+from diffcurate.curate.cluster.actors import make_solvers
+from diffcurate.curate.cluster.session import ray_session
 from diffcurate.solvers.problem import PRESETS
 
 with ray_session(num_cpus=2, dashboard=DASHBOARD):

@@ -11,7 +11,7 @@ import sys
 
 SCRIPT = r"""
 import ipaddress, json, sys, time
-from diffcurate.curate.cluster.actors import ray_session
+from diffcurate.curate.cluster.session import ray_session
 
 
 def listening(port):

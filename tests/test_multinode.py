@@ -184,7 +184,7 @@ def test_two_node_run_with_every_actor_away_from_the_store(ray_cluster, tmp_path
 # run on the cluster: the node the `away` resource puts a task on, and what opening a store does there
 PROBE = """
 import json, sys, ray
-from diffcurate.curate.cluster.actors import init_local
+from diffcurate.curate.cluster.session import init_local
 init_local(address=sys.argv[1], log_to_driver=False)  # joins on loopback, as `curate run --address` does
 
 @ray.remote(resources={"away": 1})

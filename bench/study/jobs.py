@@ -41,7 +41,7 @@ def do_runs(spec: dict, todo: list, out: Path, recs: Path, log, commit_records: 
     """Run (or resume) the given runs in this process, on one local Ray, writing each one's record."""
     import torch
 
-    from diffcurate.curate.cluster.actors import ray_session
+    from diffcurate.curate.cluster.session import ray_session
     from diffcurate.curate.loop.rundir import init_run
     from diffcurate.curate.loop.runner import run
 

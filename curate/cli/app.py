@@ -7,6 +7,7 @@ the app), so `import diffcurate.curate.cli.app` stays cheap: no torch, scipy or 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import traceback
 from importlib import metadata
@@ -17,7 +18,7 @@ import typer
 from diffcurate.curate.cli import estimate, model, physics, run, store
 from diffcurate.curate.store.errors import DiskFull, StoreDamaged
 from diffcurate.curate.store.lock import read_only
-from diffcurate.solvers.errors import CheckError, InputError, Terminated, terminate_as_interrupt
+from diffcurate.solvers.errors import CheckError, ClusterUnavailable, InputError, Terminated, terminate_as_interrupt
 
 HELP = (
     "Curate training sets for neural surrogates of a steady diffusion-decay PDE: generate and solve source "
@@ -50,7 +51,7 @@ _INTERRUPTED = "interrupted: everything committed so far is kept; re-run the sam
 
 # exception type -> (exit code, message prefix); the first matching row wins, so subclasses come first
 ERRORS: list[tuple[tuple[type[BaseException], ...], int, str]] = [
-    ((DiskFull,), 1, "error: "),
+    ((DiskFull, ClusterUnavailable), 1, "error: "),
     ((StoreDamaged,), 1, "damaged: "),
     ((CheckError,), 1, "check failed: "),
     ((InputError, FileNotFoundError, IsADirectoryError, NotADirectoryError), 2, "error: "),
@@ -103,6 +104,7 @@ def main() -> None:
         code = app(standalone_mode=False)
         if code == 130:
             raise KeyboardInterrupt
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the work is done and said: a SIGTERM now changes nothing
         if isinstance(code, int) and code:
             sys.exit(code)
     except (typer.Abort, KeyboardInterrupt):
@@ -116,7 +118,7 @@ def main() -> None:
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
         _fail(2, f"error: {e.format_message()}{hint}")
     except Exception as e:
-        cause = _read_only(_cause(e))
+        cause = _os_error(_cause(e))
         for types, code, prefix in ERRORS:
             if isinstance(cause, types):
                 if os.environ.get("CURATE_DEBUG") == "1":
@@ -125,15 +127,22 @@ def main() -> None:
         raise
 
 
-def _read_only(e: BaseException) -> BaseException:
+def _os_error(e: BaseException) -> BaseException:
     """An access the filesystem refused that no check caught first (a read-only mount; no permission): one line
-    naming the file, exit 2, like the checks' refusals."""
+    naming the file, exit 2, like the checks' refusals; a full disk, or a file size limit, is `DiskFull` (exit 1)
+    for every command, as for the store's own commits."""
     import errno
 
     if isinstance(e, OSError) and e.errno == errno.EROFS:
         return read_only(e.filename or "a file", e)
     if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM):
         return InputError(f"{e.filename or 'a file'}: {e.strerror.lower()}")
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        where = f" writing {e.filename}" if e.filename else ""
+        return DiskFull(
+            f"{e.strerror.lower()}{where}: the disk is full or a file size limit was reached; nothing partial was "
+            "kept: free space and re-run the same command"
+        )
     return e
 
 

@@ -90,12 +90,14 @@ def train_cmd(
 ) -> None:
     """Train a surrogate on a data file (split train/val by seed); best weights -> checkpoints/best.pt."""
     from diffcurate.curate.store.dataset import register_loaders
+    from diffcurate.curate.store.lock import check_writable
     from diffcurate.model.checkpoint import preset_of
     from diffcurate.model.data import load_data
     from diffcurate.model.nets import default_model_config
     from diffcurate.model.train import default_train_config, train
     from diffcurate.solvers.problem import PRESETS
 
+    check_writable(run_dir)  # before the data is read and trained on, not at the first checkpoint
     register_loaders()
     train_set, physics = load_data(data, "train", seed, train_fraction)
     val_set, _ = load_data(data, "val", seed, train_fraction)
@@ -221,11 +223,13 @@ def evaluate_cmd(
 ) -> None:
     """Metrics of a checkpoint on a store split or a data file (evaluate schema, docs/formats.md) -> --out JSON."""
     from diffcurate.curate.store.dataset import register_loaders
+    from diffcurate.curate.store.lock import check_writable
     from diffcurate.model.checkpoint import load_checkpoint, transform_of
     from diffcurate.model.data import load_data
     from diffcurate.model.metrics import evaluate_model
     from diffcurate.solvers.registry import resolve_device
 
+    check_writable(out)
     register_loaders()
     dataset, physics = load_data(data, split)
     dev = resolve_device(device)

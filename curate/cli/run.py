@@ -12,6 +12,7 @@ from rich.table import Table
 from diffcurate.curate.acquisition.ranker import ACQUISITIONS, STRATEGIES
 from diffcurate.curate.cli.options import Address, Json, RunDir
 from diffcurate.curate.progress import console, say
+from diffcurate.solvers.errors import hint
 
 
 def init_cmd(
@@ -31,7 +32,7 @@ def init_cmd(
     paths = init_run(run_dir, cfg)
     console.print(
         f"initialised {run_dir} ({cfg.preset}, {cfg.acquisition.strategy} on {cfg.acquisition.acquisition}); edit "
-        f"{paths.config} or run `curate run {run_dir}`"
+        f"{paths.config} or run {hint('run', run_dir)}"
     )
 
 

@@ -30,7 +30,7 @@ from diffcurate.curate.cli.options import (
     Workers,
 )
 from diffcurate.curate.progress import console
-from diffcurate.solvers.errors import CheckError, InputError
+from diffcurate.solvers.errors import CheckError, InputError, hint
 from diffcurate.solvers.problem import resolve_physics
 
 Split = Annotated[str, typer.Option("--split", help="train, val or test.")]
@@ -92,8 +92,17 @@ def info_cmd(store: StoreDir, json_out: Json = False) -> None:
 
     with Store(store, readonly=True) as s:
         d = s.info()
+    if d.get("damaged_records"):
+        typer.echo(
+            f"warning: {len(d['damaged_records'])} damaged records (checksum mismatch), counted here but skipped by "
+            f"export and refused by a run; run {hint('verify', '--store', store)}",
+            err=True,
+        )
     if d.get("damaged"):
-        typer.echo(f"warning: skipped {len(d['damaged'])} damaged index entries; run `curate verify {store}`", err=True)
+        typer.echo(
+            f"warning: skipped {len(d['damaged'])} damaged index entries; run {hint('verify', '--store', store)}",
+            err=True,
+        )
     if json_out:
         print(json.dumps(d))
         return
@@ -167,7 +176,10 @@ def export_cmd(
 
     card = export_store(store, out, format, split, max_round, force, _command())
     if card["skipped_damaged"]:
-        typer.echo(f"warning: skipped {card['skipped_damaged']} damaged samples; run `curate verify {store}`", err=True)
+        typer.echo(
+            f"warning: skipped {card['skipped_damaged']} damaged samples; run {hint('verify', '--store', store)}",
+            err=True,
+        )
     console.print(f"wrote {card['n_samples']} samples to {out} (+ {out}.card.md, .card.json)")
 
 

@@ -1,7 +1,5 @@
 """Ray, done once: cluster connection and the actors that the generator and the curation loop share.
 
-* `ray_session` starts a local cluster on 127.0.0.1 (`init_local`: every server on loopback, the dashboard too, or
-  none) or joins one with --address.
 * `_Generator` turns (sampler, seed, index range) into configurations and their stable ids.
 * `_Solver` solves batches with the `fast` solver on its own CPU share (or its GPU when given one).
 * `_Trainer` trains the surrogate on the store each round (`FitJob`), evaluates it, scores candidates (`ScoreJob`)
@@ -15,16 +13,14 @@ cluster are small: configurations in, fields and scores out, never models.
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from diffcurate.solvers.errors import InputError, terminate_as_interrupt
+from diffcurate.solvers.errors import InputError
 from diffcurate.solvers.problem import Configs, Physics
 
 if TYPE_CHECKING:
@@ -33,65 +29,6 @@ if TYPE_CHECKING:
     from diffcurate.model.train import TrainConfig
 
 RESTARTS = 3
-
-
-@contextlib.contextmanager
-def ray_session(
-    address: str | None = None,
-    num_cpus: int | None = None,
-    dashboard: bool = False,
-    dashboard_host: str = "127.0.0.1",
-    dashboard_port: int | None = None,
-) -> Iterator[None]:
-    """Use the running Ray (tests' session fixture), join `address`, or start a local cluster; shut down only
-    what this call started. The dashboard binds to loopback unless the user names another host."""
-    import ray
-
-    if ray.is_initialized():
-        yield
-        return
-    kwargs: dict = dict(configure_logging=True, logging_level="ERROR", log_to_driver=False)
-    if address and address.rsplit(":", 1)[0] in ("127.0.0.1", "localhost"):
-        try:  # a cluster of `init_local` (its nodes on 127.0.0.1): this driver joins it on loopback too
-            init_local(address=address, **kwargs)
-        except ConnectionError:  # a cluster whose nodes have the network address (`ray start`), reached locally
-            ray.shutdown()
-            ray.init(address=address, **kwargs)
-    elif address:
-        ray.init(address=address, **kwargs)
-    else:
-        if dashboard_port is not None:
-            kwargs["dashboard_port"] = dashboard_port
-        init_local(num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host=dashboard_host, **kwargs)
-    terminate_as_interrupt()  # Ray's driver installed its own SIGTERM handler (a stack dump, no cleanup)
-    try:
-        yield
-    finally:
-        ray.shutdown()
-
-
-LOOPBACK = "127.0.0.1"
-
-
-def init_local(**kwargs) -> None:
-    """`ray.init(**kwargs)` of a local cluster whose node address is 127.0.0.1, so that its servers (GCS, raylet,
-    workers, the dashboard agent, metrics) listen on loopback only and nobody else on the network reaches them;
-    with `address`, a driver joining such a cluster (its own node address must be the cluster's).
-
-    Ray turns a loopback node address into the machine's network address unless its own switch for single-machine
-    clusters (`ray_constants.ENABLE_RAY_CLUSTER`, the env var RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER) is off; it is
-    turned off for this call only (it is read while the node starts), so that this process may still join real
-    clusters later and `ray start` in child processes is unaffected. tests/test_cluster.py lists the sockets
-    and fails if a Ray upgrade changes this."""
-    import ray
-    import ray._private.ray_constants as constants
-
-    was = constants.ENABLE_RAY_CLUSTER
-    constants.ENABLE_RAY_CLUSTER = False
-    try:
-        ray.init(_node_ip_address=LOOPBACK, **kwargs)
-    finally:
-        constants.ENABLE_RAY_CLUSTER = was
 
 
 def draw_configs(

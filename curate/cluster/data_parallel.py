@@ -200,7 +200,8 @@ def train_on_workers(
     the best weights' bytes and the history, which the caller writes, since rank 0 may have run elsewhere)."""
     import ray
 
-    from diffcurate.curate.cluster.actors import FitJob, make_counter, ray_session
+    from diffcurate.curate.cluster.actors import FitJob, make_counter
+    from diffcurate.curate.cluster.session import ray_session
     from diffcurate.model.checkpoint import Blob
     from diffcurate.model.data import as_arrays
     from diffcurate.model.nets import config_to_dict

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from diffcurate.curate.cluster.actors import make_generators, make_solvers, ray_session
+from diffcurate.curate.cluster.actors import make_generators, make_solvers
 from diffcurate.curate.cluster.dispatch import default_chunk, solve_chunks
+from diffcurate.curate.cluster.session import ray_session
 from diffcurate.curate.progress import progress_bar
 from diffcurate.curate.store.env import is_store
 from diffcurate.curate.store.lmdbstore import BATCH, SPLITS, Store, check_path

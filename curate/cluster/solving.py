@@ -6,6 +6,7 @@ from pathlib import Path
 
 from diffcurate.curate.progress import progress_bar
 from diffcurate.curate.store.arrays import format_of, load_configs, save_arrays
+from diffcurate.curate.store.lock import check_writable
 from diffcurate.solvers.errors import InputError
 from diffcurate.solvers.problem import Configs, Physics, paint
 from diffcurate.solvers.registry import check_request, solve
@@ -45,6 +46,8 @@ def solve_to_file(
     format_of(out)  # refuse an unknown extension before any work
     if out.exists() and not force:
         raise InputError(f"{out} exists (use --force to overwrite)")
+    if out.parent.is_dir():
+        check_writable(out.parent)
     configs.validate(physics)
     check_request(solver, device, dtype)
     with progress_bar(len(configs), f"solving ({solver})", show=show_progress) as advance:

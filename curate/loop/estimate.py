@@ -38,7 +38,7 @@ from diffcurate.model.estimators import (
     raw_estimate,
     spearman,
 )
-from diffcurate.solvers.errors import InputError
+from diffcurate.solvers.errors import InputError, hint
 from diffcurate.solvers.problem import Configs, Physics, paint
 
 ENSEMBLE_SIZE = 3  # K: the surrogate + K-1 members
@@ -79,7 +79,7 @@ def resolve_source(path) -> Source:
         load_run(path)  # InputError if it is no run directory
         rounds = read_rounds(path)
         if not rounds:
-            raise InputError(f"{path} has no completed round yet; run `curate run {path}` first")
+            raise InputError(f"{path} has no completed round yet; run {hint('run', path)} first")
         k = int(rounds[-1]["round"])
         ckpt = RunPaths(path).checkpoint(k)
         if not ckpt.is_file():

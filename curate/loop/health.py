@@ -13,7 +13,7 @@ from pathlib import Path
 
 from diffcurate.curate.loop.config import RunConfig
 from diffcurate.curate.loop.rundir import RunPaths, atomic_json, read_rounds, round_folders, torn_rounds
-from diffcurate.solvers.errors import CheckError, InputError
+from diffcurate.solvers.errors import CheckError, InputError, hint
 
 # fields that only say how far or where a run goes, not what a round computes
 _NOT_RESULTS = ("rounds", "max_solves", "target_p99")
@@ -106,7 +106,7 @@ def log_and_folder_warnings(root: Path, cfg: RunConfig) -> list[str]:
     out = []
     if torn_rounds(root):
         out.append(
-            f"{RunPaths(root).rounds} ends in a torn line (a run was killed while writing it); `curate run {root}` "
+            f"{RunPaths(root).rounds} ends in a torn line (a run was killed while writing it); {hint('run', root)} "
             "rewrites it from state/"
         )
     return out + stale_rounds(root, cfg)

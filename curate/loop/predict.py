@@ -18,6 +18,7 @@ import numpy as np
 
 from diffcurate.curate.loop.estimate import Calibrated, Log, load_estimator, load_models, resolve_source, true_errors
 from diffcurate.curate.store.arrays import format_of, load_arrays, physics_from_arrays, save_arrays
+from diffcurate.curate.store.lock import check_writable
 from diffcurate.model.estimators import check_available, get_estimator
 from diffcurate.solvers.errors import InputError
 from diffcurate.solvers.problem import Configs, paint
@@ -84,6 +85,7 @@ def predict_file(
     format_of(out)
     if not out.parent.is_dir():
         raise InputError(f"{out}: directory {out.parent} does not exist")
+    check_writable(out.parent)
     check_max_error(max_error)
     get_estimator(estimator)
     source = resolve_source(checkpoint)

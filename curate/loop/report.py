@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from diffcurate.curate.loop.rundir import RunPaths, load_run, read_rounds
-from diffcurate.solvers.errors import InputError
+from diffcurate.solvers.errors import InputError, hint
 
 
 def _plt():
@@ -185,7 +185,7 @@ def write_report(root: Path) -> Path:
     cfg = load_run(root)
     rounds = read_rounds(root)
     if not rounds:
-        raise InputError(f"{root} has no completed round yet; run `curate run {root}` first")
+        raise InputError(f"{root} has no completed round yet; run {hint('run', root)} first")
     # made in a temp folder and moved in at the end: a report refused half-way (a damaged checkpoint, say)
     # leaves the report folder as it was
     with tempfile.TemporaryDirectory(prefix=".report.", dir=root) as tmp:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from diffcurate.curate.loop.config import RunConfig, RunOverrides
-from diffcurate.solvers.errors import InputError
+from diffcurate.solvers.errors import InputError, hint
 
 if TYPE_CHECKING:
     from diffcurate.model.train import TrainConfig
@@ -248,7 +248,7 @@ def append_round(root: Path, record: dict) -> None:
 def load_run(root: Path) -> RunConfig:
     root = Path(root)
     if not RunPaths(root).config.is_file():
-        raise InputError(f"{root} is not a run directory (no {CONFIG}); create one with `curate init {root}`")
+        raise InputError(f"{root} is not a run directory (no {CONFIG}); create one with {hint('init', root)}")
     return RunConfig.load(RunPaths(root).config)
 
 

@@ -427,7 +427,7 @@ def _run_locked(root: Path, cfg: RunConfig, rounds: int | None, log, show_progre
     """The rounds, on a cluster; the overrides are written to config.toml once the cluster has placed what they ask
     for (actors, training workers), so that a refused override leaves the config as it was (a finished run
     records them without starting Ray)."""
-    from diffcurate.curate.cluster.actors import ray_session
+    from diffcurate.curate.cluster.session import ray_session
 
     rounds = cfg.rounds if rounds is None else rounds
     r = cfg.ray

@@ -22,6 +22,9 @@ CONFIG_KEYS = ("centers", "values", "counts")
 CORE_KEYS = (*CONFIG_KEYS, "x", "y", "ids", *PHYSICS_KEYS)
 FORMATS = {".npz": "npz", ".h5": "h5", ".hdf5": "h5"}
 STRING_KEYS = ("ids", "source_model")
+# the dtype kinds each array may have; integers of any width and float32 convert exactly to the layout's int64
+# and float64, while strings, objects, bools and float16 (a lossy target) are refused
+DTYPES = {"centers": "iu", "counts": "iu", "values": "f", "x": "f", "y": "f"}
 
 
 def format_of(path: str | os.PathLike, fmt: str | None = None) -> str:
@@ -98,6 +101,11 @@ def _check_layout(d: dict, where: str) -> None:
     missing = [k for k in CONFIG_KEYS if k not in d]
     if missing:
         raise InputError(f"{where}: missing arrays {', '.join(missing)} (need centers, values, counts)")
+    for k, kinds in DTYPES.items():
+        a = np.asarray(d[k]) if k in d else None
+        if a is not None and (a.dtype.kind not in kinds or (a.dtype.kind == "f" and a.dtype.itemsize < 4)):
+            want = "integers" if kinds == "iu" else "float32 or float64"
+            raise InputError(f"{where}: {k} must be {want} (docs/formats.md), got {a.dtype}")
     try:
         cfg = Configs(d["centers"], d["values"], d["counts"])
     except InputError as e:
@@ -118,8 +126,6 @@ def _check_layout(d: dict, where: str) -> None:
                 raise InputError(f"{where}: {k} must have shape (n={n}, L, L), got {a.shape}")
             if lattice is not None and a.shape[1] != lattice:
                 raise InputError(f"{where}: {k} is {a.shape[1]}x{a.shape[2]} but lattice is {lattice}")
-            if not np.issubdtype(a.dtype, np.floating):
-                raise InputError(f"{where}: {k} must be floating point, got {a.dtype}")
     if "ids" in d and np.asarray(d["ids"]).shape != (n,):
         raise InputError(f"{where}: ids must have shape ({n},), got {np.asarray(d['ids']).shape}")
 
@@ -221,19 +227,26 @@ def load_arrays(path: str | os.PathLike, fmt: str | None = None) -> dict[str, np
     """All arrays of an npz/HDF5 file in the layout, validated; InputError names what is wrong."""
     path = Path(path)
     f = format_of(path, fmt)
+    if path.is_dir():
+        raise InputError(f"{path} is a directory, not an {f} file")
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     try:
         if f == "npz":
             with np.load(path, allow_pickle=False) as z:
+                if not hasattr(z, "files"):  # a bare .npy, or a pickle: np.load gives no archive
+                    raise ValueError("not an archive")
                 d = {k: z[k] for k in z.files}
         else:
             d = _read_h5(path)
     except InputError:
         raise
-    except Exception as e:  # zip/HDF5/pickle errors all mean "not a readable file of this format"
-        raise InputError(f"{path}: cannot read as {f}: {e}") from None
+    except Exception:  # zip/HDF5/pickle errors all mean "not a readable file of this format"
+        what = "an npz file (or it holds pickled objects, which are refused)" if f == "npz" else "an HDF5 file"
+        raise InputError(f"{path}: not {what}") from None
     _check_layout(d, str(path))
+    if not len(d["counts"]):
+        raise InputError(f"{path} holds no samples")
     return d
 
 

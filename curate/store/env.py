@@ -12,7 +12,7 @@ from pathlib import Path
 import lmdb
 
 from diffcurate.curate.store.errors import StoreDamaged
-from diffcurate.solvers.errors import InputError
+from diffcurate.solvers.errors import InputError, hint
 
 INITIAL_MAP_SIZE = 64 << 20  # modest on purpose: the map doubles on MapFullError
 MAX_DBS = 4
@@ -20,7 +20,7 @@ MAX_DBS = 4
 
 def damaged(path, error: Exception, what: str = "pages") -> StoreDamaged:
     """The one error for LMDB damage found while reading or opening a store."""
-    return StoreDamaged(f"{path}: the store's LMDB {what} are damaged ({error}); run `curate verify`")
+    return StoreDamaged(f"{path}: the store's LMDB {what} are damaged ({error}); run {hint('verify', '--store', path)}")
 
 
 def check_map_file(path: str | os.PathLike) -> None:

@@ -215,12 +215,17 @@ def export_store(
         "splits_made": SPLITS_MADE,
     }
     jpath, mpath = card_paths(out)
-    _atomic_text(jpath, json.dumps(card, indent=2) + "\n")
-    _atomic_text(mpath, card_markdown(card))
-    if f == "parquet":
-        write_parquet(out, physics, configs, x, y, df["id"].to_numpy(str), extra)
-    else:
-        save_arrays(out, physics, configs, x=x, y=y, ids=df["id"].to_numpy(str), extra=extra, fmt=f)
+    try:
+        _atomic_text(jpath, json.dumps(card, indent=2) + "\n")
+        _atomic_text(mpath, card_markdown(card))
+        if f == "parquet":
+            write_parquet(out, physics, configs, x, y, df["id"].to_numpy(str), extra)
+        else:
+            save_arrays(out, physics, configs, x=x, y=y, ids=df["id"].to_numpy(str), extra=extra, fmt=f)
+    except OSError:  # a full disk: no cards without their file (a kill leaves them, and the next export replaces them)
+        for p in (jpath, mpath):
+            p.unlink(missing_ok=True)
+        raise
     return card
 
 

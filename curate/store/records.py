@@ -40,6 +40,12 @@ def encode_record(header: dict, y: np.ndarray, encoding: str, out: bytearray | N
     return view
 
 
+def intact(buf) -> bool:
+    """Whether record bytes match their crc32 (no decoding)."""
+    mv = memoryview(buf)
+    return len(mv) >= 8 and bytes(mv[-4:]) == _crc(mv[:-4])
+
+
 def decode_record(buf, key: str = "?") -> tuple[dict, np.ndarray]:
     """(header, y (L, L) float32) from record bytes; CheckError if the checksum or layout is wrong."""
     mv = memoryview(buf)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import lmdb
 import numpy as np
 
-from diffcurate.curate.store.env import begin
-from diffcurate.curate.store.records import configs_from_headers, decode_index, decode_record, header_json
+from diffcurate.curate.store.env import begin, damaged
+from diffcurate.curate.store.records import configs_from_headers, decode_index, decode_record, header_json, intact
 from diffcurate.solvers.errors import CheckError, InputError
 
 
@@ -33,10 +33,28 @@ class Summary:
         m = max(1, int(round(fraction * len(order))))
         return order[:m]
 
+    def damaged_records(self, split: str | None = None) -> list[str]:
+        """One line per record (of `split`, or all) that fails its checksum: a read of every record's bytes, no
+        decoding, so that a command finds damage before it relies on the records (`info`, the start of a run)."""
+        wanted = None if split is None else set(self.ids(split))
+        out = []
+        with begin(self.env, buffers=True) as txn:
+            try:
+                for k, v in txn.cursor(db=self._samples):
+                    key = bytes(k).decode(errors="replace")
+                    if wanted is not None and key not in wanted:
+                        continue
+                    if len(v) < 8 or not intact(v):
+                        out.append(f"record {key}: checksum mismatch")
+            except lmdb.Error as e:
+                raise damaged(self.path, e) from None
+        return out
+
     def info(self) -> dict:
         """The `curate info --json` object (docs/formats.md), plus preset, encoding, created, command and history."""
         df = self.index()
         damaged = list(self.damaged)
+        bad_records = self.damaged_records()
 
         def counts(col: str) -> dict:
             return {str(k): int(v) for k, v in df[col].value_counts().sort_index().items()}
@@ -58,6 +76,7 @@ class Summary:
             "command": self.meta.get("command", ""),
             "history": self.history(),
             **({"damaged": damaged} if damaged else {}),  # index entries skipped: run `curate verify`
+            **({"damaged_records": bad_records} if bad_records else {}),  # records failing their checksum
         }
 
     def verify(self) -> list[str]:
