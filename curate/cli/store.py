@@ -131,13 +131,25 @@ def verify_cmd(
         typer.Option("--run", help="A run directory: its store, every checkpoint, its round log and round folders."),
     ] = None,
     resolve: Annotated[int, typer.Option("--resolve", help="Re-solve K random samples and compare.")] = 0,
+    repair: Annotated[
+        bool,
+        typer.Option("--repair", help="Re-solve the records that fail their checksum from their configurations."),
+    ] = False,
     seed: Seed = 0,
     json_out: Json = False,
 ) -> None:
     """Check every record's checksum (and re-solve K samples), or with --run a whole run; exit 1 on any problem."""
     if (store is None) == (run is None):
         raise InputError("give exactly one of --store STORE and --run RUN_DIR")
-    if run is not None:
+    if repair:
+        if store is None:
+            raise InputError("--repair takes --store STORE (a run's store is RUN_DIR/store)")
+        from diffcurate.curate.store.verify import repair_store
+
+        r, where = repair_store(store), store
+        if not json_out:
+            console.print(f"re-solved {len(r['repaired'])} damaged records")
+    elif run is not None:
         from diffcurate.curate.loop.health import verify_run
 
         r, where = verify_run(run, resolve, seed), run

@@ -87,6 +87,36 @@ def check_checkpoints(root: Path, k: int) -> None:
             read_checkpoint(f)
 
 
+def check_records(root: Path) -> None:
+    """Refuse (exit 1) a run whose store holds a record that fails its checksum: every round reads the train, val
+    and test splits whole, so the damage is found now, with the command that repairs it, not after a round."""
+    from diffcurate.curate.store.errors import StoreDamaged
+    from diffcurate.curate.store.lmdbstore import Store
+
+    store = RunPaths(root).store
+    if not store.exists():
+        return
+    with Store(store, readonly=True) as st:
+        bad = st.damaged_records()
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise StoreDamaged(
+            f"{store}: {bad[0]}{more}; re-solve damaged records from their configurations with "
+            f"{hint('verify', '--store', store, '--repair')}, then re-run"
+        )
+
+
+def missing_state(root: Path) -> list[str]:
+    """One line per finished round (in rounds.jsonl) whose state folder lacks what every round writes."""
+    paths, out = RunPaths(root), []
+    for r in read_rounds(root):
+        files = paths.round(r["round"])
+        gone = [f.name for f in (files.meta, files.fit, files.eval) if not f.exists()]
+        if gone:
+            out.append(f"{files.dir}: round {r['round']} finished, but its state lacks {', '.join(gone)}")
+    return out
+
+
 def checkpoint_problems(root: Path) -> tuple[int, list[str]]:
     """(checkpoints checked, one line per checkpoint that does not load or fails its checksum)."""
     from diffcurate.model.checkpoint import read_checkpoint
@@ -101,34 +131,41 @@ def checkpoint_problems(root: Path) -> tuple[int, list[str]]:
     return len(files), problems
 
 
-def log_and_folder_warnings(root: Path, cfg: RunConfig) -> list[str]:
-    """A torn round log and the stale round folders: what is wrong short of damage."""
-    out = []
-    if torn_rounds(root):
-        out.append(
-            f"{RunPaths(root).rounds} ends in a torn line (a run was killed while writing it); {hint('run', root)} "
-            "rewrites it from state/"
-        )
-    return out + stale_rounds(root, cfg)
+def torn_log(root: Path) -> list[str]:
+    """The line for a torn rounds.jsonl (empty if whole)."""
+    if not torn_rounds(root):
+        return []
+    return [
+        f"{RunPaths(root).rounds} ends in a torn line; the rounds that state/ shows finished are read from there, "
+        f"and {hint('run', root)} rewrites the log"
+    ]
 
 
 def run_warnings(root: Path, cfg: RunConfig) -> list[str]:
-    """What `status` warns about: a torn round log, a stale round folder, a checkpoint that does not load."""
-    return log_and_folder_warnings(root, cfg) + checkpoint_problems(root)[1]
+    """What `status` and `report` warn about: a torn round log, a stale round folder, a checkpoint that does not
+    load, a finished round's missing state."""
+    return torn_log(root) + stale_rounds(root, cfg) + checkpoint_problems(root)[1] + missing_state(root)
 
 
 def verify_run(root: Path, resolve: int = 0, seed: int = 0) -> dict:
-    """`curate verify RUN_DIR`: the run's store (every record's checksum, K re-solved), every checkpoint's
-    checksum, the round log and the round folders. `problems` is damage (exit 1), `warnings` the rest."""
-    from diffcurate.curate.loop.rundir import load_run
+    """`curate verify --run RUN_DIR`: the config against the store (physics, the run's own store), the store (every
+    record's checksum, K re-solved), every checkpoint's checksum, the round log (a torn line) and the finished
+    rounds' state. `problems` is damage (exit 1), `warnings` the rest (a stale round folder)."""
+    from diffcurate.curate.loop.rundir import check_run_store, load_run
     from diffcurate.curate.store.verify import verify_store
 
-    cfg = load_run(root)
+    cfg = load_run(root, check_store=False)
     paths = RunPaths(root)
+    try:
+        check_run_store(root, cfg, deep=True)
+        mismatch = []
+    except InputError as e:  # an edited config, another run's store: damage to the run, not bad input
+        mismatch = [str(e)]
     r = (
         verify_store(paths.store, resolve, seed)
         if paths.store.exists()
         else {"checked": 0, "resolved": 0, "max_error": 0.0, "problems": []}
     )
     n, bad = checkpoint_problems(root)
-    return {**r, "checkpoints": n, "problems": r["problems"] + bad, "warnings": log_and_folder_warnings(root, cfg)}
+    damage = mismatch + r["problems"] + bad + torn_log(root) + missing_state(root)
+    return {**r, "checkpoints": n, "problems": damage, "warnings": stale_rounds(root, cfg)}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from diffcurate.curate.loop.rundir import RunPaths, load_run, read_rounds
+from diffcurate.curate.loop.rundir import RunPaths, load_run, rounds_with_state
 from diffcurate.solvers.errors import InputError, hint
 
 
@@ -183,7 +183,7 @@ def _worst_cases(root: Path, rounds: list[dict], out: Path, n: int = 4) -> list[
 def write_report(root: Path) -> Path:
     root = Path(root)
     cfg = load_run(root)
-    rounds = read_rounds(root)
+    rounds = rounds_with_state(root, cfg)  # a round that a torn log lost is read from state/
     if not rounds:
         raise InputError(f"{root} has no completed round yet; run {hint('run', root)} first")
     # made in a temp folder and moved in at the end: a report refused half-way (a damaged checkpoint, say)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from diffcurate.model.train import TrainConfig
 
 CONFIG = "config.toml"
+PIPELINED = "(pipelined)"  # actor suffix of steps run ahead, during the previous round
 ROUNDS = "rounds.jsonl"
 LOCK = "run.lock"
 MEMBER_SEED_STEP = 1000  # ensemble member m trains with seed + 1000 m (loop trainers and estimators alike)
@@ -229,6 +230,70 @@ def torn_rounds(root: Path) -> bool:
     return len([x for x in path.read_text().splitlines() if x.strip()]) != len(read_rounds(root))
 
 
+def round_record(root: Path, cfg: RunConfig, k: int) -> dict:
+    """The record of round k (a line of rounds.jsonl), from what its steps wrote to state/round-k/ and the store:
+    the runner appends it when the round ends, and it is rebuilt the same way where the log lost it."""
+    from diffcurate.curate.store.lmdbstore import Store
+
+    files = RunPaths(root).round(k)
+    meta = json.loads(files.meta.read_text())
+    ev = json.loads(files.eval.read_text())
+    timing = json.loads(files.timing.read_text()) if files.timing.exists() else {}
+    with Store(RunPaths(root).store, readonly=True) as st:
+        index = st.index()
+    train_size = int(((index["split"] == "train") & (index["round"] <= k)).sum())  # what round k trained on
+    sec = {s: round(v["end"] - v["start"], 3) for s, v in timing.items()}
+    seconds = {s: sec.get(s, 0.0) for s in ("generate", "solve", "score", "mine", "embed", "train", "evaluate")}
+    seconds["select"] = sec.get("select", 0.0)
+    seconds["add"] = sec.get("add", 0.0)
+    # the round's own wall time: steps done ahead during the previous round (pipelined) do not count
+    own = [v for v in timing.values() if not v["actor"].endswith(PIPELINED)]
+    seconds["total"] = round(max(v["end"] for v in own) - min(v["start"] for v in own), 3) if own else 0.0
+    return {
+        "round": k,
+        "train_size": train_size,
+        "added": meta["added"],
+        "added_by_sources": meta["added_by_sources"],
+        "solves": meta["solves"],
+        "test": ev["test"],
+        **({"held_out": ev["held_out"]} if "held_out" in ev else {}),
+        **({"mined": meta["mined"]} if meta.get("mined") else {}),
+        "seconds": seconds,
+        "strategy": cfg.acquisition.strategy,
+        **({"members": [_member_summary(e) for e in ev["members"]]} if "members" in ev else {}),
+        "timeline": [{"step": s, **v} for s, v in sorted(timing.items(), key=lambda kv: kv[1]["start"])],
+    }
+
+
+def _member_summary(ev: dict) -> dict:
+    t = ev["test"]
+    return {"member": ev["member"], "mae": t["mae"]["all"], "p99": t["per_sample_mae"]["p99"], "rel_l2": t["rel_l2"]}
+
+
+def finished_unlogged(root: Path) -> list[int]:
+    """Rounds past the log's last whole record whose state says they finished (meta.json and eval.json written):
+    what a torn last line, or a kill between a round's evaluation and its append, left out of rounds.jsonl."""
+    k, out = len(read_rounds(root)), []
+    while RunPaths(root).round(k).meta.exists() and RunPaths(root).round(k).eval.exists():
+        out.append(k)
+        k += 1
+    return out
+
+
+def rounds_with_state(root: Path, cfg: RunConfig) -> list[dict]:
+    """rounds.jsonl's records, and after them the rounds that state/ shows finished but the log lacks."""
+    return read_rounds(root) + [round_record(root, cfg, k) for k in finished_unlogged(root)]
+
+
+def mend_round_log(root: Path, cfg: RunConfig) -> int:
+    """Rewrite rounds.jsonl with the finished rounds it lacks (`finished_unlogged`), as `curate run` does before
+    it starts anything; returns how many records it added."""
+    missing = finished_unlogged(root)
+    for k in missing:
+        append_round(root, round_record(root, cfg, k))
+    return len(missing)
+
+
 def round_folders(root: Path) -> list[int]:
     """The round numbers k of the folders state/round-k that exist."""
     state = RunPaths(root).state(0).parent
@@ -245,11 +310,62 @@ def append_round(root: Path, record: dict) -> None:
     os.replace(tmp, RunPaths(root).rounds)
 
 
-def load_run(root: Path) -> RunConfig:
+def load_run(root: Path, check_store: bool = True) -> RunConfig:
+    """The run's config; with `check_store`, checked against the run's store (`check_run_store`), so that no
+    command reads a run whose config was edited after its store was made, or whose store is another run's."""
     root = Path(root)
     if not RunPaths(root).config.is_file():
         raise InputError(f"{root} is not a run directory (no {CONFIG}); create one with {hint('init', root)}")
-    return RunConfig.load(RunPaths(root).config)
+    cfg = RunConfig.load(RunPaths(root).config)
+    if check_store:
+        check_run_store(root, cfg)
+    return cfg
+
+
+def run_identity(cfg: RunConfig) -> str:
+    """What makes a store this run's: a hash of the physics and of round 0's requests (the test sets, the initial
+    train and val sets: samplers, seeds, counts). The run's store records it when round 0 creates it."""
+    import hashlib
+
+    body = {"physics": cfg.physics.to_dict(), "round_0": [list(map(_plain, r)) for r in initial_requests(cfg)]}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _plain(v):
+    return list(v) if isinstance(v, tuple) else v
+
+
+def check_run_store(root: Path, cfg: RunConfig, deep: bool = False) -> None:
+    """InputError (one line) unless the run's store, where there is one, holds the config's physics and was made
+    for this run (its recorded `run_identity`). A store that records none (made before stores recorded it) is
+    checked, with `deep`, by its round-0 ids: they must be among the ids the config's round-0 requests draw."""
+    from diffcurate.curate.store.lmdbstore import Store
+
+    paths = RunPaths(root)
+    if not paths.store.exists():
+        return
+    with Store(paths.store, readonly=True) as st:
+        st.check_physics(cfg.physics, f"{root}/config.toml's physics")
+        made_for = st.meta.get("run")
+        if made_for == run_identity(cfg) or (made_for is None and (not deep or _round_0_matches(st, cfg))):
+            return
+    raise InputError(
+        f"{paths.store} is not this run's store: its round-0 sets were drawn for another seed or data config than "
+        f"{paths.config} gives; restore the run's own store, or start a new run directory for this one"
+    )
+
+
+def _round_0_matches(st, cfg: RunConfig) -> bool:
+    """Whether every round-0 sample of the store is one that the config's round-0 requests draw (planned here,
+    without Ray, as `fill` plans them)."""
+    from diffcurate.curate.cluster.generate import plan
+
+    index = st.index()
+    claimed: dict[str, str] = {}
+    for split, sampler, seed, count, sources in initial_requests(cfg):
+        claimed.update(dict.fromkeys(plan(st, None, sampler, seed, count, sources, split, None, claimed).ids, split))
+    stored = index[index["round"] == 0]
+    return all(claimed.get(i) == sp for i, sp in zip(stored["id"], stored["split"], strict=True))
 
 
 def init_run(root: Path, cfg: RunConfig) -> RunPaths:

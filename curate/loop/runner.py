@@ -35,8 +35,9 @@ from diffcurate.curate.cluster.actors import FitJob, make_counter
 from diffcurate.curate.cluster.dispatch import Background
 from diffcurate.curate.loop.acquire import Acquire
 from diffcurate.curate.loop.config import RunConfig, RunOverrides
-from diffcurate.curate.loop.health import check_checkpoints, check_state, mark_started
+from diffcurate.curate.loop.health import check_checkpoints, check_records, check_state, mark_started
 from diffcurate.curate.loop.rundir import (
+    PIPELINED,
     RunPaths,
     append_round,
     apply_overrides,
@@ -44,10 +45,15 @@ from diffcurate.curate.loop.rundir import (
     atomic_json,
     atomic_npy,
     atomic_text,
+    check_run_store,
     initial_requests,
     load_run,
+    mend_round_log,
     read_rounds,
+    round_record,
     round_train_config,
+    rounds_with_state,
+    run_identity,
     run_lock,
     stop_reason,
 )
@@ -55,7 +61,6 @@ from diffcurate.curate.store.lmdbstore import Store
 from diffcurate.curate.store.lock import check_writable
 from diffcurate.solvers.errors import InputError
 
-PIPELINED = "(pipelined)"  # actor suffix of steps run ahead, during the previous round
 PLACEMENT_TIMEOUT = 180  # seconds for the actors to start (an unschedulable request would wait forever)
 
 
@@ -168,7 +173,7 @@ class Runner(Acquire):
         for step in STEPS:
             if getattr(self, step.needed)(k):
                 self._step(k, step)
-        return self._record(k)
+        return round_record(self.root, self.cfg, k)
 
     def _step(self, k: int, step: Step) -> None:
         if not getattr(self.paths.round(k), step.output).exists():
@@ -228,7 +233,9 @@ class Runner(Acquire):
         """meta.json of round 0: the test splits, then the initial train and val sets (solves and redraws)."""
         from diffcurate.curate.cluster.generate import fill
 
-        with Store.create(self.paths.store, self.physics, preset=self.cfg.preset, command="curate init") as st:
+        with Store.create(
+            self.paths.store, self.physics, preset=self.cfg.preset, command="curate init", run=run_identity(self.cfg)
+        ) as st:
             made = fill(st, initial_requests(self.cfg), self.gens, self.solvers, self.show_progress)
         atomic_json(self.paths.round(k).meta, {**made, "added_by_sources": {}, "added": 0})
 
@@ -340,35 +347,6 @@ class Runner(Acquire):
         atomic_npy(self.paths.round(k).pool_y, y)
         self._timing(k, "solve", max(start, submitted), end, f"solvers {PIPELINED}")
 
-    def _record(self, k: int) -> dict:
-        files = self.paths.round(k)
-        meta = json.loads(files.meta.read_text())
-        ev = json.loads(files.eval.read_text())
-        timing = json.loads(files.timing.read_text()) if files.timing.exists() else {}
-        with Store(self.paths.store, readonly=True) as st:
-            train_size = st.count("train")
-        sec = {s: round(v["end"] - v["start"], 3) for s, v in timing.items()}
-        seconds = {s: sec.get(s, 0.0) for s in ("generate", "solve", "score", "mine", "embed", "train", "evaluate")}
-        seconds["select"] = sec.get("select", 0.0)
-        seconds["add"] = sec.get("add", 0.0)
-        # the round's own wall time: steps done ahead during the previous round (pipelined) do not count
-        own = [v for v in timing.values() if not v["actor"].endswith(PIPELINED)]
-        seconds["total"] = round(max(v["end"] for v in own) - min(v["start"] for v in own), 3) if own else 0.0
-        return {
-            "round": k,
-            "train_size": train_size,
-            "added": meta["added"],
-            "added_by_sources": meta["added_by_sources"],
-            "solves": meta["solves"],
-            "test": ev["test"],
-            **({"held_out": ev["held_out"]} if "held_out" in ev else {}),
-            **({"mined": meta["mined"]} if meta.get("mined") else {}),
-            "seconds": seconds,
-            "strategy": self.cfg.acquisition.strategy,
-            **({"members": [_member_summary(e) for e in ev["members"]]} if "members" in ev else {}),
-            "timeline": [{"step": s, **v} for s, v in sorted(timing.items(), key=lambda kv: kv[1]["start"])],
-        }
-
     def publish(self, record: dict) -> None:
         """Round metrics as Ray gauges (dashboard / Prometheus)."""
         from diffcurate.curate.cluster.actors import set_gauge
@@ -384,11 +362,6 @@ class Runner(Acquire):
         solve_s = record["seconds"].get("solve", 0) or record["seconds"].get("add", 0)
         if solve_s:
             set_gauge("solves_per_s", record["solves"] / solve_s, run)
-
-
-def _member_summary(ev: dict) -> dict:
-    t = ev["test"]
-    return {"member": ev["member"], "mae": t["mae"]["all"], "p99": t["per_sample_mae"]["p99"], "rel_l2": t["rel_l2"]}
 
 
 def run(
@@ -407,20 +380,21 @@ def run(
     with run_lock(root, wait):
         cfg, record = apply_overrides(root, cfg, overrides or RunOverrides())
         check_run(root, cfg)
+        if mend_round_log(root, cfg):  # a torn or lost line: rebuilt from state/ before anything starts
+            log(f"rewrote {RunPaths(root).rounds} from state/")
         return _run_locked(root, cfg, rounds, log, show_progress, record)
 
 
 def check_run(root: Path, cfg: RunConfig) -> None:
     """Refusals decided by what the run directory holds (the store's schema, its physics against the config's,
-    a round folder started under another config, the checksums of the checkpoints the next round loads), made
+    whether it is this run's store, its records' checksums, a round folder started under another config, the
+    checksums of the checkpoints the next round loads), made
     before Ray starts and before any file of the run is written, so that a refused config leaves the run as it
     was."""
-    paths = RunPaths(root)
-    if paths.store.exists():
-        with Store(paths.store, readonly=True) as st:
-            st.check_physics(cfg.physics, f"{root}/config.toml's physics")
+    check_run_store(root, cfg, deep=True)
+    check_records(root)
     check_state(root, cfg)
-    check_checkpoints(root, len(read_rounds(root)) - 1)
+    check_checkpoints(root, len(rounds_with_state(root, cfg)) - 1)
 
 
 def _run_locked(root: Path, cfg: RunConfig, rounds: int | None, log, show_progress: bool, record: bool) -> list[dict]:

@@ -146,8 +146,10 @@ class Store(Summary):
         command: str = "",
         map_size: int = INITIAL_MAP_SIZE,
         cache_writes: bool = True,
+        run: str | None = None,
     ) -> Store:
-        """Create a store (an existing store is reopened; InputError if its physics differ)."""
+        """Create a store (an existing store is reopened; InputError if its physics differ). `run`: the identity of
+        the run whose store it is (`rundir.run_identity`), recorded in the metadata at creation."""
         path = Path(path)
         if encoding not in ENCODINGS:
             raise InputError(f"unknown encoding {encoding!r} (choose {', '.join(ENCODINGS)})")
@@ -156,7 +158,7 @@ class Store(Summary):
         lock_writer(path)  # two creators at once: the second finds the store the first made
         try:
             if not is_store(path):
-                cls._init_env(path, physics, preset, encoding, command, map_size)
+                cls._init_env(path, physics, preset, encoding, command, map_size, run)
             store = cls(path, map_size=map_size, cache_writes=cache_writes)
         finally:
             unlock_writer(path)  # the Store holds its own reference
@@ -168,7 +170,9 @@ class Store(Summary):
         return store
 
     @staticmethod
-    def _init_env(path: Path, physics: Physics, preset: str, encoding: str, command: str, map_size: int) -> None:
+    def _init_env(
+        path: Path, physics: Physics, preset: str, encoding: str, command: str, map_size: int, run: str | None
+    ) -> None:
         env = acquire_env(path, map_size=map_size)
         meta = {
             "schema_version": SCHEMA_VERSION,
@@ -177,6 +181,7 @@ class Store(Summary):
             "encoding": encoding,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "command": command,
+            **({"run": run} if run else {}),
         }
         db = env.open_db(b"meta")
         with begin(env, write=True) as txn:

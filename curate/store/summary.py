@@ -7,7 +7,14 @@ import lmdb
 import numpy as np
 
 from diffcurate.curate.store.env import begin, damaged
-from diffcurate.curate.store.records import configs_from_headers, decode_index, decode_record, header_json, intact
+from diffcurate.curate.store.records import (
+    configs_from_headers,
+    decode_index,
+    decode_record,
+    encode_record,
+    header_json,
+    intact,
+)
 from diffcurate.solvers.errors import CheckError, InputError
 
 
@@ -49,6 +56,34 @@ class Summary:
             except lmdb.Error as e:
                 raise damaged(self.path, e) from None
         return out
+
+    def repair(self) -> tuple[list[str], list[str]]:
+        """Re-solve every record that fails its checksum from the configuration its index entry holds, and write it
+        back with the same header (the id, split and provenance stay): (ids repaired, lines for what could not be,
+        a record whose index entry is damaged too). One transaction: all repairs or none."""
+        from diffcurate.solvers.registry import solve
+
+        bad = [line.split()[1].rstrip(":") for line in self.damaged_records()]
+        headers, cannot = [], []
+        with begin(self.env, buffers=True) as txn:
+            for key in bad:
+                raw = txn.get(key.encode(), db=self._index)
+                try:
+                    h = decode_index(raw, key) if raw is not None else None
+                except (CheckError, ValueError):
+                    h = None
+                if h is None or configs_from_headers([h]).sample_id(0, self.physics) != key:
+                    cannot.append(f"record {key}: its index entry is missing or damaged too; it cannot be re-solved")
+                else:
+                    headers.append(h)
+        if headers:
+            y = solve(self.physics, configs_from_headers(headers), "fast", dtype="float32")  # (n, L, L)
+            buf = bytearray()
+            with begin(self.env, write=True) as txn:
+                for h, field in zip(headers, y, strict=True):
+                    with encode_record(h, field, self.encoding, buf) as rec:
+                        txn.put(h["id"].encode(), rec, db=self._samples)
+        return [h["id"] for h in headers], cannot
 
     def info(self) -> dict:
         """The `curate info --json` object (docs/formats.md), plus preset, encoding, created, command and history."""

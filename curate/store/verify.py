@@ -40,3 +40,12 @@ def verify_store(path: Path, resolve: int = 0, seed: int = 0) -> dict:
                 if e > tol
             ]
     return {"checked": n, "resolved": k, "max_error": worst, "problems": problems}
+
+
+def repair_store(path: Path) -> dict:
+    """`curate verify --repair`: damaged records re-solved from their configurations (`Store.repair`), then the
+    store verified again. Returns verify_store's dict plus "repaired" (ids) and the repair's own problems."""
+    with Store(path) as store:
+        repaired, cannot = store.repair()
+    r = verify_store(path)
+    return {**r, "repaired": repaired, "problems": [*cannot, *[p for p in r["problems"] if p not in cannot]]}
