@@ -42,7 +42,14 @@ def _command() -> str:
 
 def generate_cmd(
     store: StoreDir,
-    count: Annotated[int, typer.Option("--count", help="Samples of this split to have.")],
+    count: Annotated[
+        int,
+        typer.Option(
+            "--count",
+            help="The first N distinct samples of (sampler, seed) to have in the split: a re-run adds what is "
+            "missing, another seed adds its own N.",
+        ),
+    ],
     seed: Seed = 0,
     sampler: Sampler = "mixed",
     sources: Sources = None,

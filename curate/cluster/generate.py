@@ -9,6 +9,7 @@ workers (ids come from the configurations, configurations from (seed, sampler, i
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -40,6 +41,34 @@ class GenerateResult:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "samples_per_s": self.samples_per_s}
+
+
+BLOCK_SAMPLES = 8192  # samples `generate` plans, solves and commits at a time: its memory is one block's
+
+
+def bytes_per_sample(physics: Physics, encoding: str = "float32") -> int:
+    """What one sample takes in a store, at least: its target in whole 4 KiB overflow pages with its header, and
+    its index entry."""
+    from diffcurate.curate.store.records import ENCODINGS
+
+    record = physics.lattice**2 * ENCODINGS[encoding].itemsize + 1024
+    return -(-record // 4096) * 4096 + 1024
+
+
+def check_room(store_path, physics: Physics, new: int, encoding: str = "float32") -> None:
+    """InputError (one line) if `new` samples cannot fit on the disk that holds the store: refused before Ray
+    starts, not after hours of solving into a full disk."""
+    import shutil
+
+    where = Path(store_path).absolute()
+    while not where.exists():
+        where = where.parent
+    need, free = max(0, new) * bytes_per_sample(physics, encoding), shutil.disk_usage(where).free
+    if need > free:
+        raise InputError(
+            f"{new:,} new samples need at least {need / 2**30:,.1f} GiB in {store_path} "
+            f"({bytes_per_sample(physics, encoding):,} bytes each); its disk has {free / 2**30:,.1f} GiB free"
+        )
 
 
 def cache_writes(physics: Physics) -> bool:
@@ -102,7 +131,31 @@ def plan(
     chunk: int | None = None,
     claimed: dict[str, str] | None = None,
 ) -> Plan:
-    """Walk indices 0, 1, 2, ... of (sampler, seed) until `count` distinct samples of `split` are named.
+    """The whole of a request's walk (`plan_blocks`) as one Plan."""
+    parts = list(plan_blocks(store, gens, sampler, seed, count, sources, split, chunk, claimed))
+    return Plan(
+        [c for p in parts for c in p.pending],
+        sum(p.present for p in parts),
+        sum(p.redrawn for p in parts),
+        [i for p in parts for i in p.ids],
+    )
+
+
+def plan_blocks(
+    store: Store,
+    gens: list,
+    sampler: str,
+    seed: int,
+    count: int,
+    sources,
+    split: str,
+    chunk: int | None = None,
+    claimed: dict[str, str] | None = None,
+    block: int | None = None,
+) -> Iterator[Plan]:
+    """Walk indices 0, 1, 2, ... of (sampler, seed) until `count` distinct samples of `split` are named, yielding a
+    Plan of each stretch that names `block` samples to solve (None: one Plan for the whole walk), so that a caller
+    can solve and commit each before the walk goes on and a request of any size holds one block in memory.
 
     A configuration drawn twice (e.g. two one-source samples at the same spot) counts once, and one that the
     store already holds in another split, or that `claimed` (id -> split, the plans made before this one) gives
@@ -113,6 +166,7 @@ def plan(
     index = store.index()  # one read transaction (the writer lock keeps other writers out meanwhile)
     stored = dict(zip(index["id"].tolist(), index["split"].tolist(), strict=True))
     where = {**(claimed or {}), **stored}
+    del index
 
     def draw(start: int, stop: int) -> list:
         if gens is None:
@@ -128,25 +182,30 @@ def plan(
             ]
         )
 
-    seen: dict[str, None] = {}
-    pending, present, redrawn, start = [], 0, 0, 0
+    seen: set[str] = set()  # the walk's ids so far: a repeat draw counts once
+    part = Plan([], 0, 0, [])
+    start = 0
     while len(seen) < count:
-        stop = start + (count - len(seen))
+        stop = start + min(count - len(seen), block or count)
         for drawn, fams, ids in draw(start, stop):
             keep = np.zeros(len(ids), bool)
             for s, i in enumerate(ids):
                 if len(seen) == count or i in seen:
                     continue
                 if where.get(i, split) != split:
-                    redrawn += 1
+                    part.redrawn += 1
                     continue
-                seen[i] = None
-                present += i in stored
+                seen.add(i)
+                part.ids.append(i)
+                part.present += i in stored
                 keep[s] = i not in where
             if keep.any():
-                pending.append((drawn[np.flatnonzero(keep)], [f for f, k in zip(fams, keep, strict=True) if k]))
+                part.pending.append((drawn[np.flatnonzero(keep)], [f for f, k in zip(fams, keep, strict=True) if k]))
         start = stop
-    return Plan(pending, present, redrawn, list(seen))
+        if block and sum(len(c) for c, _ in part.pending) >= block and len(seen) < count:
+            yield part
+            part = Plan([], 0, 0, [])
+    yield part
 
 
 def fill(
@@ -212,14 +271,19 @@ def generate(
     # request that finished before needs nothing (samples are never removed or moved)
     check_path(Path(store_path), create=True)
     check_writable(store_path)
+    held = 0
     if is_store(store_path):
         with Store(store_path, readonly=True) as st:
             st.check_physics(physics)
+            held = st.count(split)
+            check_room(store_path, physics, count - held, st.encoding)
             # trust what the store holds, not the history alone: a finished request whose samples are missing
             # (another writer's plan raced it, a restored backup) is filled again
             if any(all(h.get(k) == v for k, v in request.items()) for h in st.history()):
                 if not plan(st, None, sampler, seed, count, sources, split, chunk).pending:
                     return GenerateResult(count, 0, count, 0, time.perf_counter() - t0, 0.0)
+    if not held:
+        check_room(store_path, physics, count)
     with ray_session(address, num_cpus=num_cpus):
         import ray
 
@@ -228,14 +292,16 @@ def generate(
         with Store.create(
             store_path, physics, preset=preset, command=command, cache_writes=cache_writes(physics)
         ) as store:
-            p = plan(store, gens, sampler, seed, count, sources, split, chunk)
-            pending, present = p.pending, p.present
             ray.get([s.pid.remote() for s in solvers])  # actor start (a Python + torch import each) is not solving
-            todo = sum(len(c) for c, _ in pending)
+            added = present = todo = 0
             with progress_bar(count, f"generate {split}", show=show_progress) as advance:
-                advance(present)
                 t1 = time.perf_counter()
-                added = solve_pending(store, pending, solvers, advance, split)
+                # block by block: each block's samples are solved and committed before the walk goes on
+                for p in plan_blocks(store, gens, sampler, seed, count, sources, split, chunk, block=BLOCK_SAMPLES):
+                    advance(p.present)
+                    present += p.present
+                    todo += sum(len(c) for c, _ in p.pending)
+                    added += solve_pending(store, p.pending, solvers, advance, split)
                 t_solve = time.perf_counter() - t1
             store.log({**request, "added": added, "command": command})
         for a in solvers + gens:
