@@ -31,6 +31,28 @@ def ray_cluster(tmp_path_factory):
         ray.shutdown()
 
 
+# the actors Ray Train starts for one fit: a test that trains on workers must leave none of them behind
+TRAIN_ACTORS = ("ray::TrainController", "ray::DatasetManager", "ray::EpochCounter", "ray::_Mailbox")
+
+
+def ray_train_leftovers(wait: float = 20.0) -> list[str]:
+    """The Ray Train actors' processes still alive after up to `wait` s (a killed actor's process exits shortly)."""
+    import time
+
+    import psutil
+
+    deadline = time.monotonic() + wait
+    while True:
+        left = []
+        for p in psutil.process_iter(["cmdline"]):
+            cmd = " ".join(p.info["cmdline"] or [])
+            if cmd.startswith(TRAIN_ACTORS):
+                left.append(f"{p.pid} {cmd[:40]}")
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.5)
+
+
 def run_cli(*args: str) -> tuple[int, str, str]:
     """Run `curate ARGS` in this process (so it reuses the session's Ray); returns (exit code, stdout, stderr)."""
     from diffcurate.curate.cli.app import main

@@ -18,7 +18,9 @@ import json
 from dataclasses import replace
 
 import numpy as np
+import pytest
 import torch
+from conftest import ray_train_leftovers
 from test_loop import tiny_config
 from test_train import _write_npz
 
@@ -26,6 +28,13 @@ from diffcurate.curate.loop.rundir import RunPaths, init_run, read_rounds
 from diffcurate.model.checkpoint import load_checkpoint
 
 RTOL, VAL_RTOL = 0.01, 0.05
+
+
+@pytest.fixture(autouse=True)
+def no_train_actors_left():
+    """Every test here stops what Ray Train started for it (the controller, its dataset manager, the mailbox)."""
+    yield
+    assert ray_train_leftovers() == []
 
 
 def _curve(path) -> tuple[np.ndarray, np.ndarray]:
@@ -134,7 +143,9 @@ def test_the_drivers_epoch_bar_counts_the_epochs_wherever_training_runs(ray_clus
     out = ray.get(trainer.fit.remote(job))
     assert out["epochs"] == cfg.train.epochs == ray.get(counter.count.remote())
     ray.kill(trainer)
+    ray.kill(counter)
     counter = make_counter()
-    out = data_parallel.fit(replace(job, progress=counter), data_parallel.Workers(2, cpus=0.5))
+    out = ray.get(data_parallel.fit_remote(replace(job, progress=counter), data_parallel.Workers(2, cpus=0.5)))
     assert out["epochs"] == cfg.train.epochs == ray.get(counter.count.remote())
+    ray.kill(counter)
     assert not (tmp_path / "w").exists()  # neither wrote into a work dir that is not on its node

@@ -41,6 +41,7 @@ class Workers:
 
 
 PLACEMENT_TIMEOUT = 30.0  # seconds the cluster gets to hold the workers before the request is refused
+MIN_WORKER_CPUS = 0.5  # the smallest CPU share a training worker of `curate run` is given: two per core at most
 
 
 def check_placeable(workers: Workers, copies: int = 1) -> None:
@@ -123,6 +124,15 @@ def fit(job, workers: Workers) -> dict:
     if out is None:
         raise RuntimeError("data-parallel training ended without rank 0's result")
     return out
+
+
+def fit_remote(job, workers: Workers):
+    """`fit` as a Ray task (a ref to its result) in a worker process used for this one task: the Ray Train
+    controller and the actors it starts belong to the process that calls `fit`, and Ray keeps a finished task's
+    process for reuse, so that they would idle on, holding memory, for as long as the cluster lives."""
+    import ray
+
+    return ray.remote(num_cpus=0, max_calls=1)(fit).remote(job, workers)
 
 
 def _worker(config: dict) -> None:
@@ -238,7 +248,7 @@ def train_on_workers(
             progress=make_counter(),
         )
         try:
-            ref = ray.remote(num_cpus=0)(fit).remote(job, workers)
+            ref = fit_remote(job, workers)
             epochs = max_epochs(train_config, len(train_set))
             out = wait_showing_epochs([ref], job.progress, epochs, f"training on {n} workers", progress)[0]
         finally:

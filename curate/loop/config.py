@@ -76,7 +76,7 @@ class RayConfig:
     trainer_cpus: float = 1.0  # per trainer
     trainer_gpus: float = -1.0  # -1: one GPU if the cluster has one, else CPU
     trainer_threads: int = 0  # torch threads in the trainer; 0 = all cores of its node
-    train_workers: int = 1  # N > 1: each model trains on N Ray Train workers (DDP), each with trainer_cpus (+1 GPU)
+    train_workers: int = 1  # N > 1: each model trains on N Ray Train workers (DDP), each with trainer_cpus or a share of the free CPUs (+1 GPU)
     dashboard: bool = True  # start Ray's dashboard (local cluster)
     dashboard_host: str = "127.0.0.1"  # the dashboard's bind address: loopback unless you open it
     num_cpus: int = 0  # local cluster size; 0 = all cores

@@ -112,7 +112,10 @@ class Runner(Acquire):
         res = dict(r.actor_resources)
         self.gens = make_generators(self.physics, 1, resources=res)
         self.solvers = make_solvers(self.physics, r.workers, r.solver_cpus, r.solver_gpus, resources=res)
-        self.trainers = make_trainers(r.trainers, r.trainer_cpus, r.trainer_gpus, r.trainer_threads, resources=res)
+        # with training workers, the trainer actors only score and evaluate, never while the workers train: they
+        # reserve no CPU, which the workers take instead
+        trainer_cpus = 0.0 if r.train_workers > 1 else r.trainer_cpus
+        self.trainers = make_trainers(r.trainers, trainer_cpus, r.trainer_gpus, r.trainer_threads, resources=res)
         self.trainer = self.trainers[0]  # the surrogate's: scores, evaluates, feeds the ranker
         self._test_ref = None  # the test split, put into the object store once per `curate run`
         try:
@@ -148,13 +151,23 @@ class Runner(Acquire):
         work, if the cluster cannot hold N per member besides the actors); None: the trainer actors train."""
         import ray
 
-        from diffcurate.curate.cluster.data_parallel import Workers, check_placeable
+        from diffcurate.curate.cluster.data_parallel import MIN_WORKER_CPUS, Workers, check_placeable, share
 
         r = self.cfg.ray
         if r.train_workers == 1:
             return None
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0  # the trainer actor may score on the CPU
-        workers = Workers(r.train_workers, r.trainer_cpus, gpus, tuple(sorted(r.actor_resources.items())))
+        cpus, n = r.trainer_cpus, r.train_workers * r.trainers
+        free, total = ray.available_resources().get("CPU", 0.0), ray.cluster_resources().get("CPU", 0.0)
+        if not gpus and cpus * n > free + 1e-9:  # share what the actors leave, as solvers share a small cluster
+            cpus = share(free, n)
+            if cpus < MIN_WORKER_CPUS:
+                raise InputError(
+                    f"{n} training workers need at least {MIN_WORKER_CPUS:g} CPU each; the cluster has {free:g} CPU "
+                    f"free (of {total:g}) besides the run's solver actors: lower --train-workers or ray.solver_cpus, "
+                    "or give the cluster more CPUs (ray.num_cpus, more nodes)"
+                )
+        workers = Workers(r.train_workers, cpus, gpus, tuple(sorted(r.actor_resources.items())))
         check_placeable(workers, copies=r.trainers)
         return workers
 
@@ -274,7 +287,7 @@ class Runner(Acquire):
             if self.train_workers is None:
                 refs.append(tr.fit.remote(job))
             else:  # a task starts the Ray Train run, so that the bar shows progress meanwhile; it restarts its round
-                refs.append(ray.remote(num_cpus=0)(data_parallel.fit).remote(job, self.train_workers))
+                refs.append(data_parallel.fit_remote(job, self.train_workers))
         epochs = max_epochs(round_train_config(cfg, 0, n_train), max(1, n_train))
         try:
             results = self._wait_training(refs, counter, k, epochs)
