@@ -63,12 +63,13 @@ def test_curate_train_on_two_workers_matches_one_process(ray_cluster, cli, tmp_p
 
 def test_curate_run_trains_each_round_on_two_workers(ray_cluster, cli, tmp_path):
     """Round 0 of a run with ray.train_workers = 2 against the same round of one trainer actor: same data, same
-    seed, curves within the tolerance; the driver writes the checkpoint and the log, the config records N."""
+    seed, curves within the tolerance; the driver writes the checkpoint and the log, the config records N. The
+    actors keep their default CPUs on the 2-CPU cluster (README's example): while the workers train, the trainer
+    actor reserves none, and the two workers share the CPU the solver actor leaves."""
     roots = {}
     for n in (1, 2):
         root = roots[n] = tmp_path / f"w{n}"
         cfg = tiny_config("random")
-        cfg.ray.workers, cfg.ray.solver_cpus, cfg.ray.trainer_cpus = 1, 0.5, 0.5
         init_run(root, cfg)
         code, _, err = cli("run", root, "--rounds", "0", "--train-workers", str(n))
         assert code == 0, err

@@ -117,6 +117,7 @@ def test_generate_killed_or_interrupted_resumes_to_exact_count(ray_cluster, tmp_
         assert proc.returncode == (130 if sig == signal.SIGINT else 143), err[-2000:]
         assert last.startswith("interrupted: everything committed so far is kept")
         assert "Traceback" not in err and "SIGTERM received" not in err
+        assert ".cc:" not in err  # no line of Ray's C++ core about the tasks the signal cut short
     else:
         assert proc.returncode == -signal.SIGKILL
     with Store(store, readonly=True) as s:

@@ -111,6 +111,19 @@ def make_bad(kind: str, where: Path, cfg: Configs, y: np.ndarray) -> Path:
         np.savez(path, **_arrays(cfg, y, centers=c))
     elif kind == "centres-strings":
         np.savez(path, **_arrays(cfg, y, centers=c.astype(str)))
+    elif kind == "values-strings":  # numeric strings that numpy would convert without a word
+        np.savez(path, **_arrays(cfg, y, values=cfg.values.astype(str)))
+    elif kind == "float16-y":
+        np.savez(path, **_arrays(cfg, y.astype(np.float16)))
+    elif kind == "no-samples":
+        empty = dict(centers=cfg.centers[:0], values=cfg.values[:0], counts=cfg.counts[:0])
+        np.savez(path, **_arrays(cfg, y[:0], **empty))
+    elif kind == "text-file":
+        path.write_text("lattice = 32\n" * 50)
+    elif kind == "symlink-to-text":
+        path.symlink_to("/etc/passwd")
+    elif kind == "directory":
+        path.mkdir()
     elif kind == "physics-string":
         np.savez(path, **_arrays(cfg, y, lattice=np.array("32")))
     elif kind == "physics-vector":
@@ -145,12 +158,19 @@ CONFIG_KINDS = [
     "negative-centres",
     "edge-disc",
     "centres-strings",
+    "values-strings",
+    "no-samples",
+    "text-file",
+    "symlink-to-text",
+    "directory",
     "physics-string",
     "physics-vector",
     "h5-truncated",
     "h5-compound-counts",
 ]
-TARGET_KINDS = ["nan-y", "inf-y", "int-y"]
+TARGET_KINDS = ["nan-y", "inf-y", "int-y", "float16-y"]
+# what the one line says for these kinds, whichever command reads the file
+SAYS = {"text-file": "not an npz file", "symlink-to-text": "not an npz file", "directory": "is a directory"}
 
 
 def _commands(f: Path, out: Path, ckpt: Path) -> dict[str, list]:
@@ -181,7 +201,8 @@ def test_every_file_reader_refuses_bad_files(cli, solved, ckpt, tmp_path, kind):
     for name, args in _commands(f, out, ckpt).items():
         if kind in TARGET_KINDS and name in ("predict", "solve"):
             continue  # they read configurations only
-        _one_line_exit_2(cli, args, out)
+        err = _one_line_exit_2(cli, args, out)
+        assert SAYS.get(kind, "") in err, (name, err)
 
 
 def _bad_checkpoints(ckpt: Path, where: Path) -> dict[str, Path]:
@@ -486,8 +507,8 @@ def test_full_disk_is_one_line_and_keeps_what_was_committed(ray_cluster, tmp_pat
         ray_cluster,
     ]
     r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
-    # our lines only: not the progress bar, not Ray's own C++ log lines ("[2026-... E ...] task_manager.cc:...")
-    err = [line for line in r.stderr.splitlines() if line.strip() and "━" not in line and ".cc:" not in line]
+    # our line only: not Ray's own C++ log lines ("[2026-... E ...] task_manager.cc:...") about tasks cut short
+    err = [line for line in r.stderr.splitlines() if line.strip() and "━" not in line]
     assert r.returncode == 1 and len(err) == 1 and "full" in err[0] and "kept" in err[0], r.stderr
     assert verify_store(store)["problems"] == []
     r = subprocess.run([CURATE, *args], capture_output=True, text=True, timeout=300)
