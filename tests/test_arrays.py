@@ -75,10 +75,10 @@ def test_bad_inputs(tmp_path):
     with pytest.raises(InputError, match="no physics"):
         physics_from_arrays(load_arrays(tmp_path / "nophys.npz"))
     (tmp_path / "junk.h5").write_bytes(b"not hdf5")
-    with pytest.raises(InputError, match="cannot read"):
+    with pytest.raises(InputError, match="not an HDF5 file"):
         load_arrays(tmp_path / "junk.h5")
     np.savez(tmp_path / "obj.npz", centers=np.array([None], dtype=object))
-    with pytest.raises(InputError, match="cannot read"):
+    with pytest.raises(InputError, match="not an npz file .or it holds pickled objects, which are refused"):
         load_arrays(tmp_path / "obj.npz")
 
 

@@ -277,7 +277,7 @@ def test_refusals_leave_the_run_as_it_was(al_run, cli, tmp_path, case):
 
 def test_status_and_verify_warn_about_a_torn_log_and_a_damaged_checkpoint(al_run, cli, tmp_path):
     """`status` warns (exit 0) about a torn round log and a checkpoint that fails its checksum; `verify --run`
-    checks the store and every checkpoint, and a damaged one is exit 1."""
+    checks the store, every checkpoint and the log, and calls both damage (exit 1)."""
     import shutil
 
     root = tmp_path / "run"
@@ -294,7 +294,7 @@ def test_status_and_verify_warn_about_a_torn_log_and_a_damaged_checkpoint(al_run
     code, _, err = cli("verify", "--run", root)  # the report, then the one line of the failed check
     ckpt = RunPaths(root).checkpoint(2)
     assert code == 1 and f"{ckpt}: checksum mismatch" in err and "torn" in err and "Traceback" not in err, err
-    assert err.strip().splitlines()[-1] == f"check failed: 1 problems in {root}"
+    assert err.strip().splitlines()[-1] == f"check failed: 2 problems in {root}"  # a torn log is damage too
 
 
 def test_pipelined_rounds_pick_the_same_samples_and_overlap(al_run, tmp_path):

@@ -179,11 +179,11 @@ def status_tables(d: dict):
 
 def report_cmd(run_dir: RunDir) -> None:
     """Write RUN_DIR/report/report.md with PNG plots (metrics per round, budget, worst test cases)."""
-    from diffcurate.curate.loop.health import run_warnings
+    from diffcurate.curate.loop.health import log_warnings
     from diffcurate.curate.loop.report import write_report
     from diffcurate.curate.loop.rundir import load_run
 
-    for w in run_warnings(run_dir, load_run(run_dir)):
+    for w in log_warnings(run_dir, load_run(run_dir)):
         typer.echo(f"warning: {w}", err=True)
     path = write_report(run_dir)
     console.print(f"wrote {path}")

@@ -141,10 +141,15 @@ def torn_log(root: Path) -> list[str]:
     ]
 
 
+def log_warnings(root: Path, cfg: RunConfig) -> list[str]:
+    """What `report` warns about: a torn round log, a stale round folder, a finished round's missing state (a
+    damaged checkpoint it reads, it refuses)."""
+    return torn_log(root) + stale_rounds(root, cfg) + missing_state(root)
+
+
 def run_warnings(root: Path, cfg: RunConfig) -> list[str]:
-    """What `status` and `report` warn about: a torn round log, a stale round folder, a checkpoint that does not
-    load, a finished round's missing state."""
-    return torn_log(root) + stale_rounds(root, cfg) + checkpoint_problems(root)[1] + missing_state(root)
+    """What `status` warns about: `log_warnings`, and a checkpoint that does not load or fails its checksum."""
+    return log_warnings(root, cfg) + checkpoint_problems(root)[1]
 
 
 def verify_run(root: Path, resolve: int = 0, seed: int = 0) -> dict:
