@@ -12,8 +12,10 @@ Data-parallel training restarts its round after a kill (round granularity); one 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -114,7 +116,8 @@ def fit(job, workers: Workers) -> dict:
                 run_config=RunConfig(storage_path=storage, name="fit"),
             )
             try:
-                trainer.fit()
+                with sigint_kept():
+                    trainer.fit()
             except Exception as e:  # a worker's own error (bad input, say), not Ray Train's wrapper of it
                 failures = getattr(e, "worker_failures", None) or {}
                 raise next(iter(failures.values()), e) from None
@@ -127,12 +130,28 @@ def fit(job, workers: Workers) -> dict:
 
 
 def fit_remote(job, workers: Workers):
-    """`fit` as a Ray task (a ref to its result) in a worker process used for this one task: the Ray Train
-    controller and the actors it starts belong to the process that calls `fit`, and Ray keeps a finished task's
-    process for reuse, so that they would idle on, holding memory, for as long as the cluster lives."""
+    """`fit` as a Ray task (a ref to its result), so that the driver shows progress meanwhile."""
     import ray
 
-    return ray.remote(num_cpus=0, max_calls=1)(fit).remote(job, workers)
+    return ray.remote(num_cpus=0)(fit).remote(job, workers)
+
+
+@contextlib.contextmanager
+def sigint_kept() -> Iterator[None]:
+    """The SIGINT handler as it was before the block. `TorchTrainer.fit` installs one that holds its controller
+    actor's handle and never removes it: the controller, and the actors it owns, would live on, idle and holding
+    memory, for as long as the process does (a Ray task's process is kept for reuse)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def _worker(config: dict) -> None:
