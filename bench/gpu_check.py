@@ -204,6 +204,11 @@ def _appetite(res: dict) -> float | None:
     return row["batch"] / (row["train_ms_per_step_bf16"] / 1000)
 
 
+def _joining(c: dict) -> list[str]:
+    """`--address A` for the Ray commands when the check joins a running cluster, else nothing (a local one)."""
+    return ["--address", c["address"]] if c.get("address") else []
+
+
 def _check(cmd: list[str]) -> str:
     """Run a command; its stdout, or a RuntimeError with its last stderr line."""
     r = subprocess.run(cmd, capture_output=True, text=True)
@@ -234,7 +239,7 @@ def step_generate(c: dict, tmp: Path) -> dict:
     store = tmp / "gen"
     t0 = time.perf_counter()
     cmd = [*_curate(), "generate", "--store", str(store), "--count", str(c["generate"]), "--seed", "0"]
-    d = json.loads(_check([*cmd, "--preset", c["preset"], "--gpus", gpus, "--json"]))
+    d = json.loads(_check([*cmd, "--preset", c["preset"], "--gpus", gpus, "--json", *_joining(c)]))
     return {
         "count": c["generate"],
         "gpus_per_actor": float(gpus),
@@ -254,7 +259,7 @@ def step_run(c: dict, tmp: Path) -> dict:
     cfg.ray.trainer_gpus = 1.0 if c["device"] == "cuda" else 0.0
     init_run(root, cfg)
     t0 = time.perf_counter()
-    _check([*_curate(), "run", str(root), "--no-dashboard"])
+    _check([*_curate(), "run", str(root), "--no-dashboard", *_joining(c)])
     rounds = [json.loads(line) for line in (root / "rounds.jsonl").read_text().splitlines()]
     paths = RunPaths(root)
     fits = [json.loads(paths.round(k).fit.read_text()) for k in range(len(rounds))]
@@ -303,8 +308,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes (minutes): checks the script itself")
     ap.add_argument("--out", type=Path, help="JSON (default docs/gpu.json; with --dry-run a temp file)")
+    ap.add_argument("--address", help="join this Ray cluster for the Ray steps (default: each starts a local one)")
     args = ap.parse_args()
-    c = DRY if args.dry_run else FULL
+    c = {**(DRY if args.dry_run else FULL), "address": args.address or ""}
     out = args.out or (Path(tempfile.gettempdir()) / "gpu_dry_run.json" if args.dry_run else ROOT / "docs" / "gpu.json")
     res: dict = {"dry_run": args.dry_run, "machine": machine(), "config": c, "steps": {}}
     if not args.dry_run and not res["machine"]["cuda"]:

@@ -9,14 +9,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _dry_run(out: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    cmd = ["bash", str(ROOT / "bench" / "gpu_check.sh"), "--dry-run", "--out", str(out)]
+def _dry_run(out: Path, env: dict | None = None, *extra: str) -> subprocess.CompletedProcess:
+    cmd = ["bash", str(ROOT / "bench" / "gpu_check.sh"), "--dry-run", "--out", str(out), *extra]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
 
 
-def test_gpu_check_dry_run(tmp_path):
+def test_gpu_check_dry_run(ray_cluster, tmp_path):
+    """Its Ray steps join the tests' cluster (`--address`), as the check's commands join any running one."""
     out = tmp_path / "gpu.json"
-    r = _dry_run(out)
+    r = _dry_run(out, None, "--address", ray_cluster)
     assert r.returncode == 0, r.stdout + r.stderr
     d = json.loads(out.read_text())
     assert d["dry_run"] and d["ray"] == "available"

@@ -352,6 +352,8 @@ def test_two_writers_at_once_equal_the_sequential_result(ray_cluster, tmp_path, 
             # other the next 300, so the splits are disjoint and together hold what the sequential runs hold
             assert not set(a.ids("train")) & set(a.ids("val"))
             assert set(a.ids("train")) | set(a.ids("val")) == set(b.ids("train")) | set(b.ids("val"))
+    if not same_split:
+        return
     # a finished request whose samples went missing is filled, not answered from the history
     gone = tmp_path / "gone"
     subprocess.run(_generate_cmd(gone, "train", 0, ray_cluster), check=True, capture_output=True, timeout=300)
