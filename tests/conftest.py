@@ -24,7 +24,14 @@ def ray_cluster(tmp_path_factory):
 
     from diffcurate.curate.cluster.session import init_local
 
-    init_local(num_cpus=2, include_dashboard=False, configure_logging=True, logging_level="ERROR", log_to_driver=False)
+    init_local(
+        num_cpus=2,
+        include_dashboard=False,
+        configure_logging=True,
+        logging_level="ERROR",
+        log_to_driver=False,
+        _system_config={"metrics_report_interval_ms": 2000},  # gauges reach the endpoint in seconds, not tens
+    )
     try:
         yield ray.get_runtime_context().gcs_address
     finally:
