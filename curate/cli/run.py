@@ -82,10 +82,10 @@ def run_cmd(
 def status_dict(run_dir: Path, checks: bool = True) -> dict:
     """The run's rounds; with `checks`, `warnings` too (a torn round log, a checkpoint that does not load, a round
     folder started under another config)."""
-    from diffcurate.curate.loop.health import run_warnings
-    from diffcurate.curate.loop.rundir import load_run, rounds_with_state
+    from diffcurate.curate.loop.health import load_checked_run, run_warnings
+    from diffcurate.curate.loop.rundir import rounds_with_state
 
-    cfg = load_run(run_dir)
+    cfg = load_checked_run(run_dir)
     rounds = rounds_with_state(run_dir, cfg)
     warnings = run_warnings(run_dir, cfg) if checks else []
     # rounds_completed counts round 0 (the initial set); acquisition_rounds the rounds that added samples
@@ -179,11 +179,10 @@ def status_tables(d: dict):
 
 def report_cmd(run_dir: RunDir) -> None:
     """Write RUN_DIR/report/report.md with PNG plots (metrics per round, budget, worst test cases)."""
-    from diffcurate.curate.loop.health import log_warnings
+    from diffcurate.curate.loop.health import load_checked_run, log_warnings
     from diffcurate.curate.loop.report import write_report
-    from diffcurate.curate.loop.rundir import load_run
 
-    for w in log_warnings(run_dir, load_run(run_dir)):
+    for w in log_warnings(run_dir, load_checked_run(run_dir)):
         typer.echo(f"warning: {w}", err=True)
     path = write_report(run_dir)
     console.print(f"wrote {path}")

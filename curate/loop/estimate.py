@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from diffcurate.curate.loop.health import load_checked_run
 from diffcurate.curate.loop.rundir import RunPaths, load_run, member_train_config, read_rounds
 from diffcurate.model.estimators import (
     ESTIMATORS,
@@ -136,7 +137,7 @@ def _train_member(source: Source, m: int, device: str, log: Log) -> None:
     from diffcurate.model.checkpoint import save_checkpoint
     from diffcurate.model.train import train
 
-    cfg = load_run(source.run_dir)
+    cfg = load_checked_run(source.run_dir)
     train_set, val_set, ph = _train_val(source)
     tc = member_train_config(cfg, m)
     log(f"ensemble: training member {m} of round {source.round} ({len(train_set)} samples, {tc.epochs} epochs)")
@@ -150,7 +151,7 @@ def _train_inverse(source: Source, device: str, log: Log) -> None:
     from diffcurate.model.data import ArrayDataset
     from diffcurate.model.train import train
 
-    cfg = load_run(source.run_dir)
+    cfg = load_checked_run(source.run_dir)
     train_set, val_set, ph = _train_val(source)
     swap = lambda d: ArrayDataset(d.y.numpy(), d.x.numpy(), d.mask.numpy(), d.counts.numpy())  # noqa: E731
     mc = inverse_model_config(ph.lattice)

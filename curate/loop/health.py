@@ -1,5 +1,6 @@
-"""What can be wrong with a run directory, found before a run meets it late or never: a round folder started under
-another config, a torn round log, a checkpoint that fails its checksum.
+"""What can be wrong with a run directory, found before a run meets it late or never: a store that is not the run's
+own or holds other physics, a damaged record, a round folder started under another config, a torn round log, a
+finished round's missing state, a checkpoint that fails its checksum.
 
 A round's steps each write one file, and a resumed run keeps the files it finds. So a round folder started under
 one config and finished under another would mix the two, silently. Each round folder therefore records the config
@@ -9,10 +10,19 @@ to continue one whose config differs, naming the fields and the command that cle
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from diffcurate.curate.loop.config import RunConfig
-from diffcurate.curate.loop.rundir import RunPaths, atomic_json, read_rounds, round_folders, torn_rounds
+from diffcurate.curate.loop.rundir import (
+    RunPaths,
+    atomic_json,
+    initial_requests,
+    load_run,
+    read_rounds,
+    round_folders,
+    torn_rounds,
+)
 from diffcurate.solvers.errors import CheckError, InputError, hint
 
 # fields that only say how far or where a run goes, not what a round computes
@@ -46,8 +56,6 @@ def mark_started(root: Path, k: int, cfg: RunConfig) -> None:
 
 def stale_rounds(root: Path, cfg: RunConfig) -> list[str]:
     """One line per unfinished round folder that was started under another config than `cfg`."""
-    import json
-
     paths, done = RunPaths(root), len(read_rounds(root))
     now = result_fields(cfg)
     out = []
@@ -156,10 +164,9 @@ def verify_run(root: Path, resolve: int = 0, seed: int = 0) -> dict:
     """`curate verify --run RUN_DIR`: the config against the store (physics, the run's own store), the store (every
     record's checksum, K re-solved), every checkpoint's checksum, the round log (a torn line) and the finished
     rounds' state. `problems` is damage (exit 1), `warnings` the rest (a stale round folder)."""
-    from diffcurate.curate.loop.rundir import check_run_store, load_run
     from diffcurate.curate.store.verify import verify_store
 
-    cfg = load_run(root, check_store=False)
+    cfg = load_run(root)
     paths = RunPaths(root)
     try:
         check_run_store(root, cfg, deep=True)
@@ -174,3 +181,57 @@ def verify_run(root: Path, resolve: int = 0, seed: int = 0) -> dict:
     n, bad = checkpoint_problems(root)
     damage = mismatch + r["problems"] + bad + torn_log(root) + missing_state(root)
     return {**r, "checkpoints": n, "problems": damage, "warnings": stale_rounds(root, cfg)}
+
+
+def run_identity(cfg: RunConfig) -> str:
+    """What makes a store this run's: a hash of the physics and of round 0's requests (the test sets, the initial
+    train and val sets: samplers, seeds, counts). The run's store records it when round 0 creates it."""
+    import hashlib
+
+    body = {"physics": cfg.physics.to_dict(), "round_0": [list(map(_plain, r)) for r in initial_requests(cfg)]}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _plain(v):
+    return list(v) if isinstance(v, tuple) else v
+
+
+def load_checked_run(root: Path) -> RunConfig:
+    """The run's config, checked against the run's store (`check_run_store`): no command reads a run whose config
+    was edited after its store was made, or whose store is another run's."""
+    cfg = load_run(root)
+    check_run_store(root, cfg)
+    return cfg
+
+
+def check_run_store(root: Path, cfg: RunConfig, deep: bool = False) -> None:
+    """InputError (one line) unless the run's store, where there is one, holds the config's physics and was made
+    for this run (its recorded `run_identity`). A store that records none (made before stores recorded it) is
+    checked, with `deep`, by its round-0 ids: they must be among the ids the config's round-0 requests draw."""
+    from diffcurate.curate.store.lmdbstore import Store
+
+    paths = RunPaths(root)
+    if not paths.store.exists():
+        return
+    with Store(paths.store, readonly=True) as st:
+        st.check_physics(cfg.physics, f"{root}/config.toml's physics")
+        made_for = st.meta.get("run")
+        if made_for == run_identity(cfg) or (made_for is None and (not deep or _round_0_matches(st, cfg))):
+            return
+    raise InputError(
+        f"{paths.store} is not this run's store: its round-0 sets were drawn for another seed or data config than "
+        f"{paths.config} gives; restore the run's own store, or start a new run directory for this one"
+    )
+
+
+def _round_0_matches(st, cfg: RunConfig) -> bool:
+    """Whether every round-0 sample of the store is one that the config's round-0 requests draw (planned here,
+    without Ray, as `fill` plans them)."""
+    from diffcurate.curate.cluster.generate import plan
+
+    index = st.index()
+    claimed: dict[str, str] = {}
+    for split, sampler, seed, count, sources in initial_requests(cfg):
+        claimed.update(dict.fromkeys(plan(st, None, sampler, seed, count, sources, split, None, claimed).ids, split))
+    stored = index[index["round"] == 0]
+    return all(claimed.get(i) == sp for i, sp in zip(stored["id"], stored["split"], strict=True))

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from diffcurate.curate.loop.rundir import RunPaths, load_run, rounds_with_state
+from diffcurate.curate.loop.health import load_checked_run
+from diffcurate.curate.loop.rundir import RunPaths, rounds_with_state
 from diffcurate.solvers.errors import InputError, hint
 
 
@@ -182,7 +183,7 @@ def _worst_cases(root: Path, rounds: list[dict], out: Path, n: int = 4) -> list[
 
 def write_report(root: Path) -> Path:
     root = Path(root)
-    cfg = load_run(root)
+    cfg = load_checked_run(root)
     rounds = rounds_with_state(root, cfg)  # a round that a torn log lost is read from state/
     if not rounds:
         raise InputError(f"{root} has no completed round yet; run {hint('run', root)} first")

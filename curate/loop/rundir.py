@@ -310,62 +310,13 @@ def append_round(root: Path, record: dict) -> None:
     os.replace(tmp, RunPaths(root).rounds)
 
 
-def load_run(root: Path, check_store: bool = True) -> RunConfig:
-    """The run's config; with `check_store`, checked against the run's store (`check_run_store`), so that no
-    command reads a run whose config was edited after its store was made, or whose store is another run's."""
+def load_run(root: Path) -> RunConfig:
+    """The run's config as written; commands that read a run use `health.load_checked_run`, which also checks it
+    against the run's store."""
     root = Path(root)
     if not RunPaths(root).config.is_file():
         raise InputError(f"{root} is not a run directory (no {CONFIG}); create one with {hint('init', root)}")
-    cfg = RunConfig.load(RunPaths(root).config)
-    if check_store:
-        check_run_store(root, cfg)
-    return cfg
-
-
-def run_identity(cfg: RunConfig) -> str:
-    """What makes a store this run's: a hash of the physics and of round 0's requests (the test sets, the initial
-    train and val sets: samplers, seeds, counts). The run's store records it when round 0 creates it."""
-    import hashlib
-
-    body = {"physics": cfg.physics.to_dict(), "round_0": [list(map(_plain, r)) for r in initial_requests(cfg)]}
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _plain(v):
-    return list(v) if isinstance(v, tuple) else v
-
-
-def check_run_store(root: Path, cfg: RunConfig, deep: bool = False) -> None:
-    """InputError (one line) unless the run's store, where there is one, holds the config's physics and was made
-    for this run (its recorded `run_identity`). A store that records none (made before stores recorded it) is
-    checked, with `deep`, by its round-0 ids: they must be among the ids the config's round-0 requests draw."""
-    from diffcurate.curate.store.lmdbstore import Store
-
-    paths = RunPaths(root)
-    if not paths.store.exists():
-        return
-    with Store(paths.store, readonly=True) as st:
-        st.check_physics(cfg.physics, f"{root}/config.toml's physics")
-        made_for = st.meta.get("run")
-        if made_for == run_identity(cfg) or (made_for is None and (not deep or _round_0_matches(st, cfg))):
-            return
-    raise InputError(
-        f"{paths.store} is not this run's store: its round-0 sets were drawn for another seed or data config than "
-        f"{paths.config} gives; restore the run's own store, or start a new run directory for this one"
-    )
-
-
-def _round_0_matches(st, cfg: RunConfig) -> bool:
-    """Whether every round-0 sample of the store is one that the config's round-0 requests draw (planned here,
-    without Ray, as `fill` plans them)."""
-    from diffcurate.curate.cluster.generate import plan
-
-    index = st.index()
-    claimed: dict[str, str] = {}
-    for split, sampler, seed, count, sources in initial_requests(cfg):
-        claimed.update(dict.fromkeys(plan(st, None, sampler, seed, count, sources, split, None, claimed).ids, split))
-    stored = index[index["round"] == 0]
-    return all(claimed.get(i) == sp for i, sp in zip(stored["id"], stored["split"], strict=True))
+    return RunConfig.load(RunPaths(root).config)
 
 
 def init_run(root: Path, cfg: RunConfig) -> RunPaths:

@@ -35,7 +35,15 @@ from diffcurate.curate.cluster.actors import FitJob, make_counter
 from diffcurate.curate.cluster.dispatch import Background
 from diffcurate.curate.loop.acquire import Acquire
 from diffcurate.curate.loop.config import RunConfig, RunOverrides
-from diffcurate.curate.loop.health import check_checkpoints, check_records, check_state, mark_started
+from diffcurate.curate.loop.health import (
+    check_checkpoints,
+    check_records,
+    check_run_store,
+    check_state,
+    load_checked_run,
+    mark_started,
+    run_identity,
+)
 from diffcurate.curate.loop.rundir import (
     PIPELINED,
     RunPaths,
@@ -45,15 +53,12 @@ from diffcurate.curate.loop.rundir import (
     atomic_json,
     atomic_npy,
     atomic_text,
-    check_run_store,
     initial_requests,
-    load_run,
     mend_round_log,
     read_rounds,
     round_record,
     round_train_config,
     rounds_with_state,
-    run_identity,
     run_lock,
     stop_reason,
 )
@@ -388,7 +393,7 @@ def run(
     """Run (or resume) rounds 0..K of a run directory; returns all completed round records. One run per
     directory at a time (`run_lock`: a second one waits, or with `wait` False is refused)."""
     root = Path(root)
-    cfg = load_run(root)
+    cfg = load_checked_run(root)
     check_writable(root)
     with run_lock(root, wait):
         cfg, record = apply_overrides(root, cfg, overrides or RunOverrides())
