@@ -120,27 +120,6 @@ class Plan:
     ids: list[str]
 
 
-def plan(
-    store: Store,
-    gens: list,
-    sampler: str,
-    seed: int,
-    count: int,
-    sources,
-    split: str,
-    chunk: int | None = None,
-    claimed: dict[str, str] | None = None,
-) -> Plan:
-    """The whole of a request's walk (`plan_blocks`) as one Plan."""
-    parts = list(plan_blocks(store, gens, sampler, seed, count, sources, split, chunk, claimed))
-    return Plan(
-        [c for p in parts for c in p.pending],
-        sum(p.present for p in parts),
-        sum(p.redrawn for p in parts),
-        [i for p in parts for i in p.ids],
-    )
-
-
 def plan_blocks(
     store: Store,
     gens: list,
@@ -217,7 +196,7 @@ def fill(
     "redrawn": {split: n}}."""
     plans, claimed = [], {}
     for split, sampler, seed, count, sources in requests:
-        p = plan(store, gens, sampler, seed, count, sources, split, chunk, claimed)
+        p = next(plan_blocks(store, gens, sampler, seed, count, sources, split, chunk, claimed))  # the whole walk
         claimed.update(dict.fromkeys(p.ids, split))
         plans.append((split, p))
     total = sum(len(p.ids) for _, p in plans)
@@ -280,7 +259,7 @@ def generate(
             # trust what the store holds, not the history alone: a finished request whose samples are missing
             # (another writer's plan raced it, a restored backup) is filled again
             if any(all(h.get(k) == v for k, v in request.items()) for h in st.history()):
-                if not plan(st, None, sampler, seed, count, sources, split, chunk).pending:
+                if not next(plan_blocks(st, None, sampler, seed, count, sources, split, chunk)).pending:
                     return GenerateResult(count, 0, count, 0, time.perf_counter() - t0, 0.0)
     if not held:
         check_room(store_path, physics, count)

@@ -227,11 +227,12 @@ def check_run_store(root: Path, cfg: RunConfig, deep: bool = False) -> None:
 def _round_0_matches(st, cfg: RunConfig) -> bool:
     """Whether every round-0 sample of the store is one that the config's round-0 requests draw (planned here,
     without Ray, as `fill` plans them)."""
-    from diffcurate.curate.cluster.generate import plan
+    from diffcurate.curate.cluster.generate import plan_blocks
 
     index = st.index()
     claimed: dict[str, str] = {}
     for split, sampler, seed, count, sources in initial_requests(cfg):
-        claimed.update(dict.fromkeys(plan(st, None, sampler, seed, count, sources, split, None, claimed).ids, split))
+        walk = next(plan_blocks(st, None, sampler, seed, count, sources, split, None, claimed))  # the whole walk
+        claimed.update(dict.fromkeys(walk.ids, split))
     stored = index[index["round"] == 0]
     return all(claimed.get(i) == sp for i, sp in zip(stored["id"], stored["split"], strict=True))
