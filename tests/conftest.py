@@ -36,6 +36,28 @@ def ray_cluster(tmp_path_factory):
         yield ray.get_runtime_context().gcs_address
     finally:
         ray.shutdown()
+    assert ray_processes_left() == [], "Ray processes outlived the tests' cluster"
+
+
+def ray_processes_left(wait: float = 30.0) -> list[str]:
+    """This process's Ray children (GCS, raylet, workers, agents) still alive `wait` s after the shutdown."""
+    import time
+
+    import psutil
+
+    deadline = time.monotonic() + wait
+    while True:
+        left = []
+        for p in psutil.Process().children(recursive=True):
+            try:
+                cmd = " ".join(p.cmdline())
+            except psutil.Error:  # it ended meanwhile
+                continue
+            if "ray" in cmd and p.status() != psutil.STATUS_ZOMBIE:
+                left.append(f"{p.pid} {cmd[:60]}")
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.5)
 
 
 # the actors Ray Train starts for one fit: a test that trains on workers must leave none of them behind
