@@ -94,6 +94,12 @@ class Background:
         except BaseException as e:  # re-raised in the driver's thread by `join`
             self.error = e
 
+    def settle(self, timeout: float) -> None:
+        """Wait up to `timeout` s for the thread to end, whatever its outcome: Ray must not shut down under a
+        thread that is inside one of its calls (the process would crash as it exits). Killing the solver actors
+        first ends their calls with an error, so the thread ends at once."""
+        self._thread.join(timeout)
+
     def join(self) -> tuple[np.ndarray, float, float]:
         self._thread.join()
         if self.error is not None:

@@ -123,6 +123,7 @@ class Runner(Acquire):
         self.trainers = make_trainers(r.trainers, trainer_cpus, r.trainer_gpus, r.trainer_threads, resources=res)
         self.trainer = self.trainers[0]  # the surrogate's: scores, evaluates, feeds the ranker
         self._test_ref = None  # the test split, put into the object store once per `curate run`
+        self._prefetching = None  # round k+1's pool being solved in a driver thread (`Background`)
         try:
             self._record_placement()
             self.train_workers = self._train_workers()
@@ -181,6 +182,8 @@ class Runner(Acquire):
 
         for a in [*self.solvers, *self.gens, *self.trainers]:
             ray.kill(a)
+        if self._prefetching is not None:  # an interrupt mid-round: the prefetch thread ends before Ray does
+            self._prefetching.settle(timeout=60)
 
     # --- the round: the steps of STEPS in order, each timed and skipped if its result exists ---------------
 
@@ -356,12 +359,14 @@ class Runner(Acquire):
             return None
         generate = next(s for s in STEPS if s.output == "pool")
         self._step(k, replace(generate, actor=f"{generate.actor} {PIPELINED}"))
-        return k, Background(self.solvers, self._pool(k), self.physics), time.time()
+        self._prefetching = Background(self.solvers, self._pool(k), self.physics)
+        return k, self._prefetching, time.time()
 
     def _prefetch_finish(self, pre) -> None:
         """Collect the prefetched solutions into state/round-k/pool_y.npy; its timing shows the overlap."""
         k, job, submitted = pre
         y, start, end = job.join()
+        self._prefetching = None
         atomic_npy(self.paths.round(k).pool_y, y)
         self._timing(k, "solve", max(start, submitted), end, f"solvers {PIPELINED}")
 
