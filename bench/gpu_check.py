@@ -40,6 +40,7 @@ FULL = {
     "model_batch": 32,
     "generate": 2000,
     "run_preset": "small",
+    "run_rounds": 2,
     "repeats": 5,
     "train_preset": "small",
     "train_samples": 1000,
@@ -55,6 +56,7 @@ DRY = {
     "model_batch": 4,
     "generate": 40,
     "run_preset": "tiny",
+    "run_rounds": 1,
     "repeats": 2,
     "train_preset": "tiny",
     "train_samples": 40,
@@ -254,7 +256,7 @@ def step_run(c: dict, tmp: Path) -> dict:
 
     root = tmp / "run"
     cfg: RunConfig = default_config(c["run_preset"])
-    cfg.rounds = 2
+    cfg.rounds = c["run_rounds"]
     cfg.ray.dashboard = False
     cfg.ray.trainer_gpus = 1.0 if c["device"] == "cuda" else 0.0
     init_run(root, cfg)

@@ -15,7 +15,6 @@ BatchNorm the same training losses differ by up to 16 %.
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -73,6 +72,9 @@ def test_curate_run_trains_each_round_on_two_workers(ray_cluster, cli, tmp_path)
         init_run(root, cfg)
         code, _, err = cli("run", root, "--rounds", "0", "--train-workers", str(n))
         assert code == 0, err
+        # the driver's epoch bar, fed by the `EpochCounter` the trainer actor or rank 0 awaits each epoch
+        bar = next(line for line in err.splitlines() if line.startswith("round 0: training"))
+        assert f"{cfg.train.epochs}/{cfg.train.epochs}" in bar, err
     rounds = {n: read_rounds(r)[0] for n, r in roots.items()}
     assert rounds[1]["train_size"] == rounds[2]["train_size"] == 40
     curves = {n: _curve(RunPaths(r).round(0).train_log(0)) for n, r in roots.items()}
@@ -126,11 +128,10 @@ def test_each_rank_takes_its_rows_and_the_parts_add_up_to_the_batch_loss():
 def test_the_drivers_epoch_bar_counts_the_epochs_wherever_training_runs(ray_cluster, tmp_path):
     """The bar of `curate run` and `curate train --workers` reads an `EpochCounter` that the trainer actor (or rank
     0) awaits each epoch, not a log file on the driver's disk, so it follows a trainer on any node: when the
-    training returns, the counter holds every epoch it ran."""
+    training returns, the counter holds every epoch it ran. (Rank 0's counting: the bar of the two-worker run.)"""
     import ray
     from conftest import TINY, tiny_configs
 
-    from diffcurate.curate.cluster import data_parallel
     from diffcurate.curate.cluster.actors import FitJob, Solved, make_counter, make_trainers
     from diffcurate.curate.loop.config import default_config
     from diffcurate.solvers.registry import solve
@@ -145,8 +146,4 @@ def test_the_drivers_epoch_bar_counts_the_epochs_wherever_training_runs(ray_clus
     assert out["epochs"] == cfg.train.epochs == ray.get(counter.count.remote())
     ray.kill(trainer)
     ray.kill(counter)
-    counter = make_counter()
-    out = ray.get(data_parallel.fit_remote(replace(job, progress=counter), data_parallel.Workers(2, cpus=0.5)))
-    assert out["epochs"] == cfg.train.epochs == ray.get(counter.count.remote())
-    ray.kill(counter)
-    assert not (tmp_path / "w").exists()  # neither wrote into a work dir that is not on its node
+    assert not (tmp_path / "w").exists()  # it did not write into a work dir that is not on its node

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 from conftest import TINY, read_only, run_cli, tiny_configs
+from test_estimators import build_tiny_run
 
 from diffcurate.curate.loop.config import default_config
 from diffcurate.curate.loop.rundir import RunPaths, init_run
-from diffcurate.curate.loop.runner import run
 from diffcurate.curate.store.arrays import save_arrays
 from diffcurate.curate.store.lmdbstore import Store
 from diffcurate.solvers.registry import solve
@@ -50,11 +50,8 @@ def tiny_run_config(seed: int = 0):
 
 @pytest.fixture(scope="module")
 def finished(ray_cluster, tmp_path_factory) -> Path:
-    """A finished run of round 0 (the tiny preset); each case works on a copy."""
-    root = tmp_path_factory.mktemp("probed") / "r"
-    init_run(root, tiny_run_config())
-    run(root, log=lambda s: None, show_progress=False)
-    return root
+    """A finished tiny run (round 0 and 2 rounds, the session's shared one); each case works on a copy."""
+    return build_tiny_run(tmp_path_factory)
 
 
 def flip_record(store: Path, split: str, n: int = 8) -> str:
@@ -173,7 +170,7 @@ def test_a_torn_log_is_read_from_state_and_rewritten(finished, tmp_path):
     for cmd in (["report", root], ["status", root, "--json"]):
         code, out, err = run_cli(*cmd)
         assert code == 0 and err.count("warning:") == 1 and "torn" in err, (cmd, err)
-    assert json.loads(out)["rounds_completed"] == 1  # round 0, from state/
+    assert json.loads(out)["rounds_completed"] == 3  # round 2, from state/
     assert "| 0 | 40 |" in (RunPaths(root).report / "report.md").read_text()
     code, _, err = run_cli(*hinted(err)[0])
     assert code == 0 and RunPaths(root).rounds.read_bytes() == whole, err
