@@ -11,7 +11,7 @@ $(BIN)/curate: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e ".[dev]"
-	# the peer AL methods (curate/peers.py); bmdal-reg's own requirements (openml, seaborn, ...) are not used
+	# the peer AL methods (curate/acquisition/peers.py); bmdal-reg's own requirements (openml, seaborn, ...) are not used
 	$(BIN)/pip install -q --no-deps "bmdal_reg==3.0.2" "dill>=0.3"
 	$(BIN)/python -c "import torch, ray, lmdb, diffcurate.curate.cli.app"
 	touch $(BIN)/curate

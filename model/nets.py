@@ -55,7 +55,7 @@ class EDCNNConfig:
 
 def _pooled(h: torch.Tensor) -> torch.Tensor:
     """Bottleneck (B, C, h, w) -> (B, C * 16) features on a 4x4 grid: the network's own view of a configuration,
-    for feature-space active learning (curate/peers.py)."""
+    for feature-space active learning (curate/acquisition/peers.py)."""
     return nn.functional.adaptive_avg_pool2d(h, 4).flatten(1)
 
 

@@ -250,5 +250,3 @@ class Acquire:
         """Solve on the solver actors (the one dispatcher, `dispatch.solve_ordered`); (n, L, L) float32 in order.
         `on_chunk(offset)` runs after each chunk lands."""
         return solve_ordered(self.solvers, configs, self.physics, on_chunk=on_chunk)[0]
-
-    # --- pipelining: round k+1's pool is generated and solved while round k trains ---------------------------

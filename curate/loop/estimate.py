@@ -45,7 +45,6 @@ from diffcurate.solvers.problem import Configs, Physics, paint
 ENSEMBLE_SIZE = 3  # K: the surrogate + K-1 members
 INVERSE_MIN_EPOCHS = 20  # the inverse net is small and cheap; the surrogate's few (tiny: 3) epochs leave it blind
 _ROUND = re.compile(r"^round-(\d{3})\.pt$")
-# requirement -> builder that trains the missing artifact (see `prepare`)
 Log = Callable[[str], None]
 
 
