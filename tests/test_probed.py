@@ -104,7 +104,8 @@ class Case:
     args: list[str]
     code: int
     words: str
-    refusal: bool = True  # one stderr line; else a report (verify's), whose last line is the verdict
+    expect: str = "refusal"  # exactly one stderr line; "verdict": verify's report, its last line the verdict;
+    # "warning": the command's output with exactly one warning line
 
 
 CASES = [
@@ -113,7 +114,7 @@ CASES = [
     # 3. a config edited after the store was made: every command that reads the run checks it
     Case("edited-config-status", edit_lattice, ["status", "{run}"], 2, "other physics"),
     Case("edited-config-report", edit_lattice, ["report", "{run}"], 2, "other physics"),
-    Case("edited-config-verify", edit_lattice, ["verify", "--run", "{run}"], 1, "other physics", refusal=False),
+    Case("edited-config-verify", edit_lattice, ["verify", "--run", "{run}"], 1, "other physics", expect="verdict"),
     # 12. a damaged test record refuses the run before any round, naming the repair
     Case(
         "damaged-test-record",
@@ -123,8 +124,29 @@ CASES = [
         "--repair",
     ),
     # 15. damage that verify --run must call damage
-    Case("verify-torn-log", lambda r: tear_last_line(r) or r, ["verify", "--run", "{run}"], 1, "torn", refusal=False),
-    Case("verify-missing-state", delete_state, ["verify", "--run", "{run}"], 1, "lacks meta.json", refusal=False),
+    Case(
+        "verify-torn-log", lambda r: tear_last_line(r) or r, ["verify", "--run", "{run}"], 1, "torn", expect="verdict"
+    ),
+    Case("verify-missing-state", delete_state, ["verify", "--run", "{run}"], 1, "lacks meta.json", expect="verdict"),
+    # 2. a torn log: report and status say so (and read the lost round from state/), changing nothing there
+    Case(
+        "torn-log-report",
+        lambda r: tear_last_line(r) or RunPaths(r).state(0).parent,
+        ["report", "{run}"],
+        0,
+        "torn",
+        expect="warning",
+    ),
+    Case("torn-log-status", lambda r: tear_last_line(r) or r, ["status", "{run}"], 0, "torn", expect="warning"),
+    # 4. info on a store with a damaged record warns, naming the command that finds it
+    Case(
+        "info-damaged-record",
+        lambda r: flip_record(RunPaths(r).store, "train") and RunPaths(r).store,
+        ["info", "--store", "{run}/store"],
+        0,
+        "damaged records",
+        expect="warning",
+    ),
     # 6. a count no disk holds: refused before Ray starts, no store made
     Case(
         "generate-count-beyond-disk",
@@ -156,7 +178,13 @@ def test_probed_case(finished, tmp_path, case):
         code, _, err = run_cli(*args)
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == case.code and case.words in err and "Traceback" not in err, (args, code, err)
-    assert len(lines) == 1 if case.refusal else lines[-1].startswith("check failed: "), err
+    if case.expect == "refusal":
+        assert len(lines) == 1, err
+    elif case.expect == "verdict":
+        assert lines[-1].startswith("check failed: "), err
+    else:
+        warnings = [line for line in lines if line.startswith("warning:")]
+        assert len(warnings) == 1 and case.words in warnings[0], err
     assert snapshot(watched) == before, f"{case.name}: {watched} changed"
 
 
