@@ -39,8 +39,9 @@ def ray_cluster(tmp_path_factory):
     assert ray_processes_left() == [], "Ray processes outlived the tests' cluster"
 
 
-def ray_processes_left(wait: float = 30.0) -> list[str]:
-    """This process's Ray children (GCS, raylet, workers, agents) still alive `wait` s after the shutdown."""
+def processes_left(candidates, wanted, wait: float) -> list[str]:
+    """The processes of `candidates()` whose command line `wanted(cmd)` picks, still alive (not zombies) after up
+    to `wait` s: processes being stopped exit shortly, so they are polled, not killed."""
     import time
 
     import psutil
@@ -48,16 +49,23 @@ def ray_processes_left(wait: float = 30.0) -> list[str]:
     deadline = time.monotonic() + wait
     while True:
         left = []
-        for p in psutil.Process().children(recursive=True):
+        for p in candidates():
             try:
                 cmd = " ".join(p.cmdline())
-            except psutil.Error:  # it ended meanwhile
+                if wanted(cmd) and p.status() != psutil.STATUS_ZOMBIE:
+                    left.append(f"{p.pid} {cmd[:60]}")
+            except psutil.Error:  # it ended meanwhile, or is not ours to read
                 continue
-            if "ray" in cmd and p.status() != psutil.STATUS_ZOMBIE:
-                left.append(f"{p.pid} {cmd[:60]}")
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.5)
+
+
+def ray_processes_left(wait: float = 30.0) -> list[str]:
+    """This process's Ray children (GCS, raylet, workers, agents) still alive `wait` s after the shutdown."""
+    import psutil
+
+    return processes_left(lambda: psutil.Process().children(recursive=True), lambda cmd: "ray" in cmd, wait)
 
 
 # the actors Ray Train starts for one fit: a test that trains on workers must leave none of them behind
@@ -66,20 +74,9 @@ TRAIN_ACTORS = ("ray::TrainController", "ray::DatasetManager", "ray::EpochCounte
 
 def ray_train_leftovers(wait: float = 20.0) -> list[str]:
     """The Ray Train actors' processes still alive after up to `wait` s (a killed actor's process exits shortly)."""
-    import time
-
     import psutil
 
-    deadline = time.monotonic() + wait
-    while True:
-        left = []
-        for p in psutil.process_iter(["cmdline"]):
-            cmd = " ".join(p.info["cmdline"] or [])
-            if cmd.startswith(TRAIN_ACTORS):
-                left.append(f"{p.pid} {cmd[:40]}")
-        if not left or time.monotonic() > deadline:
-            return left
-        time.sleep(0.5)
+    return processes_left(psutil.process_iter, lambda cmd: cmd.startswith(TRAIN_ACTORS), wait)
 
 
 def run_cli(*args: str) -> tuple[int, str, str]:

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from conftest import TINY, read_only, run_cli, tiny_configs
 from test_estimators import build_tiny_run
+from test_reliability import _flip, _record_offset
 
 from diffcurate.curate.loop.config import default_config
 from diffcurate.curate.loop.rundir import RunPaths, init_run
@@ -54,17 +55,10 @@ def finished(ray_cluster, tmp_path_factory) -> Path:
     return build_tiny_run(tmp_path_factory)
 
 
-def flip_record(store: Path, split: str, n: int = 8) -> str:
-    """Flip n bytes inside one record's target (of `split`); returns its id."""
-    with Store(store, readonly=True) as st:
-        i = st.ids(split)[3]
-        _, y, _ = st.get([i])
-    raw = (store / "data.mdb").read_bytes()
-    at = raw.index(y[0, 10:12].tobytes())
-    with open(store / "data.mdb", "r+b") as f:
-        f.seek(at)
-        f.write(bytes(b ^ 0xFF for b in raw[at : at + n]))
-    return i
+def flip_record(store: Path, split: str) -> Path:
+    """Flip 8 bytes inside the target of one record of `split`; returns the store."""
+    _flip(store, _record_offset(store, split, 3))
+    return store
 
 
 def tear_last_line(root: Path) -> None:
@@ -118,7 +112,7 @@ CASES = [
     # 12. a damaged test record refuses the run before any round, naming the repair
     Case(
         "damaged-test-record",
-        lambda r: flip_record(RunPaths(r).store, "test") and r,
+        lambda r: flip_record(RunPaths(r).store, "test").parent,
         ["run", "{run}", "--rounds", "1"],
         1,
         "--repair",
@@ -141,7 +135,7 @@ CASES = [
     # 4. info on a store with a damaged record warns, naming the command that finds it
     Case(
         "info-damaged-record",
-        lambda r: flip_record(RunPaths(r).store, "train") and RunPaths(r).store,
+        lambda r: flip_record(RunPaths(r).store, "train"),
         ["info", "--store", "{run}/store"],
         0,
         "damaged records",

@@ -398,10 +398,10 @@ def _flip(path: Path, offset: int, n: int = 8) -> None:
         f.write(bytes(x ^ 0xFF for x in b))
 
 
-def _record_offset(store: Path) -> int:
-    """Byte offset of some target values inside data.mdb (the record's float32 field)."""
+def _record_offset(store: Path, split: str | None = None, i: int = 7) -> int:
+    """Byte offset of some target values inside data.mdb (the float32 field of record i of `split`, or of all)."""
     with Store(store, readonly=True) as st:
-        _, y, _ = st.get([st.ids()[7]])
+        _, y, _ = st.get([st.ids(split)[i]])
     raw = (store / "data.mdb").read_bytes()
     return raw.index(y[0, 10:12].tobytes())
 

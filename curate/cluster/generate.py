@@ -63,11 +63,12 @@ def check_room(store_path, physics: Physics, new: int, encoding: str = "float32"
     where = Path(store_path).absolute()
     while not where.exists():
         where = where.parent
-    need, free = max(0, new) * bytes_per_sample(physics, encoding), shutil.disk_usage(where).free
+    each = bytes_per_sample(physics, encoding)
+    need, free = max(0, new) * each, shutil.disk_usage(where).free
     if need > free:
         raise InputError(
-            f"{new:,} new samples need at least {need / 2**30:,.1f} GiB in {store_path} "
-            f"({bytes_per_sample(physics, encoding):,} bytes each); its disk has {free / 2**30:,.1f} GiB free"
+            f"{new:,} new samples need at least {need / 2**30:,.1f} GiB in {store_path} ({each:,} bytes each); its "
+            f"disk has {free / 2**30:,.1f} GiB free"
         )
 
 
@@ -250,19 +251,17 @@ def generate(
     # request that finished before needs nothing (samples are never removed or moved)
     check_path(Path(store_path), create=True)
     check_writable(store_path)
-    held = 0
+    held, encoding = 0, "float32"  # a new store's
     if is_store(store_path):
         with Store(store_path, readonly=True) as st:
             st.check_physics(physics)
-            held = st.count(split)
-            check_room(store_path, physics, count - held, st.encoding)
+            held, encoding = st.count(split), st.encoding
             # trust what the store holds, not the history alone: a finished request whose samples are missing
             # (another writer's plan raced it, a restored backup) is filled again
             if any(all(h.get(k) == v for k, v in request.items()) for h in st.history()):
                 if not next(plan_blocks(st, None, sampler, seed, count, sources, split, chunk)).pending:
                     return GenerateResult(count, 0, count, 0, time.perf_counter() - t0, 0.0)
-    if not held:
-        check_room(store_path, physics, count)
+    check_room(store_path, physics, count - held, encoding)
     with ray_session(address, num_cpus=num_cpus):
         import ray
 

@@ -109,7 +109,7 @@ def check_records(root: Path) -> None:
     if bad:
         more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
         raise StoreDamaged(
-            f"{store}: {bad[0]}{more}; re-solve damaged records from their configurations with "
+            f"{store}: record {bad[0]}: checksum mismatch{more}; re-solve damaged records from their configurations with "
             f"{hint('verify', '--store', store, '--repair')}, then re-run"
         )
 

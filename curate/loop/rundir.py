@@ -273,8 +273,8 @@ def _member_summary(ev: dict) -> dict:
 def finished_unlogged(root: Path) -> list[int]:
     """Rounds past the log's last whole record whose state says they finished (meta.json and eval.json written):
     what a torn last line, or a kill between a round's evaluation and its append, left out of rounds.jsonl."""
-    k, out = len(read_rounds(root)), []
-    while RunPaths(root).round(k).meta.exists() and RunPaths(root).round(k).eval.exists():
+    paths, k, out = RunPaths(root), len(read_rounds(root)), []
+    while paths.round(k).meta.exists() and paths.round(k).eval.exists():
         out.append(k)
         k += 1
     return out

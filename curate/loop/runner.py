@@ -40,7 +40,6 @@ from diffcurate.curate.loop.health import (
     check_records,
     check_run_store,
     check_state,
-    load_checked_run,
     mark_started,
     run_identity,
 )
@@ -53,12 +52,13 @@ from diffcurate.curate.loop.rundir import (
     atomic_json,
     atomic_npy,
     atomic_text,
+    finished_unlogged,
     initial_requests,
+    load_run,
     mend_round_log,
     read_rounds,
     round_record,
     round_train_config,
-    rounds_with_state,
     run_lock,
     stop_reason,
 )
@@ -398,7 +398,7 @@ def run(
     """Run (or resume) rounds 0..K of a run directory; returns all completed round records. One run per
     directory at a time (`run_lock`: a second one waits, or with `wait` False is refused)."""
     root = Path(root)
-    cfg = load_checked_run(root)
+    cfg = load_run(root)  # checked against the store by `check_run`, under the lock
     check_writable(root)
     with run_lock(root, wait):
         cfg, record = apply_overrides(root, cfg, overrides or RunOverrides())
@@ -417,7 +417,7 @@ def check_run(root: Path, cfg: RunConfig) -> None:
     check_run_store(root, cfg, deep=True)
     check_records(root)
     check_state(root, cfg)
-    check_checkpoints(root, len(rounds_with_state(root, cfg)) - 1)
+    check_checkpoints(root, len(read_rounds(root)) + len(finished_unlogged(root)) - 1)  # the last finished round
 
 
 def _run_locked(root: Path, cfg: RunConfig, rounds: int | None, log, show_progress: bool, record: bool) -> list[dict]:

@@ -51,7 +51,7 @@ def decode_record(buf, key: str = "?") -> tuple[dict, np.ndarray]:
     mv = memoryview(buf)
     if len(mv) < 8:
         raise CheckError(f"record {key}: truncated ({len(mv)} bytes)")
-    if bytes(mv[-4:]) != _crc(mv[:-4]):
+    if not intact(mv):
         raise CheckError(f"record {key}: checksum mismatch")
     (n,) = _LEN.unpack(mv[:4])
     try:

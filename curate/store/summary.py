@@ -40,19 +40,13 @@ class Summary:
         m = max(1, int(round(fraction * len(order))))
         return order[:m]
 
-    def damaged_records(self, split: str | None = None) -> list[str]:
-        """One line per record (of `split`, or all) that fails its checksum: a read of every record's bytes, no
-        decoding, so that a command finds damage before it relies on the records (`info`, the start of a run)."""
-        wanted = None if split is None else set(self.ids(split))
+    def damaged_records(self) -> list[str]:
+        """The ids of the records that fail their checksum: a read of every record's bytes, no decoding, so that a
+        command finds damage before it relies on the records (`info`, the start of a run)."""
         out = []
         with begin(self.env, buffers=True) as txn:
             try:
-                for k, v in txn.cursor(db=self._samples):
-                    key = bytes(k).decode(errors="replace")
-                    if wanted is not None and key not in wanted:
-                        continue
-                    if len(v) < 8 or not intact(v):
-                        out.append(f"record {key}: checksum mismatch")
+                out = [bytes(k).decode(errors="replace") for k, v in txn.cursor(db=self._samples) if not intact(v)]
             except lmdb.Error as e:
                 raise damaged(self.path, e) from None
         return out
@@ -63,10 +57,9 @@ class Summary:
         a record whose index entry is damaged too). One transaction: all repairs or none."""
         from diffcurate.solvers.registry import solve
 
-        bad = [line.split()[1].rstrip(":") for line in self.damaged_records()]
         headers, cannot = [], []
         with begin(self.env, buffers=True) as txn:
-            for key in bad:
+            for key in self.damaged_records():
                 raw = txn.get(key.encode(), db=self._index)
                 try:
                     h = decode_index(raw, key) if raw is not None else None
@@ -111,7 +104,7 @@ class Summary:
             "command": self.meta.get("command", ""),
             "history": self.history(),
             **({"damaged": damaged} if damaged else {}),  # index entries skipped: run `curate verify`
-            **({"damaged_records": bad_records} if bad_records else {}),  # records failing their checksum
+            **({"damaged_records": bad_records} if bad_records else {}),  # ids of records failing their checksum
         }
 
     def verify(self) -> list[str]:

@@ -48,4 +48,4 @@ def repair_store(path: Path) -> dict:
     with Store(path) as store:
         repaired, cannot = store.repair()
     r = verify_store(path)
-    return {**r, "repaired": repaired, "problems": [*cannot, *[p for p in r["problems"] if p not in cannot]]}
+    return {**r, "repaired": repaired, "problems": [*cannot, *r["problems"]]}
