@@ -51,8 +51,8 @@ def main() -> None:
     docs = args.docs or Path("docs/quick" if args.quick else "docs")
     recs = args.records or docs / "study" / "runs"
     if args.extra_test is not None:  # checked before hours of runs, with the one loader every command uses
+        from diffcurate.common.errors import InputError
         from diffcurate.curate.store.dataset import load_file_dataset
-        from diffcurate.solvers.errors import InputError
 
         try:
             load_file_dataset(args.extra_test)

@@ -320,10 +320,9 @@ def main() -> int:
         return 2
 
     def save() -> None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(res, indent=1) + "\n")
-        os.replace(tmp, out)
+        from diffcurate.common.files import atomic_text
+
+        atomic_text(out, json.dumps(res, indent=1) + "\n")
 
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)

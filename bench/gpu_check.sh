@@ -31,7 +31,7 @@ if [ "$PY" = python3 ]; then
   SRC=$(mktemp -d)
   trap 'rm -rf "$SRC"' EXIT
   mkdir -p "$SRC/diffcurate"
-  for room in solvers model curate; do ln -s "$PWD/$room" "$SRC/diffcurate/$room"; done
+  for room in common solvers model curate; do ln -s "$PWD/$room" "$SRC/diffcurate/$room"; done
   PATHS=$SRC
   if [ -d "$GPU/wheels" ]; then
     SITE=$(cd "$GPU" && pwd)/site

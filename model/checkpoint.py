@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from diffcurate.common.errors import CheckError, InputError
+from diffcurate.common.files import atomic_path
 from diffcurate.model.nets import build_model, config_to_dict
-from diffcurate.solvers.errors import CheckError, InputError
 from diffcurate.solvers.problem import PRESETS, Physics
 
 FORMAT = "diffcurate.model/1"
@@ -81,11 +81,8 @@ def tensor_digest(obj) -> str:
 def atomic_save(obj: dict, path: Path) -> None:
     """Write next to the target then rename: a kill mid-write leaves the previous file intact. The file carries
     the `tensor_digest` of its contents, checked by every read."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({**obj, CHECKSUM: tensor_digest(obj)}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path, make_parent=True) as tmp:
+        torch.save({**obj, CHECKSUM: tensor_digest(obj)}, tmp)
 
 
 def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

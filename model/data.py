@@ -1,24 +1,21 @@
 """Datasets the trainer reads: items are (x, y, mask, count), whatever the storage behind them.
 
 x float32 (1, L, L) input image, y float32 (1, L, L) target, mask bool (1, L, L) disc pixels (needed because
-zero-valued discs are invisible in x), count int64 scalar = number of sources. `load_data(path, split)` is the one
-entry point for files; the store adds its own backend to LOADERS.
+zero-valued discs are invisible in x), count int64 scalar = number of sources. Files and stores are read by the
+store's `load_data` (curate/store/dataset.py).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from diffcurate.solvers.errors import InputError
+from diffcurate.common.errors import InputError
+from diffcurate.common.splits import check_split
 from diffcurate.solvers.problem import Configs, Physics, disc_mask, paint
-
-SPLITS = ("train", "val", "all")
 
 
 class ArrayDataset(Dataset):
@@ -94,8 +91,8 @@ def dataset_from_configs(physics: Physics, configs: Configs, y: np.ndarray) -> A
 
 def split_indices(n: int, split: str, seed: int = 0, train_fraction: float = 0.9) -> np.ndarray:
     """Deterministic train/val split of n samples by seed (val gets at least one sample when n >= 2)."""
-    if split not in SPLITS:
-        raise InputError(f"unknown split {split!r} (choose from {', '.join(SPLITS)})")
+    if check_split(split) == "test":
+        raise InputError("data without split marks has no test rows: choose train, val or all")
     if not 0 < train_fraction <= 1:
         raise InputError(f"train fraction must lie in (0, 1], got {train_fraction}")
     if split == "all":
@@ -103,25 +100,6 @@ def split_indices(n: int, split: str, seed: int = 0, train_fraction: float = 0.9
     perm = np.random.default_rng(seed).permutation(n)
     n_train = min(n - 1, round(train_fraction * n)) if n >= 2 and train_fraction < 1 else n
     return np.sort(perm[:n_train] if split == "train" else perm[n_train:])
-
-
-def _load_npz(path: Path, split: str, seed: int, train_fraction: float) -> tuple[ArrayDataset, Physics]:
-    with np.load(path, allow_pickle=False) as f:
-        need = ("centers", "values", "counts", "x", "y", "lattice", "radius", "diffusion", "decay", "source_model")
-        missing = [k for k in need if k not in f.files]
-        if missing:
-            raise InputError(f"{path}: missing arrays {missing} (expected the `curate solve` npz layout)")
-        physics = Physics.from_dict({k: f[k].item() for k in need[5:]})
-        configs = Configs(f["centers"], f["values"], f["counts"])
-        x, y = f["x"], f["y"]
-    idx = split_indices(len(configs), split, seed, train_fraction)
-    sub = configs[idx] if len(idx) else Configs(configs.centers[:0], configs.values[:0], configs.counts[:0])
-    return ArrayDataset(x[idx], y[idx], disc_mask(physics, sub), sub.counts), physics
-
-
-# file suffix ("" for a directory) -> loader(path, split, seed, train_fraction) -> (Dataset, Physics);
-# `diffcurate.curate.store.dataset.register_loaders()` adds the LMDB store ("") and validated npz/HDF5 loaders
-LOADERS: dict[str, Callable[[Path, str, int, float], tuple[Dataset, Physics]]] = {".npz": _load_npz}
 
 
 def default_num_workers(lattice: int, device: torch.device) -> int:
@@ -133,17 +111,6 @@ def default_num_workers(lattice: int, device: torch.device) -> int:
     if device.type == "cpu" or lattice < 256:
         return 0
     return max(0, min(4, (os.cpu_count() or 1) - 1))
-
-
-def load_data(path, split: str = "all", seed: int = 0, train_fraction: float = 0.9) -> tuple[Dataset, Physics]:
-    """(Dataset of (x, y, mask, count), Physics) for one split of a data file."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"data not found: {path}")
-    loader = LOADERS.get("" if path.is_dir() else path.suffix.lower())
-    if loader is None:
-        raise InputError(f"{path}: unsupported data format (supported: {', '.join(LOADERS)})")
-    return loader(path, split, seed, train_fraction)
 
 
 def uniform_configs(physics: Physics, n: int, sources: tuple[int, int], seed: int = 0) -> Configs:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
+from diffcurate.common.errors import InputError
 from diffcurate.model.checkpoint import load_checkpoint, transform_of
 from diffcurate.model.losses import transform_pair
-from diffcurate.solvers.errors import InputError
 
 
 class Surrogate(torch.nn.Module):

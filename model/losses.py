@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 
-from diffcurate.solvers.errors import InputError
+from diffcurate.common.errors import InputError
 
 Tensor = torch.Tensor
 

@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import nn
 
-from diffcurate.solvers.errors import InputError
+from diffcurate.common.errors import InputError
+from diffcurate.common.typed import build_typed
 from diffcurate.solvers.problem import PRESET_DEFAULTS
-from diffcurate.solvers.typed import build_typed
 
 
 def _act(slope: float) -> nn.Module:

@@ -18,6 +18,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset
 
+from diffcurate.common.device import resolve_device
+from diffcurate.common.errors import InputError
+from diffcurate.common.typed import build_typed
 from diffcurate.model.checkpoint import (
     Blob,
     atomic_save,
@@ -39,10 +42,7 @@ from diffcurate.model.losses import (
 )
 from diffcurate.model.metrics import evaluate_model
 from diffcurate.model.nets import build_model, config_from_dict, config_to_dict
-from diffcurate.solvers.errors import InputError
 from diffcurate.solvers.problem import PRESET_DEFAULTS, Physics
-from diffcurate.solvers.registry import resolve_device
-from diffcurate.solvers.typed import build_typed
 
 LAST = "last.pt"
 BEST = "best.pt"

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from diffcurate.solvers.errors import InputError
+from diffcurate.common.errors import InputError
 
 SOURCE_MODELS = ("fixed", "production")
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from diffcurate.common.device import resolve_device
 from diffcurate.solvers.problem import Configs, Physics, ProblemError
 from diffcurate.solvers.threads import set_threads  # noqa: F401  (re-exported for the actors)
 
@@ -22,16 +23,6 @@ def load_solvers() -> None:
     from diffcurate.solvers import fast, reference, timestep
 
     SOLVERS.update(fast=fast.solve_fast, reference=reference.solve_reference, timestep=timestep.solve_timestep)
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ProblemError("--device cuda asked for, but torch sees no CUDA device")
-    if device not in ("cpu", "cuda"):
-        raise ProblemError(f"unknown device {device!r} (choose auto, cpu or cuda)")
-    return torch.device(device)
 
 
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:

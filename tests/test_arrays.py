@@ -6,8 +6,8 @@ import h5py
 import numpy as np
 import pytest
 
+from diffcurate.common.errors import InputError
 from diffcurate.curate.store.arrays import load_arrays, load_configs, physics_from_arrays, save_arrays
-from diffcurate.solvers.errors import InputError
 from diffcurate.solvers.problem import Configs, Physics, paint
 
 TINY = Physics(32, 2, 1.0, 1 / 16, "production")

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from diffcurate.common.errors import InputError
 from diffcurate.curate.acquisition.ranker import ACQUISITIONS
 from diffcurate.curate.loop.estimate import (
     _split,
@@ -24,7 +25,6 @@ from diffcurate.curate.loop.estimate import (
 )
 from diffcurate.model.estimators import ESTIMATORS, Member, Models, auroc, check_available, fit, raw_estimate, spearman
 from diffcurate.model.nets import build_model, default_model_config
-from diffcurate.solvers.errors import InputError
 from diffcurate.solvers.problem import PRESETS, paint
 
 TINY = PRESETS["tiny"].physics

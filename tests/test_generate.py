@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from conftest import TINY
 
+from diffcurate.common.errors import InputError
 from diffcurate.curate.cluster.actors import make_solvers
 from diffcurate.curate.cluster.generate import generate, solve_pending
 from diffcurate.curate.store.lmdbstore import Store
-from diffcurate.solvers.errors import InputError
 from diffcurate.solvers.problem import PRESETS, Physics
 from diffcurate.solvers.sampling import sample_configs
 

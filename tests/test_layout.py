@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDERS = {"solvers": "diffcurate.solvers", "model": "diffcurate.model", "curate": "diffcurate.curate"}
+FOLDERS = {"common": "diffcurate.common", "solvers": "diffcurate.solvers", "model": "diffcurate.model", "curate": "diffcurate.curate"}
 # lower layers first: a module may import its own layer and those before it, never one after it
-LAYERS = ["solvers", "model", "curate"]
+LAYERS = ["common", "solvers", "model", "curate"]
+CURATE = LAYERS.index("curate")
 # rooms inside curate/, lower first (progress is a leaf used by every room; __main__ is the entry point)
 ROOMS = ["progress", "store", "cluster", "acquisition", "loop", "cli", "__main__"]
 
@@ -89,13 +90,13 @@ def test_layers_only_import_downwards():
 def test_rooms_of_curate_are_acyclic_and_ordered():
     bad = []
     for m, ds in _graph().items():
-        if _layer(m) != 2 or not _room(m):
+        if _layer(m) != CURATE or not _room(m):
             continue
         for d in ds:
-            if _layer(d) == 2 and _room(d) and ROOMS.index(_room(d)) > ROOMS.index(_room(m)):
+            if _layer(d) == CURATE and _room(d) and ROOMS.index(_room(d)) > ROOMS.index(_room(m)):
                 bad.append((m, d))
     assert not bad, bad
-    rooms = {_room(m) for m in _modules() if _layer(m) == 2 and _room(m)}
+    rooms = {_room(m) for m in _modules() if _layer(m) == CURATE and _room(m)}
     assert rooms == set(ROOMS), rooms  # a new room is added to ROOMS and to docs/architecture.md
 
 
@@ -106,19 +107,8 @@ def test_rooms_listed_in_architecture_doc():
         if room not in ("progress", "__main__"):
             assert f"`curate/{room}/`" in doc, f"room {room} is not in docs/architecture.md"
     for m, path in _modules().items():
-        if _layer(m) == 2 and m.count(".") == 3 and path.name != "__init__.py":
+        if _layer(m) == CURATE and m.count(".") == 3 and path.name != "__init__.py":
             assert f"`{path.name}`" in doc, f"{m} is not in docs/architecture.md"
-
-
-def test_no_registration_by_import():
-    """Importing the data module leaves the loaders as the model defines them; the store registers its own
-    backends only when asked (`register_loaders()`)."""
-    code = (
-        "import diffcurate.curate.store.dataset, diffcurate.model.data as d; a = sorted(d.LOADERS); "
-        "diffcurate.curate.store.dataset.register_loaders(); print(a, sorted(d.LOADERS))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "['.npz'] ['', '.h5', '.hdf5', '.npz']"
 
 
 def test_namespace_survives_users_own_model_and_solvers(tmp_path, ray_cluster):
@@ -145,10 +135,10 @@ def test_namespace_survives_users_own_model_and_solvers(tmp_path, ray_cluster):
     assert (tmp_path / "run" / "rounds.jsonl").read_text().count("\n") == 1
 
 
-def test_every_module_of_model_and_solvers_is_named_in_architecture_doc():
+def test_every_module_below_curate_is_named_in_architecture_doc():
     doc = (ROOT / "docs" / "architecture.md").read_text()
     for m, path in _modules().items():
-        if _layer(m) < 2 and path.name != "__init__.py":
+        if _layer(m) < CURATE and path.name != "__init__.py":
             assert f"`{path.name}`" in doc or f"`{path.parent.name}/{path.name}`" in doc, m
 
 
@@ -160,7 +150,7 @@ def test_readme_layout_table_matches_the_tree():
     section = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
     rows = dict(re.findall(r"^\| `([\w/]+)/` \| `?([\w.–-]+)`? \|", section, re.M))
     rooms = {f"curate/{p.name}" for p in (ROOT / "curate").iterdir() if (p / "__init__.py").is_file()}
-    assert set(rows) == {"solvers", "model", "bench", "examples", "tools"} | rooms
+    assert set(rows) == {"common", "solvers", "model", "bench", "examples", "tools"} | rooms
     for folder, name in rows.items():
         assert (ROOT / folder).is_dir(), folder
         if name != "–":

@@ -400,8 +400,8 @@ def test_strata_fits_the_round_scores_by_descriptors(al_run, tmp_path):
 def test_one_run_per_run_directory(al_run):
     """A second `curate run` on a directory another one holds is refused with --no-wait (nothing changed), or
     waits with one line naming the holder's pid and goes on when the holder ends."""
+    from diffcurate.common.errors import InputError
     from diffcurate.curate.loop.rundir import run_lock
-    from diffcurate.solvers.errors import InputError
 
     before = RunPaths(al_run).config.read_text()
     with run_lock(al_run):

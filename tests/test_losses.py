@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
+from diffcurate.common.errors import InputError
 from diffcurate.model.losses import LossSpec, loss_value, lr_at, schedule_index, transform_pair
-from diffcurate.solvers.errors import InputError
 
 PRED = torch.tensor([0.0, 0.5, 1.0, 0.2]).reshape(1, 1, 2, 2)
 Y = torch.tensor([0.0, 0.25, 0.5, 1.0]).reshape(1, 1, 2, 2)

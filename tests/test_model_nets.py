@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from diffcurate.common.errors import InputError
 from diffcurate.model.nets import (
     EDCNNConfig,
     build_model,
@@ -13,7 +14,6 @@ from diffcurate.model.nets import (
     enable_mc_dropout,
     model_info,
 )
-from diffcurate.solvers.errors import InputError
 
 torch.set_num_threads(1)
 LATTICE = {"paper": 512, "small": 64, "tiny": 32}

@@ -292,15 +292,13 @@ def test_import_is_all_or_nothing(cli, solved, tmp_path):
 def test_exported_splits_are_honoured(ray_cluster, cli, tmp_path):
     """An export of every split, read back by split, never hands test rows to training."""
     from diffcurate.curate.cluster.generate import generate
-    from diffcurate.curate.store.dataset import register_loaders
-    from diffcurate.model.data import load_data
+    from diffcurate.curate.store.dataset import load_data
 
     store = tmp_path / "s"
     for split, n, seed in (("train", 12, 1), ("val", 4, 2), ("test", 6, 3)):
         generate(store, TINY, n, seed=seed, split=split, sources=(1, 10), show_progress=False)
     export_store(store, tmp_path / "all.npz", split="all")
     assert [len(open_dataset(tmp_path / "all.npz", split=s)) for s in ("train", "val", "test", "all")] == [12, 4, 6, 22]
-    register_loaders()
     for split, n in (("train", 12), ("val", 4), ("test", 6)):
         assert len(load_data(tmp_path / "all.npz", split)[0]) == n
     code, out, err = cli("train", tmp_path / "run", "--data", tmp_path / "all.npz", "--epochs", "1", "--json")
@@ -367,8 +365,8 @@ def test_two_writers_at_once_equal_the_sequential_result(ray_cluster, tmp_path, 
 
 
 def test_writer_lock_names_the_holder(tmp_path):
+    from diffcurate.common.errors import InputError
     from diffcurate.curate.store.lock import lock_writer, unlock_writer
-    from diffcurate.solvers.errors import InputError
 
     with Store.create(tmp_path / "s", TINY):
         holder = (

@@ -17,12 +17,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from diffcurate.common.errors import CheckError, InputError
 from diffcurate.curate.store.arrays import load_arrays
 from diffcurate.curate.store.dataset import StoreDataset, open_dataset
 from diffcurate.curate.store.export import card_paths, export_store, import_arrays
 from diffcurate.curate.store.lmdbstore import Store
 from diffcurate.solvers import solve
-from diffcurate.solvers.errors import CheckError, InputError
 from diffcurate.solvers.problem import Configs, Physics, disc_mask, paint
 
 TINY = Physics(32, 2, 1.0, 1 / 16)

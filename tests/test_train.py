@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+from diffcurate.common.errors import InputError
+from diffcurate.curate.store.dataset import load_data
 from diffcurate.model.checkpoint import atomic_save, load_checkpoint, read_checkpoint
-from diffcurate.model.data import default_num_workers, load_data, synthetic_dataset, uniform_configs
+from diffcurate.model.data import default_num_workers, synthetic_dataset, uniform_configs
 from diffcurate.model.metrics import evaluate_model
 from diffcurate.model.nets import default_model_config
 from diffcurate.model.train import TrainConfig, default_train_config, train
-from diffcurate.solvers.errors import InputError
 from diffcurate.solvers.problem import PRESETS
 
 torch.set_num_threads(1)

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import numpy as np
+
+from diffcurate.common.files import atomic_path
 
 # seconds of a round that a strategy pays: training and acquisition (solving the pool, scoring, mining, embedding,
 # picking, solving the picks); round 0's solve is mostly the shared test sets and is left out
@@ -53,10 +54,9 @@ def cost(r: dict) -> float:
 
 
 def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp" + path.suffix)
-    write(tmp)
-    os.replace(tmp, path)
+    """write(fh) into a binary file that replaces `path` whole."""
+    with atomic_path(path, make_parent=True) as tmp, tmp.open("wb") as fh:
+        write(fh)
 
 
 def test_set(records: Path, store, ids: list[str], sampler: list[str]) -> list[str]:
@@ -74,9 +74,9 @@ def test_set(records: Path, store, ids: list[str], sampler: list[str]) -> list[s
     mine = {"ids": sorted_ids, "sampler": [sampler[i] for i in order], "n_sources": configs.counts.tolist()}
     _atomic(
         records / "test_set.npz",
-        lambda p: np.savez_compressed(p, centers=configs.centers, values=configs.values, counts=configs.counts),
+        lambda fh: np.savez_compressed(fh, centers=configs.centers, values=configs.values, counts=configs.counts),
     )
-    _atomic(path, lambda p: p.write_text(json.dumps(mine) + "\n"))
+    _atomic(path, lambda fh: fh.write((json.dumps(mine) + "\n").encode()))
     return sorted_ids
 
 
@@ -132,16 +132,16 @@ def write_run(records: Path, root: Path, arm: str, name: str, seed: int) -> list
         ],
     }
     js, npz = paths(records, arm, name, seed)
-    _atomic(npz, lambda p: np.savez_compressed(p, per_sample=per, **sets))
-    _atomic(js, lambda p: p.write_text(json.dumps(meta, indent=1) + "\n"))
+    _atomic(npz, lambda fh: np.savez_compressed(fh, per_sample=per, **sets))
+    _atomic(js, lambda fh: fh.write((json.dumps(meta, indent=1) + "\n").encode()))
     return [js, npz]
 
 
 def write_retrain(records: Path, kind: str, name: str, seed: int, meta: dict, per: np.ndarray) -> list[Path]:
     """The record of a retrain job (control, transfer): (1, n_test) per-sample errors in the test set's order."""
     js, npz = paths(records, kind, name, seed)
-    _atomic(npz, lambda p: np.savez_compressed(p, per_sample=per[None].astype(np.float32)))
-    _atomic(js, lambda p: p.write_text(json.dumps({**meta, "code": code_version()}, indent=1) + "\n"))
+    _atomic(npz, lambda fh: np.savez_compressed(fh, per_sample=per[None].astype(np.float32)))
+    _atomic(js, lambda fh: fh.write((json.dumps({**meta, "code": code_version()}, indent=1) + "\n").encode()))
     return [js, npz]
 
 

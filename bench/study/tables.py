@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ import numpy as np
 from bench.study import records
 from bench.study.protocol import COPIES, HELD_OUT, SETS, first_arm, jobs, run_dir, schedule
 from bench.study.stats import Errors, best_strategy, control_block, summarise_arm, transfer_table
+from diffcurate.common.files import atomic_text
 
 
 def summarise(spec: dict, recs: Path, docs: Path, command: str, default: str, extra: Path | None, out: Path) -> dict:
@@ -67,10 +67,7 @@ def summarise(spec: dict, recs: Path, docs: Path, command: str, default: str, ex
     }
     if extra is not None:
         results["extra_test"] = extra_test(spec, out, best, extra)
-    docs.mkdir(parents=True, exist_ok=True)
-    tmp = docs / "results.json.tmp"
-    tmp.write_text(json.dumps(results, indent=1) + "\n")
-    os.replace(tmp, docs / "results.json")
+    atomic_text(docs / "results.json", json.dumps(results, indent=1) + "\n")
     print(markdown(results))
     plot(results, docs)
     print(f"wrote {docs / 'results.json'} and figures in {docs}/")

@@ -16,7 +16,7 @@ import io
 
 import numpy as np
 
-from diffcurate.solvers.errors import InputError
+from diffcurate.common.errors import InputError
 
 METHODS = {"lcmd": "lcmd", "coreset": "maxdist"}
 

@@ -15,10 +15,10 @@ from typing import Annotated
 
 import typer
 
+from diffcurate.common.errors import CheckError, ClusterUnavailable, InputError, Terminated, terminate_as_interrupt
 from diffcurate.curate.cli import estimate, model, physics, run, store
 from diffcurate.curate.store.errors import DiskFull, StoreDamaged
 from diffcurate.curate.store.lock import read_only
-from diffcurate.solvers.errors import CheckError, ClusterUnavailable, InputError, Terminated, terminate_as_interrupt
 
 HELP = (
     "Curate training sets for neural surrogates of a steady diffusion-decay PDE: generate and solve source "

@@ -11,9 +11,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from diffcurate.common.errors import InputError
 from diffcurate.curate.cli.options import Device, Json, OutFile, Preset, TrainSeed
 from diffcurate.curate.progress import console
-from diffcurate.solvers.errors import InputError
 
 Checkpoint = Annotated[Path, typer.Option("--checkpoint", help="A checkpoint written by `curate train`.")]
 DataFile = Annotated[Path, typer.Option("--data", help="Data file: npz with centers, values, counts, x, y, physics.")]
@@ -89,16 +89,14 @@ def train_cmd(
     as_json: Json = False,
 ) -> None:
     """Train a surrogate on a data file (split train/val by seed); best weights -> checkpoints/best.pt."""
-    from diffcurate.curate.store.dataset import register_loaders
+    from diffcurate.curate.store.dataset import load_data
     from diffcurate.curate.store.lock import check_writable
     from diffcurate.model.checkpoint import preset_of
-    from diffcurate.model.data import load_data
     from diffcurate.model.nets import default_model_config
     from diffcurate.model.train import default_train_config, train
     from diffcurate.solvers.problem import PRESETS
 
     check_writable(run_dir)  # before the data is read and trained on, not at the first checkpoint
-    register_loaders()
     train_set, physics = load_data(data, "train", seed, train_fraction)
     val_set, _ = load_data(data, "val", seed, train_fraction)
     name = preset or preset_of(physics)
@@ -156,8 +154,8 @@ def train_cmd(
 
 def _train_on_workers(run_dir, model_config, tc, train_set, val_set, physics, n, device, init_from, progress, as_json):
     """`curate train --workers N`: the same files and summary as one process, from what rank 0 mailed back."""
+    from diffcurate.common.files import atomic_bytes, atomic_text
     from diffcurate.curate.cluster.data_parallel import train_on_workers
-    from diffcurate.curate.loop.rundir import atomic_bytes, atomic_text
     from diffcurate.model.checkpoint import read_checkpoint
     from diffcurate.model.train import BEST
 
@@ -222,15 +220,13 @@ def evaluate_cmd(
     as_json: Json = False,
 ) -> None:
     """Metrics of a checkpoint on a store split or a data file (evaluate schema, docs/formats.md) -> --out JSON."""
-    from diffcurate.curate.store.dataset import register_loaders
+    from diffcurate.common.device import resolve_device
+    from diffcurate.curate.store.dataset import load_data
     from diffcurate.curate.store.lock import check_writable
     from diffcurate.model.checkpoint import load_checkpoint, transform_of
-    from diffcurate.model.data import load_data
     from diffcurate.model.metrics import evaluate_model
-    from diffcurate.solvers.registry import resolve_device
 
     check_writable(out)
-    register_loaders()
     dataset, physics = load_data(data, split)
     dev = resolve_device(device)
     net, meta = load_checkpoint(checkpoint, physics=physics, device=dev)

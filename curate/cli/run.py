@@ -9,10 +9,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from diffcurate.common.errors import hint
 from diffcurate.curate.acquisition.ranker import ACQUISITIONS, STRATEGIES
 from diffcurate.curate.cli.options import Address, Json, RunDir
 from diffcurate.curate.progress import console, say
-from diffcurate.solvers.errors import hint
 
 
 def init_cmd(

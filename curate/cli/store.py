@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from diffcurate.common.errors import CheckError, InputError, hint
 from diffcurate.curate.cli.options import (
     Address,
     Decay,
@@ -30,7 +31,6 @@ from diffcurate.curate.cli.options import (
     Workers,
 )
 from diffcurate.curate.progress import console
-from diffcurate.solvers.errors import CheckError, InputError, hint
 from diffcurate.solvers.problem import resolve_physics
 
 Split = Annotated[str, typer.Option("--split", help="train, val or test.")]

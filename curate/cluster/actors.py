@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from diffcurate.solvers.errors import InputError
+from diffcurate.common.errors import InputError
 from diffcurate.solvers.problem import Configs, Physics
 
 if TYPE_CHECKING:
@@ -190,7 +190,7 @@ class _Trainer(_Actor):
     def __init__(self, threads: int = 0, device: str = "auto"):
         import torch
 
-        from diffcurate.solvers.registry import resolve_device
+        from diffcurate.common.device import resolve_device
 
         if threads:
             torch.set_num_threads(threads)

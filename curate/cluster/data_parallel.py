@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from diffcurate.solvers.errors import InputError
+from diffcurate.common.errors import InputError
 
 
 @dataclass(frozen=True)

@@ -15,14 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
+from diffcurate.common.errors import InputError
+from diffcurate.common.splits import check_split
 from diffcurate.curate.cluster.actors import make_generators, make_solvers
 from diffcurate.curate.cluster.dispatch import default_chunk, solve_chunks
 from diffcurate.curate.cluster.session import ray_session
 from diffcurate.curate.progress import progress_bar
 from diffcurate.curate.store.env import is_store
-from diffcurate.curate.store.lmdbstore import BATCH, SPLITS, Store, check_path
+from diffcurate.curate.store.lmdbstore import BATCH, Store, check_path
 from diffcurate.curate.store.lock import check_writable
-from diffcurate.solvers.errors import InputError
 from diffcurate.solvers.problem import Configs, Physics
 
 
@@ -231,8 +232,7 @@ def generate(
     """Make sure `split` holds the first `count` distinct samples of (sampler, seed); solve only what is missing."""
     if count < 1:
         raise InputError(f"--count must be >= 1, got {count}")
-    if split not in SPLITS:
-        raise InputError(f"unknown split {split!r} (choose {', '.join(SPLITS)})")
+    check_split(split, allow_all=False)
     if workers < 1:
         raise InputError(f"--workers must be >= 1, got {workers}")
     from diffcurate.solvers.sampling import sample_configs

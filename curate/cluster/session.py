@@ -7,7 +7,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-from diffcurate.solvers.errors import InputError, terminate_as_interrupt
+from diffcurate.common.errors import InputError, terminate_as_interrupt
 
 START_TIMEOUT = "CURATE_RAY_START_TIMEOUT"  # seconds a local Ray may take to start, retries included
 DEFAULT_START_TIMEOUT = 120.0
@@ -66,7 +66,7 @@ def start_local(**kwargs) -> None:
 
     import ray
 
-    from diffcurate.solvers.errors import ClusterUnavailable
+    from diffcurate.common.errors import ClusterUnavailable
 
     try:
         timeout = float(os.environ.get(START_TIMEOUT) or DEFAULT_START_TIMEOUT)

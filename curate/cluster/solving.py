@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from diffcurate.common.errors import InputError
 from diffcurate.curate.progress import progress_bar
 from diffcurate.curate.store.arrays import format_of, load_configs, save_arrays
 from diffcurate.curate.store.lock import check_writable
-from diffcurate.solvers.errors import InputError
 from diffcurate.solvers.problem import Configs, Physics, paint
 from diffcurate.solvers.registry import check_request, solve
 from diffcurate.solvers.sampling import sample_configs

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from diffcurate.common.files import atomic_json
 from diffcurate.curate.acquisition.mining import mutate
 from diffcurate.curate.acquisition.ranker import (
     STRATEGIES,
@@ -25,7 +26,6 @@ from diffcurate.curate.cluster.actors import ScoreJob
 from diffcurate.curate.cluster.dispatch import solve_ordered
 from diffcurate.curate.loop.rundir import (
     RoundFiles,
-    atomic_json,
     atomic_npy,
     atomic_npz,
 )

@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING
 import tomli_w
 import tomllib
 
-from diffcurate.solvers.errors import InputError
+from diffcurate.common.errors import InputError
+from diffcurate.common.files import atomic_text
+from diffcurate.common.typed import build_typed
 from diffcurate.solvers.problem import PRESET_DEFAULTS, PRESETS, Physics
-from diffcurate.solvers.typed import build_typed
 
 if TYPE_CHECKING:
     from diffcurate.model.nets import EDCNNConfig, UNetConfig
@@ -118,9 +119,7 @@ class RunConfig:
         return _drop_none({k: asdict(v) if is_dataclass(v) else v for k, v in d.items()})
 
     def save(self, path: Path) -> None:
-        tmp = path.with_suffix(".toml.tmp")
-        tmp.write_text(HEADER + tomli_w.dumps(self.to_dict()))
-        tmp.replace(path)
+        atomic_text(path, HEADER + tomli_w.dumps(self.to_dict()))
 
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from diffcurate.common.errors import InputError, hint
 from diffcurate.curate.loop.health import load_checked_run
 from diffcurate.curate.loop.rundir import RunPaths, load_run, member_train_config, read_rounds
 from diffcurate.model.estimators import (
@@ -39,7 +40,6 @@ from diffcurate.model.estimators import (
     raw_estimate,
     spearman,
 )
-from diffcurate.solvers.errors import InputError, hint
 from diffcurate.solvers.problem import Configs, Physics, paint
 
 ENSEMBLE_SIZE = 3  # K: the surrogate + K-1 members
@@ -185,8 +185,8 @@ def prepare(
 
 def load_models(source: Source, device: str = "cpu", ensemble_size: int = ENSEMBLE_SIZE) -> Models:
     """The surrogate plus whatever extras exist for its round (missing ones stay empty; see `prepare`)."""
+    from diffcurate.common.device import resolve_device
     from diffcurate.model.checkpoint import load_checkpoint, transform_of
-    from diffcurate.solvers.registry import resolve_device
 
     device = str(resolve_device(device))
     net, meta = load_checkpoint(source.checkpoint, device=device)

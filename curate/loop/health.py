@@ -13,17 +13,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from diffcurate.common.errors import CheckError, InputError, hint
+from diffcurate.common.files import atomic_json
 from diffcurate.curate.loop.config import RunConfig
 from diffcurate.curate.loop.rundir import (
     RunPaths,
-    atomic_json,
     initial_requests,
     load_run,
     read_rounds,
     round_folders,
     torn_rounds,
 )
-from diffcurate.solvers.errors import CheckError, InputError, hint
 
 # fields that only say how far or where a run goes, not what a round computes
 _NOT_RESULTS = ("rounds", "max_solves", "target_p99")

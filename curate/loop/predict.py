@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
+from diffcurate.common.errors import InputError
 from diffcurate.curate.loop.estimate import Calibrated, Log, load_estimator, load_models, resolve_source, true_errors
 from diffcurate.curate.store.arrays import format_of, load_arrays, physics_from_arrays, save_arrays
 from diffcurate.curate.store.lock import check_writable
 from diffcurate.model.estimators import check_available, get_estimator
-from diffcurate.solvers.errors import InputError
 from diffcurate.solvers.problem import Configs, paint
 
 DEFAULT_ESTIMATOR = "residual"

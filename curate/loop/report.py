@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from diffcurate.common.errors import InputError, hint
 from diffcurate.curate.loop.health import load_checked_run
 from diffcurate.curate.loop.rundir import RunPaths, rounds_with_state
-from diffcurate.solvers.errors import InputError, hint
 
 
 def _plt():

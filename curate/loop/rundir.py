@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from diffcurate.common.errors import InputError, hint
+from diffcurate.common.files import atomic_path, atomic_text
 from diffcurate.curate.loop.config import RunConfig, RunOverrides
-from diffcurate.solvers.errors import InputError, hint
 
 if TYPE_CHECKING:
     from diffcurate.model.train import TrainConfig
@@ -179,33 +180,14 @@ def run_lock(root: Path, wait: bool = True) -> Iterator[None]:
         os.close(fd)  # and with it the lock
 
 
-def atomic_json(path: Path, obj) -> None:
-    atomic_text(path, json.dumps(obj))
-
-
-def atomic_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def atomic_text(path: Path, text: str) -> None:
-    atomic_bytes(path, text.encode())
-
-
 def atomic_npy(path: Path, a: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, a)
-    os.replace(tmp, path)
+    with atomic_path(path, make_parent=True) as tmp, tmp.open("wb") as fh:
+        np.save(fh, a)
 
 
 def atomic_npz(path: Path, **arrays: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_path(path, make_parent=True) as tmp, tmp.open("wb") as fh:
+        np.savez(fh, **arrays)
 
 
 def read_rounds(root: Path) -> list[dict]:
@@ -305,9 +287,7 @@ def round_folders(root: Path) -> list[int]:
 def append_round(root: Path, record: dict) -> None:
     done = read_rounds(root)
     lines = [json.dumps(r) for r in done + [record]]
-    tmp = RunPaths(root).rounds.with_suffix(".jsonl.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, RunPaths(root).rounds)
+    atomic_text(RunPaths(root).rounds, "\n".join(lines) + "\n")
 
 
 def load_run(root: Path) -> RunConfig:

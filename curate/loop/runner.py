@@ -26,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from diffcurate.common.errors import InputError
+from diffcurate.common.files import atomic_bytes, atomic_json, atomic_text
 from diffcurate.curate.acquisition.ranker import (
     ACQUISITIONS,
     needs_network_features,
@@ -48,10 +50,7 @@ from diffcurate.curate.loop.rundir import (
     RunPaths,
     append_round,
     apply_overrides,
-    atomic_bytes,
-    atomic_json,
     atomic_npy,
-    atomic_text,
     finished_unlogged,
     initial_requests,
     load_run,
@@ -64,7 +63,6 @@ from diffcurate.curate.loop.rundir import (
 )
 from diffcurate.curate.store.lmdbstore import Store
 from diffcurate.curate.store.lock import check_writable
-from diffcurate.solvers.errors import InputError
 
 PLACEMENT_TIMEOUT = 180  # seconds for the actors to start (an unschedulable request would wait forever)
 

@@ -9,12 +9,12 @@ Strings are numpy unicode arrays so that `np.load(..., allow_pickle=False)` alwa
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from diffcurate.solvers.errors import InputError
+from diffcurate.common.errors import InputError
+from diffcurate.common.files import atomic_path
 from diffcurate.solvers.problem import Configs, Physics
 
 PHYSICS_KEYS = ("lattice", "radius", "diffusion", "decay", "source_model")
@@ -130,13 +130,6 @@ def _check_layout(d: dict, where: str) -> None:
         raise InputError(f"{where}: ids must have shape ({n},), got {np.asarray(d['ids']).shape}")
 
 
-def shared_mode() -> int:
-    """0666 minus the process umask: the mode an ordinary `open()` would give a new file."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
 def save_arrays(
     path: str | os.PathLike,
     physics: Physics,
@@ -175,18 +168,12 @@ def save_arrays(
     _check_layout(d, str(path))
     if not path.parent.is_dir():
         raise InputError(f"{path}: directory {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            if f == "npz":
+    with atomic_path(path) as tmp:
+        if f == "npz":
+            with tmp.open("wb") as fh:
                 np.savez(fh, **d)
-        if f == "h5":
+        else:
             _write_h5(tmp, d)
-        os.chmod(tmp, shared_mode())  # mkstemp makes 0600; a shared dataset follows the umask (0644 under 022)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

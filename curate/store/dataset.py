@@ -16,11 +16,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
+from diffcurate.common.errors import InputError
+from diffcurate.common.splits import check_split
 from diffcurate.curate.store.arrays import FORMATS, load_arrays, validated_samples
 from diffcurate.curate.store.env import acquire_env, begin, is_store, open_env, release_env
-from diffcurate.curate.store.lmdbstore import SPLITS, Store
+from diffcurate.curate.store.lmdbstore import Store
 from diffcurate.curate.store.records import configs_from_headers, decode_record
-from diffcurate.solvers.errors import InputError
 from diffcurate.solvers.problem import Configs, Physics, disc_mask, paint
 
 
@@ -37,8 +38,7 @@ class StoreDataset(Dataset):
     and without locks, once per process: safe with DataLoader workers whatever the start method."""
 
     def __init__(self, path: str | os.PathLike, split: str = "train", ids: Sequence[str] | None = None):
-        if split not in (*SPLITS, "all"):
-            raise InputError(f"unknown split {split!r} (choose {', '.join(SPLITS)} or all)")
+        check_split(split)
         self.path = Path(path)
         with Store(self.path, readonly=True) as st:  # closed again before any fork
             self.physics = st.physics
@@ -113,8 +113,7 @@ class ArraysDataset(Dataset):
         self.y = np.asarray(y, np.float32)  # (n, L, L)
         self.x = np.asarray(d["x"], np.float32) if "x" in d else None  # (n, L, L)
         self.rows = np.arange(len(self.configs))
-        if split not in (*SPLITS, "all"):
-            raise InputError(f"unknown split {split!r} (choose {', '.join(SPLITS)} or all)")
+        check_split(split)
         if split != "all" and "split" in d:  # an exported file carries each row's split: honour it
             self.rows = np.nonzero(np.asarray(d["split"]).astype(str) == split)[0]
         if ids is not None:
@@ -157,7 +156,7 @@ IN_MEMORY_BYTES = 2 << 30  # a split smaller than this is read once into RAM (x,
 
 
 def _load_store(path: Path, split: str, seed: int, train_fraction: float) -> tuple[Dataset, Physics]:
-    """model.data.load_data backend for a store: its own splits ("all" = every split); `seed` and
+    """`load_data` of a store: its own splits ("all" = every split); `seed` and
     `train_fraction` are unused because a store's splits are fixed when samples are added."""
     from diffcurate.model.data import dataset_from_configs
 
@@ -197,7 +196,7 @@ def file_rows(d: dict, split: str, seed: int, train_fraction: float, where: str)
 
 
 def _load_file(path: Path, split: str, seed: int, train_fraction: float) -> tuple[Dataset, Physics]:
-    """model.data.load_data backend for npz and HDF5 files: validated row by row (`validated_samples`), split
+    """`load_data` of npz and HDF5 files: validated row by row (`validated_samples`), split
     by the file's own `split` array where it has one (`file_rows`), else by seed."""
     from diffcurate.model.data import dataset_from_configs
 
@@ -207,13 +206,18 @@ def _load_file(path: Path, split: str, seed: int, train_fraction: float) -> tupl
     return dataset_from_configs(physics, cfg[rows], y[rows]), physics
 
 
-def register_loaders() -> None:
-    """Add the store and the validated npz/HDF5 backends to model.data.LOADERS (explicitly, where a command or actor loads data)."""
-    from diffcurate.model.data import LOADERS
-
-    LOADERS[""] = _load_store
-    for suffix in (".npz", ".h5", ".hdf5"):
-        LOADERS[suffix] = _load_file
+def load_data(path, split: str = "all", seed: int = 0, train_fraction: float = 0.9) -> tuple[Dataset, Physics]:
+    """(Dataset of (x, y, mask, count), Physics) for one split of a store or an npz/HDF5 file: the one loader of
+    `curate train` and `curate evaluate`."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"data not found: {path}")
+    check_split(split)
+    if path.is_dir():
+        return _load_store(path, split, seed, train_fraction)
+    if path.suffix.lower() not in FORMATS:
+        raise InputError(f"{path}: unsupported data format (a store directory, .npz, .h5 or .hdf5)")
+    return _load_file(path, split, seed, train_fraction)
 
 
 def load_file_dataset(path: str | os.PathLike, split: str = "all") -> tuple[ArraysDataset, Physics]:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import lmdb
 
+from diffcurate.common.errors import InputError, hint
 from diffcurate.curate.store.errors import StoreDamaged
-from diffcurate.solvers.errors import InputError, hint
 
 INITIAL_MAP_SIZE = 64 << 20  # modest on purpose: the map doubles on MapFullError
 MAX_DBS = 4

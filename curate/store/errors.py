@@ -1,6 +1,6 @@
 """The store's own failures, kept light so that the CLI's error table imports them without LMDB or pandas."""
 
-from diffcurate.solvers.errors import CheckError
+from diffcurate.common.errors import CheckError
 
 
 class StoreDamaged(CheckError):

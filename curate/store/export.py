@@ -14,35 +14,24 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from diffcurate.curate.store.arrays import format_of, load_arrays, save_arrays, shared_mode, validated_samples
+from diffcurate.common.errors import InputError
+from diffcurate.common.files import atomic_path, atomic_text
+from diffcurate.common.splits import SPLITS, check_split
+from diffcurate.curate.store.arrays import format_of, load_arrays, save_arrays, validated_samples
 from diffcurate.curate.store.env import is_store
-from diffcurate.curate.store.lmdbstore import SPLITS, Store
+from diffcurate.curate.store.lmdbstore import Store
 from diffcurate.curate.store.lock import check_writable
-from diffcurate.solvers.errors import InputError
 from diffcurate.solvers.problem import paint
 
 
 def card_paths(out: str | os.PathLike) -> tuple[Path, Path]:
     out = Path(out)
     return out.with_name(out.name + ".card.json"), out.with_name(out.name + ".card.md")
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.chmod(tmp, shared_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _sha256(a: np.ndarray) -> str:
@@ -122,15 +111,8 @@ def write_parquet(out: Path, physics, configs, x, y, ids, extra: dict) -> None:
         },
         metadata={b"diffcurate.physics": json.dumps(physics.to_dict()).encode()},
     )
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
+    with atomic_path(out) as tmp:
         pq.write_table(table, tmp)
-        os.chmod(tmp, shared_mode())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def export_store(
@@ -147,8 +129,7 @@ def export_store(
     if out.is_dir():
         raise InputError(f"{out} is a directory; --out takes a file name such as {out / 'export.npz'}")
     f = "parquet" if str(fmt or out.suffix.lstrip(".")).lower() == "parquet" else format_of(out, fmt)
-    if split not in (*SPLITS, "all"):
-        raise InputError(f"unknown split {split!r} (choose {', '.join(SPLITS)} or all)")
+    check_split(split)
     if not out.parent.is_dir():
         raise InputError(f"{out}: directory {out.parent} does not exist")
     check_writable(out.parent)
@@ -216,8 +197,8 @@ def export_store(
     }
     jpath, mpath = card_paths(out)
     try:
-        _atomic_text(jpath, json.dumps(card, indent=2) + "\n")
-        _atomic_text(mpath, card_markdown(card))
+        atomic_text(jpath, json.dumps(card, indent=2) + "\n")
+        atomic_text(mpath, card_markdown(card))
         if f == "parquet":
             write_parquet(out, physics, configs, x, y, df["id"].to_numpy(str), extra)
         else:

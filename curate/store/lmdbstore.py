@@ -31,6 +31,8 @@ import lmdb
 import numpy as np
 import pandas as pd
 
+from diffcurate.common.errors import CheckError, InputError
+from diffcurate.common.splits import check_split
 from diffcurate.curate.store.env import (
     INITIAL_MAP_SIZE,
     acquire_env,
@@ -53,11 +55,9 @@ from diffcurate.curate.store.records import (
     header_json,
 )
 from diffcurate.curate.store.summary import Summary
-from diffcurate.solvers.errors import CheckError, InputError
 from diffcurate.solvers.problem import Configs, Physics
 
 SCHEMA_VERSION = 1
-SPLITS = ("train", "val", "test")
 BATCH = 64  # samples per write transaction
 # |float16(y) - y| on solved `small` and `paper` fields (y in [0, 1]), from bench/store.py (docs/benchmarks.md)
 FLOAT16_ERROR = {"max": 2.44e-4, "mean_small": 2.65e-5, "mean_paper": 4.98e-6}
@@ -254,8 +254,7 @@ class Store(Summary):
             raise InputError(f"{self.path} is open read-only")
         if physics is not None:
             self.check_physics(physics)
-        if split not in SPLITS:
-            raise InputError(f"unknown split {split!r} (choose {', '.join(SPLITS)})")
+        check_split(split, allow_all=False)
         n, L = len(configs), self.physics.lattice
         blocks = [np.asarray(b) for b in ([y] if isinstance(y, np.ndarray) else y)]
         if any(b.ndim != 3 or b.shape[1:] != (L, L) for b in blocks) or sum(map(len, blocks)) != n:

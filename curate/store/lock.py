@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from diffcurate.solvers.errors import InputError
+from diffcurate.common.errors import InputError
 
 LOCK_FILE = "writer.lock"
 _WRITERS: dict[str, list] = {}  # realpath -> [fd, pid, refs]

@@ -10,7 +10,7 @@ import struct
 import numpy as np
 from zlib_ng.zlib_ng import crc32
 
-from diffcurate.solvers.errors import CheckError
+from diffcurate.common.errors import CheckError
 from diffcurate.solvers.problem import Configs
 
 ENCODINGS = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import lmdb
 import numpy as np
 
+from diffcurate.common.errors import CheckError, InputError
 from diffcurate.curate.store.env import begin, damaged
 from diffcurate.curate.store.records import (
     configs_from_headers,
@@ -15,7 +16,6 @@ from diffcurate.curate.store.records import (
     header_json,
     intact,
 )
-from diffcurate.solvers.errors import CheckError, InputError
 
 
 class Summary:

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from diffcurate.solvers.errors import InputError
+from diffcurate.common.errors import InputError
+from diffcurate.common.files import atomic_json
 
 EPS = 1e-12
 
@@ -54,11 +54,7 @@ class Calibration:
         return cls(**d)
 
     def save(self, path: Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1))
-        os.replace(tmp, path)
+        atomic_json(path, self.to_dict(), indent=1)
 
     @classmethod
     def load(cls, path: Path) -> Calibration:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from diffcurate.common.errors import InputError
 from diffcurate.model.estimators import inverse, residual, spread
 from diffcurate.model.estimators.base import REQUIREMENTS, Estimate, Estimator, Models
-from diffcurate.solvers.errors import InputError
 from diffcurate.solvers.problem import Configs
 
 # name -> Estimator; the order is the order of `curate estimate-eval`'s table

@@ -1,7 +1,7 @@
 """`build_typed`: the one check of a config table read from a file (TOML config, checkpoint) against the
 dataclass it fills: unknown keys and values of the wrong kind are one InputError, never a TypeError later."""
 
-from diffcurate.solvers.errors import InputError
+from diffcurate.common.errors import InputError
 
 
 def build_typed(cls, d: dict, where: str, check_types: bool = True):
