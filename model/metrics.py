@@ -8,6 +8,7 @@ the whole set (sums and counts accumulated across batches, never means of batch 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
@@ -16,6 +17,33 @@ REGIONS = ("all", "sources", "field", "r1", "r2", "r3")
 # field pixels with lo <= y < hi (r1 closes at 1 and takes anything above: y is normalised to <= 1)
 BANDS = {"r1": (0.2, float("inf")), "r2": (0.1, 0.2), "r3": (0.05, 0.1)}
 PERCENTILES = {"p50": 50, "p95": 95, "p99": 99}
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """The evaluate schema as a value: `from_dict` reads, and `to_dict` writes, the JSON of eval.json, the
+    rounds' `test` and `curate evaluate`, so that readers name a metric once (`mae_all`, `p99`)."""
+
+    n_samples: int
+    mae: dict[str, float | None]  # pooled over the pixels of each region
+    mae_by_sources: dict[str, dict[str, float | None]]  # region -> source count -> pooled MAE
+    rel_l2: float | None
+    per_sample_mae: dict[str, float | None]  # mean, p50, p95, p99, max of the per-sample MAE
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Metrics:
+        return cls(**{f.name: d[f.name] for f in fields(cls)})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def mae_all(self) -> float | None:
+        return self.mae["all"]
+
+    @property
+    def p99(self) -> float | None:
+        return self.per_sample_mae["p99"]
 
 
 def region_masks(y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -69,20 +97,20 @@ class MetricAccumulator:
         tot_s = sum(self.abs_sum.values(), np.zeros(len(REGIONS)))
         tot_n = sum(self.n_pix.values(), np.zeros(len(REGIONS)))
         keys = sorted(self.abs_sum)
-        return {
-            "n_samples": int(ps.size),
-            "mae": {r: _none_if_empty(tot_s[i], tot_n[i]) for i, r in enumerate(REGIONS)},
-            "mae_by_sources": {
+        return Metrics(
+            n_samples=int(ps.size),
+            mae={r: _none_if_empty(tot_s[i], tot_n[i]) for i, r in enumerate(REGIONS)},
+            mae_by_sources={
                 r: {str(k): _none_if_empty(self.abs_sum[k][i], self.n_pix[k][i]) for k in keys}
                 for i, r in enumerate(REGIONS)
             },
-            "rel_l2": float(np.sqrt(self.sq_err / self.sq_y)) if self.sq_y > 0 else None,
-            "per_sample_mae": {
+            rel_l2=float(np.sqrt(self.sq_err / self.sq_y)) if self.sq_y > 0 else None,
+            per_sample_mae={
                 "mean": float(ps.mean()) if ps.size else None,
                 **{k: float(np.percentile(ps, q)) if ps.size else None for k, q in PERCENTILES.items()},
                 "max": float(ps.max()) if ps.size else None,
             },
-        }
+        ).to_dict()
 
 
 def _batches(data, batch_size: int):

@@ -9,7 +9,12 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDERS = {"common": "diffcurate.common", "solvers": "diffcurate.solvers", "model": "diffcurate.model", "curate": "diffcurate.curate"}
+FOLDERS = {
+    "common": "diffcurate.common",
+    "solvers": "diffcurate.solvers",
+    "model": "diffcurate.model",
+    "curate": "diffcurate.curate",
+}
 # lower layers first: a module may import its own layer and those before it, never one after it
 LAYERS = ["common", "solvers", "model", "curate"]
 CURATE = LAYERS.index("curate")

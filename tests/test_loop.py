@@ -16,6 +16,7 @@ import pytest
 import torch
 from conftest import flip_inside_a_weight, read_only
 
+from diffcurate.curate.cluster.dispatch import solve_ordered
 from diffcurate.curate.loop.config import default_config
 from diffcurate.curate.loop.rundir import RunPaths, init_run, read_rounds
 from diffcurate.curate.loop.runner import Runner, run
@@ -149,7 +150,8 @@ def test_solver_actor_killed_mid_round(al_run, ray_cluster):
     runner = Runner(al_run, cfg, quiet, show_progress=False)
     try:
         pool, _ = sample_configs("mixed", cfg.physics, 77, range(3000), tuple(cfg.sources))
-        victim = ray.get(runner.solvers[0].pid.remote())
+        solvers = runner.ctx.solvers
+        victim = ray.get(solvers[0].pid.remote())
         landed = []
 
         def kill_after_first(offset):  # the fault comes from the dispatcher's callback, not a timer
@@ -157,9 +159,9 @@ def test_solver_actor_killed_mid_round(al_run, ray_cluster):
             if len(landed) == 1:
                 os.kill(victim, signal.SIGKILL)
 
-        y = runner._solve(pool, on_chunk=kill_after_first)
+        y = solve_ordered(solvers, pool, cfg.physics, on_chunk=kill_after_first)[0]
         assert len(landed) == len(range(0, 3000, 64))  # every chunk landed once, the killed actor's retried
-        assert ray.get(runner.solvers[0].pid.remote()) != victim  # it was restarted
+        assert ray.get(solvers[0].pid.remote()) != victim  # it was restarted
         assert np.allclose(y, solve(cfg.physics, pool, "fast", dtype="float32"), atol=1e-6)
     finally:
         runner.close()

@@ -11,6 +11,7 @@ import numpy as np
 from diffcurate.curate.loop.config import default_config
 from diffcurate.curate.loop.rundir import RunPaths, init_run
 from diffcurate.curate.loop.runner import Runner
+from diffcurate.curate.loop.steps import GENERATE, INITIAL
 from diffcurate.curate.store.lmdbstore import Store
 
 
@@ -40,8 +41,8 @@ def test_test_split_is_fixed_and_disjoint_under_forced_collisions(ray_cluster, t
         init_run(root, cfg)
         runner = Runner(root, cfg, log=lambda _: None, show_progress=False)
         try:
-            runner.initial_sets(0)  # each step of a round is a method of its own
-            runner.generate_pool(1)
+            INITIAL.run(runner.ctx, 0)  # each step of a round is a function of its own
+            GENERATE.run(runner.ctx, 1)
             made = json.loads(RunPaths(root).round(0).meta.read_text())
         finally:
             runner.close()

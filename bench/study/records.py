@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from diffcurate.common.files import atomic_path
+from diffcurate.curate.loop.steps import EVALUATE, STEP_NAMES, TRAIN
 
 # seconds of a round that a strategy pays: training and acquisition (solving the pool, scoring, mining, embedding,
 # picking, solving the picks); round 0's solve is mostly the shared test sets and is left out
-COST_STEPS = ("generate", "solve", "score", "mine", "embed", "select", "add", "train")
+COST_STEPS = tuple(n for n in STEP_NAMES if n != EVALUATE.name)  # a round's acquisition and training
 
 
 def code_version() -> str:
@@ -49,7 +50,7 @@ def exists(records: Path, arm: str, name: str, seed: int) -> bool:
 
 
 def cost(r: dict) -> float:
-    steps = COST_STEPS if r["round"] > 0 else ("train",)
+    steps = COST_STEPS if r["round"] > 0 else (TRAIN.name,)
     return float(sum(r["seconds"].get(k, 0.0) for k in steps))
 
 

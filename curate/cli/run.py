@@ -83,7 +83,7 @@ def status_dict(run_dir: Path, checks: bool = True) -> dict:
     """The run's rounds; with `checks`, `warnings` too (a torn round log, a checkpoint that does not load, a round
     folder started under another config)."""
     from diffcurate.curate.loop.health import load_checked_run, run_warnings
-    from diffcurate.curate.loop.rundir import rounds_with_state
+    from diffcurate.curate.loop.record import rounds_with_state
 
     cfg = load_checked_run(run_dir)
     rounds = rounds_with_state(run_dir, cfg)

@@ -11,7 +11,9 @@ import numpy as np
 
 from diffcurate.common.errors import InputError, hint
 from diffcurate.curate.loop.health import load_checked_run
-from diffcurate.curate.loop.rundir import RunPaths, rounds_with_state
+from diffcurate.curate.loop.record import rounds_with_state
+from diffcurate.curate.loop.rundir import RunPaths
+from diffcurate.curate.loop.steps import TRAIN
 
 
 def _plt():
@@ -219,7 +221,7 @@ def _write_report(root: Path, cfg, rounds: list[dict], rep: Path) -> Path:
         lines.append(
             f"| {r['round']} | {r['train_size']} | {r['added']} | {r['solves']} | {m['mae']['all']:.4g} | "
             f"{m['mae']['sources']:.4g} | {m['per_sample_mae']['p99']:.4g} | {m['per_sample_mae']['max']:.4g} | "
-            f"{m['rel_l2']:.3g} | {r['seconds']['train']:.1f} | {r['seconds']['total']:.1f} |"
+            f"{m['rel_l2']:.3g} | {r['seconds'][TRAIN.name]:.1f} | {r['seconds']['total']:.1f} |"
         )
     if any("members" in r for r in rounds):  # ray.trainers > 1: the ensemble members, each on its own
         lines += [
