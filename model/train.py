@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -21,6 +21,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset
 from diffcurate.common.device import resolve_device
 from diffcurate.common.errors import InputError
 from diffcurate.common.typed import build_typed
+from diffcurate.model.callbacks import Callback
 from diffcurate.model.checkpoint import (
     Blob,
     atomic_save,
@@ -34,14 +35,14 @@ from diffcurate.model.losses import (
     LOSS_PARAMS,
     LossParams,
     LossSpec,
-    loss_parts,
-    loss_value,
     lr_at,
     schedule_index,
     transform_pair,
 )
 from diffcurate.model.metrics import evaluate_model
 from diffcurate.model.nets import build_model, config_from_dict, config_to_dict
+from diffcurate.model.parallel import Shard
+from diffcurate.model.state import TrainState
 from diffcurate.solvers.problem import PRESET_DEFAULTS, Physics
 
 LAST = "last.pt"
@@ -137,180 +138,6 @@ class TrainResult:
     val_metrics: dict | None
     checkpoint: Path | None
     stopped_early: bool = False
-
-
-@dataclass(frozen=True)
-class Shard:
-    """This process's part in data-parallel training (torch.distributed set up by the caller, as Ray Train does).
-
-    Every rank runs the same loop over the same global batches (the shuffle order is a function of seed and
-    epoch) and trains on rows rank::world of each; the loss is the whole batch's (`loss_parts` summed over the
-    ranks), BatchNorm normalises over the global batch (`SyncBatchNorm2d`) and DDP averages the gradients, so the
-    steps are those of one process with the same global batch up to floating point. Rank 0 validates, decides
-    the stop and writes the files; the others follow its decisions."""
-
-    rank: int = 0
-    world: int = 1
-
-    @property
-    def lead(self) -> bool:
-        return self.rank == 0
-
-
-class _SumOverRanks(torch.autograd.Function):
-    """x summed over the ranks; its gradient is the upstream gradients summed over the ranks, since every rank's
-    loss depends on the sum."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        import torch.distributed as dist
-
-        x = x.clone()
-        dist.all_reduce(x)
-        return x
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        import torch.distributed as dist
-
-        grad = grad.clone()
-        dist.all_reduce(grad)
-        return grad
-
-
-class SyncBatchNorm2d(torch.nn.BatchNorm2d):
-    """BatchNorm over the global batch of data-parallel training, on CPUs (gloo) as on GPUs: the ranks add up
-    their per-channel sums and sums of squares (an all-reduce that autograd differentiates), so that statistics,
-    outputs and gradients are those of one process with the whole batch. torch's SyncBatchNorm runs on GPUs
-    only. Without it each rank would normalise over its share alone, and the training would depend on N."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (B, C, H, W)
-        import torch.distributed as dist
-
-        if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
-            return super().forward(x)
-        c = x.shape[1]
-        xd = x.double()  # sums in float64: the variance is E[x^2] - E[x]^2, which float32 would cancel away
-        count = torch.full((1,), xd.numel() / c, dtype=xd.dtype, device=xd.device)
-        stats = _SumOverRanks.apply(torch.cat([xd.sum((0, 2, 3)), (xd * xd).sum((0, 2, 3)), count]))  # (2C + 1,)
-        n = stats[-1]
-        mean = stats[:c] / n
-        var = (stats[c : 2 * c] / n - mean * mean).clamp_min(0)  # biased, as BatchNorm normalises
-        if self.track_running_stats:
-            with torch.no_grad():
-                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked + 1)
-                self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), m)
-                unbiased = var.detach() * n / (n - 1).clamp_min(1)
-                self.running_var.lerp_(unbiased.to(self.running_var.dtype), m)
-                self.num_batches_tracked += 1
-        mean, var = mean.to(x.dtype), var.to(x.dtype)
-        y = (x - mean[None, :, None, None]) * torch.rsqrt(var[None, :, None, None] + self.eps)
-        if self.affine:
-            y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
-        return y.to(x.dtype)
-
-
-def sync_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
-    """The model with every BatchNorm2d made a `SyncBatchNorm2d` in place: the same module objects, parameters
-    (which the optimiser holds) and buffers, so checkpoints keep their keys and load into the plain model."""
-    for m in model.modules():
-        if type(m) is torch.nn.BatchNorm2d:
-            m.__class__ = SyncBatchNorm2d
-    return model
-
-
-def _rng_state(dev: torch.device) -> dict:
-    state = {"torch": torch.get_rng_state()}
-    if dev.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(dev)
-    return state
-
-
-def _set_rng_state(state: dict, dev: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    if dev.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], dev)
-
-
-@dataclass
-class TrainState:
-    """All that an epoch changes and a resumed run restores: weights, optimiser, progress, best-on-val weights.
-
-    The learning rate is a function of the global step, and the shuffle order and loss schedule of (seed,
-    epoch), so no scheduler or sampler state exists; the global torch RNG (dropout, the DataLoader's seed) is
-    saved with the rest in `last.pt`."""
-
-    model: torch.nn.Module
-    opt: torch.optim.Optimizer
-    best_state: dict[str, torch.Tensor]  # CPU copy of the best weights so far
-    epoch: int = 0  # the next epoch to run
-    history: list[dict] = field(default_factory=list)
-    best_val: float = math.inf
-    best_epoch: int = -1
-    since_best: int = 0
-    stopped: bool = False  # early stopping has fired
-    decay_from: int = -1  # stop = plateau: the global step where the cool-down began (-1: not yet)
-    decay_steps: int = 0  # stop = plateau: its length in steps
-    forward: torch.nn.Module | None = None  # what the training step calls: the model, or its DDP wrapper
-
-    def end_epoch(self, epoch: int, score: float, patience: int | None) -> None:
-        """Keep the weights if `score` (val MAE, or train loss without a val set) is the best yet."""
-        if score < self.best_val:
-            self.best_val, self.best_epoch, self.since_best = score, epoch, 0
-            self.best_state = cpu_state(self.model)
-        else:
-            self.since_best += 1
-        self.stopped = bool(patience) and self.since_best >= patience
-        self.epoch = epoch + 1
-
-    def to_checkpoint(self, mc: dict, tc: TrainConfig, physics: Physics | None, dev: torch.device) -> dict:
-        """`last.pt`'s plain-data contents (its keys are the format of docs/formats.md)."""
-        return {
-            "state_dict": cpu_state(self.model),
-            "model_config": mc,
-            "train_config": tc.to_dict(),
-            "optimizer": self.opt.state_dict(),
-            "epoch": self.epoch - 1,  # the last completed epoch
-            "history": self.history,
-            "best_val": self.best_val,
-            "best_epoch": self.best_epoch,
-            "since_best": self.since_best,
-            "best_state_dict": self.best_state,
-            "stopped": self.stopped,
-            "decay_from": self.decay_from,
-            "decay_steps": self.decay_steps,
-            "rng": _rng_state(dev),
-            "physics": physics.to_dict() if physics else None,
-        }
-
-    def restore(self, st: dict, dev: torch.device) -> None:
-        """Continue from a `last.pt` written by `to_checkpoint` (its configs already checked by the caller)."""
-        self.model.load_state_dict(st["state_dict"])
-        self.opt.load_state_dict(st["optimizer"])
-        self.epoch, self.history = int(st["epoch"]) + 1, list(st["history"])
-        self.best_val, self.best_epoch = float(st["best_val"]), int(st["best_epoch"])
-        self.since_best, self.best_state, self.stopped = (
-            int(st["since_best"]),
-            st["best_state_dict"],
-            bool(st["stopped"]),
-        )
-        self.decay_from, self.decay_steps = int(st.get("decay_from", -1)), int(st.get("decay_steps", 0))
-        _set_rng_state(st["rng"], dev)
-
-    def plan_cooldown(self, tc: TrainConfig, steps_per_epoch: int, max_epochs: int) -> None:
-        """stop = plateau, after an epoch: start the cool-down once val MAE has not improved for `patience`
-        epochs (and `min_steps` are done), or when only the cool-down's length is left before `max_epochs`;
-        stop when it has run. The learning rate then ends at its floor where training ends."""
-        done = self.epoch * steps_per_epoch
-        if self.decay_from >= 0:
-            self.stopped = done >= self.decay_from + self.decay_steps
-            return
-        length = max(1, round(tc.cooldown * self.epoch))  # epochs
-        plateau = self.since_best >= (tc.patience or 0) and done >= tc.min_steps
-        if plateau or self.epoch + length >= max_epochs:
-            self.decay_from = done
-            self.decay_steps = max(0, min(length, max_epochs - self.epoch)) * steps_per_epoch
-            self.stopped = self.decay_steps == 0
 
 
 def _warm_state(init_from, model_config: dict, physics: Physics | None = None) -> dict:
@@ -419,17 +246,12 @@ def _train_epoch(
         for g in opt.param_groups:
             g["lr"] = lr
         n = len(x)
-        if shard.world > 1:
-            x, y = _share(x, y, shard)  # this rank's rows of the global batch
+        x, y = shard.rows(x, y)  # this rank's rows of the global batch
         x = x.to(dev, non_blocking=True).contiguous(memory_format=fmt)  # (B, 1, L, L) float32
         y = y.to(dev, non_blocking=True)  # (B, 1, L, L) float32
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
             pred = net(x)  # (B, 1, L, L)
-        if shard.world > 1:
-            loss, value = _global_loss(spec, pred.float(), forward_t(y), y, shard.world)
-        else:
-            loss = loss_value(spec, pred.float(), forward_t(y), y)
-            value = float(loss.detach())
+        loss, value = shard.loss(spec, pred.float(), forward_t(y), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if tc.grad_clip:
@@ -438,24 +260,6 @@ def _train_epoch(
         loss_sum += value * n
         seen += n
     return loss_sum / seen, seen
-
-
-def _share(x: torch.Tensor, y: torch.Tensor, shard: Shard) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows rank::world of a global batch; empty for a rank beyond a last batch smaller than the world, which
-    still runs the step (DDP's gradient exchange needs every rank) with zero gradients and no BatchNorm rows."""
-    return x[shard.rank :: shard.world], y[shard.rank :: shard.world]
-
-
-def _global_loss(spec: LossSpec, pred, target, y, world: int) -> tuple[torch.Tensor, float]:
-    """(world x this rank's part of the global batch's loss, the global batch's loss). DDP averages the gradients
-    over the ranks, so they become the gradients of the global loss. The numerators and denominators are summed
-    over the ranks in one all-reduce of two numbers, so every rank knows the global loss."""
-    import torch.distributed as dist
-
-    num, den = loss_parts(spec, pred, target, y)
-    parts = torch.stack([num.detach(), den.detach()]).double()
-    dist.all_reduce(parts)
-    return num * world / parts[1].to(num.dtype), float(parts[0] / parts[1])
 
 
 def _epoch(
@@ -474,8 +278,7 @@ def _epoch(
     if val_data is not None and shard.lead:
         vm = evaluate_model(state.model, val_data, dev, tc.transform, batch_size=max(64, tc.batch_size))[0]
         record.update(val_mae=vm["mae"]["all"], val_rel_l2=vm["rel_l2"])
-    if shard.world > 1:
-        record = _lead_record(record)
+    record = shard.agree(record)
     plateau = tc.stop == "plateau"
     state.end_epoch(
         epoch, record["val_mae"] if val_data is not None else record["loss"], None if plateau else tc.patience
@@ -486,15 +289,6 @@ def _epoch(
     record.update(best_epoch=state.best_epoch, train_samples_per_s=speed, seconds=seconds, stopped_early=state.stopped)
     state.history.append(record)
     return record
-
-
-def _lead_record(record: dict) -> dict:
-    """Rank 0's epoch record (its validation) on every rank."""
-    import torch.distributed as dist
-
-    box = [record]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 def _write_log(path: Path | None, history: list[dict]) -> None:
@@ -514,8 +308,7 @@ def train(
     device: str | torch.device = "auto",
     resume: bool = False,
     init_from=None,
-    progress: bool = False,
-    callback: Callable[[int, dict], None] | None = None,
+    callbacks: Sequence[Callback] = (),
     num_workers: int | None = None,  # DataLoader workers; None: `default_num_workers`
     shard: Shard | None = None,  # data-parallel: this process's rank (out_dir and progress for rank 0 only)
 ) -> TrainResult:
@@ -523,7 +316,7 @@ def train(
 
     Early stopping and best weights use the pooled val MAE (train loss when there is no val set). Writes
     out_dir/last.pt each epoch and out_dir/best.pt (best weights + val metrics) at the end; returns the
-    best model. `callback(epoch, record)` runs after each saved epoch (raising there simulates a kill)."""
+    best model. The `callbacks` (a progress bar, gauges, a test's fault) watch the epochs from rank 0."""
     tc = train_config
     mc = model_config if isinstance(model_config, dict) else config_to_dict(model_config)
     losses = check_run(mc, tc, physics, train_data)
@@ -535,7 +328,7 @@ def train(
     if shard.world > 1 and resume:
         raise InputError("data-parallel training starts its epochs afresh: resume needs one process")
     if not shard.lead:  # rank 0 alone writes, shows progress and reports
-        out_dir, progress, callback = None, False, None
+        out_dir, callbacks = None, ()
     out = Path(out_dir) if out_dir is not None else None
     log = out / "train.jsonl" if out else None
     last = out / LAST if out else None
@@ -556,13 +349,9 @@ def train(
     tensors = in_memory(train_data)
     if tc.channels_last:
         state.model.to(memory_format=torch.channels_last)
-    if shard.world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        ids = [dev.index] if dev.type == "cuda" else None
-        sync_batchnorm(state.model)
-        state.forward = DistributedDataParallel(state.model, device_ids=ids)  # broadcasts rank 0's initial weights
-    bar = _progress(progress, bound, state.epoch)
+    state.forward = shard.wrap(state.model, dev)
+    for cb in callbacks:
+        cb.on_train_start(bound, state.epoch)
     try:
         while state.epoch < bound and not state.stopped:
             record = _epoch(state, tc, losses, train_data, tensors, val_data, dev, num_workers, shard)
@@ -571,15 +360,11 @@ def train(
             if log is not None:
                 with log.open("a") as fh:
                     fh.write(json.dumps(record) + "\n")
-            if bar:
-                val = record.get("val_mae", float("nan"))
-                text = f"epoch {record['epoch'] + 1} loss {record['loss']:.3g} val {val:.3g}"
-                bar[0].update(bar[1], advance=1, description=text)
-            if callback:
-                callback(record["epoch"], record)
+            for cb in callbacks:
+                cb.on_epoch_end(record)
     finally:
-        if bar:
-            bar[0].stop()
+        for cb in callbacks:
+            cb.on_train_end()
     return _finish(state, mc, tc, val_data if shard.lead else None, dev, physics, out)
 
 
@@ -603,15 +388,3 @@ def _finish(state: TrainState, mc: dict, tc: TrainConfig, val_data, dev, physics
             history=state.history,
         )
     return TrainResult(model, state.history, state.best_epoch, state.best_val, val_metrics, ckpt, state.stopped)
-
-
-def _progress(enabled: bool, total: int, done: int):
-    if not enabled:
-        return None
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    p = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=Console(stderr=True))
-    task = p.add_task("training", total=total, completed=done)
-    p.start()
-    return p, task

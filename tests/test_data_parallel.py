@@ -111,11 +111,11 @@ def test_each_rank_takes_its_rows_and_the_parts_add_up_to_the_batch_loss():
     batch smaller than the world), and loss numerators and denominators that add up over the ranks to the whole
     batch's, an empty share included."""
     from diffcurate.model.losses import LossSpec, loss_parts, loss_value
-    from diffcurate.model.train import Shard, _share
+    from diffcurate.model.parallel import Shard
 
     x, y = torch.arange(5.0)[:, None], -torch.arange(5.0)[:, None]
-    assert _share(x, y, Shard(1, 2))[0].flatten().tolist() == [1.0, 3.0]
-    assert len(_share(x[:1], y[:1], Shard(1, 2))[0]) == 0 and len(_share(x[:1], y[:1], Shard(0, 2))[0]) == 1
+    assert Shard(1, 2).rows(x, y)[0].flatten().tolist() == [1.0, 3.0]
+    assert len(Shard(1, 2).rows(x[:1], y[:1])[0]) == 0 and len(Shard(0, 2).rows(x[:1], y[:1])[0]) == 1
     g = torch.Generator().manual_seed(0)
     pred, target = torch.rand(6, 1, 8, 8, generator=g), torch.rand(6, 1, 8, 8, generator=g)
     for spec in (LossSpec(pointwise="mae", reduction="mean"), LossSpec(pointwise="huber", weight="exp", a=50.0)):

@@ -11,6 +11,7 @@ import torch
 
 from diffcurate.common.errors import InputError
 from diffcurate.curate.store.dataset import load_data
+from diffcurate.model.callbacks import EachEpoch
 from diffcurate.model.checkpoint import atomic_save, load_checkpoint, read_checkpoint
 from diffcurate.model.data import default_num_workers, synthetic_dataset, uniform_configs
 from diffcurate.model.metrics import evaluate_model
@@ -69,7 +70,7 @@ def test_resume_after_kill_matches_uninterrupted(data, tmp_path):
     cfg = _cfg(schedule="random", schedule_prob=0.5, weight="exp")
     mc = default_model_config("tiny", "edcnn")
     with pytest.raises(KeyboardInterrupt):
-        train(mc, cfg, tr, va, tmp_path / "cut", physics=TINY.physics, device="cpu", callback=kill)
+        train(mc, cfg, tr, va, tmp_path / "cut", physics=TINY.physics, device="cpu", callbacks=[EachEpoch(kill)])
     assert read_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 1
     resumed = train(mc, cfg, tr, va, tmp_path / "cut", physics=TINY.physics, device="cpu", resume=True)
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in full.history]
@@ -262,7 +263,7 @@ def test_a_stored_last_checkpoint_resumes_to_the_recorded_run(tmp_path):
 
 def test_train_state_keeps_the_best_weights_and_stops_on_patience():
     """The state's bookkeeping by hand: best on a strictly lower score, patience counts epochs since the best."""
-    from diffcurate.model.train import TrainState
+    from diffcurate.model.state import TrainState
 
     net = torch.nn.Linear(1, 1)
     st = TrainState(net, torch.optim.Adam(net.parameters()), best_state={})
@@ -306,7 +307,7 @@ def test_plateau_stop_cools_down_after_patience_and_ends_at_the_lr_floor(data, t
     mc = default_model_config("tiny", "edcnn")
     cfg = _cfg(lr=1e-3, **kw)
     with pytest.raises(KeyboardInterrupt):
-        train(mc, cfg, tr, va, tmp_path / "cut", physics=TINY.physics, device="cpu", callback=kill)
+        train(mc, cfg, tr, va, tmp_path / "cut", physics=TINY.physics, device="cpu", callbacks=[EachEpoch(kill)])
     resumed = train(mc, cfg, tr, va, tmp_path / "cut", physics=TINY.physics, device="cpu", resume=True)
     assert [r["lr"] for r in resumed.history] == [r["lr"] for r in h]
     assert [r["val_mae"] for r in resumed.history] == [r["val_mae"] for r in h]

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from diffcurate.model.callbacks import EachEpoch
 from diffcurate.model.checkpoint import read_checkpoint
 from diffcurate.model.data import synthetic_dataset
 from diffcurate.model.nets import default_model_config
@@ -91,7 +92,7 @@ def main(out: str) -> None:
 
     with tempfile.TemporaryDirectory() as d:
         try:
-            train(mc, cfg, tr, va, d, physics=tiny.physics, device="cpu", callback=kill)
+            train(mc, cfg, tr, va, d, physics=tiny.physics, device="cpu", callbacks=[EachEpoch(kill)])
         except KeyboardInterrupt:
             pass
         r = train(mc, cfg, tr, va, d, physics=tiny.physics, device="cpu", resume=True)

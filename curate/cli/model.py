@@ -91,6 +91,7 @@ def train_cmd(
     """Train a surrogate on a data file (split train/val by seed); best weights -> checkpoints/best.pt."""
     from diffcurate.curate.store.dataset import load_data
     from diffcurate.curate.store.lock import check_writable
+    from diffcurate.model.callbacks import ProgressBar
     from diffcurate.model.checkpoint import preset_of
     from diffcurate.model.nets import default_model_config
     from diffcurate.model.train import default_train_config, train
@@ -132,7 +133,7 @@ def train_cmd(
         device=device,
         resume=resume,
         init_from=init_from,
-        progress=progress and not as_json,
+        callbacks=[ProgressBar()] if progress and not as_json else [],
     )
     summary = {
         "checkpoint": str(res.checkpoint),

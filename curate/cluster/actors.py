@@ -228,7 +228,7 @@ class _Trainer(_Actor):
                 device=self.device,
                 resume=True,
                 init_from=job.init_from,
-                callback=epoch_reporter(job.run, job.progress),
+                callbacks=[epoch_reporter(job.run, job.progress)],
             )
             return fit_summary(res, len(train_set), self.device)
 
@@ -334,6 +334,8 @@ def epoch_reporter(run: str, counter=None):
     (awaited, so that the count is complete when the training returns; wherever the trainer runs, the driver's
     epoch bar follows it)."""
 
+    from diffcurate.model.callbacks import EachEpoch
+
     def report(epoch: int, record: dict) -> None:
         import ray
 
@@ -342,7 +344,7 @@ def epoch_reporter(run: str, counter=None):
         if counter is not None:
             ray.get(counter.epoch.remote(epoch))
 
-    return report
+    return EachEpoch(report)
 
 
 class EpochCounter:

@@ -162,7 +162,8 @@ def _worker(config: dict) -> None:
     import torch
 
     from diffcurate.curate.cluster.actors import as_dataset, epoch_reporter, fit_summary
-    from diffcurate.model.train import Shard, train
+    from diffcurate.model.parallel import Shard
+    from diffcurate.model.train import train
 
     ctx = ray.train.get_context()
     shard = Shard(ctx.get_world_rank(), ctx.get_world_size())
@@ -182,7 +183,7 @@ def _worker(config: dict) -> None:
             physics=job.physics,
             device=device,
             init_from=ray.get(config["init_from"]),
-            callback=epoch_reporter(job.run, job.progress) if shard.lead else None,
+            callbacks=[epoch_reporter(job.run, job.progress)] if shard.lead else [],
             shard=shard,
             num_workers=0,
         )
