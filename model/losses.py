@@ -64,11 +64,11 @@ class LossParams:
     independent of the weight (the step weight with a=4000 is ~1000x the exp weight), so that toggling between
     weights does not hit Adam's moment estimates with a 1000x jump."""
 
-    delta: float = 0.1  # Huber / BerHu knee, in target units
-    w: float = 1.0  # exp weight's width (paper eq. 5)
-    a: float = 4000.0  # step weight's amplitude (paper eq. 6)
-    b: float = 10.0  # step weight's slope (paper eq. 6)
-    reduction: str = "weighted"
+    delta: float = 0.1  # huber / berhu threshold, in target units
+    w: float = 1.0  # `exp` weight length scale, in target units
+    a: float = 4000.0  # `step` weight amplitude (dimensionless): pixels with large y weigh up to 1 + a
+    b: float = 10.0  # `step` weight steepness (per target unit)
+    reduction: str = "weighted"  # mean = <w rho(e)> (the paper's); weighted = sum(w rho) / sum(w)
 
     def loss_params(self) -> dict:
         """These fields alone, as keyword arguments for a LossSpec."""

@@ -144,7 +144,7 @@ def evaluate_model(
     return acc.result(), acc.per_sample()
 
 
-def per_sample_weighted_mae(pred: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, sources_weight: float = 1.0):
+def per_sample_weighted_mae(pred: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, sources_weight: float):
     """(B,) per-sample MAE with disc pixels weighted by `sources_weight` (1.0 = the plain per-sample MAE).
 
     The ranker's true-error score: raising the weight makes the pick favour configurations whose sources are

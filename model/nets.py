@@ -14,7 +14,6 @@ from torch import nn
 
 from diffcurate.common.errors import InputError
 from diffcurate.common.typed import build_typed
-from diffcurate.solvers.problem import PRESET_DEFAULTS
 
 
 def _act(slope: float) -> nn.Module:
@@ -185,13 +184,25 @@ def _arch(name: str) -> Arch:
     return ARCHS[name]
 
 
+# each preset's model config per architecture, where it differs from the config's defaults (read like a [model]
+# table of config.toml, through `config_from_dict`)
+MODEL_PRESETS: dict[str, dict[str, dict]] = {
+    "paper": {"edcnn": {}, "unet": {"base": 32, "depth": 5}},
+    "small": {
+        "edcnn": {"enc_channels": [16, 32, 64, 128], "dec_channels": [64, 32, 16, 8]},
+        "unet": {"base": 8, "depth": 3},
+    },
+    "tiny": {"edcnn": {"enc_channels": [8, 16, 32], "dec_channels": [16, 8]}, "unet": {"base": 8, "depth": 2}},
+}
+
+
 def default_model_config(preset: str, arch: str = "edcnn"):
     """The model config used for a physics preset (paper / small / tiny)."""
-    spec = _arch(arch)
-    table = PRESET_DEFAULTS.get(preset, {}).get("model", {})
+    _arch(arch)
+    table = MODEL_PRESETS.get(preset, {})
     if arch not in table:
-        raise InputError(f"no default {arch} config for preset {preset!r} (choose from {', '.join(PRESET_DEFAULTS)})")
-    return spec.config(**table[arch])
+        raise InputError(f"no default {arch} config for preset {preset!r} (choose from {', '.join(MODEL_PRESETS)})")
+    return config_from_dict({"arch": arch, **table[arch]})
 
 
 def config_to_dict(cfg) -> dict:

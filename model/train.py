@@ -43,7 +43,7 @@ from diffcurate.model.metrics import evaluate_model
 from diffcurate.model.nets import build_model, config_from_dict, config_to_dict
 from diffcurate.model.parallel import Shard
 from diffcurate.model.state import TrainState
-from diffcurate.solvers.problem import PRESET_DEFAULTS, Physics
+from diffcurate.solvers.problem import Physics
 
 LAST = "last.pt"
 BEST = "best.pt"
@@ -61,30 +61,30 @@ class TrainConfig(LossParams):
     """Everything that decides a training run (stored in checkpoints as plain data). The loss hyperparameters
     (delta, w, a, b, reduction) are `LossParams`' fields, shared with the losses this config builds."""
 
-    epochs: int = 30
-    batch_size: int = 32
-    lr: float = 1e-3
-    warmup_steps: int = 0
-    const_frac: float = 0.6
-    final_lr_ratio: float = 0.01
-    weight_decay: float = 0.0
-    grad_clip: float | None = 1.0
-    loss: str = "mae"
-    weight: str = "none"
-    alt_loss: str | None = None
-    alt_weight: str | None = None
-    transform: str = "none"
-    schedule: str = "fixed"
-    schedule_period: int = 5
-    schedule_prob: float = 0.8
-    patience: int | None = None
-    stop: str = "epochs"  # epochs: run `epochs` epochs; plateau: until val stops improving, then cool down
-    min_steps: int = 0  # plateau: no stop before this many optimiser steps
-    max_steps: int = 0  # plateau: cool down by this many steps at the latest (0: `epochs` bounds it alone)
-    cooldown: float = 0.2  # plateau: the decay phase lasts this fraction of the steps before it (>= 1 epoch)
-    channels_last: bool = False  # NHWC activations: the CPU's convolutions run faster (docs/benchmarks.md)
-    amp: str = "auto"  # bf16 autocast: auto (on a GPU only), bf16 (everywhere), fp32 (never)
-    seed: int = 0
+    epochs: int = 30  # stop = epochs: epochs per round (the run's `min_steps` may add more); plateau: the most epochs
+    batch_size: int = 32  # samples per optimiser step
+    lr: float = 1e-3  # Adam learning rate (peak)
+    warmup_steps: int = 0  # steps of linear warm-up from 0 to lr
+    const_frac: float = 0.6  # share of the steps at the peak lr before the cosine decay starts
+    final_lr_ratio: float = 0.01  # lr at the last step, as a fraction of the peak
+    weight_decay: float = 0.0  # Adam weight decay
+    grad_clip: float | None = 1.0  # gradient-norm clip (absent: none)
+    loss: str = "mae"  # pointwise penalty: mae, mse, huber or berhu
+    weight: str = "none"  # per-pixel weight w(y): none, exp = exp(-(1 - y) / w), step = 1 + a tanh(b y) (the paper's)
+    alt_loss: str | None = None  # the penalty the schedule switches to (absent: the same)
+    alt_weight: str | None = None  # the weight the schedule switches to (absent: exp <-> step)
+    transform: str = "none"  # target transform: none or sqrt (predictions are mapped back)
+    schedule: str = "fixed"  # loss schedule: fixed, toggle (every schedule_period epochs) or random
+    schedule_period: int = 5  # epochs between toggles
+    schedule_prob: float = 0.8  # random schedule: probability of the primary loss in an epoch
+    patience: int | None = None  # epochs without a better val MAE before a stop or cool-down (absent: never)
+    stop: str = "epochs"  # epochs: train `epochs` epochs; plateau: constant lr until val MAE stalls for `patience` epochs, then a cosine cool-down to the lr floor, then stop (training to convergence; best weights kept either way)
+    min_steps: int = 0  # plateau: optimiser steps before a stall may start the cool-down
+    max_steps: int = 0  # plateau: the cool-down ends by this many steps at the latest (0: `epochs` bounds it alone)
+    cooldown: float = 0.2  # plateau: the cool-down's length as a fraction of the epochs before it (at least one epoch)
+    channels_last: bool = False  # NHWC activations (faster convolutions on CPUs; docs/benchmarks.md)
+    amp: str = "auto"  # bf16 autocast of the forward pass: auto (on a GPU), bf16 (also on a CPU), fp32 (never)
+    seed: int = 0  # network init, shuffle order and loss schedule
 
     def to_dict(self) -> dict:
         """Plain data: the trainer's own fields, then the loss hyperparameters."""
@@ -122,11 +122,31 @@ class TrainConfig(LossParams):
         return self.amp == "bf16" or (self.amp == "auto" and dev.type == "cuda")
 
 
+# each preset's [train] table where it differs from TrainConfig's defaults: training to convergence (stop =
+# plateau: until val MAE has not improved for `patience` epochs, then a cosine cool-down, best weights kept;
+# `epochs` and `max_steps` bound it). A curation run sets more on top (`RUN_PRESETS`, curate/loop/config.py).
+TRAIN_PRESETS: dict[str, dict] = {
+    # the authors' Adam lr 1e-4 and 100 epochs, as the bound of a plateau stop
+    "paper": {"lr": 1e-4, "batch_size": 8, "epochs": 100, "stop": "plateau", "patience": 10},
+    "small": {
+        "lr": 2e-3,
+        "batch_size": 16,
+        "epochs": 400,
+        "stop": "plateau",
+        "patience": 20,
+        "min_steps": 1000,
+        "max_steps": 16000,
+        "channels_last": True,
+    },
+    "tiny": {"lr": 3e-3, "batch_size": 16, "epochs": 10},
+}
+
+
 def default_train_config(preset: str, **overrides) -> TrainConfig:
-    """`curate train`'s config for a preset (PRESET_DEFAULTS[preset]["train"]) with explicit overrides."""
-    if preset not in PRESET_DEFAULTS:
-        raise InputError(f"no default train config for preset {preset!r} (choose from {', '.join(PRESET_DEFAULTS)})")
-    return TrainConfig(**{**PRESET_DEFAULTS[preset]["train"], **overrides})
+    """`curate train`'s config for a preset (`TRAIN_PRESETS`) with explicit overrides, read like a [train] table."""
+    if preset not in TRAIN_PRESETS:
+        raise InputError(f"no default train config for preset {preset!r} (choose from {', '.join(TRAIN_PRESETS)})")
+    return TrainConfig.from_dict({**TRAIN_PRESETS[preset], **overrides})
 
 
 @dataclass
@@ -155,11 +175,11 @@ def _warm_state(init_from, model_config: dict, physics: Physics | None = None) -
     return obj
 
 
-def check_run(mc: dict, tc: TrainConfig, physics: Physics | None, train_data: Dataset) -> tuple[LossSpec, LossSpec]:
+def check_run(model_cfg, tc: TrainConfig, physics: Physics | None, train_data: Dataset) -> tuple[LossSpec, LossSpec]:
     """The (primary, alternate) losses, after every check that can refuse the run before it starts."""
     losses = tc.loss_specs()
-    config_from_dict(mc).check(physics.lattice if physics else None)
-    if mc.get("clamp_sources"):
+    model_cfg.check(physics.lattice if physics else None)
+    if model_cfg.clamp_sources:
         if tc.transform != "none":
             raise InputError("clamp_sources copies the input into the discs; it needs --transform none")
         if physics is not None and physics.source_model != "fixed":
@@ -318,8 +338,9 @@ def train(
     out_dir/last.pt each epoch and out_dir/best.pt (best weights + val metrics) at the end; returns the
     best model. The `callbacks` (a progress bar, gauges, a test's fault) watch the epochs from rank 0."""
     tc = train_config
-    mc = model_config if isinstance(model_config, dict) else config_to_dict(model_config)
-    losses = check_run(mc, tc, physics, train_data)
+    model_cfg = config_from_dict(model_config) if isinstance(model_config, dict) else model_config
+    mc = config_to_dict(model_cfg)  # the plain data that checkpoints hold and resumes compare
+    losses = check_run(model_cfg, tc, physics, train_data)
     dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
     if num_workers is None:
         L = physics.lattice if physics is not None else int(train_data[0][0].shape[-1])  # item x: (1, L, L)

@@ -107,52 +107,6 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 
-# Every other default of a preset, in one table that the nets, the trainer and the run config all read:
-#   model  per architecture, the net config's overrides
-#   train  `curate train`'s TrainConfig overrides: training to convergence (stop = plateau: until val MAE has not
-#          improved for `patience` epochs, then a cosine cool-down, best weights kept; `epochs` and `max_steps`
-#          bound it)
-#   run    what a curation run sets on top: each round's training (from scratch, the protocol of the study,
-#          docs/study.md), data sizes, acquisition
-PRESET_DEFAULTS: dict[str, dict] = {
-    "paper": {
-        "model": {"edcnn": {}, "unet": {"base": 32, "depth": 5}},
-        # the authors' Adam lr 1e-4 and 100 epochs, as the bound of a plateau stop
-        "train": {"lr": 1e-4, "batch_size": 8, "epochs": 100, "stop": "plateau", "patience": 10},
-        "run": {
-            "data": {"initial": 2000, "val": 200, "test_per_cell": 5, "pool": 2000},
-            "acquisition": {"budget": 500},
-        },
-    },
-    "small": {
-        "model": {
-            "edcnn": {"enc_channels": (16, 32, 64, 128), "dec_channels": (64, 32, 16, 8)},
-            "unet": {"base": 8, "depth": 3},
-        },
-        "train": {
-            "lr": 2e-3,
-            "batch_size": 16,
-            "epochs": 400,
-            "stop": "plateau",
-            "patience": 20,
-            "min_steps": 1000,
-            "max_steps": 16000,
-            "channels_last": True,
-        },
-        "run": {"warm_start": False},
-    },
-    "tiny": {
-        "model": {"edcnn": {"enc_channels": (8, 16, 32), "dec_channels": (16, 8)}, "unet": {"base": 8, "depth": 2}},
-        "train": {"lr": 3e-3, "batch_size": 16, "epochs": 10},
-        "run": {
-            "train": {"epochs": 3},
-            "rounds": 2,
-            "acquisition": {"budget": 20},
-            "data": {"initial": 40, "val": 20, "test_per_cell": 2, "pool": 80},
-        },
-    },
-}
-
 
 def parse_sources(text: str) -> tuple[int, int]:
     """'1-20' -> (1, 20); '7-7' or '7' -> (7, 7)."""

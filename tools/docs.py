@@ -16,38 +16,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 # what the training and model fields of config.toml mean (their dataclasses carry no comments of their own)
-TRAIN_DOCS = {
-    "epochs": "stop = epochs: epochs per round (the run's `min_steps` may add more); plateau: the most epochs",
-    "batch_size": "samples per optimiser step",
-    "lr": "Adam learning rate (peak)",
-    "warmup_steps": "steps of linear warm-up from 0 to lr",
-    "const_frac": "share of the steps at the peak lr before the cosine decay starts",
-    "final_lr_ratio": "lr at the last step, as a fraction of the peak",
-    "weight_decay": "Adam weight decay",
-    "grad_clip": "gradient-norm clip (absent: none)",
-    "loss": "pointwise penalty: mae, mse, huber or berhu",
-    "weight": "per-pixel weight w(y): none, exp = exp(-(1 - y) / w), step = 1 + a tanh(b y) (the paper's)",
-    "alt_loss": "the penalty the schedule switches to (absent: the same)",
-    "alt_weight": "the weight the schedule switches to (absent: exp <-> step)",
-    "delta": "huber / berhu threshold, in target units",
-    "w": "`exp` weight length scale, in target units",
-    "a": "`step` weight amplitude (dimensionless): pixels with large y weigh up to 1 + a",
-    "b": "`step` weight steepness (per target unit)",
-    "reduction": "mean = <w rho(e)> (the paper's); weighted = sum(w rho) / sum(w), scale-free across weights",
-    "transform": "target transform: none or sqrt (predictions are mapped back)",
-    "schedule": "loss schedule: fixed, toggle (every schedule_period epochs) or random",
-    "schedule_period": "epochs between toggles",
-    "schedule_prob": "random schedule: probability of the primary loss in an epoch",
-    "patience": "epochs without a better val MAE before stopping (epochs) or cooling down (plateau); absent: never",
-    "stop": "epochs: train `epochs` epochs; plateau: constant lr until val MAE stalls for `patience` epochs, then a "
-    "cosine cool-down to the lr floor, then stop (training to convergence; best weights kept either way)",
-    "min_steps": "plateau: optimiser steps before a stall may start the cool-down",
-    "max_steps": "plateau: the cool-down ends by this many steps at the latest (0: `epochs` bounds it alone)",
-    "cooldown": "plateau: the cool-down's length as a fraction of the epochs before it (at least one epoch)",
-    "channels_last": "NHWC activations (faster convolutions on CPUs; docs/benchmarks.md)",
-    "amp": "bf16 autocast of the forward pass: auto (on a GPU), bf16 (also on a CPU), fp32 (never)",
-    "seed": "network init, shuffle order and loss schedule",
-}
 MODEL_DOCS = {
     "arch": "edcnn (the paper's encoder-decoder) or unet",
     "enc_channels": "edcnn: channels of each encoder stage (a pooling after all but the last)",
@@ -92,6 +60,7 @@ def _default(f) -> str:
 
 def config_md() -> str:
     from diffcurate.curate.loop.config import AcquisitionConfig, DataConfig, RayConfig, RunConfig
+    from diffcurate.model.losses import LossParams
     from diffcurate.model.nets import EDCNNConfig, UNetConfig
     from diffcurate.model.train import TrainConfig
 
@@ -133,13 +102,15 @@ def config_md() -> str:
         "",
         "## [train]",
         "",
-        "Each preset's defaults come from one table, `PRESET_DEFAULTS` in `solvers/problem.py`.",
+        "Each preset's defaults come from the tables next to the configs they fill: `TRAIN_PRESETS` in",
+        "`model/train.py`, `MODEL_PRESETS` in `model/nets.py` and `RUN_PRESETS` in `curate/loop/config.py`.",
         "",
         "| field | default | meaning |",
         "|---|---|---|",
     ]
     train_fields = {f.name: f for f in fields(TrainConfig)}
-    lines += [f"| `{k}` | {_default(train_fields[k])} | {TRAIN_DOCS[k]} |" for k in TrainConfig().to_dict()]
+    train_notes = {**_comments(LossParams), **_comments(TrainConfig)}
+    lines += [f"| `{k}` | {_default(train_fields[k])} | {train_notes[k]} |" for k in TrainConfig().to_dict()]
     lines += _preset_training()
     for title, cls in (('[model] (arch = "edcnn")', EDCNNConfig), ('[model] (arch = "unet")', UNetConfig)):
         lines += ["", f"## {title}", "", "| field | default | meaning |", "|---|---|---|"]
@@ -149,10 +120,10 @@ def config_md() -> str:
 
 def _preset_training() -> list[str]:
     """What each preset sets in [train] (`curate train`), and what a curation run sets on top."""
-    from diffcurate.model.train import TrainConfig
-    from diffcurate.solvers.problem import PRESET_DEFAULTS
+    from diffcurate.curate.loop.config import RUN_PRESETS
+    from diffcurate.model.train import TRAIN_PRESETS, TrainConfig
 
-    keys = sorted({k for d in PRESET_DEFAULTS.values() for k in d["train"]}, key=list(TrainConfig().to_dict()).index)
+    keys = sorted({k for d in TRAIN_PRESETS.values() for k in d}, key=list(TrainConfig().to_dict()).index)
     lines = [
         "",
         "Each preset's [train] values where they differ from the defaults above (`curate train` and `curate run`",
@@ -161,9 +132,9 @@ def _preset_training() -> list[str]:
         "| preset | " + " | ".join(f"`{k}`" for k in keys) + " | run.train |",
         "|---|" + "---|" * (len(keys) + 1),
     ]
-    for name, d in PRESET_DEFAULTS.items():
-        cells = [f"`{d['train'][k]}`" if k in d["train"] else "" for k in keys]
-        run = d.get("run", {}).get("train", {})
+    for name, d in TRAIN_PRESETS.items():
+        cells = [f"`{d[k]}`" if k in d else "" for k in keys]
+        run = RUN_PRESETS[name].get("train", {})
         lines.append(
             f"| {name} | " + " | ".join(cells) + " | " + ", ".join(f"`{k} = {v}`" for k, v in run.items()) + " |"
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 from typing import Annotated
 
@@ -64,18 +65,8 @@ def run_cmd(
     from diffcurate.curate.loop.config import RunOverrides
     from diffcurate.curate.loop.runner import run
 
-    overrides = RunOverrides(
-        strategy=strategy,
-        acquisition=acquisition,
-        workers=workers,
-        trainers=trainers,
-        train_workers=train_workers,
-        address=address,
-        dashboard=dashboard,
-        dashboard_host=dashboard_host,
-        max_solves=max_solves,
-        target_p99=target_p99,
-    )
+    given = locals()
+    overrides = RunOverrides(**{f.name: given[f.name] for f in fields(RunOverrides)})  # the options named alike
     run(run_dir, rounds, log=say, overrides=overrides, wait=wait)
 
 

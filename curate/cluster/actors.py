@@ -178,7 +178,7 @@ class ScoreJob:
     physics: Physics
     configs: Configs
     y: np.ndarray  # (n, L, L) float32: the candidates' solved fields
-    sources_weight: float = 1.0
+    sources_weight: float  # the run's acquisition.sources_weight
 
 
 class _Trainer(_Actor):

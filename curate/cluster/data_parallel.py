@@ -234,13 +234,15 @@ def train_on_workers(
     from diffcurate.curate.cluster.session import ray_session
     from diffcurate.model.checkpoint import Blob
     from diffcurate.model.data import as_arrays
-    from diffcurate.model.nets import config_to_dict
+    from diffcurate.model.nets import config_from_dict
     from diffcurate.model.train import check_run, max_epochs
 
     if device not in ("auto", "cpu", "cuda"):
         raise InputError(f"--workers trains on cpu or cuda (auto: cuda when the cluster has {n} GPUs), not {device}")
-    mc = model_config if isinstance(model_config, dict) else config_to_dict(model_config)
-    check_run(mc, train_config, physics, train_set)  # the refusals of one process, here, before any worker starts
+    model_cfg = config_from_dict(model_config) if isinstance(model_config, dict) else model_config
+    check_run(
+        model_cfg, train_config, physics, train_set
+    )  # the refusals of one process, here, before any worker starts
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     with ray_session():

@@ -5,7 +5,7 @@ and training config."""
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,7 +15,7 @@ import tomllib
 from diffcurate.common.errors import InputError
 from diffcurate.common.files import atomic_text
 from diffcurate.common.typed import build_typed
-from diffcurate.solvers.problem import PRESET_DEFAULTS, PRESETS, Physics
+from diffcurate.solvers.problem import PRESETS, Physics
 
 if TYPE_CHECKING:
     from diffcurate.model.nets import EDCNNConfig, UNetConfig
@@ -223,44 +223,60 @@ def _physics(d) -> Physics:
         raise InputError(f"bad run config: [physics] {e}") from None
 
 
+def _override(table: str, recorded: bool = True, fixed: bool = False):
+    """A field of `RunOverrides`: the config table it changes ("" for the top level), whether config.toml records
+    the change, and whether it is fixed once acquisition rounds have run."""
+    return field(default=None, metadata={"table": table, "recorded": recorded, "fixed": fixed})
+
+
 @dataclass
 class RunOverrides:
-    """What `curate run` may change in a run's config (None: leave it). Strategy and acquisition only before the
-    first acquisition round; every change is written back to config.toml."""
+    """What `curate run` may change in a run's config (None: leave it), each field with the table it changes, the
+    one list that `apply_overrides` and the command's options follow. Strategy and acquisition only before the
+    first acquisition round; where to find Ray and its dashboard are not written back to config.toml."""
 
-    strategy: str | None = None
-    acquisition: str | None = None
-    workers: int | None = None
-    trainers: int | None = None
-    train_workers: int | None = None
-    address: str | None = None
-    dashboard: bool | None = None
-    dashboard_host: str | None = None
-    max_solves: int | None = None
-    target_p99: float | None = None
+    strategy: str | None = _override("acquisition", fixed=True)
+    acquisition: str | None = _override("acquisition", fixed=True)
+    workers: int | None = _override("ray")
+    trainers: int | None = _override("ray")
+    train_workers: int | None = _override("ray")
+    address: str | None = _override("ray", recorded=False)
+    dashboard: bool | None = _override("ray", recorded=False)
+    dashboard_host: str | None = _override("ray", recorded=False)
+    max_solves: int | None = _override("")
+    target_p99: float | None = _override("")
+
+
+# what a curation run of each preset sets on top of the preset's physics, model and [train] (`MODEL_PRESETS`,
+# `TRAIN_PRESETS`), as tables of config.toml: each round's training (from scratch on `small`, the protocol of the
+# study, docs/study.md), data sizes, acquisition. `tiny` is scaled down so that tests run rounds in seconds.
+RUN_PRESETS: dict[str, dict] = {
+    "paper": {"data": {"initial": 2000, "val": 200, "test_per_cell": 5, "pool": 2000}, "acquisition": {"budget": 500}},
+    "small": {"warm_start": False},
+    "tiny": {
+        "train": {"epochs": 3},
+        "rounds": 2,
+        "acquisition": {"budget": 20},
+        "data": {"initial": 40, "val": 20, "test_per_cell": 2, "pool": 80},
+    },
+}
 
 
 def default_config(preset: str = "small", arch: str = "edcnn") -> RunConfig:
-    """The run config of a preset; `tiny` is scaled down so that tests run rounds in seconds."""
+    """The run config of a preset: its tables, read as a config file is (`RunConfig.from_dict`)."""
     from diffcurate.model.nets import default_model_config
     from diffcurate.model.train import default_train_config
 
     if preset not in PRESETS:
         raise InputError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
     p = PRESETS[preset]
-    run = PRESET_DEFAULTS[preset].get("run", {})
-    cfg = RunConfig(
+    base = RunConfig(
         preset=preset,
         physics=p.physics,
         sources=list(p.sources),
         model=default_model_config(preset, arch),
-        train=replace(default_train_config(preset), **run.get("train", {})),
-    )
-    for key, v in run.get("data", {}).items():
-        setattr(cfg.data, key, v)
-    for key, v in run.get("acquisition", {}).items():
-        setattr(cfg.acquisition, key, v)
-    for key, v in run.items():
-        if key not in ("train", "data", "acquisition"):
-            setattr(cfg, key, v)
-    return cfg
+        train=default_train_config(preset),
+    ).to_dict()
+    for key, v in RUN_PRESETS[preset].items():
+        base[key] = {**base.get(key, {}), **v} if isinstance(v, dict) else v
+    return RunConfig.from_dict(base)

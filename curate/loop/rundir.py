@@ -6,7 +6,7 @@ import contextlib
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -289,30 +289,18 @@ def apply_overrides(root: Path, cfg: RunConfig, overrides: RunOverrides) -> tupl
     config once its checks pass, so that the file stays the run's truth."""
     changed = False
     done = read_rounds(root)
-    for key, section in (
-        ("strategy", "acquisition"),
-        ("acquisition", "acquisition"),
-        ("workers", "ray"),
-        ("trainers", "ray"),
-        ("train_workers", "ray"),
-        ("address", "ray"),
-        ("dashboard", "ray"),
-        ("dashboard_host", "ray"),
-    ):
-        v = getattr(overrides, key)
-        if v is None or getattr(getattr(cfg, section), key) == v:
+    for f in fields(overrides):
+        key, how, v = f.name, f.metadata, getattr(overrides, f.name)
+        table = getattr(cfg, how["table"]) if how["table"] else cfg
+        if v is None or (how["table"] and getattr(table, key) == v):
             continue
-        if key in ("strategy", "acquisition") and len(done) > 1:
+        if how["fixed"] and len(done) > 1:
             raise InputError(
                 f"{root} already ran acquisition rounds with {key} "
-                f"{getattr(cfg.acquisition, key)!r}; start a new run directory for {v!r}"
+                f"{getattr(table, key)!r}; start a new run directory for {v!r}"
             )
-        setattr(getattr(cfg, section), key, v)
-        changed = changed or key in ("strategy", "acquisition", "workers", "trainers", "train_workers")
-    for key in ("max_solves", "target_p99"):
-        if getattr(overrides, key) is not None:
-            setattr(cfg, key, getattr(overrides, key))
-            changed = True
+        setattr(table, key, v)
+        changed = changed or how["recorded"]
     if changed:
         cfg.validate()
     return cfg, changed
