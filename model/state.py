@@ -1,19 +1,14 @@
-"""The trainer's state: what an epoch changes and a resumed run restores (`TrainState`, to and from `last.pt`),
-and the plateau stop's cool-down plan."""
+"""The trainer's state: what an epoch changes and a resumed run restores (`TrainState`, to and from `last.pt`)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import torch
 
 from diffcurate.model.checkpoint import cpu_state
 from diffcurate.solvers.problem import Physics
-
-if TYPE_CHECKING:
-    from diffcurate.model.train import TrainConfig
 
 
 def _rng_state(dev: torch.device) -> dict:
@@ -60,12 +55,12 @@ class TrainState:
         self.stopped = bool(patience) and self.since_best >= patience
         self.epoch = epoch + 1
 
-    def to_checkpoint(self, mc: dict, tc: TrainConfig, physics: Physics | None, dev: torch.device) -> dict:
+    def to_checkpoint(self, mc: dict, tc: dict, physics: Physics | None, dev: torch.device) -> dict:
         """`last.pt`'s plain-data contents (its keys are the format of docs/formats.md)."""
         return {
             "state_dict": cpu_state(self.model),
             "model_config": mc,
-            "train_config": tc.to_dict(),
+            "train_config": tc,
             "optimizer": self.opt.state_dict(),
             "epoch": self.epoch - 1,  # the last completed epoch
             "history": self.history,
@@ -93,18 +88,3 @@ class TrainState:
         )
         self.decay_from, self.decay_steps = int(st.get("decay_from", -1)), int(st.get("decay_steps", 0))
         _set_rng_state(st["rng"], dev)
-
-    def plan_cooldown(self, tc: TrainConfig, steps_per_epoch: int, max_epochs: int) -> None:
-        """stop = plateau, after an epoch: start the cool-down once val MAE has not improved for `patience`
-        epochs (and `min_steps` are done), or when only the cool-down's length is left before `max_epochs`;
-        stop when it has run. The learning rate then ends at its floor where training ends."""
-        done = self.epoch * steps_per_epoch
-        if self.decay_from >= 0:
-            self.stopped = done >= self.decay_from + self.decay_steps
-            return
-        length = max(1, round(tc.cooldown * self.epoch))  # epochs
-        plateau = self.since_best >= (tc.patience or 0) and done >= tc.min_steps
-        if plateau or self.epoch + length >= max_epochs:
-            self.decay_from = done
-            self.decay_steps = max(0, min(length, max_epochs - self.epoch)) * steps_per_epoch
-            self.stopped = self.decay_steps == 0

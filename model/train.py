@@ -79,7 +79,9 @@ class TrainConfig(LossParams):
     schedule_prob: float = 0.8  # random schedule: probability of the primary loss in an epoch
     patience: int | None = None  # epochs without a better val MAE before a stop or cool-down (absent: never)
     stop: str = "epochs"  # epochs: train `epochs` epochs; plateau: constant lr until val MAE stalls for `patience` epochs, then a cosine cool-down to the lr floor, then stop (training to convergence; best weights kept either way)
-    min_steps: int = 0  # plateau: optimiser steps before a stall may start the cool-down
+    min_steps: int = (
+        0  # plateau: optimiser steps before a stall may start the cool-down (the run's min_steps raises epochs)
+    )
     max_steps: int = 0  # plateau: the cool-down ends by this many steps at the latest (0: `epochs` bounds it alone)
     cooldown: float = 0.2  # plateau: the cool-down's length as a fraction of the epochs before it (at least one epoch)
     channels_last: bool = False  # NHWC activations (faster convolutions on CPUs; docs/benchmarks.md)
@@ -211,6 +213,22 @@ def max_epochs(tc: TrainConfig, n_train: int) -> int:
     return tc.epochs
 
 
+def plan_cooldown(state: TrainState, tc: TrainConfig, steps_per_epoch: int, max_epochs: int) -> None:
+    """stop = plateau, after an epoch: start the cool-down once val MAE has not improved for `patience`
+    epochs (and `min_steps` are done), or when only the cool-down's length is left before `max_epochs`;
+    stop when it has run. The learning rate then ends at its floor where training ends."""
+    done = state.epoch * steps_per_epoch
+    if state.decay_from >= 0:
+        state.stopped = done >= state.decay_from + state.decay_steps
+        return
+    length = max(1, round(tc.cooldown * state.epoch))  # epochs
+    plateau = state.since_best >= (tc.patience or 0) and done >= tc.min_steps
+    if plateau or state.epoch + length >= max_epochs:
+        state.decay_from = done
+        state.decay_steps = max(0, min(length, max_epochs - state.epoch)) * steps_per_epoch
+        state.stopped = state.decay_steps == 0
+
+
 def _lr(state: TrainState, tc: TrainConfig, step: int, total_steps: int) -> float:
     """The learning rate of global step `step`: warm-up, constant, cosine to lr x final_lr_ratio, over the fixed
     epochs (stop = epochs) or over the cool-down once it has begun (stop = plateau)."""
@@ -304,7 +322,7 @@ def _epoch(
         epoch, record["val_mae"] if val_data is not None else record["loss"], None if plateau else tc.patience
     )
     if plateau:
-        state.plan_cooldown(tc, spe, max_epochs(tc, len(train_data)))
+        plan_cooldown(state, tc, spe, max_epochs(tc, len(train_data)))
     seconds = time.perf_counter() - t0
     record.update(best_epoch=state.best_epoch, train_samples_per_s=speed, seconds=seconds, stopped_early=state.stopped)
     state.history.append(record)
@@ -377,7 +395,7 @@ def train(
         while state.epoch < bound and not state.stopped:
             record = _epoch(state, tc, losses, train_data, tensors, val_data, dev, num_workers, shard)
             if last is not None:
-                atomic_save(state.to_checkpoint(mc, tc, physics, dev), last)
+                atomic_save(state.to_checkpoint(mc, tc.to_dict(), physics, dev), last)
             if log is not None:
                 with log.open("a") as fh:
                     fh.write(json.dumps(record) + "\n")

@@ -100,7 +100,7 @@ class RunConfig:
     max_solves: int = 0  # stop when the solve budget is spent (0: no limit)
     target_p99: float = 0.0  # stop when the test p99 per-sample MAE reaches this (0: never)
     warm_start: bool = True  # each round starts from the previous round's weights
-    min_steps: int = 0  # each round trains at least this many optimiser steps (more epochs on a small set)
+    min_steps: int = 0  # each round trains at least this many optimiser steps: train.epochs is raised (train.min_steps only delays the plateau stop)
     data: DataConfig = field(default_factory=DataConfig)
     acquisition: AcquisitionConfig = field(default_factory=AcquisitionConfig)
     ray: RayConfig = field(default_factory=RayConfig)
