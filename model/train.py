@@ -79,9 +79,7 @@ class TrainConfig(LossParams):
     schedule_prob: float = 0.8  # random schedule: probability of the primary loss in an epoch
     patience: int | None = None  # epochs without a better val MAE before a stop or cool-down (absent: never)
     stop: str = "epochs"  # epochs: train `epochs` epochs; plateau: constant lr until val MAE stalls for `patience` epochs, then a cosine cool-down to the lr floor, then stop (training to convergence; best weights kept either way)
-    min_steps: int = (
-        0  # plateau: optimiser steps before a stall may start the cool-down (the run's min_steps raises epochs)
-    )
+    min_steps: int = 0  # plateau: optimiser steps before a stall may start the cool-down
     max_steps: int = 0  # plateau: the cool-down ends by this many steps at the latest (0: `epochs` bounds it alone)
     cooldown: float = 0.2  # plateau: the cool-down's length as a fraction of the epochs before it (at least one epoch)
     channels_last: bool = False  # NHWC activations (faster convolutions on CPUs; docs/benchmarks.md)
