@@ -157,6 +157,8 @@ def _model_row(arch: str, c: dict, L: int, solver_ms: float | None) -> dict:
 
 def step_train(c: dict, tmp: Path) -> dict:
     """`curate solve` a data file, then `curate train` on the device: the CLI's own path, no Ray."""
+    from diffcurate.model.metrics import Metrics
+
     data, out = tmp / "train.npz", tmp / "train"
     t0 = time.perf_counter()
     n, p = str(c["train_samples"]), c["train_preset"]
@@ -172,7 +174,7 @@ def step_train(c: dict, tmp: Path) -> dict:
         "epochs": d["epochs_run"],
         "device": c["device"],  # `curate train --device cuda` refuses to fall back to the CPU
         "train_samples_per_s": [round(r["train_samples_per_s"], 1) for r in history],
-        "val_mae": d["val"]["mae"]["all"] if d.get("val") else None,
+        "val_mae": Metrics.from_dict(d["val"]).mae_all if d.get("val") else None,
         "solve_seconds": round(solved, 1),
         "seconds": round(time.perf_counter() - t0, 1),
     }
@@ -253,6 +255,7 @@ def step_generate(c: dict, tmp: Path) -> dict:
 def step_run(c: dict, tmp: Path) -> dict:
     from diffcurate.curate.loop.config import RunConfig, default_config
     from diffcurate.curate.loop.rundir import RunPaths, init_run
+    from diffcurate.model.metrics import Metrics
 
     root = tmp / "run"
     cfg: RunConfig = default_config(c["run_preset"])
@@ -273,7 +276,7 @@ def step_run(c: dict, tmp: Path) -> dict:
         "seconds": time.perf_counter() - t0,
         "train_seconds": [r["seconds"]["train"] for r in rounds],
         "train_samples_per_s": [f.get("train_samples_per_s") for f in fits],
-        "test_mae": [r["test"]["mae"]["all"] for r in rounds],
+        "test_mae": [Metrics.from_dict(r["test"]).mae_all for r in rounds],
         "trainer_on_gpu": gpu_trainer,
         "actors": actors[-1]["nodes"],
     }

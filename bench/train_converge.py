@@ -39,7 +39,7 @@ def main() -> None:
     import torch
 
     from diffcurate.curate.loop.config import default_config
-    from diffcurate.model.metrics import evaluate_model
+    from diffcurate.model.metrics import Metrics, evaluate_model
     from diffcurate.model.nets import default_model_config
     from diffcurate.model.train import TrainConfig, train
     from diffcurate.solvers.problem import PRESETS
@@ -72,7 +72,7 @@ def main() -> None:
                 "epochs": len(res.history),
                 "best_epoch": res.best_epoch,
                 "seconds": round(secs, 1),
-                "mae": m["mae"]["all"],
+                "mae": Metrics.from_dict(m).mae_all,
                 "p99": float(np.quantile(per, 0.99)),
             }
             rows.append(row)

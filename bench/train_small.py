@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from diffcurate.model.data import dataset_from_configs, uniform_configs  # noqa: E402
-from diffcurate.model.metrics import evaluate_model  # noqa: E402
+from diffcurate.model.metrics import Metrics, evaluate_model  # noqa: E402
 from diffcurate.model.nets import build_model, count_parameters, default_model_config  # noqa: E402
 from diffcurate.model.train import default_train_config, train  # noqa: E402
 from diffcurate.solvers import solve  # noqa: E402
@@ -148,9 +148,9 @@ def main() -> None:
 
     base = rows[0]["test"]
     ns = np.array([r["train_size"] for r in sizes])
-    maes = np.array([r["test"]["mae"]["all"] for r in sizes])
+    maes = np.array([Metrics.from_dict(r["test"]).mae_all for r in sizes])
     slope, icept = np.polyfit(np.log(ns), maes, 1)
-    seed_maes = np.array([r["test"]["mae"]["all"] for r in rows[:3]])
+    seed_maes = np.array([Metrics.from_dict(r["test"]).mae_all for r in rows[:3]])
     spread = float((seed_maes.max() - seed_maes.min()) / 2 / seed_maes.mean())
     region = {k: v for k, v in base["mae"].items() if k != "all"}
     findings = {
@@ -168,7 +168,9 @@ def main() -> None:
         "seed_mae": seed_maes.tolist(),
         "seed_half_spread_frac": spread,
         "seed_spread_within_10pct": spread <= 0.10,
-        "variants_vs_mae": {r["name"]: r["test"]["mae"]["all"] / base["mae"]["all"] for r in rows[3:]},
+        "variants_vs_mae": {
+            r["name"]: Metrics.from_dict(r["test"]).mae_all / Metrics.from_dict(base).mae_all for r in rows[3:]
+        },
     }
     timing = timings(args.quick)
     total = time.perf_counter() - t0
@@ -207,7 +209,7 @@ def report(r: dict) -> None:
             str(row["epochs"]),
             *[_f(m["mae"][k]) for k in ("all", "sources", "field", "r1", "r2", "r3")],
             _f(m["rel_l2"]),
-            _f(m["per_sample_mae"]["p99"]),
+            _f(Metrics.from_dict(m).p99),
             f"{row['seconds']:.0f}",
         )
     out.print(t)
@@ -261,7 +263,7 @@ def plot(r: dict, path: Path) -> None:
     ax[1].set(xlabel="training samples", ylabel="test MAE", title="MAE vs training-set size")
     ax[1].legend(fontsize=7)
     names = [row["name"] for row in r["runs"]]
-    ax[2].bar(names, [row["test"]["mae"]["all"] for row in r["runs"]])
+    ax[2].bar(names, [Metrics.from_dict(row["test"]).mae_all for row in r["runs"]])
     ax[2].set(ylabel="test MAE", title="loss variants and seeds")
     ax[2].tick_params(axis="x", rotation=45, labelsize=7)
     fig.tight_layout()

@@ -34,12 +34,12 @@ class EDCNNConfig:
     by LReLU; the last `len(enc_channels) - 1` of these convs are preceded by Upsample(x2), so the output has the
     input's size. The bottleneck is enc_channels[-1] x (L / 2^pools)^2."""
 
-    enc_channels: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048)
-    dec_channels: tuple[int, ...] = (1024, 512, 256, 128, 64, 32)
-    slope: float = 0.02
-    dropout: float = 0.0
-    clamp_sources: bool = False
-    arch: str = "edcnn"
+    enc_channels: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048)  # channels per encoder stage (pooled but the last)
+    dec_channels: tuple[int, ...] = (1024, 512, 256, 128, 64, 32)  # channels per decoder stage
+    slope: float = 0.02  # LeakyReLU negative slope
+    dropout: float = 0.0  # dropout rate (> 0 enables the mc-dropout estimator)
+    clamp_sources: bool = False  # copy the known disc values of x into the output (fixed sources only)
+    arch: str = "edcnn"  # edcnn (the paper's encoder-decoder) or unet
 
     @property
     def pools(self) -> int:
@@ -109,12 +109,12 @@ class UNetConfig:
 
     Skips carry the sharp disc edges that an encoder-decoder must otherwise squeeze through its bottleneck."""
 
-    base: int = 16
-    depth: int = 3
-    slope: float = 0.02
-    dropout: float = 0.0
-    clamp_sources: bool = False
-    arch: str = "unet"
+    base: int = 16  # channels of the first level (doubling per level)
+    depth: int = 3  # number of down-sampling levels
+    slope: float = 0.02  # LeakyReLU negative slope
+    dropout: float = 0.0  # dropout rate (> 0 enables the mc-dropout estimator)
+    clamp_sources: bool = False  # copy the known disc values of x into the output (fixed sources only)
+    arch: str = "unet"  # edcnn (the paper's encoder-decoder) or unet
 
     def check(self, lattice: int | None = None) -> None:
         if self.base < 1 or self.depth < 0:

@@ -39,7 +39,7 @@ from diffcurate.model.losses import (
     schedule_index,
     transform_pair,
 )
-from diffcurate.model.metrics import evaluate_model
+from diffcurate.model.metrics import Metrics, evaluate_model
 from diffcurate.model.nets import build_model, config_from_dict, config_to_dict
 from diffcurate.model.parallel import Shard
 from diffcurate.model.state import TrainState
@@ -312,8 +312,8 @@ def _epoch(
     speed = seen / (time.perf_counter() - t0)  # samples/s over the epoch's set-up and training, not validation
     record = {"epoch": epoch, "loss": loss, "loss_index": which, "lr": state.opt.param_groups[0]["lr"]}
     if val_data is not None and shard.lead:
-        vm = evaluate_model(state.model, val_data, dev, tc.transform, batch_size=max(64, tc.batch_size))[0]
-        record.update(val_mae=vm["mae"]["all"], val_rel_l2=vm["rel_l2"])
+        vm = Metrics.from_dict(evaluate_model(state.model, val_data, dev, tc.transform, max(64, tc.batch_size))[0])
+        record.update(val_mae=vm.mae_all, val_rel_l2=vm.rel_l2)
     record = shard.agree(record)
     plateau = tc.stop == "plateau"
     state.end_epoch(

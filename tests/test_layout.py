@@ -9,14 +9,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDERS = {
-    "common": "diffcurate.common",
-    "solvers": "diffcurate.solvers",
-    "model": "diffcurate.model",
-    "curate": "diffcurate.curate",
-}
 # lower layers first: a module may import its own layer and those before it, never one after it
 LAYERS = ["common", "solvers", "model", "curate"]
+FOLDERS = {folder: f"diffcurate.{folder}" for folder in LAYERS}
 CURATE = LAYERS.index("curate")
 # rooms inside curate/, lower first (progress is a leaf used by every room; __main__ is the entry point)
 ROOMS = ["progress", "store", "cluster", "acquisition", "loop", "cli", "__main__"]

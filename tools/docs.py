@@ -15,17 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# what the training and model fields of config.toml mean (their dataclasses carry no comments of their own)
-MODEL_DOCS = {
-    "arch": "edcnn (the paper's encoder-decoder) or unet",
-    "enc_channels": "edcnn: channels of each encoder stage (a pooling after all but the last)",
-    "dec_channels": "edcnn: channels of each decoder stage",
-    "base": "unet: channels of the first level (doubling per level)",
-    "depth": "unet: number of down-sampling levels",
-    "slope": "LeakyReLU negative slope",
-    "dropout": "dropout rate (> 0 enables the mc-dropout estimator)",
-    "clamp_sources": "copy the known disc values of x into the output (fixed sources only)",
-}
+# what the top-level fields of config.toml without a comment of their own mean
 TOP_DOCS = {
     "preset": "the preset the config started from (physics and defaults)",
     "physics": "lattice (L), radius (R, pixels), diffusion (D), decay (gamma, 1/time), source_model (fixed or production)",
@@ -114,7 +104,7 @@ def config_md() -> str:
     lines += _preset_training()
     for title, cls in (('[model] (arch = "edcnn")', EDCNNConfig), ('[model] (arch = "unet")', UNetConfig)):
         lines += ["", f"## {title}", "", "| field | default | meaning |", "|---|---|---|"]
-        lines += [f"| `{f.name}` | {_default(f)} | {MODEL_DOCS[f.name]} |" for f in fields(cls)]
+        lines += [f"| `{f.name}` | {_default(f)} | {_comments(cls)[f.name]} |" for f in fields(cls)]
     return "\n".join(lines) + "\n"
 
 

@@ -187,16 +187,19 @@ def _train_on_workers(run_dir, model_config, tc, train_set, val_set, physics, n,
         )
 
 
-def metrics_table(m: dict, title: str = "evaluation") -> Table:
+def metrics_table(d: dict, title: str = "evaluation") -> Table:
     """The evaluate schema as a table: one row per source count (and one for all), one column per region, so
     that 20 source counts fit any terminal."""
-    regions = list(m["mae"])
-    keys = sorted(next(iter(m["mae_by_sources"].values()), {}), key=int)
-    t = Table("sources", *regions, title=f"{title}: n={m['n_samples']}, rel L2 {_fmt(m['rel_l2'])}")
-    t.add_row("all", *[_fmt(m["mae"][r]) for r in regions], end_section=True)
+    from diffcurate.model.metrics import Metrics
+
+    m = Metrics.from_dict(d)
+    regions = list(m.mae)
+    keys = sorted(next(iter(m.mae_by_sources.values()), {}), key=int)
+    t = Table("sources", *regions, title=f"{title}: n={m.n_samples}, rel L2 {_fmt(m.rel_l2)}")
+    t.add_row("all", *[_fmt(m.mae[r]) for r in regions], end_section=True)
     for k in keys:
-        t.add_row(k, *[_fmt(m["mae_by_sources"][r][k]) for r in regions])
-    ps = m["per_sample_mae"]
+        t.add_row(k, *[_fmt(m.mae_by_sources[r][k]) for r in regions])
+    ps = m.per_sample_mae
     t.caption = "MAE per region; per-sample MAE: " + ", ".join(f"{k} {_fmt(v)}" for k, v in ps.items())
     return t
 

@@ -127,6 +127,9 @@ def status_tables(d: dict):
     """The round table and the last round's MAE by source count, as one renderable."""
     from rich.console import Group
 
+    from diffcurate.curate.loop.steps import TRAIN
+    from diffcurate.model.metrics import Metrics
+
     t = Table(
         "round",
         "train",
@@ -143,24 +146,24 @@ def status_tables(d: dict):
         "acquisition rounds after round 0)",
     )
     for r in d["rounds"]:
-        m = r["test"]
+        m = Metrics.from_dict(r["test"])
         t.add_row(
             str(r["round"]),
             str(r["train_size"]),
             str(r["added"]),
             str(r["solves"]),
-            f"{m['mae']['all']:.4g}",
-            f"{m['mae']['sources']:.4g}",
-            f"{m['per_sample_mae']['p99']:.4g}",
-            f"{m['per_sample_mae']['max']:.4g}",
-            f"{m['rel_l2']:.3g}",
-            f"{r['seconds']['train']:.1f}",
+            f"{m.mae_all:.4g}",
+            f"{m.mae['sources']:.4g}",
+            f"{m.p99:.4g}",
+            f"{m.per_sample_mae['max']:.4g}",
+            f"{m.rel_l2:.3g}",
+            f"{r['seconds'][TRAIN.name]:.1f}",
             f"{r['seconds']['total']:.1f}",
         )
     parts = [t]
     if d["rounds"]:
         last = d["rounds"][-1]
-        by = last["test"]["mae_by_sources"]
+        by = Metrics.from_dict(last["test"]).mae_by_sources
         t2 = Table("sources", *by, title=f"round {last['round']}: test MAE by number of sources and region")
         for n in by["all"]:
             t2.add_row(n, *[f"{by[r][n]:.3g}" if by[r][n] is not None else "-" for r in by])

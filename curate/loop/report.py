@@ -14,6 +14,7 @@ from diffcurate.curate.loop.health import load_checked_run
 from diffcurate.curate.loop.record import rounds_with_state
 from diffcurate.curate.loop.rundir import RunPaths
 from diffcurate.curate.loop.steps import TRAIN
+from diffcurate.model.metrics import Metrics
 
 
 def _plt():
@@ -28,13 +29,14 @@ def _plt():
 def _metrics_per_round(rounds: list[dict], out: Path) -> None:
     plt = _plt()
     n = [r["train_size"] for r in rounds]
+    tests = [Metrics.from_dict(r["test"]) for r in rounds]
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
-    ax[0].plot(n, [r["test"]["mae"]["all"] for r in rounds], "o-", label="all pixels")
-    ax[0].plot(n, [r["test"]["mae"]["sources"] for r in rounds], "s--", label="sources")
+    ax[0].plot(n, [t.mae_all for t in tests], "o-", label="all pixels")
+    ax[0].plot(n, [t.mae["sources"] for t in tests], "s--", label="sources")
     ax[0].set(xlabel="training-set size", ylabel="test MAE", xscale="log", yscale="log", title="test MAE")
     ax[0].legend()
     for q in ("p50", "p95", "p99", "max"):
-        ax[1].plot(n, [r["test"]["per_sample_mae"][q] for r in rounds], "o-", label=q)
+        ax[1].plot(n, [t.per_sample_mae[q] for t in tests], "o-", label=q)
     ax[1].set(xlabel="training-set size", ylabel="per-sample MAE", xscale="log", yscale="log", title="tails")
     ax[1].legend()
     for a in ax:  # the rounds' sizes as plain numbers, not 2 x 10^2
@@ -48,7 +50,8 @@ def _metrics_per_round(rounds: list[dict], out: Path) -> None:
 def _by_sources(rounds: list[dict], out: Path, lo: int, hi: int) -> None:
     plt = _plt()
     counts = [str(c) for c in range(lo, hi + 1)]
-    err = np.array([[r["test"]["mae_by_sources"]["all"].get(c) or np.nan for c in counts] for r in rounds])
+    by = [Metrics.from_dict(r["test"]).mae_by_sources["all"] for r in rounds]
+    err = np.array([[b.get(c) or np.nan for c in counts] for b in by])
     added = np.array([[r["added_by_sources"].get(c, 0) for c in counts] for r in rounds])
     fig, ax = plt.subplots(1, 2, figsize=(11, 3.6))
     im = ax[0].imshow(
@@ -217,11 +220,11 @@ def _write_report(root: Path, cfg, rounds: list[dict], rep: Path) -> Path:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rounds:
-        m = r["test"]
+        m = Metrics.from_dict(r["test"])
         lines.append(
-            f"| {r['round']} | {r['train_size']} | {r['added']} | {r['solves']} | {m['mae']['all']:.4g} | "
-            f"{m['mae']['sources']:.4g} | {m['per_sample_mae']['p99']:.4g} | {m['per_sample_mae']['max']:.4g} | "
-            f"{m['rel_l2']:.3g} | {r['seconds'][TRAIN.name]:.1f} | {r['seconds']['total']:.1f} |"
+            f"| {r['round']} | {r['train_size']} | {r['added']} | {r['solves']} | {m.mae_all:.4g} | "
+            f"{m.mae['sources']:.4g} | {m.p99:.4g} | {m.per_sample_mae['max']:.4g} | "
+            f"{m.rel_l2:.3g} | {r['seconds'][TRAIN.name]:.1f} | {r['seconds']['total']:.1f} |"
         )
     if any("members" in r for r in rounds):  # ray.trainers > 1: the ensemble members, each on its own
         lines += [
