@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 import torch
 
+from diffcurate.solvers.diffusion import BANDS
+
 REGIONS = ("all", "sources", "field", "r1", "r2", "r3")
-# field pixels with lo <= y < hi (r1 closes at 1 and takes anything above: y is normalised to <= 1)
-BANDS = {"r1": (0.2, float("inf")), "r2": (0.1, 0.2), "r3": (0.05, 0.1)}
 PERCENTILES = {"p50": 50, "p95": 95, "p99": 99}
 
 

@@ -37,6 +37,7 @@ COMMANDS = [
     ("export", store.export_cmd),
     ("import", store.import_cmd),
     ("solve", physics.solve_cmd),
+    ("problems", physics.problems_cmd),
     ("presets", physics.presets_cmd),
     ("samplers", physics.samplers_cmd),
     ("model-info", model.model_info_cmd),

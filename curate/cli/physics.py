@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -15,6 +16,7 @@ from diffcurate.curate.cli.options import (
     Diffusion,
     Dtype,
     Force,
+    Json,
     Lattice,
     OutFile,
     Preset,
@@ -73,6 +75,49 @@ def presets_cmd() -> None:
             f"{p.sources[0]}-{p.sources[1]}",
             p.notes,
         )
+    console.print(t)
+
+
+def problems_dict() -> dict:
+    """Every installed problem: its package, presets, samplers (held-out ones marked), what its strata count,
+    and its optional capabilities; a plugin that does not load, with why."""
+    from diffcurate.solvers.plugins import find_problems
+
+    out = {}
+    for name, f in find_problems().items():
+        d = {"package": f.package, "version": f.version}
+        if f.problem is None:
+            out[name] = {**d, "error": f.error}
+            continue
+        p = f.problem
+        out[name] = {
+            **d,
+            "description": p.description,
+            "default_preset": p.default_preset,
+            "presets": list(p.presets()),
+            "samplers": list(p.samplers()),
+            "held_out": list(p.held_out()),
+            "stratum": p.stratum,
+            "channels": {"in": p.channels[0], "out": p.channels[1]},
+            "capabilities": list(p.capabilities()),
+        }
+    return out
+
+
+def problems_cmd(as_json: Json = False) -> None:
+    """List the problems (built in, and those installed plugins declare under `diffcurate.problems`)."""
+    d = problems_dict()
+    if as_json:
+        typer.echo(json.dumps(d, indent=1))
+        return
+    t = Table("problem", "package", "presets", "samplers (held out*)", "strata", "capabilities", title="problems")
+    for name, p in d.items():
+        if "error" in p:
+            t.add_row(name, f"{p['package']} {p['version']}", f"[red]does not load: {p['error']}[/red]", "", "", "")
+            continue
+        presets = ", ".join(f"{n}{' (default)' if n == p['default_preset'] else ''}" for n in p["presets"])
+        samplers = ", ".join(f"{s}{'*' if s in p['held_out'] else ''}" for s in p["samplers"])
+        t.add_row(name, f"{p['package']} {p['version']}", presets, samplers, p["stratum"], ", ".join(p["capabilities"]))
     console.print(t)
 
 

@@ -1,0 +1,106 @@
+"""The built-in problem: steady diffusion-decay around disc sources (the seed paper's), as a `Problem`. Every
+method delegates to the physics modules (problem.py, sampling.py, the solvers), so the problem behind the
+interface is the one the rest of solvers/ defines: the same ids, samples and fields."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from diffcurate.common.errors import InputError
+from diffcurate.solvers.interface import ArraySpec, Problem, ProblemPreset
+from diffcurate.solvers.problem import PRESETS, Configs, Physics, disc_mask, paint
+
+DEFAULT_SOURCES = (1, 20)  # the seed paper's range of source counts
+# field pixels with lo <= y < hi (r1 closes at 1 and takes anything above: y is normalised to <= 1)
+BANDS = {"r1": (0.2, float("inf")), "r2": (0.1, 0.2), "r3": (0.05, 0.1)}
+
+
+class Diffusion(Problem):
+    name = "diffusion"
+    description = "steady diffusion-decay around K disc sources (Toledo-Marin, Glazier and Fox, 2023)"
+    stratum = "sources"
+    default_preset = "small"
+    channels = (1, 1)
+
+    def presets(self) -> dict[str, ProblemPreset]:
+        return {n: ProblemPreset(n, p.physics, p.sources, p.notes) for n, p in PRESETS.items()}
+
+    def params_to_dict(self, params: Physics) -> dict:
+        return params.to_dict()
+
+    def params_from_dict(self, d: dict) -> Physics:
+        try:
+            return Physics.from_dict(d)
+        except (KeyError, TypeError, ValueError) as e:
+            raise InputError(f"bad diffusion parameters {d!r}: {e}") from None
+
+    def fingerprint(self, params: Physics) -> str:
+        return params.fingerprint()
+
+    def grid(self, params: Physics) -> tuple[int, int]:
+        return params.lattice, params.lattice
+
+    def schema(self, params: Physics) -> dict[str, ArraySpec]:
+        return {
+            "centers": ArraySpec("int64", ("K", 2), length="counts"),  # (row, col) of each disc
+            "values": ArraySpec("float64", ("K",), length="counts"),  # its source value
+            "counts": ArraySpec("int64"),  # K, the number of discs
+        }
+
+    def to_arrays(self, params: Physics, configs: Configs) -> dict[str, np.ndarray]:
+        return {"centers": configs.centers, "values": configs.values, "counts": configs.counts}
+
+    def from_arrays(self, params: Physics, arrays: dict[str, np.ndarray]) -> Configs:
+        return Configs(arrays["centers"], arrays["values"], arrays["counts"]).validate(params)
+
+    def sample_ids(self, params: Physics, configs: Configs) -> list[str]:
+        return [configs.sample_id(s, params) for s in range(len(configs))]
+
+    def samplers(self) -> dict[str, str]:
+        from diffcurate.solvers.sampling import DESCRIPTIONS
+
+        return dict(DESCRIPTIONS)
+
+    def held_out(self) -> tuple[str, ...]:
+        from diffcurate.solvers.sampling import HELD_OUT
+
+        return tuple(HELD_OUT)
+
+    def sample(self, params: Physics, sampler: str, seed: int, indices, strata=None):
+        from diffcurate.solvers.sampling import sample_configs
+
+        return sample_configs(sampler, params, seed, indices, tuple(strata or DEFAULT_SOURCES))
+
+    def solve(self, params: Physics, configs: Configs, device: str = "cpu") -> np.ndarray:
+        from diffcurate.solvers.registry import solve
+
+        return solve(params, configs, "fast", device=device, dtype="float32")[:, None]  # (B, 1, L, L)
+
+    def reference_solve(self, params: Physics, configs: Configs) -> np.ndarray:
+        from diffcurate.solvers.registry import solve
+
+        return solve(params, configs, "reference", dtype="float64")[:, None]  # sparse direct, float64
+
+    def encode(self, params: Physics, configs: Configs) -> np.ndarray:
+        return paint(params, configs)[:, None]  # (B, 1, L, L) float32: the source values on their discs
+
+    def regions(self, params: Physics, configs: Configs, y: np.ndarray) -> dict[str, np.ndarray]:
+        """sources: the disc pixels; field: every other pixel; r1..r3: field pixels in bands of y."""
+        mask = disc_mask(params, configs)  # (B, L, L) bool
+        y0 = y[:, 0]
+        out = {"sources": mask, "field": ~mask}
+        out.update({r: ~mask & (y0 >= lo) & (y0 < hi) for r, (lo, hi) in BANDS.items()})
+        return out
+
+    def strata(self, params: Physics, configs: Configs) -> np.ndarray:
+        return configs.counts.astype(np.int64)
+
+    def residual(self, params: Physics, configs: Configs, y_pred: np.ndarray) -> np.ndarray:
+        """The discrete problem's per-pixel residual of predicted fields (for production sources, of their
+        shape only: the normalisation hides the amplitude)."""
+        import torch
+
+        from diffcurate.solvers.operator import residual
+
+        u = torch.as_tensor(np.asarray(y_pred[:, 0], np.float64))  # (B, L, L)
+        return residual(u, params, configs).numpy()[:, None]  # (B, 1, L, L) float64

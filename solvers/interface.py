@@ -1,0 +1,158 @@
+"""What a problem is: the contract (`Problem`) between a PDE and the curation machinery, so that a user's
+simulator can be curated like the built-in diffusion problem (docs/problems.md).
+
+A problem owns its physics and nothing else: its parameters and presets, the named arrays of a configuration
+(`schema`), seeded samplers, the solve, how a configuration becomes the network's input (`encode`), the regions
+its metrics pool over, a small integer stratum per configuration (what allocations balance) and, optionally,
+mutations, a residual and an independent reference solve. Configurations are the problem's own objects; the
+core moves them as named arrays (`to_arrays` / `from_arrays`) and never looks inside.
+
+Shapes: a batch holds B configurations; fields are (B, C, H, W) float32 with C the problem's channel counts
+(`channels`), region masks (B, H, W) bool, strata (B,) int64, descriptors (B,) float64 each.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from diffcurate.common.errors import InputError
+
+OPTIONAL = ("mutate", "residual", "reference_solve")  # capabilities a problem may offer
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """One named array of a configuration: its dtype and per-sample shape. An axis named by a string is padded
+    to the longest sample of a batch; `length` names the array that holds each sample's true length along the
+    first axis (a ragged field: the diffusion problem's disc centres and values, by its `counts`)."""
+
+    dtype: str
+    shape: tuple[int | str, ...] = ()
+    length: str | None = None
+
+
+@dataclass(frozen=True)
+class ProblemPreset:
+    """Named parameters, and the range of strata the samplers draw from unless told otherwise."""
+
+    name: str
+    params: Any
+    strata: tuple[int, int]
+    notes: str = field(default="", compare=False)
+
+
+class Problem(ABC):
+    """A PDE that diffcurate curates data for. Subclass it, implement the abstract methods, and register the
+    class under the entry-point group `diffcurate.problems` (the name is the key)."""
+
+    name: ClassVar[str]  # the registry key, recorded with every store, run and export
+    description: ClassVar[str] = ""
+    stratum: ClassVar[str] = "stratum"  # what a stratum counts, for tables ("sources")
+    default_preset: ClassVar[str]  # what `curate init --problem NAME` takes without --preset
+    channels: ClassVar[tuple[int, int]] = (1, 1)  # (C_in of encode, C_out of solve)
+
+    # --- identity ---------------------------------------------------------------------------------------------
+
+    @abstractmethod
+    def presets(self) -> dict[str, ProblemPreset]: ...
+
+    @abstractmethod
+    def params_to_dict(self, params) -> dict:
+        """Plain data (TOML, JSON): the [physics] table of a run config, a store's metadata."""
+
+    @abstractmethod
+    def params_from_dict(self, d: dict):
+        """Inverse of `params_to_dict`; bad input is one `InputError`."""
+
+    @abstractmethod
+    def fingerprint(self, params) -> str:
+        """A string that changes whenever the solution of some configuration would: part of every sample id,
+        and what lets a store refuse samples of other parameters."""
+
+    # --- configurations ---------------------------------------------------------------------------------------
+
+    @abstractmethod
+    def grid(self, params) -> tuple[int, int]:
+        """(H, W) of the fields this problem's parameters give."""
+
+    @abstractmethod
+    def schema(self, params) -> dict[str, ArraySpec]:
+        """The named arrays of a configuration (store records, export columns and file loading follow it)."""
+
+    @abstractmethod
+    def to_arrays(self, params, configs) -> dict[str, np.ndarray]:
+        """The batch as the schema's arrays, each (B, *shape)."""
+
+    @abstractmethod
+    def from_arrays(self, params, arrays: dict[str, np.ndarray]):
+        """A batch from the schema's arrays (validated: a bad configuration is one `InputError`)."""
+
+    @abstractmethod
+    def sample_ids(self, params, configs) -> list[str]:
+        """One id per configuration, a function of the fingerprint and the configuration alone."""
+
+    # --- samplers ---------------------------------------------------------------------------------------------
+
+    @abstractmethod
+    def samplers(self) -> dict[str, str]:
+        """Sampler name -> one line of description, the held-out ones included."""
+
+    def held_out(self) -> tuple[str, ...]:
+        """Samplers that no pool draws: families the curated data must generalise to."""
+        return ()
+
+    @abstractmethod
+    def sample(self, params, sampler: str, seed: int, indices, strata: tuple[int, int] | None = None):
+        """(configurations, the family of each): configuration i depends only on (seed, sampler, i), so any
+        split of the indices over workers gives the same data. `strata`: draw only from that range of strata
+        (None: the problem's default range)."""
+
+    # --- physics and the model's view -------------------------------------------------------------------------
+
+    @abstractmethod
+    def solve(self, params, configs, device: str = "cpu") -> np.ndarray:
+        """(B, C_out, H, W) float32 targets. Runs in the solver actors, batched; may be slow, may use a GPU."""
+
+    @abstractmethod
+    def encode(self, params, configs) -> np.ndarray:
+        """(B, C_in, H, W) float32: the network's input."""
+
+    @abstractmethod
+    def regions(self, params, configs, y: np.ndarray) -> dict[str, np.ndarray]:
+        """Named (B, H, W) bool masks that metrics pool their errors over (besides every pixel)."""
+
+    @abstractmethod
+    def strata(self, params, configs) -> np.ndarray:
+        """(B,) int64: the stratum of each configuration, what every allocation balances."""
+
+    def descriptors(self, params, configs) -> dict[str, np.ndarray]:
+        """Named (B,) float64 features of each configuration (strategies that pick in feature space, reports)."""
+        return {}
+
+    # --- optional capabilities (see OPTIONAL) ---------------------------------------------------------------
+
+    def capabilities(self) -> tuple[str, ...]:
+        """The optional methods this problem implements."""
+        return tuple(n for n in OPTIONAL if getattr(type(self), n, None) is not getattr(Problem, n, None))
+
+    def mutate(self, params, configs, parents: np.ndarray, per_parent: int, rng: np.random.Generator):
+        """(mutants, the parent row of each, a name for each mutation): hard-case mining."""
+        raise NotImplementedError
+
+    def residual(self, params, configs, y_pred: np.ndarray) -> np.ndarray:
+        """(B, C_out, H, W) float64: the discrete operator's residual of a prediction (ground-truth-free error)."""
+        raise NotImplementedError
+
+    def reference_solve(self, params, configs) -> np.ndarray:
+        """(B, C_out, H, W) float64 by an independent method: what tests hold `solve` against."""
+        raise NotImplementedError
+
+
+def require(problem: Problem, capability: str, who: str) -> None:
+    """One line when `who` (a strategy, an estimator) needs a capability the problem lacks."""
+    if capability not in problem.capabilities():
+        raise InputError(f"{who} needs the problem's `{capability}`, which problem {problem.name!r} does not offer")

@@ -1,0 +1,154 @@
+"""Which problems exist: the built-in ones, and those that installed packages declare under the entry-point
+group `diffcurate.problems` (docs/problems.md); and `Guarded`, a problem whose every answer is checked against
+its own declarations, so that a plugin's fault is one line naming the plugin and the method."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, entry_points, version
+
+import numpy as np
+
+from diffcurate.common.errors import InputError
+from diffcurate.solvers.diffusion import Diffusion
+from diffcurate.solvers.interface import Problem
+
+GROUP = "diffcurate.problems"
+BUILT_IN: dict[str, type[Problem]] = {"diffusion": Diffusion}
+
+
+@dataclass(frozen=True)
+class Found:
+    """A problem the registry knows: where it comes from, and the problem itself or why it would not load."""
+
+    name: str
+    package: str
+    version: str
+    problem: Problem | None = None
+    error: str | None = None
+
+
+def _own_version() -> str:
+    try:
+        return version("diffcurate")
+    except PackageNotFoundError:
+        return "0"
+
+
+def find_problems() -> dict[str, Found]:
+    """Every problem: the built-ins first, then each entry point of `GROUP` (one that fails to load, or names
+    itself otherwise than its entry point, is kept with its error, so that listings can show it)."""
+    found = {n: Found(n, "diffcurate", _own_version(), cls()) for n, cls in BUILT_IN.items()}
+    for ep in sorted(entry_points(group=GROUP), key=lambda e: e.name):
+        package = ep.dist.name if ep.dist is not None else "?"
+        ver = ep.dist.version if ep.dist is not None else "?"
+        if ep.name in found:
+            if found[ep.name].package != package:
+                found[ep.name] = Found(ep.name, package, ver, error=f"its name is taken by {found[ep.name].package}")
+            continue
+        try:
+            cls = ep.load()
+            problem = cls()
+            if not isinstance(problem, Problem):
+                raise TypeError(f"{ep.value} is not a diffcurate Problem")
+            if problem.name != ep.name:
+                raise TypeError(f"it calls itself {problem.name!r}, its entry point {ep.name!r}")
+            found[ep.name] = Found(ep.name, package, ver, problem)
+        except Exception as e:  # a broken plugin must not take the others down
+            found[ep.name] = Found(ep.name, package, ver, error=f"{type(e).__name__}: {e}")
+    return found
+
+
+def get_problem(name: str, package: str | None = None) -> Problem:
+    """The problem registered as `name`; one InputError if it is not installed (naming the package that data
+    recorded, when known) or does not load."""
+    found = find_problems()
+    if name not in found:
+        where = f" (from the package {package})" if package else ""
+        raise InputError(
+            f"problem {name!r}{where} is not installed; installed: {', '.join(found)} (a plugin package declares "
+            f"its problem under the entry-point group {GROUP})"
+        )
+    f = found[name]
+    if f.problem is None:
+        raise InputError(f"problem {name!r} ({f.package} {f.version}) does not load: {f.error}")
+    return f.problem
+
+
+def provenance(name: str) -> dict:
+    """{name, package, version} of an installed problem: what stores, runs and exports record."""
+    f = find_problems()[name]
+    return {"name": f.name, "package": f.package, "version": f.version}
+
+
+class Guarded:
+    """A problem whose answers are checked against its own declarations (`schema`, `channels`, `grid`): a
+    method that raises, or answers with the wrong shape, dtype or channel count, or with NaN, is one InputError
+    naming the problem and the method, before anything reaches a store."""
+
+    def __init__(self, problem: Problem, package: str = "?"):
+        self.problem, self.package = problem, package
+
+    def _fail(self, method: str, why: str):
+        return InputError(f"problem {self.problem.name!r} ({self.package}): {method} {why}")
+
+    def _call(self, method: str, *args):
+        try:
+            return getattr(self.problem, method)(*args)
+        except InputError:
+            raise
+        except Exception as e:
+            raise self._fail(method, f"raised {type(e).__name__}: {e}") from None
+
+    def _field(self, method: str, a, n: int, channels: int, grid: tuple[int, int], dtype) -> np.ndarray:
+        if not isinstance(a, np.ndarray):
+            raise self._fail(method, f"returned {type(a).__name__}, not a numpy array")
+        want = (n, channels, *grid)
+        if a.shape != want:
+            raise self._fail(method, f"returned shape {a.shape}, expected {want} (B, C, H, W)")
+        if a.dtype != dtype:
+            raise self._fail(method, f"returned dtype {a.dtype}, expected {np.dtype(dtype)}")
+        if not np.isfinite(a).all():
+            raise self._fail(method, "returned NaN or inf")
+        return a
+
+    def sample(self, params, sampler: str, seed: int, indices, strata=None):
+        configs, families = self._call("sample", params, sampler, seed, indices, strata)
+        n = len(np.asarray(indices).ravel())
+        arrays = self._call("to_arrays", params, configs)
+        for key, spec in self.problem.schema(params).items():
+            a = arrays.get(key) if isinstance(arrays, dict) else None
+            if a is None:
+                raise self._fail("sample", f"gave configurations without the schema's array {key!r}")
+            fixed = tuple(d for d in spec.shape if isinstance(d, int))
+            if len(a) != n or a.ndim != 1 + len(spec.shape) or a.dtype != np.dtype(spec.dtype):
+                raise self._fail(
+                    "sample",
+                    f"gave {key!r} as {a.dtype} {a.shape}; the schema declares {spec.dtype} (B, *{spec.shape})",
+                )
+            if fixed and tuple(a.shape[1 + i] for i, d in enumerate(spec.shape) if isinstance(d, int)) != fixed:
+                raise self._fail("sample", f"gave {key!r} of shape {a.shape}; the schema declares (B, *{spec.shape})")
+        if len(families) != n:
+            raise self._fail("sample", f"gave {len(families)} families for {n} configurations")
+        return configs, families
+
+    def solve(self, params, configs, device: str = "cpu") -> np.ndarray:
+        y = self._call("solve", params, configs, device)
+        return self._field("solve", y, len(configs), self.problem.channels[1], self.problem.grid(params), np.float32)
+
+    def encode(self, params, configs) -> np.ndarray:
+        x = self._call("encode", params, configs)
+        return self._field("encode", x, len(configs), self.problem.channels[0], self.problem.grid(params), np.float32)
+
+    def strata(self, params, configs) -> np.ndarray:
+        s = self._call("strata", params, configs)
+        if not isinstance(s, np.ndarray) or s.shape != (len(configs),) or s.dtype.kind not in "iu":
+            raise self._fail(
+                "strata",
+                f"returned {getattr(s, 'dtype', type(s).__name__)} {getattr(s, 'shape', '')}, "
+                f"expected ({len(configs)},) integers",
+            )
+        return s
+
+    def __getattr__(self, name: str):  # everything else, unchecked
+        return getattr(self.problem, name)

@@ -1,0 +1,129 @@
+"""The Problem interface: the diffusion problem behind it is the physics modules' own, a plugin package
+installed without an index is found by its entry point, and a faulty plugin is one line naming it and the
+method."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from diffcurate.common.errors import InputError
+from diffcurate.solvers.plugins import Guarded, find_problems, get_problem
+from diffcurate.solvers.problem import PRESETS, disc_mask, paint
+from diffcurate.solvers.registry import solve
+from diffcurate.solvers.sampling import sample_configs
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAT = ROOT / "examples" / "heat"
+TINY = PRESETS["tiny"]
+
+
+def test_diffusion_behind_the_interface_is_the_physics_modules():
+    p, ph = get_problem("diffusion"), TINY.physics
+    configs, families = p.sample(ph, "mixed", 5, range(12), TINY.sources)
+    legacy, legacy_families = sample_configs("mixed", ph, 5, range(12), TINY.sources)
+    assert families == legacy_families
+    assert p.sample_ids(ph, configs) == [legacy.sample_id(s, ph) for s in range(12)]
+    assert np.array_equal(p.encode(ph, configs)[:, 0], paint(ph, legacy))
+    assert np.array_equal(p.strata(ph, configs), legacy.counts)
+    y = p.solve(ph, configs)
+    assert y.dtype == np.float32 and np.array_equal(y[:, 0], solve(ph, legacy, "fast", dtype="float32"))
+    regions = p.regions(ph, configs, y)
+    assert (
+        np.array_equal(regions["sources"], disc_mask(ph, legacy)) and not (regions["sources"] & regions["field"]).any()
+    )
+    ref = p.reference_solve(ph, configs)
+    assert np.abs(ref - y).max() < 1e-5 and np.abs(p.residual(ph, configs, ref)).max() < 1e-10
+    arrays = p.to_arrays(ph, configs)
+    assert set(arrays) == set(p.schema(ph)) and p.sample_ids(ph, p.from_arrays(ph, arrays)) == p.sample_ids(ph, configs)
+    assert p.stratum == "sources" and set(p.held_out()) <= set(p.samplers())
+
+
+def _heat_module():
+    """The example plugin's module, read from examples/ (not installed)."""
+    if "heat_example" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("heat_example", HEAT / "diffcurate_heat" / "__init__.py")
+        sys.modules["heat_example"] = mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    return sys.modules["heat_example"]
+
+
+def test_the_example_plugin_solves_its_own_physics():
+    """The example's sparse solve against its dense reference assembled pixel by pixel, on every sampler."""
+    heat = _heat_module().Heat()
+    plate = heat.presets()["tiny"].params
+    for sampler in heat.samplers():
+        configs, _ = Guarded(heat).sample(plate, sampler, 3, range(4), (1, 4))
+        y, ref = Guarded(heat).solve(plate, configs), heat.reference_solve(plate, configs)
+        assert np.abs(y - ref).max() <= 1e-6 * np.abs(ref).max()  # float32 of the same solution
+        assert np.abs(heat.residual(plate, configs, ref)).max() < 1e-10  # the two assemblies agree
+        assert (y[heat.encode(plate, configs)[:, :1] > 0] == 0).all()  # the sinks are cold
+
+
+def _bad(method: str, answer):
+    """A heat problem whose `method` answers `answer(self, *args)`."""
+    heat = _heat_module().Heat
+    return type("Bad", (heat,), {method: lambda self, *a: answer(self, heat, *a)})()
+
+
+def _raise(*_):
+    raise RuntimeError("solver diverged")
+
+
+BAD = [  # (method broken, how, what the line says)
+    ("solve", _raise, "solve raised RuntimeError: solver diverged"),
+    ("solve", lambda s, h, p, c, d="cpu": h.solve(s, p, c)[:, :, :-1], "solve returned shape"),
+    ("solve", lambda s, h, p, c, d="cpu": h.solve(s, p, c).astype(np.float64), "solve returned dtype float64"),
+    ("solve", lambda s, h, p, c, d="cpu": h.solve(s, p, c) * np.nan, "solve returned NaN"),
+    ("encode", lambda s, h, p, c: h.encode(s, p, c)[:, :1], "encode returned shape"),
+    ("strata", lambda s, h, p, c: h.strata(s, p, c).astype(float), "strata returned float64"),
+    ("to_arrays", lambda s, h, p, c: {**h.to_arrays(s, p, c), "heating": np.ones(len(c), np.int64)}, "the schema"),
+]
+
+
+@pytest.mark.parametrize("method, answer, says", BAD, ids=[f"{m}-{i}" for i, (m, _, _) in enumerate(BAD)])
+def test_a_faulty_plugin_is_one_line_naming_it_and_the_method(method, answer, says):
+    bad = Guarded(_bad(method, answer), "diffcurate-heat")
+    plate = bad.presets()["tiny"].params
+    with pytest.raises(InputError) as e:
+        configs, _ = bad.sample(plate, "scattered", 0, range(3), (1, 4))
+        bad.strata(plate, configs)
+        bad.encode(plate, configs)
+        bad.solve(plate, configs)
+    line = str(e.value)
+    assert line.startswith("problem 'heat' (diffcurate-heat): ") and says in line and "\n" not in line, line
+
+
+def test_a_problem_not_installed_is_one_line_naming_its_package():
+    with pytest.raises(InputError, match=r"problem 'plasma' \(from the package diffcurate-plasma\) is not installed"):
+        get_problem("plasma", package="diffcurate-plasma")
+
+
+def test_a_plugin_installed_without_an_index_is_listed(tmp_path):
+    """pip installs the example package offline; `curate problems` finds it by its entry point, then it is
+    removed again."""
+    src = tmp_path / "heat"
+    shutil.copytree(HEAT, src)
+    pip = [sys.executable, "-m", "pip", "-q"]
+    subprocess.run([*pip, "install", "--no-index", "--no-deps", "--no-build-isolation", str(src)], check=True)
+    try:
+        out = subprocess.run(
+            [str(Path(sys.executable).with_name("curate")), "problems", "--json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        heat = json.loads(out)["heat"]
+        assert heat["package"] == "diffcurate-heat" and heat["version"] == "0.1.0"
+        assert heat["held_out"] == ["edge"] and heat["stratum"] == "sinks" and heat["channels"] == {"in": 2, "out": 1}
+        assert heat["capabilities"] == ["mutate", "residual", "reference_solve"] and heat["default_preset"] == "tiny"
+    finally:
+        subprocess.run([*pip, "uninstall", "-y", "diffcurate-heat"], check=True)
+    assert "heat" not in find_problems()
