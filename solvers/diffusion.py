@@ -53,6 +53,9 @@ class Diffusion(Problem):
     def from_arrays(self, params: Physics, arrays: dict[str, np.ndarray]) -> Configs:
         return Configs(arrays["centers"], arrays["values"], arrays["counts"]).validate(params)
 
+    def concat(self, params: Physics, parts: list[Configs]) -> Configs:
+        return Configs.concat(parts)
+
     def sample_ids(self, params: Physics, configs: Configs) -> list[str]:
         return [configs.sample_id(s, params) for s in range(len(configs))]
 

@@ -22,6 +22,7 @@ import numpy as np
 from diffcurate.common.errors import InputError
 
 OPTIONAL = ("mutate", "residual", "reference_solve")  # capabilities a problem may offer
+Batch = Any  # a problem's batch of configurations: its own type, with len(batch) and batch[index]
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,17 @@ class Problem(ABC):
     @abstractmethod
     def from_arrays(self, params, arrays: dict[str, np.ndarray]):
         """A batch from the schema's arrays (validated: a bad configuration is one `InputError`)."""
+
+    def concat(self, params, parts: list):
+        """One batch of several, through the schema's arrays (padded axes padded to the widest part)."""
+        arrays = [self.to_arrays(params, p) for p in parts]
+        out = {}
+        for key, spec in self.schema(params).items():
+            pieces = [a[key] for a in arrays]
+            width = [max(p.shape[1 + i] for p in pieces) for i in range(len(spec.shape))]
+            pad = [np.pad(p, [(0, 0), *[(0, w - s) for w, s in zip(width, p.shape[1:], strict=True)]]) for p in pieces]
+            out[key] = np.concatenate(pad)
+        return self.from_arrays(params, out)
 
     @abstractmethod
     def sample_ids(self, params, configs) -> list[str]:

@@ -1,13 +1,16 @@
-"""The ranker: candidate scores -> a budget per source count -> a diverse pick within each count.
+"""The ranker: candidate scores -> a budget per stratum -> a diverse pick within each stratum.
+
+A stratum is the small integer a problem gives each configuration (`Problem.strata`; the number of sources for
+the diffusion problem).
 
 Pure numpy and deterministic given its rng, so that it is tested on synthetic scores. Plain top-K by error
-over-picks many-source configurations (their errors are largest) and pays for it on few sources; `al` therefore
+over-picks the hardest strata (many sources: their errors are largest) and pays for it on the others; `al` therefore
 spends the budget in two stages:
 
-1. across source counts: share = floor x equal share + (1 - floor) x share proportional to each count's mean
+1. across strata: share = floor x equal share + (1 - floor) x share proportional to each stratum's mean
    candidate score, capped by the candidates available (largest-remainder rounding, budget exact);
-2. within a count: `exploration` of the count's share at random, the rest by k-means over the configuration
-   features of the count's top `candidates_factor` x share candidates, taking the best-scored member of each
+2. within a stratum: `exploration` of its share at random, the rest by k-means over the configuration
+   features of the stratum's top `candidates_factor` x share candidates, taking the best-scored member of each
    cluster, so near-duplicate configurations are not all taken.
 
 `strata` allocates over richer descriptors than the count (family, crowding, walls, source values), adapted each
@@ -18,9 +21,9 @@ score^beta.
 BADGE-style k-means++ seeding on the bottleneck features scaled by each candidate's score, so a pick is likely in
 proportion to its squared distance, in error-scaled feature space, from the picks so far.
 
-Baselines: `random`, `uniform-per-count`, `topk`, `stratified` (random within each source count, the budget split
+Baselines: `random`, `uniform-per-count`, `topk`, `stratified` (random within each stratum, the budget split
 by a given allocation: the strongest non-adaptive baseline when the allocation is the one a strategy ended with),
-`count-prior` (the budget split in proportion to the first acquisition round's mean score per count, then fixed:
+`count-prior` (the budget split in proportion to the first acquisition round's mean score per stratum, then fixed:
 the allocation a user could make by hand after one round), the peers `lcmd` / `coreset` (bmdal-reg, on the surrogate's
 bottleneck features; acquisition/peers.py), which need no scores and solve only what they pick, and `sbal` (AL4PDE's power
 sampling: p proportional to score^beta, without replacement).
@@ -41,9 +44,9 @@ from diffcurate.solvers.problem import Configs, Physics
 @dataclass
 class Selection:
     index: np.ndarray  # (B,) int64 rows of the pool
-    cluster: np.ndarray  # (B,) int64 cluster within its source count (-1: random / not clustered)
+    cluster: np.ndarray  # (B,) int64 cluster within its stratum (-1: random / not clustered)
     how: list[str]  # per pick: "exploit", "explore" or "random"
-    allocation: dict[str, float] | None = None  # the shares by source count the pick followed, where one did
+    allocation: dict[str, float] | None = None  # the shares by stratum the pick followed, where one did
     fit: dict | None = None  # strata: the descriptor model of log(score) (R^2, standardised weights)
 
 
@@ -96,7 +99,7 @@ def kmeans(x: np.ndarray, k: int, rng: np.random.Generator, iters: int = 25) -> 
 
 
 def allocate(budget: int, weight: dict[int, float], available: dict[int, int], floor: float) -> dict[int, int]:
-    """Integer budget per source count: floor x equal share + (1 - floor) x share by weight, capped by what is
+    """Integer budget per stratum: floor x equal share + (1 - floor) x share by weight, capped by what is
     available; sums to min(budget, total available) exactly."""
     groups = sorted(available)
     budget = min(budget, sum(available.values()))
@@ -113,7 +116,7 @@ def allocate(budget: int, weight: dict[int, float], available: dict[int, int], f
         share = sum(want[g] for g in free)
         target = {g: left * want[g] / share if share > 0 else left / len(free) for g in free}
         capped = [g for g in free if alloc[g] + target[g] >= available[g]]
-        if capped:  # fill the capped counts and spread the rest again
+        if capped:  # fill the capped strata and spread the rest again
             for g in capped:
                 left -= available[g] - alloc[g]
                 alloc[g] = available[g]
@@ -175,8 +178,8 @@ def _merge(parts: list[tuple[np.ndarray, Selection]]) -> Selection:
     )
 
 
-def _al(scores, counts, feats, budget, acq, rng) -> Selection:
-    groups = {int(c): np.nonzero(counts == c)[0] for c in np.unique(counts)}
+def _al(scores, strata, feats, budget, acq, rng) -> Selection:
+    groups = {int(c): np.nonzero(strata == c)[0] for c in np.unique(strata)}
     weight = {c: float(scores[rows].mean()) for c, rows in groups.items()}
     alloc = allocate(budget, weight, {c: len(r) for c, r in groups.items()}, acq.floor)
     parts = []
@@ -189,18 +192,18 @@ def _al(scores, counts, feats, budget, acq, rng) -> Selection:
     return _merge(parts)
 
 
-def _topk(scores, counts, feats, budget, acq, rng) -> Selection:
+def _topk(scores, strata, feats, budget, acq, rng) -> Selection:
     idx = np.argsort(-scores, kind="stable")[:budget]
     return Selection(idx.astype(np.int64), np.full(len(idx), -1), ["exploit"] * len(idx))
 
 
-def _random(scores, counts, feats, budget, acq, rng) -> Selection:
-    idx = rng.choice(len(counts), size=min(budget, len(counts)), replace=False)
+def _random(scores, strata, feats, budget, acq, rng) -> Selection:
+    idx = rng.choice(len(strata), size=min(budget, len(strata)), replace=False)
     return Selection(np.sort(idx).astype(np.int64), np.full(len(idx), -1), ["random"] * len(idx))
 
 
-def _uniform_per_count(scores, counts, feats, budget, acq, rng) -> Selection:
-    groups = {int(c): np.nonzero(counts == c)[0] for c in np.unique(counts)}
+def _uniform_per_count(scores, strata, feats, budget, acq, rng) -> Selection:
+    groups = {int(c): np.nonzero(strata == c)[0] for c in np.unique(strata)}
     alloc = allocate(budget, {}, {c: len(r) for c, r in groups.items()}, 1.0)
     parts = []
     for c, rows in groups.items():
@@ -210,15 +213,15 @@ def _uniform_per_count(scores, counts, feats, budget, acq, rng) -> Selection:
 
 
 def shares(weight: dict[int, float]) -> dict[str, float]:
-    """Weights by source count -> shares that sum to 1, keyed by the count as a string (TOML / JSON keys)."""
+    """Weights by stratum -> shares that sum to 1, keyed by the stratum as a string (TOML / JSON keys)."""
     total = sum(max(w, 0.0) for w in weight.values())
     return {str(c): (max(w, 0.0) / total if total > 0 else 1 / len(weight)) for c, w in sorted(weight.items())}
 
 
-def _random_by_allocation(counts, budget, allocation: dict[str, float], rng) -> Selection:
-    """`budget` random rows, split over source counts by `allocation` (shares; counts it leaves out get none
+def _random_by_allocation(strata, budget, allocation: dict[str, float], rng) -> Selection:
+    """`budget` random rows, split over strata by `allocation` (shares; strata it leaves out get none
     unless the others run out of candidates)."""
-    groups = {int(c): np.nonzero(counts == c)[0] for c in np.unique(counts)}
+    groups = {int(c): np.nonzero(strata == c)[0] for c in np.unique(strata)}
     weight = {c: float(allocation.get(str(c), 0.0)) for c in groups}
     alloc = allocate(budget, weight, {c: len(r) for c, r in groups.items()}, 0.0)
     parts = []
@@ -230,17 +233,17 @@ def _random_by_allocation(counts, budget, allocation: dict[str, float], rng) -> 
     return sel
 
 
-def _stratified(scores, counts, feats, budget, acq, rng) -> Selection:
-    return _random_by_allocation(counts, budget, acq.allocation, rng)
+def _stratified(scores, strata, feats, budget, acq, rng) -> Selection:
+    return _random_by_allocation(strata, budget, acq.allocation, rng)
 
 
-def _count_prior(scores, counts, feats, budget, acq, rng) -> Selection:
-    """Round 1 (no allocation yet): shares in proportion to the mean score per count of the pool; the runner
+def _count_prior(scores, strata, feats, budget, acq, rng) -> Selection:
+    """Round 1 (no allocation yet): shares in proportion to the mean score per stratum of the pool; the runner
     passes those shares back as `acq.allocation` in every later round, which then needs no scores."""
     if acq.allocation:
-        return _random_by_allocation(counts, budget, acq.allocation, rng)
-    weight = {int(c): float(scores[counts == c].mean()) for c in np.unique(counts)}
-    return _random_by_allocation(counts, budget, shares(weight), rng)
+        return _random_by_allocation(strata, budget, acq.allocation, rng)
+    weight = {int(c): float(scores[strata == c].mean()) for c in np.unique(strata)}
+    return _random_by_allocation(strata, budget, shares(weight), rng)
 
 
 DESCRIPTOR_FAMILIES = ("uniform", "clustered", "boundary", "overlap", "sparse-values", "mutant")
@@ -272,7 +275,7 @@ class Descriptors:
     x: np.ndarray
 
 
-def _strata(scores, counts, feats: Descriptors, budget, acq, rng) -> Selection:
+def _strata(scores, strata, feats: Descriptors, budget, acq, rng) -> Selection:
     """Adaptive allocation over descriptors: log(score) fitted by ridge least squares on the candidates'
     descriptors, then picks drawn without replacement with P proportional to the fitted score^beta (Gumbel
     top-k). The pool is a fresh draw of the sampler, so this importance-resamples the sampler's own parameters
@@ -301,7 +304,7 @@ class NetFeatures:
 
 
 def _peer(method: str) -> Callable[..., Selection]:
-    def pick(scores, counts, feats: NetFeatures, budget, acq, rng) -> Selection:
+    def pick(scores, strata, feats: NetFeatures, budget, acq, rng) -> Selection:
         from diffcurate.curate.acquisition.peers import bmdal_select
 
         idx = np.sort(bmdal_select(feats.pool, feats.train, budget, method))
@@ -310,7 +313,7 @@ def _peer(method: str) -> Callable[..., Selection]:
     return pick
 
 
-def _sbal(scores, counts, feats, budget, acq, rng) -> Selection:
+def _sbal(scores, strata, feats, budget, acq, rng) -> Selection:
     """Power sampling without replacement (Gumbel top-k): P(pick) proportional to score^beta."""
     k = min(budget, len(scores))
     logits = acq.beta * np.log(np.maximum(scores, 1e-300))
@@ -349,7 +352,7 @@ def error_weighted_seeding(
     return np.array(chosen, np.int64)
 
 
-def _ewd(scores, counts, feats: NetFeatures, budget, acq, rng) -> Selection:
+def _ewd(scores, strata, feats: NetFeatures, budget, acq, rng) -> Selection:
     n_explore = int(round(acq.exploration * min(budget, len(scores))))
     idx = error_weighted_seeding(feats.pool, scores, budget - n_explore, rng, acq.weight_power)
     rest = np.setdiff1d(np.arange(len(scores)), idx)
@@ -360,7 +363,7 @@ def _ewd(scores, counts, feats: NetFeatures, budget, acq, rng) -> Selection:
 
 @dataclass(frozen=True)
 class Strategy:
-    """fn(scores, counts, features, budget, acquisition config, rng) -> Selection. `features` are the
+    """fn(scores, strata, features, budget, acquisition config, rng) -> Selection. `features` are the
     configuration features (`config_features`), or `NetFeatures` when `network_features` is set."""
 
     fn: Callable[..., Selection]
@@ -386,11 +389,11 @@ STRATEGIES: dict[str, Strategy] = {
 }
 
 
-def select(strategy: str, scores, counts, feats, budget: int, acq, rng: np.random.Generator) -> Selection:
+def select(strategy: str, scores, strata, feats, budget: int, acq, rng: np.random.Generator) -> Selection:
     """Spend `budget` on the pool. Strategies that need no scores ignore `scores` (may be None)."""
-    counts = np.asarray(counts)
-    scores = np.zeros(len(counts)) if scores is None else np.asarray(scores, np.float64)
-    return STRATEGIES[strategy].fn(scores, counts, feats, budget, acq, rng)
+    strata = np.asarray(strata)
+    scores = np.zeros(len(strata)) if scores is None else np.asarray(scores, np.float64)
+    return STRATEGIES[strategy].fn(scores, strata, feats, budget, acq, rng)
 
 
 def needs_scores(strategy: str, k: int = 1) -> bool:

@@ -28,7 +28,6 @@ from diffcurate.curate.loop.rundir import (
 )
 from diffcurate.curate.store.lmdbstore import Store
 from diffcurate.model.checkpoint import Blob
-from diffcurate.solvers.problem import Configs
 
 
 def generate_pool(c: RunContext, k: int) -> None:
@@ -51,12 +50,10 @@ def generate_pool(c: RunContext, k: int) -> None:
         redrawn += int((~keep).sum())
         parts.append((drawn[np.flatnonzero(keep)], fams, ids, keep))
         n, start = n + int(keep.sum()), stop
-    pool = parts[0][0] if len(parts) == 1 else Configs.concat([p[0] for p in parts])
+    pool = parts[0][0] if len(parts) == 1 else c.problem.concat(c.physics, [p[0] for p in parts])
     atomic_npz(
         files.pool,
-        centers=pool.centers,
-        values=pool.values,
-        counts=pool.counts,
+        **c.problem.to_arrays(c.physics, pool),
         families=np.concatenate([np.array(f)[keep] for _, f, _, keep in parts]),
         ids=np.concatenate([np.array(i)[keep] for _, _, i, keep in parts]),
         redrawn=np.array(redrawn),
@@ -89,20 +86,20 @@ def mine(c: RunContext, k: int) -> None:
     with Store(c.paths.store, readonly=True) as st:
         seen = set(st.ids()) | set(pool_ids)
     keep = []
-    for s in range(len(mutants)):
-        sid = mutants.sample_id(s, c.physics)
+    for s, sid in enumerate(c.problem.sample_ids(c.physics, mutants)):
         if sid not in seen:
             seen.add(sid)
             keep.append(s)
     mutants, parent, how = mutants[keep], parent[keep], [how[i] for i in keep]
-    L = c.physics.lattice
-    y = c.solve(mutants) if solve_pool and len(mutants) else np.zeros((len(mutants), L, L), np.float32)
+    y = (
+        c.solve(mutants)
+        if solve_pool and len(mutants)
+        else np.zeros((len(mutants), *c.problem.grid(c.physics)), np.float32)
+    )
     s = c.score(k, mutants, y if solve_pool else None) if len(mutants) else np.zeros(0)
     atomic_npz(
         files.mined,
-        centers=mutants.centers,
-        values=mutants.values,
-        counts=mutants.counts,
+        **c.problem.to_arrays(c.physics, mutants),
         parent=np.array([pool_ids[i] for i in parent], dtype=str),
         mutation=np.array(how, dtype=str),
         y=y,
@@ -137,7 +134,8 @@ def pick(c: RunContext, k: int) -> None:
     if STRATEGIES[a.strategy].scores_once and k > 1:  # round 1's allocation, fixed from then on
         first = json.loads(c.paths.round(1).selection.read_text())
         acq = replace(a, allocation=first["allocation"])
-    sel = select(a.strategy, cand.scores, cand.configs.counts, feats, a.budget_at(k), acq, rng)
+    strata = c.problem.strata(c.physics, cand.configs)
+    sel = select(a.strategy, cand.scores, strata, feats, a.budget_at(k), acq, rng)
     picked = {"index": sel.index.tolist(), "cluster": sel.cluster.tolist(), "how": sel.how}
     extra = {k: v for k, v in (("allocation", sel.allocation), ("fit", sel.fit)) if v}
     atomic_json(files.selection, {**picked, **extra})
@@ -176,9 +174,9 @@ def add(c: RunContext, k: int) -> None:
             provenance=prov,
             physics=c.physics,
         )
-    by = {}
-    for c in chosen.counts.tolist():
-        by[str(c)] = by.get(str(c), 0) + 1
+    by = {}  # picks per stratum
+    for s in c.problem.strata(c.physics, chosen).tolist():
+        by[str(s)] = by.get(str(s), 0) + 1
     mined = int(sum(1 for i in idx if cand.provenance[i]))
     atomic_json(files.meta, {"solves": solves, "added": len(idx), "added_by_sources": by, "mined": mined})
 
@@ -187,9 +185,9 @@ def added_line(c: RunContext, k: int) -> str:
     """What the add step says once it has run."""
     files = c.paths.round(k)
     with np.load(files.pool) as z:
-        n = len(z["counts"])
+        n = len(z["ids"])
     if files.mined.exists():
         with np.load(files.mined) as z:
-            n += len(z["counts"])
+            n += len(z["parent"])
     added = int(json.loads(files.meta.read_text())["added"])
     return f"round {k}: added {added} of {n} candidates ({c.strategy})"

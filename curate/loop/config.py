@@ -95,6 +95,7 @@ class RunConfig:
     sources: list[int]
     model: ModelConfig
     train: TrainConfig
+    problem: str = "diffusion"  # the problem (`curate problems`) whose parameters [physics] holds
     seed: int = 0  # every random choice of the run: initial set, pools, picks (train.seed: init and shuffle)
     rounds: int = 5  # acquisition rounds after round 0
     max_solves: int = 0  # stop when the solve budget is spent (0: no limit)
@@ -156,7 +157,9 @@ class RunConfig:
 
     def validate(self) -> RunConfig:
         from diffcurate.curate.acquisition.ranker import ACQUISITIONS, STRATEGIES
+        from diffcurate.solvers.plugins import get_problem
 
+        get_problem(self.problem)
         self.model.check(self.physics.lattice)
         self.train.loss_specs()
         a = self.acquisition

@@ -14,10 +14,12 @@ from diffcurate.curate.acquisition.ranker import ACQUISITIONS, needs_network_fea
 from diffcurate.curate.cluster.actors import ScoreJob
 from diffcurate.curate.cluster.dispatch import solve_ordered
 from diffcurate.curate.loop.config import RunConfig
-from diffcurate.curate.loop.rundir import RoundFiles, RunPaths
+from diffcurate.curate.loop.rundir import RunPaths
 from diffcurate.curate.store.lmdbstore import Store
 from diffcurate.model.checkpoint import Blob
-from diffcurate.solvers.problem import Configs, Physics
+from diffcurate.solvers.interface import Batch, Problem
+from diffcurate.solvers.plugins import get_problem
+from diffcurate.solvers.problem import Physics
 
 
 @dataclass
@@ -25,16 +27,17 @@ class Candidates:
     """What a round picks from: the pool, then the mined mutants (if any), with their solved fields (when the
     pool is solved), scores (when the strategy scores) and provenance ({} for pool rows)."""
 
-    configs: Configs
+    configs: Batch
     families: list[str]
     y: np.ndarray | None
     scores: np.ndarray | None
     provenance: list[dict]
 
     @classmethod
-    def load(cls, files: RoundFiles, solved: bool, scored: bool) -> Candidates:
+    def load(cls, c: RunContext, k: int) -> Candidates:
+        files, solved, scored = c.paths.round(k), c.solving_pool(k), c.scoring(k)
         with np.load(files.pool) as z:
-            pool = Configs(z["centers"], z["values"], z["counts"])
+            pool = c.configs_in(z)
             fams = z["families"].tolist()
         y = np.load(files.pool_y) if solved else None
         scores = np.load(files.scores) if scored else None
@@ -42,11 +45,11 @@ class Candidates:
         if not files.mined.exists():
             return cls(pool, fams, y, scores, prov)
         with np.load(files.mined) as z:
-            mutants = Configs(z["centers"], z["values"], z["counts"])
+            mutants = c.configs_in(z)
             prov += [{"parent": str(p), "mutation": str(m)} for p, m in zip(z["parent"], z["mutation"], strict=True)]
             y = np.concatenate([y, z["y"]]) if y is not None else None
             scores = np.concatenate([scores, z["scores"]]) if scores is not None else None
-        return cls(Configs.concat([pool, mutants]), fams + ["mutant"] * len(mutants), y, scores, prov)
+        return cls(c.problem.concat(c.physics, [pool, mutants]), fams + ["mutant"] * len(mutants), y, scores, prov)
 
 
 @dataclass
@@ -71,6 +74,14 @@ class RunContext:
     @property
     def physics(self) -> Physics:
         return self.cfg.physics
+
+    @property
+    def problem(self) -> Problem:
+        return get_problem(self.cfg.problem)
+
+    def configs_in(self, z) -> Batch:
+        """The configurations an npz of the round's state holds (its arrays named by the problem's schema)."""
+        return self.problem.from_arrays(self.physics, {key: z[key] for key in self.problem.schema(self.physics)})
 
     @property
     def trainer(self):
@@ -109,18 +120,18 @@ class RunContext:
 
     # --- what the steps read --------------------------------------------------------------------------------
 
-    def pool(self, k: int) -> Configs:
+    def pool(self, k: int):
         with np.load(self.paths.round(k).pool) as z:
-            return Configs(z["centers"], z["values"], z["counts"])
+            return self.configs_in(z)
 
     def candidates(self, k: int) -> Candidates:
-        return Candidates.load(self.paths.round(k), self.solving_pool(k), self.scoring(k))
+        return Candidates.load(self, k)
 
-    def solve(self, configs: Configs) -> np.ndarray:
+    def solve(self, configs: Batch) -> np.ndarray:
         """(n, L, L) float32 solved fields, in order, on the solver actors (the one dispatcher)."""
         return solve_ordered(self.solvers, configs, self.physics)[0]
 
-    def score(self, k: int, configs: Configs, y: np.ndarray | None) -> np.ndarray:
+    def score(self, k: int, configs: Batch, y: np.ndarray | None) -> np.ndarray:
         """(n,) float64 scores of candidates with the model of round k-1: the true weighted MAE against the
         solved fields `y` on the trainer actor, or (y None) a ground-truth-free estimate in MAE units on the
         driver."""
