@@ -19,7 +19,7 @@ from diffcurate.solvers.problem import PRESETS
 
 port = int(sys.argv[1]) if len(sys.argv) > 1 else None
 with ray_session(num_cpus=2, dashboard=port is not None, dashboard_port=port):
-    solvers = make_solvers(PRESETS["tiny"].physics, 1)
+    solvers = make_solvers("diffusion", PRESETS["tiny"].physics, 1)
     ray.get([s.pid.remote() for s in solvers])  # a worker process is up
     deadline = time.time() + 60  # and the dashboard listens, when there is one
     while port and time.time() < deadline and not any(

@@ -135,7 +135,7 @@ def test_solver_actor_killed_mid_task_is_retried(ray_cluster, tmp_path):
 
     cfg, fams = sample_configs("mixed", TINY, 9, range(256), SRC)
     chunks = [(cfg[i : i + 16], fams[i : i + 16]) for i in range(0, 256, 16)]
-    solvers = make_solvers(TINY, 2)
+    solvers = make_solvers("diffusion", TINY, 2)
     victim = ray.get(solvers[0].pid.remote())
     killed = []
 

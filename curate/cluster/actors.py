@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from diffcurate.common.errors import InputError
+from diffcurate.solvers.interface import Batch
+from diffcurate.solvers.plugins import get_problem
 from diffcurate.solvers.problem import Configs, Physics
 
 if TYPE_CHECKING:
@@ -32,13 +34,12 @@ RESTARTS = 3
 
 
 def draw_configs(
-    physics: Physics, sampler: str, seed: int, start: int, stop: int, sources: tuple[int, int]
-) -> tuple[Configs, list[str], list[str]]:
-    """(configurations, families, ids) of indices [start, stop) of (sampler, seed)."""
-    from diffcurate.solvers.sampling import sample_configs
-
-    cfg, families = sample_configs(sampler, physics, seed, range(start, stop), tuple(sources))
-    return cfg, list(families), [cfg.sample_id(s, physics) for s in range(len(cfg))]
+    problem: str, params, sampler: str, seed: int, start: int, stop: int, strata: tuple[int, int]
+) -> tuple[Batch, list[str], list[str]]:
+    """(configurations, families, ids) of indices [start, stop) of (sampler, seed) of the named problem."""
+    p = get_problem(problem)
+    cfg, families = p.sample(params, sampler, seed, range(start, stop), tuple(strata))
+    return cfg, list(families), p.sample_ids(params, cfg)
 
 
 class _Actor:
@@ -52,36 +53,31 @@ class _Actor:
 class _Generator(_Actor):
     """Configurations for index ranges of (sampler, seed): cheap, pure, reproducible."""
 
-    def __init__(self, physics: Physics):
-        self.physics = physics
+    def __init__(self, problem: str, physics: Physics):
+        self.problem, self.physics = problem, physics
 
-    def configs(self, sampler: str, seed: int, start: int, stop: int, sources: tuple[int, int]):
-        return draw_configs(self.physics, sampler, seed, start, stop, sources)
+    def configs(self, sampler: str, seed: int, start: int, stop: int, strata: tuple[int, int]):
+        return draw_configs(self.problem, self.physics, sampler, seed, start, stop, strata)
 
 
 class _Solver(_Actor):
     """Solves batches of configurations; one torch/FFT thread per CPU it was given."""
 
-    def __init__(self, physics: Physics, device: str = "cpu", dtype: str = "float32", threads: int = 1):
+    def __init__(self, problem: str, physics: Physics, device: str = "cpu", threads: int = 1):
         from diffcurate.curate.store.heap import keep_freed_pages
-        from diffcurate.solvers.registry import set_threads
+        from diffcurate.solvers.threads import set_threads
 
         keep_freed_pages()  # FFT work arrays are allocated and freed on every solve
         set_threads(threads)
-        self.physics = physics
-        self.device = device
-        self.dtype = dtype
-        # one source at the centre: imports the solvers and builds the Green's and eigenvalue tables and the FFT
-        # plans for this physics (0.1-0.2 s at L = 512) while the actor starts, so the first real call is as fast
-        # as the rest
-        mid = self.physics.lattice // 2
-        self.solve(Configs(np.array([[[mid, mid]]]), np.ones((1, 1)), np.ones(1, np.int64)))
+        self.problem, self.physics, self.device = get_problem(problem), physics, device
+        # one configuration while the actor starts: the problem's solver is imported and whatever it builds once
+        # per parameters (tables, FFT plans) is built, so the first real call is as fast as the rest
+        warm, _ = self.problem.sample(physics, next(iter(self.problem.samplers())), 0, [0])
+        self.solve(warm)
 
-    def solve(self, configs: Configs) -> np.ndarray:
-        """(n, L, L) fields of the configurations."""
-        from diffcurate.solvers.registry import solve
-
-        return solve(self.physics, configs, "fast", device=self.device, dtype=self.dtype, batch_size=len(configs))
+    def solve(self, configs: Batch) -> np.ndarray:
+        """(n, H, W) float32 fields of the configurations (the problem's one output channel)."""
+        return self.problem.solve(self.physics, configs, self.device)[:, 0]
 
     def solve_timed(self, configs: Configs):
         """(fields, start, end): wall-clock times for the run's timeline."""
@@ -108,19 +104,21 @@ def _remote(cls, num_cpus: float, num_gpus: float, resources: dict | None):
     )(cls)
 
 
-def make_generators(physics: Physics, n: int = 1, num_cpus: float = 0.0, resources: dict | None = None) -> list:
+def make_generators(
+    problem: str, physics: Physics, n: int = 1, num_cpus: float = 0.0, resources: dict | None = None
+) -> list:
     """Generators need no CPU reservation: drawing configurations costs microseconds. `resources`: custom Ray
     resources each actor asks for (every make_*: actors then run only on nodes that offer them)."""
     cls = _remote(_Generator, num_cpus, 0.0, resources)
-    return [cls.remote(physics) for _ in range(n)]
+    return [cls.remote(problem, physics) for _ in range(n)]
 
 
 def make_solvers(
+    problem: str,
     physics: Physics,
     n: int,
     num_cpus: float = 1.0,
     num_gpus: float = 0.0,
-    dtype: str = "float32",
     resources: dict | None = None,
 ) -> list:
     """n solver actors; with num_gpus > 0 each solves on its GPU. Asking for more actors than the cluster has
@@ -137,7 +135,7 @@ def make_solvers(
     cls = _remote(_Solver, num_cpus, num_gpus, resources)
     device = "cuda" if num_gpus > 0 else "cpu"
     threads = max(1, int(num_cpus))
-    return [cls.remote(physics, device, dtype, threads) for _ in range(n)]
+    return [cls.remote(problem, physics, device, threads) for _ in range(n)]
 
 
 @dataclass(frozen=True)

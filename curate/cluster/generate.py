@@ -153,7 +153,7 @@ def plan_blocks(
         if gens is None:
             from diffcurate.curate.cluster.actors import draw_configs
 
-            return [draw_configs(store.physics, sampler, seed, start, stop, sources)]
+            return [draw_configs(store.problem["name"], store.physics, sampler, seed, start, stop, sources)]
         import ray
 
         return ray.get(
@@ -228,6 +228,7 @@ def generate(
     show_progress: bool = True,
     num_cpus: int | None = None,
     gpus: float = 0.0,  # per solver actor; 0: CPU
+    problem: str = "diffusion",
 ) -> GenerateResult:
     """Make sure `split` holds the first `count` distinct samples of (sampler, seed); solve only what is missing."""
     if count < 1:
@@ -265,10 +266,10 @@ def generate(
     with ray_session(address, num_cpus=num_cpus):
         import ray
 
-        solvers = make_solvers(physics, workers, num_gpus=gpus)  # first: it refuses GPUs the cluster lacks
-        gens = make_generators(physics, 1)
+        solvers = make_solvers(problem, physics, workers, num_gpus=gpus)  # first: it refuses GPUs the cluster lacks
+        gens = make_generators(problem, physics, 1)
         with Store.create(
-            store_path, physics, preset=preset, command=command, cache_writes=cache_writes(physics)
+            store_path, physics, preset=preset, command=command, cache_writes=cache_writes(physics), problem=problem
         ) as store:
             ray.get([s.pid.remote() for s in solvers])  # actor start (a Python + torch import each) is not solving
             added = present = todo = 0

@@ -47,8 +47,8 @@ class Runner:
         self.cfg, self.last_round = cfg, cfg.rounds  # pipelining prefetches no pool beyond the last round
         r = cfg.ray
         res = dict(r.actor_resources)
-        gens = make_generators(cfg.physics, 1, resources=res)
-        solvers = make_solvers(cfg.physics, r.workers, r.solver_cpus, r.solver_gpus, resources=res)
+        gens = make_generators(cfg.problem, cfg.physics, 1, resources=res)
+        solvers = make_solvers(cfg.problem, cfg.physics, r.workers, r.solver_cpus, r.solver_gpus, resources=res)
         # with training workers, the trainer actors only score and evaluate, never while the workers train: they
         # reserve no CPU, which the workers take instead
         trainer_cpus = 0.0 if r.train_workers > 1 else r.trainer_cpus

@@ -18,7 +18,9 @@ def initial_sets(c: RunContext, k: int) -> None:
     from diffcurate.curate.cluster.generate import fill
 
     cfg = c.cfg
-    with Store.create(c.paths.store, c.physics, preset=cfg.preset, command="curate init", run=run_identity(cfg)) as st:
+    with Store.create(
+        c.paths.store, c.physics, preset=cfg.preset, command="curate init", run=run_identity(cfg), problem=cfg.problem
+    ) as st:
         made = fill(st, initial_requests(cfg), c.gens, c.solvers, c.show_progress)
     atomic_json(c.paths.round(k).meta, {**made, "added_by_sources": {}, "added": 0})
 

@@ -24,7 +24,7 @@ from diffcurate.common.files import atomic_path, atomic_text
 from diffcurate.common.splits import SPLITS, check_split
 from diffcurate.curate.store.arrays import format_of, load_arrays, save_arrays, validated_samples
 from diffcurate.curate.store.env import is_store
-from diffcurate.curate.store.lmdbstore import Store
+from diffcurate.curate.store.lmdbstore import Store, problem_of
 from diffcurate.curate.store.lock import check_writable
 from diffcurate.solvers.problem import paint
 
@@ -178,6 +178,7 @@ def export_store(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": command,
         "physics": physics.to_dict(),
+        "problem": problem_of(meta),
         "preset": meta.get("preset", ""),
         "store_schema_version": meta["schema_version"],
         "store_encoding": meta["encoding"],

@@ -55,6 +55,7 @@ from diffcurate.curate.store.records import (
     header_json,
 )
 from diffcurate.curate.store.summary import Summary
+from diffcurate.solvers.plugins import get_problem, provenance
 from diffcurate.solvers.problem import Configs, Physics
 
 SCHEMA_VERSION = 1
@@ -74,6 +75,13 @@ def check_path(path: Path, create: bool) -> None:
         raise InputError(f"{path} {what}; create the store first")
     if path.exists() and any(p.name != LOCK_FILE for p in path.iterdir()):
         raise InputError(f"{path} is a non-empty directory that is not a store; refusing to create one there")
+
+
+def problem_of(meta: dict) -> dict:
+    """The problem a store's samples belong to (stores without the record: diffusion), checked installed."""
+    problem = meta.get("problem") or {"name": "diffusion", "package": "diffcurate"}
+    get_problem(problem["name"], problem.get("package"))
+    return problem
 
 
 class Store(Summary):
@@ -119,6 +127,7 @@ class Store(Summary):
                 f"{self.path}: store schema {version!r} is not one this version reads (1 to {SCHEMA_VERSION})"
             )
         self.meta = meta
+        self.problem = problem_of(meta)  # {name, package, version}; one line if that problem is not installed
         self.physics = Physics.from_dict(meta["physics"])
         self.encoding: str = meta["encoding"]
 
@@ -147,9 +156,11 @@ class Store(Summary):
         map_size: int = INITIAL_MAP_SIZE,
         cache_writes: bool = True,
         run: str | None = None,
+        problem: str = "diffusion",
     ) -> Store:
         """Create a store (an existing store is reopened; InputError if its physics differ). `run`: the identity of
-        the run whose store it is (`rundir.run_identity`), recorded in the metadata at creation."""
+        the run whose store it is (`rundir.run_identity`), recorded in the metadata at creation, as is the
+        problem (name, package, version)."""
         path = Path(path)
         if encoding not in ENCODINGS:
             raise InputError(f"unknown encoding {encoding!r} (choose {', '.join(ENCODINGS)})")
@@ -158,7 +169,7 @@ class Store(Summary):
         lock_writer(path)  # two creators at once: the second finds the store the first made
         try:
             if not is_store(path):
-                cls._init_env(path, physics, preset, encoding, command, map_size, run)
+                cls._init_env(path, physics, preset, encoding, command, map_size, run, problem)
             store = cls(path, map_size=map_size, cache_writes=cache_writes)
         finally:
             unlock_writer(path)  # the Store holds its own reference
@@ -171,12 +182,20 @@ class Store(Summary):
 
     @staticmethod
     def _init_env(
-        path: Path, physics: Physics, preset: str, encoding: str, command: str, map_size: int, run: str | None
+        path: Path,
+        physics: Physics,
+        preset: str,
+        encoding: str,
+        command: str,
+        map_size: int,
+        run: str | None,
+        problem: str,
     ) -> None:
         env = acquire_env(path, map_size=map_size)
         meta = {
             "schema_version": SCHEMA_VERSION,
             "physics": physics.to_dict(),
+            "problem": provenance(problem),
             "preset": preset,
             "encoding": encoding,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -425,19 +444,3 @@ class Store(Summary):
                 headers.append(h)
         y = y[: len(headers)]
         return configs_from_headers(headers), y, headers
-
-    def log(self, entry: dict) -> None:
-        """Append an entry (a finished `generate` or `import`: what was asked, what it added, the command), stamped
-        `finished` now, to the store's history: provenance for `info` and the dataset card, and how a re-run of a
-        finished `generate` knows without starting Ray that nothing is missing (samples are never removed or
-        moved)."""
-        entry = {**entry, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        with begin(self.env, write=True) as txn:
-            raw = txn.get(b"history", db=self._meta)
-            history = (json.loads(bytes(raw)) if raw is not None else []) + [entry]
-            txn.put(b"history", json.dumps(history).encode(), db=self._meta)
-        self.meta["history"] = history
-
-    def history(self) -> list[dict]:
-        """The `log` entries, oldest first."""
-        return list(self.meta.get("history", []))

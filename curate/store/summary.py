@@ -1,7 +1,10 @@
 """What a store holds and whether it is intact, as methods of `Store` (a mixin over its environment, index and
-physics): `info`, `verify` and `subset`."""
+physics): `info`, `verify`, `subset`, and the history of the commands that filled it (`log`)."""
 
 from __future__ import annotations
+
+import json
+import time
 
 import lmdb
 import numpy as np
@@ -19,6 +22,22 @@ from diffcurate.curate.store.records import (
 
 
 class Summary:
+    def log(self, entry: dict) -> None:
+        """Append an entry (a finished `generate` or `import`: what was asked, what it added, the command), stamped
+        `finished` now, to the store's history: provenance for `info` and the dataset card, and how a re-run of a
+        finished `generate` knows without starting Ray that nothing is missing (samples are never removed or
+        moved)."""
+        entry = {**entry, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        with begin(self.env, write=True) as txn:
+            raw = txn.get(b"history", db=self._meta)
+            history = (json.loads(bytes(raw)) if raw is not None else []) + [entry]
+            txn.put(b"history", json.dumps(history).encode(), db=self._meta)
+        self.meta["history"] = history
+
+    def history(self) -> list[dict]:
+        """The `log` entries, oldest first."""
+        return list(self.meta.get("history", []))
+
     def subset(self, split: str, fraction: float, seed: int = 0) -> list[str]:
         """A train subset of round(fraction * N) ids; subsets of one seed are nested (1.25 % within 2.5 % ...).
 
@@ -91,6 +110,7 @@ class Summary:
             psize = txn.stat(self._samples)["psize"]
         return {
             "physics": self.physics.to_dict(),
+            "problem": self.problem,
             "schema_version": int(self.meta["schema_version"]),
             "count": len(df),
             "by_split": counts("split"),
