@@ -127,3 +127,20 @@ def test_a_plugin_installed_without_an_index_is_listed(tmp_path):
     finally:
         subprocess.run([*pip, "uninstall", "-y", "diffcurate-heat"], check=True)
     assert "heat" not in find_problems()
+
+
+def test_a_store_of_a_problem_not_installed_is_one_line(tmp_path, cli):
+    """A store records its problem; one whose problem is not installed is refused in one line (exit 2) that
+    names the problem and its package."""
+    from diffcurate.curate.store.env import begin
+    from diffcurate.curate.store.lmdbstore import Store
+
+    with Store.create(tmp_path / "s", TINY.physics) as st:
+        assert st.problem["name"] == "diffusion" and st.problem["package"] == "diffcurate"
+        with begin(st.env, write=True) as txn:
+            record = {"name": "plasma", "package": "diffcurate-plasma", "version": "2.0"}
+            txn.put(b"problem", json.dumps(record).encode(), db=st._meta)
+    code, _, err = cli("info", "--store", tmp_path / "s")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    assert lines[0].startswith("error: problem 'plasma' (from the package diffcurate-plasma) is not installed"), err

@@ -127,7 +127,11 @@ class Store(Summary):
                 f"{self.path}: store schema {version!r} is not one this version reads (1 to {SCHEMA_VERSION})"
             )
         self.meta = meta
-        self.problem = problem_of(meta)  # {name, package, version}; one line if that problem is not installed
+        try:
+            self.problem = problem_of(meta)  # {name, package, version}; one line if that problem is not installed
+        except InputError:
+            self.close()
+            raise
         self.physics = Physics.from_dict(meta["physics"])
         self.encoding: str = meta["encoding"]
 
