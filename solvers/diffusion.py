@@ -99,6 +99,30 @@ class Diffusion(Problem):
     def strata(self, params: Physics, configs: Configs) -> np.ndarray:
         return configs.counts.astype(np.int64)
 
+    def descriptors(self, params: Physics, configs: Configs) -> dict[str, np.ndarray]:
+        """Where a surrogate errs besides its stratum: the number of sources and its square, the mean
+        nearest-neighbour distance between discs and the nearest disc's distance to a wall (in diffusion
+        lengths), the spread and the sum of the source values."""
+        lD, L = params.diffusion_length, params.lattice
+        names = ("sources", "sources_squared", "nearest", "wall", "value_spread", "value_sum")
+        out = {name: np.zeros(len(configs)) for name in names}
+        for s in range(len(configs)):
+            c, v = configs.sample(s)
+            c = c.astype(float)
+            k = len(c)
+            d = np.sqrt(((c[:, None] - c[None]) ** 2).sum(-1)) + np.eye(k) * 2 * L
+            nn = d.min(1).mean() / lD if k > 1 else L / lD
+            row = (k, k * k, min(nn, L / lD), np.minimum(c, L - 1 - c).min() / lD, v.std(), v.sum())
+            for name, value in zip(names, row, strict=True):
+                out[name][s] = value
+        return out
+
+    def mutate(self, params: Physics, configs: Configs, parents, per_parent: int, rng, strata=None):
+        """Move, pull together, add or drop a disc, push discs to a wall, or draw new values (mutations.py)."""
+        from diffcurate.solvers.mutations import mutate
+
+        return mutate(configs, params, parents, per_parent, tuple(strata or DEFAULT_SOURCES), rng)
+
     def residual(self, params: Physics, configs: Configs, y_pred: np.ndarray) -> np.ndarray:
         """The discrete problem's per-pixel residual of predicted fields (for production sources, of their
         shape only: the normalisation hides the amplitude)."""

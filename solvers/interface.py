@@ -151,8 +151,9 @@ class Problem(ABC):
         """The optional methods this problem implements."""
         return tuple(n for n in OPTIONAL if getattr(type(self), n, None) is not getattr(Problem, n, None))
 
-    def mutate(self, params, configs, parents: np.ndarray, per_parent: int, rng: np.random.Generator):
-        """(mutants, the parent row of each, a name for each mutation): hard-case mining."""
+    def mutate(self, params, configs, parents: np.ndarray, per_parent: int, rng: np.random.Generator, strata=None):
+        """(mutants, the parent row of each, a name for each mutation): hard-case mining. Mutants stay within
+        `strata` (lo, hi) (None: the problem's default range)."""
         raise NotImplementedError
 
     def residual(self, params, configs, y_pred: np.ndarray) -> np.ndarray:

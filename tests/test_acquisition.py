@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from conftest import TINY, tiny_configs
 
-from diffcurate.curate.acquisition.mining import MUTATIONS, mutate
 from diffcurate.curate.acquisition.ranker import NetFeatures, error_weighted_seeding, select
 from diffcurate.curate.loop.config import AcquisitionConfig, RunOverrides
+from diffcurate.solvers.mutations import MUTATIONS, mutate
 from diffcurate.solvers.problem import PRESETS, Configs
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,13 +10,11 @@ from dataclasses import replace
 import numpy as np
 
 from diffcurate.common.files import atomic_json
-from diffcurate.curate.acquisition.mining import mutate
 from diffcurate.curate.acquisition.ranker import (
     STRATEGIES,
     Descriptors,
     NetFeatures,
-    config_descriptors,
-    config_features,
+    descriptor_matrix,
     needs_descriptors,
     needs_network_features,
     select,
@@ -82,7 +80,7 @@ def mine(c: RunContext, k: int) -> None:
         pool_ids = z["ids"].tolist()
     rng = np.random.default_rng(c.cfg.sub_seed("mine", k))
     parents = np.argsort(-scores, kind="stable")[: a.mine_parents]
-    mutants, parent, how = mutate(pool, c.physics, parents, a.mine_per_parent, tuple(c.cfg.sources), rng)
+    mutants, parent, how = c.problem.mutate(c.physics, pool, parents, a.mine_per_parent, rng, tuple(c.cfg.sources))
     with Store(c.paths.store, readonly=True) as st:
         seen = set(st.ids()) | set(pool_ids)
     keep = []
@@ -126,10 +124,9 @@ def pick(c: RunContext, k: int) -> None:
     if needs_network_features(a.strategy):
         with np.load(files.embed) as z:
             feats = NetFeatures(z["pool"], z["train"])
-    elif needs_descriptors(a.strategy):
-        feats = Descriptors(config_descriptors(c.physics, cand.configs, cand.families))
     else:
-        feats = config_features(c.physics, cand.configs)
+        feats = descriptor_matrix(c.problem.descriptors(c.physics, cand.configs), cand.families)
+        feats = Descriptors(feats) if needs_descriptors(a.strategy) else feats
     acq = a
     if STRATEGIES[a.strategy].scores_once and k > 1:  # round 1's allocation, fixed from then on
         first = json.loads(c.paths.round(1).selection.read_text())

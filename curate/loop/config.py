@@ -157,9 +157,10 @@ class RunConfig:
 
     def validate(self) -> RunConfig:
         from diffcurate.curate.acquisition.ranker import ACQUISITIONS, STRATEGIES
+        from diffcurate.solvers.interface import require
         from diffcurate.solvers.plugins import get_problem
 
-        get_problem(self.problem)
+        problem = get_problem(self.problem)
         self.model.check(self.physics.lattice)
         self.train.loss_specs()
         a = self.acquisition
@@ -182,6 +183,8 @@ class RunConfig:
             raise InputError(f"acquisition.allocation needs source counts as keys and shares >= 0, got {bad}")
         if a.mine_parents < 0 or a.mine_per_parent < 1:
             raise InputError("need mine_parents >= 0 and mine_per_parent >= 1")
+        if a.mine_parents:
+            require(problem, "mutate", "mining (acquisition.mine_parents)")
         from diffcurate.solvers.sampling import sampler_names
 
         unknown = [f for f in [*self.data.test_families, *self.data.held_out_families] if f not in sampler_names()]

@@ -222,7 +222,7 @@ class Heat(Problem):
         spread = [configs.centers[b, : configs.count[b]].std(0).mean() / params.size for b in range(len(configs))]
         return {"sinks": configs.count.astype(np.float64), "spread": np.array(spread), "heating": configs.heating}
 
-    def mutate(self, params: Plate, configs: Sinks, parents: np.ndarray, per_parent: int, rng: np.random.Generator):
+    def mutate(self, params: Plate, configs: Sinks, parents: np.ndarray, per_parent: int, rng, strata=None):
         """Each mutant moves one sink of its parent by up to 2 radii."""
         kids = configs[np.repeat(parents, per_parent)]
         kids = Sinks(kids.centers.copy(), kids.count.copy(), kids.heating.copy())

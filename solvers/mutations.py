@@ -1,4 +1,5 @@
-"""Hard-case mining beyond the pool: mutate the top-scored candidates into configurations no sampler draws.
+"""The diffusion problem's mutations (`Problem.mutate`), for hard-case mining beyond the pool: the top-scored
+candidates become configurations no sampler draws.
 
 A random pool only holds what its samplers produce; the surrogate's worst cases may lie next to them. Each parent
 (a high-scoring candidate) gives `per_parent` mutants, each made by one mutation from a registry. Every mutant is
