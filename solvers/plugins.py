@@ -4,6 +4,7 @@ its own declarations, so that a plugin's fault is one line naming the plugin and
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, entry_points, version
 
@@ -28,6 +29,7 @@ class Found:
     error: str | None = None
 
 
+@functools.cache
 def _own_version() -> str:
     try:
         return version("diffcurate")
@@ -59,17 +61,31 @@ def find_problems() -> dict[str, Found]:
     return found
 
 
+_LOADED: dict[str, Found] = {}  # the problems this process has used, loaded once
+
+
+def _found(name: str) -> Found | None:
+    if name not in _LOADED:
+        if name in BUILT_IN:  # no plugin can take a built-in's name: no entry point to read
+            _LOADED[name] = Found(name, "diffcurate", _own_version(), BUILT_IN[name]())
+        else:
+            f = find_problems().get(name)
+            if f is None or f.problem is None:
+                return f
+            _LOADED[name] = f
+    return _LOADED[name]
+
+
 def get_problem(name: str, package: str | None = None) -> Problem:
-    """The problem registered as `name`; one InputError if it is not installed (naming the package that data
-    recorded, when known) or does not load."""
-    found = find_problems()
-    if name not in found:
+    """The problem registered as `name` (loaded once per process); one InputError if it is not installed
+    (naming the package that data recorded, when known) or does not load."""
+    f = _found(name)
+    if f is None:
         where = f" (from the package {package})" if package else ""
         raise InputError(
-            f"problem {name!r}{where} is not installed; installed: {', '.join(found)} (a plugin package declares "
-            f"its problem under the entry-point group {GROUP})"
+            f"problem {name!r}{where} is not installed; installed: {', '.join(find_problems())} (a plugin package "
+            f"declares its problem under the entry-point group {GROUP})"
         )
-    f = found[name]
     if f.problem is None:
         raise InputError(f"problem {name!r} ({f.package} {f.version}) does not load: {f.error}")
     return f.problem
@@ -77,7 +93,8 @@ def get_problem(name: str, package: str | None = None) -> Problem:
 
 def provenance(name: str) -> dict:
     """{name, package, version} of an installed problem: what stores, runs and exports record."""
-    f = find_problems()[name]
+    get_problem(name)
+    f = _LOADED[name]
     return {"name": f.name, "package": f.package, "version": f.version}
 
 
