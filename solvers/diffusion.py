@@ -23,7 +23,7 @@ class Diffusion(Problem):
     channels = (1, 1)
 
     def presets(self) -> dict[str, ProblemPreset]:
-        return {n: ProblemPreset(n, p.physics, p.sources, p.notes) for n, p in PRESETS.items()}
+        return dict(PRESETS)
 
     def params_to_dict(self, params: Physics) -> dict:
         return params.to_dict()

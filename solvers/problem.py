@@ -15,11 +15,12 @@ import functools
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from diffcurate.common.errors import InputError
+from diffcurate.solvers.interface import ProblemPreset
 
 SOURCE_MODELS = ("fixed", "production")
 
@@ -75,14 +76,16 @@ class Physics:
         )
 
 
-@dataclass(frozen=True)
-class Preset:
-    """A named physics plus the source-count range that sampling uses."""
+class Preset(ProblemPreset):
+    """A named physics (`params`) plus the source-count range that sampling uses (`strata`)."""
 
-    name: str
-    physics: Physics
-    sources: tuple[int, int]
-    notes: str = field(default="", compare=False)
+    @property
+    def physics(self) -> Physics:
+        return self.params
+
+    @property
+    def sources(self) -> tuple[int, int]:
+        return self.strata
 
 
 PRESETS: dict[str, Preset] = {
