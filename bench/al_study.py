@@ -40,6 +40,7 @@ def main() -> None:
     ap.add_argument("--summarise", action="store_true", help="only compute results.json from the records")
     ap.add_argument("--extra-test", type=Path, help="an npz/HDF5 file with y: every final model is evaluated on it")
     ap.add_argument("--arms", help="only these parts, comma-separated (arms, `transfer`; the first arm always)")
+    ap.add_argument("--address", help="run on this Ray cluster (default: each worker starts a local one)")
     ap.add_argument("--shard", help=argparse.SUPPRESS)
     ap.add_argument("--markdown", type=Path, help="print the tables of an existing results.json as markdown, and exit")
     args = ap.parse_args()
@@ -60,13 +61,14 @@ def main() -> None:
             raise SystemExit(f"error: {e}") from None
     if args.shard:
         i, n = (int(x) for x in args.shard.split("/"))
-        shard_main(spec, i, n, out, recs, args.commit)
+        shard_main(spec, i, n, out, recs, args.commit, args.address)
         return
     if not args.summarise:
         base = [sys.executable, __file__, "--out", str(out), "--records", str(recs)]
         base += (["--quick"] if args.quick else []) + (["--commit"] if args.commit else [])
         base += ["--config", str(args.config)] if args.config else []
         base += ["--arms", args.arms] if args.arms else []
+        base += ["--address", args.address] if args.address else []
         procs = [subprocess.Popen([*base, "--shard", f"{i}/{args.workers}"]) for i in range(args.workers)]
         codes = [p.wait() for p in procs]
         if any(codes):

@@ -160,7 +160,20 @@ def test_study_records_results_and_extra_test_on_a_small_file(ray_cluster, tmp_p
         'ablation = ["ewd-mine-pool200"]\n'
     )
     docs, recs = tmp_path / "docs", tmp_path / "docs" / "study" / "runs"
-    r = _study("--config", spec, "--out", tmp_path / "runs", "--docs", docs, "--workers", "1", "--extra-test", extra)
+    r = _study(
+        "--config",
+        spec,
+        "--out",
+        tmp_path / "runs",
+        "--docs",
+        docs,
+        "--workers",
+        "1",
+        "--extra-test",
+        extra,
+        "--address",
+        ray_cluster,
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     for name in ("random", "ewd-mine", "stratified"):
         assert (recs / "edcnn" / f"{name}-s0.json").is_file() and (recs / "edcnn" / f"{name}-s0.npz").is_file()

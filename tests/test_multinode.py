@@ -6,6 +6,7 @@ Then exactly the processes this test started are stopped (never a machine-wide `
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
@@ -18,10 +19,10 @@ import tempfile
 import time
 
 import pytest
+from test_estimators import build_tiny_run
 
 from diffcurate.curate.loop.config import default_config
 from diffcurate.curate.loop.rundir import RunPaths, init_run, read_rounds
-from diffcurate.curate.loop.runner import run
 from diffcurate.curate.store.env import NO_STORE
 
 
@@ -91,7 +92,7 @@ def _wait_for_nodes(address: str, n: int, env: dict, timeout: float = 90) -> Non
     raise AssertionError(f"{n} Ray nodes did not come up at {address}")
 
 
-def test_two_node_run_with_every_actor_away_from_the_store(ray_cluster, tmp_path):
+def test_two_node_run_with_every_actor_away_from_the_store(ray_cluster, tmp_path, tmp_path_factory):
     ports = _ports(14)
     address = f"127.0.0.1:{ports[0]}"
     # token authentication stays on: a fresh token for this cluster, shared by its nodes and the driver
@@ -123,6 +124,7 @@ def test_two_node_run_with_every_actor_away_from_the_store(ray_cluster, tmp_path
         root = tmp_path / "run"
         cfg = default_config("tiny")
         cfg.rounds, cfg.ray.dashboard, cfg.ray.workers = 1, False, 2
+        cfg.model = dataclasses.replace(cfg.model, dropout=0.1)  # the model of the session's shared tiny run
         cfg.ray.actor_resources = {"away": 1.0}
         init_run(root, cfg)
         out = subprocess.run(
@@ -170,12 +172,9 @@ def test_two_node_run_with_every_actor_away_from_the_store(ray_cluster, tmp_path
             _stop(p)
         shutil.rmtree(temp, ignore_errors=True)
     assert all(p.poll() is not None for p in nodes)
-    # the same config and seed on the session's one-node cluster: the same picks, the same metrics
-    ref = tmp_path / "one-node"
-    cfg.ray.actor_resources = {}
-    init_run(ref, cfg)
-    run(ref, log=lambda s: None, show_progress=False)
-    got, want = read_rounds(root), read_rounds(ref)
+    # the same config and seed on the session's one-node cluster (the shared tiny run, whose first two rounds
+    # are this run's): the same picks, the same metrics
+    got, want = read_rounds(root), read_rounds(build_tiny_run(tmp_path_factory))[:2]
     assert [r["train_size"] for r in got] == [r["train_size"] for r in want]
     assert [r["added_by_sources"] for r in got] == [r["added_by_sources"] for r in want]
     for a, b in zip(got, want, strict=True):

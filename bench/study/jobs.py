@@ -37,8 +37,11 @@ def commit(files: list[Path], message: str) -> None:
     print(f"warning: could not commit {files}", flush=True)
 
 
-def do_runs(spec: dict, todo: list, out: Path, recs: Path, log, commit_records: bool) -> None:
-    """Run (or resume) the given runs in this process, on one local Ray, writing each one's record."""
+def do_runs(
+    spec: dict, todo: list, out: Path, recs: Path, log, commit_records: bool, address: str | None = None
+) -> None:
+    """Run (or resume) the given runs in this process, on one local Ray (or the cluster at `address`), writing
+    each one's record."""
     import torch
 
     from diffcurate.curate.cluster.session import ray_session
@@ -49,7 +52,7 @@ def do_runs(spec: dict, todo: list, out: Path, recs: Path, log, commit_records: 
     todo = [j for j in todo if not records.exists(recs, *j)]
     if not todo:
         return
-    with ray_session(num_cpus=2):
+    with ray_session(address, num_cpus=None if address else 2):
         for arm_name, name, seed in todo:
             root = run_dir(out, arm_name, name, seed)
             alloc = None
@@ -111,14 +114,14 @@ def missing(done: set[Path], recs: Path, todo: list) -> list:
     return [j for j in todo if records.paths(recs, *j)[0] not in done]
 
 
-def shard_main(spec: dict, i: int, n: int, out: Path, recs: Path, commit_records: bool) -> None:
+def shard_main(spec: dict, i: int, n: int, out: Path, recs: Path, commit_records: bool, address: str | None) -> None:
     def log(s):
         print(f"[{i}] {s}", flush=True)
 
     done = set(recs.rglob("*.json"))
     first = first_arm(spec)
     all_first = [j for j in jobs(spec, None) if j[0] == first]
-    do_runs(spec, missing(done, recs, all_first)[i::n], out, recs, log, commit_records)
+    do_runs(spec, missing(done, recs, all_first)[i::n], out, recs, log, commit_records, address)
     later = {k: v for k, v in spec["arms"].items() if k != first}
     if later or spec.get("transfer") or spec.get("control"):
         wait_for(recs, all_first)
@@ -127,7 +130,7 @@ def shard_main(spec: dict, i: int, n: int, out: Path, recs: Path, commit_records
         best = best_strategy(spec, recs)
         retrain_jobs(spec, recs, missing(done, recs, retrain_list(spec, best))[i::n], log, commit_records)
         phase3 = [j for j in jobs({**spec, "arms": later}, best)] if later else []
-        do_runs(spec, missing(done, recs, phase3)[i::n], out, recs, log, commit_records)
+        do_runs(spec, missing(done, recs, phase3)[i::n], out, recs, log, commit_records, address)
 
 
 def retrain_list(spec: dict, best: str | None) -> list[tuple[str, str, int]]:
