@@ -21,6 +21,7 @@ class Diffusion(Problem):
     stratum = "sources"
     default_preset = "small"
     channels = (1, 1)
+    mixtures = ("mixed",)  # the paper's uniform family and the edge cases, blended (sampling.MIXTURE)
 
     def presets(self) -> dict[str, ProblemPreset]:
         return dict(PRESETS)

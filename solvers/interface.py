@@ -55,6 +55,7 @@ class Problem(ABC):
     stratum: ClassVar[str] = "stratum"  # what a stratum counts, for tables ("sources")
     default_preset: ClassVar[str]  # what `curate init --problem NAME` takes without --preset
     channels: ClassVar[tuple[int, int]] = (1, 1)  # (C_in of encode, C_out of solve)
+    mixtures: ClassVar[tuple[str, ...]] = ()  # samplers that draw from the others (each sample keeps its family)
 
     # --- identity ---------------------------------------------------------------------------------------------
 
@@ -116,6 +117,11 @@ class Problem(ABC):
     def held_out(self) -> tuple[str, ...]:
         """Samplers that no pool draws: families the curated data must generalise to."""
         return ()
+
+    def families(self) -> tuple[str, ...]:
+        """The families pools draw: every sampler but the held-out ones and the mixtures (a run's test split
+        takes each of them, by default)."""
+        return tuple(s for s in self.samplers() if s not in self.held_out() and s not in self.mixtures)
 
     @abstractmethod
     def sample(self, params, sampler: str, seed: int, indices, strata: tuple[int, int] | None = None):

@@ -44,6 +44,7 @@ def test_diffusion_behind_the_interface_is_the_physics_modules():
     arrays = p.to_arrays(ph, configs)
     assert set(arrays) == set(p.schema(ph)) and p.sample_ids(ph, p.from_arrays(ph, arrays)) == p.sample_ids(ph, configs)
     assert p.stratum == "sources" and set(p.held_out()) <= set(p.samplers())
+    assert p.families() == ("uniform", "clustered", "boundary", "overlap", "sparse-values")  # what `mixed` draws
 
 
 def _heat_module():
@@ -122,7 +123,8 @@ def test_a_plugin_installed_without_an_index_is_listed(tmp_path):
         ).stdout
         heat = json.loads(out)["heat"]
         assert heat["package"] == "diffcurate-heat" and heat["version"] == "0.1.0"
-        assert heat["held_out"] == ["edge"] and heat["stratum"] == "sinks" and heat["channels"] == {"in": 2, "out": 1}
+        assert heat["held_out"] == ["edge"] and heat["families"] == ["scattered", "clustered"]
+        assert heat["stratum"] == "sinks" and heat["channels"] == {"in": 2, "out": 1}
         assert heat["capabilities"] == ["mutate", "residual", "reference_solve"] and heat["default_preset"] == "tiny"
     finally:
         subprocess.run([*pip, "uninstall", "-y", "diffcurate-heat"], check=True)

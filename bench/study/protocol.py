@@ -13,9 +13,11 @@ from pathlib import Path
 
 import tomllib
 
+from diffcurate.solvers.diffusion import Diffusion
+
 HARD_SOURCES = 15
-HELD_OUT = ["ring", "grid", "crowd", "wall-row"]
-MIXED = ["uniform", "clustered", "boundary", "overlap", "sparse-values"]
+HELD_OUT = list(Diffusion().held_out())  # the families no pool draws
+MIXED = list(Diffusion().families())  # the families the pools' mixture draws
 SETS = {"mixed": ("mae", "p99", "hard"), "held_out": ("mae", "p99")}
 BASELINES = ("random", "stratified")
 

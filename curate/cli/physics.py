@@ -97,6 +97,7 @@ def problems_dict() -> dict:
             "presets": list(p.presets()),
             "samplers": list(p.samplers()),
             "held_out": list(p.held_out()),
+            "families": list(p.families()),
             "stratum": p.stratum,
             "channels": {"in": p.channels[0], "out": p.channels[1]},
             "capabilities": list(p.capabilities()),

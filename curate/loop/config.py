@@ -23,7 +23,14 @@ if TYPE_CHECKING:
 
     ModelConfig = EDCNNConfig | UNetConfig
 
-TEST_FAMILIES = ("uniform", "clustered", "boundary", "overlap", "sparse-values")
+DEFAULT_PROBLEM = "diffusion"
+
+
+def _families() -> list[str]:
+    """The default problem's families: the test split's samplers."""
+    from diffcurate.solvers.plugins import get_problem
+
+    return list(get_problem(DEFAULT_PROBLEM).families())
 
 
 @dataclass
@@ -34,7 +41,7 @@ class DataConfig:
     sampler: str = "mixed"  # initial set and candidate pools
     val: int = 100  # early stopping
     test_per_cell: int = 3  # test set: this many per (family, source count), uniform + every edge case
-    test_families: list[str] = field(default_factory=lambda: list(TEST_FAMILIES))  # samplers of the test split
+    test_families: list[str] = field(default_factory=_families)  # samplers of the test split
     test_seed: int = 2024  # fixed across runs so strategies are compared on one test set
     pool: int = 1000  # candidates proposed per round
     held_out_families: list[str] = field(default_factory=list)  # test samplers no pool draws (ring, ...): apart
@@ -95,7 +102,7 @@ class RunConfig:
     sources: list[int]
     model: ModelConfig
     train: TrainConfig
-    problem: str = "diffusion"  # the problem (`curate problems`) whose parameters [physics] holds
+    problem: str = DEFAULT_PROBLEM  # the problem (`curate problems`) whose parameters [physics] holds
     seed: int = 0  # every random choice of the run: initial set, pools, picks (train.seed: init and shuffle)
     rounds: int = 5  # acquisition rounds after round 0
     max_solves: int = 0  # stop when the solve budget is spent (0: no limit)
