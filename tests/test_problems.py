@@ -107,13 +107,26 @@ def test_a_problem_not_installed_is_one_line_naming_its_package():
         get_problem("plasma", package="diffcurate-plasma")
 
 
+BROKEN = {  # a plugin package whose problem does not load
+    "pyproject.toml": '[build-system]\nrequires = ["setuptools>=77"]\nbuild-backend = "setuptools.build_meta"\n'
+    '[project]\nname = "diffcurate-broken"\nversion = "0.0.1"\n'
+    '[project.entry-points."diffcurate.problems"]\nbroken = "broken_problem:Broken"\n'
+    '[tool.setuptools]\npy-modules = ["broken_problem"]\n',
+    "broken_problem.py": 'raise ImportError("needs a library this machine lacks")\n',
+}
+
+
 def test_a_plugin_installed_without_an_index_is_listed(tmp_path):
-    """pip installs the example package offline; `curate problems` finds it by its entry point, then it is
-    removed again."""
-    src = tmp_path / "heat"
+    """pip installs the example package, and one whose problem does not load, offline; `curate problems` finds
+    both by their entry points (the broken one listed with why, the others unharmed), then both are removed."""
+    src, broken = tmp_path / "heat", tmp_path / "broken"
     shutil.copytree(HEAT, src)
+    broken.mkdir()
+    for name, text in BROKEN.items():
+        (broken / name).write_text(text)
     pip = [sys.executable, "-m", "pip", "-q"]
-    subprocess.run([*pip, "install", "--no-index", "--no-deps", "--no-build-isolation", str(src)], check=True)
+    install = [*pip, "install", "--no-index", "--no-deps", "--no-build-isolation"]
+    subprocess.run([*install, str(src), str(broken)], check=True)
     try:
         out = subprocess.run(
             [str(Path(sys.executable).with_name("curate")), "problems", "--json"],
@@ -121,14 +134,20 @@ def test_a_plugin_installed_without_an_index_is_listed(tmp_path):
             text=True,
             check=True,
         ).stdout
-        heat = json.loads(out)["heat"]
+        listed = json.loads(out)
+        assert listed["broken"]["package"] == "diffcurate-broken"
+        assert listed["broken"]["error"] == "ImportError: needs a library this machine lacks"
+        code = "from diffcurate.solvers.plugins import get_problem; get_problem('broken')"
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert "problem 'broken' (diffcurate-broken 0.0.1) does not load: ImportError" in r.stderr, r.stderr
+        heat = listed["heat"]
         assert heat["package"] == "diffcurate-heat" and heat["version"] == "0.1.0"
         assert heat["held_out"] == ["edge"] and heat["families"] == ["scattered", "clustered"]
         assert heat["stratum"] == "sinks" and heat["channels"] == {"in": 2, "out": 1}
         assert heat["capabilities"] == ["mutate", "residual", "reference_solve"] and heat["default_preset"] == "tiny"
     finally:
-        subprocess.run([*pip, "uninstall", "-y", "diffcurate-heat"], check=True)
-    assert "heat" not in find_problems()
+        subprocess.run([*pip, "uninstall", "-y", "diffcurate-heat", "diffcurate-broken"], check=True)
+    assert "heat" not in find_problems() and "broken" not in find_problems()
 
 
 def test_a_store_of_a_problem_not_installed_is_one_line(tmp_path, cli):
