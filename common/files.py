@@ -1,5 +1,6 @@
 """The one atomic write: a temp file next to the target, renamed onto it, so that a kill mid-write leaves the
-previous file (or none) and never a torn one. Every file a command writes whole goes through `atomic_path`."""
+previous file (or none) and never a torn one: run state, configs, checkpoints, calibrations, exports and their
+cards, the study's records."""
 
 from __future__ import annotations
 

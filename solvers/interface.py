@@ -53,7 +53,7 @@ class Problem(ABC):
     name: ClassVar[str]  # the registry key, recorded with every store, run and export
     description: ClassVar[str] = ""
     stratum: ClassVar[str] = "stratum"  # what a stratum counts, for tables ("sources")
-    default_preset: ClassVar[str]  # what `curate init --problem NAME` takes without --preset
+    default_preset: ClassVar[str]  # the preset a new run of the problem takes unless told another
     channels: ClassVar[tuple[int, int]] = (1, 1)  # (C_in of encode, C_out of solve)
     mixtures: ClassVar[tuple[str, ...]] = ()  # samplers that draw from the others (each sample keeps its family)
 

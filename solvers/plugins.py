@@ -39,14 +39,13 @@ def _own_version() -> str:
 
 def find_problems() -> dict[str, Found]:
     """Every problem: the built-ins first, then each entry point of `GROUP` (one that fails to load, or names
-    itself otherwise than its entry point, is kept with its error, so that listings can show it)."""
+    itself otherwise than its entry point, is kept with its error, so that listings can show it; a name taken
+    already stays with its first holder)."""
     found = {n: Found(n, "diffcurate", _own_version(), cls()) for n, cls in BUILT_IN.items()}
     for ep in sorted(entry_points(group=GROUP), key=lambda e: e.name):
         package = ep.dist.name if ep.dist is not None else "?"
         ver = ep.dist.version if ep.dist is not None else "?"
-        if ep.name in found:
-            if found[ep.name].package != package:
-                found[ep.name] = Found(ep.name, package, ver, error=f"its name is taken by {found[ep.name].package}")
+        if ep.name in found:  # a built-in's name, or one an earlier package took: the first keeps it
             continue
         try:
             cls = ep.load()

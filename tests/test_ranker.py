@@ -3,16 +3,8 @@
 import numpy as np
 import pytest
 
-from diffcurate.curate.acquisition.ranker import (
-    NetFeatures,
-    allocate,
-    descriptor_matrix,
-    diverse_pick,
-    kmeans,
-    select,
-)
+from diffcurate.curate.acquisition.ranker import NetFeatures, allocate, config_features, diverse_pick, kmeans, select
 from diffcurate.curate.loop.config import AcquisitionConfig
-from diffcurate.solvers.diffusion import Diffusion
 from diffcurate.solvers.problem import PRESETS
 from diffcurate.solvers.sampling import sample_configs
 
@@ -67,12 +59,11 @@ def test_exploration_share_is_random_and_counted():
 @pytest.mark.parametrize("strategy", ["al", "topk", "random", "uniform-per-count"])
 def test_every_strategy_spends_exactly_the_budget_without_duplicates(strategy):
     ph = PRESETS["small"].physics
-    cfg, fams = sample_configs("mixed", ph, 0, range(500), (1, 20))
+    cfg, _ = sample_configs("mixed", ph, 0, range(500), (1, 20))
     rng = np.random.default_rng(3)
     scores = cfg.counts * 0.01 + rng.random(500) * 0.01  # error grows with the number of sources
     acq = AcquisitionConfig(budget=60)
-    feats = descriptor_matrix(Diffusion().descriptors(ph, cfg), fams)
-    sel = select(strategy, scores, cfg.counts, feats, 60, acq, np.random.default_rng(4))
+    sel = select(strategy, scores, cfg.counts, config_features(ph, cfg), 60, acq, np.random.default_rng(4))
     assert len(sel.index) == 60 == len(set(sel.index.tolist()))
     assert len(sel.cluster) == len(sel.how) == 60
     if strategy == "uniform-per-count":
@@ -99,15 +90,12 @@ def test_peer_strategies_fill_the_gaps_of_the_training_set(strategy):
     assert len(set((sel.index // 50).tolist())) == 3
 
 
-def test_descriptors_shape_and_meaning():
+def test_config_features_shape_and_meaning():
     ph = PRESETS["small"].physics
-    cfg, fams = sample_configs("boundary", ph, 0, range(20), (3, 3))
-    d = Diffusion().descriptors(ph, cfg)
-    assert (d["sources"] == 3).all() and (d["sources_squared"] == 9).all()
-    assert np.allclose(d["wall"], ph.radius / ph.diffusion_length)  # boundary discs touch a wall
-    assert np.allclose(d["value_sum"], [cfg.values[s, :3].sum() for s in range(20)])
-    f = descriptor_matrix(d, [*fams[:10], *["mutant"] * 10])  # the descriptors, then the families one-hot
-    assert f.shape == (20, 8) and (f[:10, 6] == 1).all() and (f[10:, 7] == 1).all()
+    cfg, _ = sample_configs("boundary", ph, 0, range(20), (3, 3))
+    f = config_features(ph, cfg)
+    assert f.shape == (20, 7) and (f[:, 6] == 3).all()
+    assert np.allclose(f[:, 5], ph.radius / ph.lattice)  # boundary discs touch a wall
 
 
 def test_stratified_follows_its_allocation_exactly_and_at_random_within_a_count():
@@ -142,7 +130,7 @@ def test_strata_follows_the_regions_where_the_error_is_not_single_scores():
     """Scores planted as exp(0.1 count + clustered) with noise, plus one huge score on a one-source uniform
     candidate: the descriptor fit explains the scores, the picks concentrate on many sources and the clustered
     family, and the outlier (which sbal takes) does not pull a pick."""
-    from diffcurate.curate.acquisition.ranker import Descriptors
+    from diffcurate.curate.acquisition.ranker import Descriptors, config_descriptors
 
     ph = PRESETS["small"].physics
     configs, fams = sample_configs("mixed", ph, 3, range(1000), (1, 20))
@@ -152,7 +140,7 @@ def test_strata_follows_the_regions_where_the_error_is_not_single_scores():
     scores = 0.01 * np.exp(0.1 * counts + 1.0 * clustered + rng.normal(0, 0.1, len(counts)))
     outlier = int(np.flatnonzero((counts == 1) & ~clustered)[0])
     scores[outlier] = 10 * scores.max()
-    feats = Descriptors(descriptor_matrix(Diffusion().descriptors(ph, configs), fams))
+    feats = Descriptors(config_descriptors(ph, configs, fams))
     acq = AcquisitionConfig(strategy="strata", beta=4.0)
     sel = select("strata", scores, counts, feats, 100, acq, np.random.default_rng(1))
     assert len(set(sel.index.tolist())) == 100 and sel.fit["r2"] > 0.8

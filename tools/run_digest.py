@@ -1,8 +1,8 @@
 """Digest of what a run directory holds, for refactors that must not change what a run computes.
 
     curate init R --preset tiny --seed 7 && curate run R --rounds 2 --no-dashboard
-    .venv/bin/python tools/run_digest.py R > before.json     # on the old code
-    .venv/bin/python tools/run_digest.py R2 > after.json     # a fresh run, or R resumed, on the new code
+    .venv/bin/python tools/run_digest.py R > before.json     # before the change
+    .venv/bin/python tools/run_digest.py R2 > after.json     # after it: a fresh run, or R resumed
     cmp before.json after.json
 
 The store's sample ids per split and per round, and rounds.jsonl without its wall-clock fields (`seconds`,

@@ -13,7 +13,7 @@ spends the budget in two stages:
    features of the stratum's top `candidates_factor` x share candidates, taking the best-scored member of each
    cluster, so near-duplicate configurations are not all taken.
 
-`strata` allocates over richer descriptors than the stratum (the problem's descriptors and the family), adapted each
+`strata` allocates over richer descriptors than the count (family, crowding, walls, source values), adapted each
 round: the candidates' scores are fitted by their descriptors and picks are drawn in proportion to the fitted
 score^beta.
 
@@ -33,10 +33,12 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+from diffcurate.solvers.problem import Configs, Physics
 
 
 @dataclass
@@ -69,13 +71,18 @@ ACQUISITIONS: dict[str, Acquisition] = {
 }
 
 
-def descriptor_matrix(named: dict[str, np.ndarray], families: Sequence[str]) -> np.ndarray:
-    """(n, D) float64 features of candidates: the problem's named descriptors (`Problem.descriptors`), then a
-    one-hot of each candidate's family (the families present, sorted; mined candidates are `mutant`). What the
-    diversity of `al` clusters in and what `strata` fits the scores on."""
-    cols = [np.asarray(v, np.float64) for v in named.values()]
-    cols += [np.array([f == name for f in families], np.float64) for name in sorted(set(families))]
-    return np.column_stack(cols)
+def config_features(physics: Physics, configs: Configs) -> np.ndarray:
+    """(n, 7) float64 features of a configuration for diversity: centroid (2), spread, mean value, nearest
+    neighbour distance, distance of the nearest disc to a wall, number of sources; lengths / L."""
+    L = physics.lattice
+    out = np.zeros((len(configs), 7))
+    for s in range(len(configs)):
+        c, v = configs.sample(s)
+        c = c.astype(float)
+        d = np.sqrt(((c[:, None] - c[None]) ** 2).sum(-1)) + np.eye(len(c)) * 2 * L
+        wall = np.minimum(c, L - 1 - c).min()
+        out[s] = [*c.mean(0) / L, c.std(0).mean() / L, v.mean(), d.min() / L if len(c) > 1 else 1.0, wall / L, len(c)]
+    return out
 
 
 def kmeans(x: np.ndarray, k: int, rng: np.random.Generator, iters: int = 25) -> np.ndarray:
@@ -239,9 +246,31 @@ def _count_prior(scores, strata, feats, budget, acq, rng) -> Selection:
     return _random_by_allocation(strata, budget, shares(weight), rng)
 
 
+DESCRIPTOR_FAMILIES = ("uniform", "clustered", "boundary", "overlap", "sparse-values", "mutant")
+
+
+def config_descriptors(physics: Physics, configs: Configs, families: list[str]) -> np.ndarray:
+    """(n, 12) float64 descriptors that explain where a surrogate errs (not only the source count): count and
+    count^2, the family one-hot (pool families and mined mutants), mean nearest-neighbour distance between discs and
+    the nearest disc's distance to a wall (in diffusion lengths), the spread and the sum of the source values."""
+    lD = physics.diffusion_length
+    L = physics.lattice
+    out = np.zeros((len(configs), 12))
+    for s in range(len(configs)):
+        c, v = configs.sample(s)
+        c = c.astype(float)
+        k = len(c)
+        d = np.sqrt(((c[:, None] - c[None]) ** 2).sum(-1)) + np.eye(k) * 2 * L
+        nn = d.min(1).mean() / lD if k > 1 else L / lD
+        wall = np.minimum(c, L - 1 - c).min() / lD
+        fam = [float(families[s] == f) for f in DESCRIPTOR_FAMILIES]
+        out[s] = [k, k * k, *fam, min(nn, L / lD), wall, v.std(), v.sum()]
+    return out
+
+
 @dataclass
 class Descriptors:
-    """`descriptor_matrix` of the candidates: what the descriptor-allocation strategy fits the scores on."""
+    """`config_descriptors` of the candidates: what the descriptor-allocation strategy reads instead of features."""
 
     x: np.ndarray
 
@@ -251,10 +280,10 @@ def _strata(scores, strata, feats: Descriptors, budget, acq, rng) -> Selection:
     descriptors, then picks drawn without replacement with P proportional to the fitted score^beta (Gumbel
     top-k). The pool is a fresh draw of the sampler, so this importance-resamples the sampler's own parameters
     towards the regions where the model errs; one noisy score cannot pull a pick, a region's mean can. With the
-    stratum as the only descriptor it is a score-weighted `stratified`."""
+    count as the only descriptor it is a score-weighted `stratified`."""
     x = feats.x
     mu, sd = x.mean(0), x.std(0)
-    z = np.column_stack([np.ones(len(x)), (x - mu) / np.where(sd > 0, sd, 1.0)])  # (n, 1 + D)
+    z = np.column_stack([np.ones(len(x)), (x - mu) / np.where(sd > 0, sd, 1.0)])  # (n, 13)
     t = np.log(np.maximum(scores, 1e-12))
     w = np.linalg.solve(z.T @ z + 1e-3 * len(z) * np.eye(z.shape[1]), z.T @ t)
     fitted = z @ w  # log of the expected score of each candidate's region

@@ -90,19 +90,26 @@ def problems_dict() -> dict:
             out[name] = {**d, "error": f.error}
             continue
         p = f.problem
-        out[name] = {
-            **d,
-            "description": p.description,
-            "default_preset": p.default_preset,
-            "presets": list(p.presets()),
-            "samplers": list(p.samplers()),
-            "held_out": list(p.held_out()),
-            "families": list(p.families()),
-            "stratum": p.stratum,
-            "channels": {"in": p.channels[0], "out": p.channels[1]},
-            "capabilities": list(p.capabilities()),
-        }
+        try:
+            out[name] = {**d, **_describe(p)}
+        except Exception as e:  # a plugin whose description raises is listed with why, the others as usual
+            out[name] = {**d, "error": f"{type(e).__name__}: {e}"}
     return out
+
+
+def _describe(p) -> dict:
+    """What `curate problems` shows of a problem that loads."""
+    return {
+        "description": p.description,
+        "default_preset": p.default_preset,
+        "presets": list(p.presets()),
+        "samplers": list(p.samplers()),
+        "held_out": list(p.held_out()),
+        "families": list(p.families()),
+        "stratum": p.stratum,
+        "channels": {"in": p.channels[0], "out": p.channels[1]},
+        "capabilities": list(p.capabilities()),
+    }
 
 
 def problems_cmd(as_json: Json = False) -> None:

@@ -1,7 +1,7 @@
 """Ray, done once: cluster connection and the actors that the generator and the curation loop share.
 
 * `_Generator` turns (sampler, seed, index range) into configurations and their stable ids.
-* `_Solver` solves batches with the `fast` solver on its own CPU share (or its GPU when given one).
+* `_Solver` solves batches with the run's problem (`Problem.solve`) on its own CPU share (or its GPU when given one).
 * `_Trainer` trains the surrogate on the store each round (`FitJob`), evaluates it, scores candidates (`ScoreJob`)
   and embeds them.
 

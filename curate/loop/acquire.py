@@ -14,7 +14,8 @@ from diffcurate.curate.acquisition.ranker import (
     STRATEGIES,
     Descriptors,
     NetFeatures,
-    descriptor_matrix,
+    config_descriptors,
+    config_features,
     needs_descriptors,
     needs_network_features,
     select,
@@ -124,9 +125,10 @@ def pick(c: RunContext, k: int) -> None:
     if needs_network_features(a.strategy):
         with np.load(files.embed) as z:
             feats = NetFeatures(z["pool"], z["train"])
+    elif needs_descriptors(a.strategy):
+        feats = Descriptors(config_descriptors(c.physics, cand.configs, cand.families))
     else:
-        feats = descriptor_matrix(c.problem.descriptors(c.physics, cand.configs), cand.families)
-        feats = Descriptors(feats) if needs_descriptors(a.strategy) else feats
+        feats = config_features(c.physics, cand.configs)
     acq = a
     if STRATEGIES[a.strategy].scores_once and k > 1:  # round 1's allocation, fixed from then on
         first = json.loads(c.paths.round(1).selection.read_text())
@@ -154,11 +156,11 @@ def add(c: RunContext, k: int) -> None:
         {
             "strategy": a.strategy,
             "acquisition": a.acquisition if use_scores else None,
-            "cluster": int(c),
-            "how": h,
+            "cluster": int(cluster),
+            "how": how,
             **cand.provenance[i],
         }
-        for i, c, h in zip(idx, sel["cluster"], sel["how"], strict=True)
+        for i, cluster, how in zip(idx, sel["cluster"], sel["how"], strict=True)
     ]
     with Store(c.paths.store) as st:
         st.add(

@@ -168,6 +168,7 @@ class RunConfig:
         from diffcurate.solvers.plugins import get_problem
 
         problem = get_problem(self.problem)
+        problem.params_from_dict(self.physics.to_dict())  # [physics] must be this problem's parameters
         self.model.check(self.physics.lattice)
         self.train.loss_specs()
         a = self.acquisition
@@ -246,7 +247,7 @@ def _override(table: str, recorded: bool = True, fixed: bool = False):
 class RunOverrides:
     """What `curate run` may change in a run's config (None: leave it), each field with the table it changes, the
     one list that `apply_overrides` and the command's options follow. Strategy and acquisition only before the
-    first acquisition round; where to find Ray and its dashboard are not written back to config.toml."""
+    first acquisition round; changing only where to find Ray or its dashboard does not rewrite config.toml."""
 
     strategy: str | None = _override("acquisition", fixed=True)
     acquisition: str | None = _override("acquisition", fixed=True)

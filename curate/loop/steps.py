@@ -67,5 +67,3 @@ EVALUATE = Step("evaluate", "eval", TRAINERS, training.evaluate, RunContext.alwa
 
 STEPS = (INITIAL, GENERATE, SOLVE_POOL, SCORE, MINE, EMBED, SELECT, ADD, TRAIN, EVALUATE)
 STEP_NAMES = tuple(dict.fromkeys(s.name for s in STEPS))  # the timeline's names, in order, each once
-# what a pipelined run does for round k+1 while round k trains: the pool is generated now and solved meanwhile
-PREFETCHED = (GENERATE, SOLVE_POOL)

@@ -24,8 +24,9 @@ from diffcurate.common.files import atomic_path, atomic_text
 from diffcurate.common.splits import SPLITS, check_split
 from diffcurate.curate.store.arrays import format_of, load_arrays, save_arrays, validated_samples
 from diffcurate.curate.store.env import is_store
-from diffcurate.curate.store.lmdbstore import Store, problem_of
+from diffcurate.curate.store.lmdbstore import Store
 from diffcurate.curate.store.lock import check_writable
+from diffcurate.curate.store.records import problem_of
 from diffcurate.solvers.problem import paint
 
 

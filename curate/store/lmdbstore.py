@@ -53,9 +53,10 @@ from diffcurate.curate.store.records import (
     encode_index,
     encode_record,
     header_json,
+    problem_of,
 )
 from diffcurate.curate.store.summary import Summary
-from diffcurate.solvers.plugins import get_problem, provenance
+from diffcurate.solvers.plugins import provenance
 from diffcurate.solvers.problem import Configs, Physics
 
 SCHEMA_VERSION = 1
@@ -75,13 +76,6 @@ def check_path(path: Path, create: bool) -> None:
         raise InputError(f"{path} {what}; create the store first")
     if path.exists() and any(p.name != LOCK_FILE for p in path.iterdir()):
         raise InputError(f"{path} is a non-empty directory that is not a store; refusing to create one there")
-
-
-def problem_of(meta: dict) -> dict:
-    """The problem a store's samples belong to (stores without the record: diffusion), checked installed."""
-    problem = meta.get("problem") or {"name": "diffusion", "package": "diffcurate"}
-    get_problem(problem["name"], problem.get("package"))
-    return problem
 
 
 class Store(Summary):
@@ -163,7 +157,7 @@ class Store(Summary):
         problem: str = "diffusion",
     ) -> Store:
         """Create a store (an existing store is reopened; InputError if its physics differ). `run`: the identity of
-        the run whose store it is (`rundir.run_identity`), recorded in the metadata at creation, as is the
+        the run whose store it is (`health.run_identity`), recorded in the metadata at creation, as is the
         problem (name, package, version)."""
         path = Path(path)
         if encoding not in ENCODINGS:
@@ -179,6 +173,8 @@ class Store(Summary):
             unlock_writer(path)  # the Store holds its own reference
         try:
             store.check_physics(physics)
+            if store.problem["name"] != problem:
+                raise InputError(f"{path} holds samples of problem {store.problem['name']!r}, not {problem!r}")
         except InputError:
             store.close()
             raise
@@ -195,11 +191,12 @@ class Store(Summary):
         run: str | None,
         problem: str,
     ) -> None:
+        recorded = provenance(problem)  # before the environment exists: an unknown problem leaves no folder
         env = acquire_env(path, map_size=map_size)
         meta = {
             "schema_version": SCHEMA_VERSION,
             "physics": physics.to_dict(),
-            "problem": provenance(problem),
+            "problem": recorded,
             "preset": preset,
             "encoding": encoding,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

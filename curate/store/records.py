@@ -1,6 +1,6 @@
 """The record and index codec of the store: a record is a 4-byte big-endian header length, the header JSON, the
 target bytes and a crc32 of everything before it; an index entry is the same header JSON and its crc32. No pickle;
-zlib-ng's CRC-32 (the same values as zlib's, faster)."""
+zlib-ng's CRC-32 (the same values as zlib's, faster). And the problem a store's metadata records (`problem_of`)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import numpy as np
 from zlib_ng.zlib_ng import crc32
 
 from diffcurate.common.errors import CheckError
+from diffcurate.solvers.plugins import get_problem
 from diffcurate.solvers.problem import Configs
 
 ENCODINGS = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
@@ -86,3 +87,10 @@ def configs_from_headers(headers) -> Configs:
         [np.array(h["centers"], np.int64).reshape(-1, 2) for h in hs],
         [np.array(h["values"], np.float64) for h in hs],
     )
+
+
+def problem_of(meta: dict) -> dict:
+    """The problem a store's samples belong to (stores without the record: diffusion), checked installed."""
+    problem = meta.get("problem") or {"name": "diffusion", "package": "diffcurate"}
+    get_problem(problem["name"], problem.get("package"))
+    return problem
