@@ -252,20 +252,14 @@ DESCRIPTOR_FAMILIES = ("uniform", "clustered", "boundary", "overlap", "sparse-va
 def config_descriptors(physics: Physics, configs: Configs, families: list[str]) -> np.ndarray:
     """(n, 12) float64 descriptors that explain where a surrogate errs (not only the source count): count and
     count^2, the family one-hot (pool families and mined mutants), mean nearest-neighbour distance between discs and
-    the nearest disc's distance to a wall (in diffusion lengths), the spread and the sum of the source values."""
-    lD = physics.diffusion_length
-    L = physics.lattice
-    out = np.zeros((len(configs), 12))
-    for s in range(len(configs)):
-        c, v = configs.sample(s)
-        c = c.astype(float)
-        k = len(c)
-        d = np.sqrt(((c[:, None] - c[None]) ** 2).sum(-1)) + np.eye(k) * 2 * L
-        nn = d.min(1).mean() / lD if k > 1 else L / lD
-        wall = np.minimum(c, L - 1 - c).min() / lD
-        fam = [float(families[s] == f) for f in DESCRIPTOR_FAMILIES]
-        out[s] = [k, k * k, *fam, min(nn, L / lD), wall, v.std(), v.sum()]
-    return out
+    the nearest disc's distance to a wall (in diffusion lengths), the spread and the sum of the source values: the
+    diffusion problem's descriptors, with the family one-hot after the count's two."""
+    from diffcurate.solvers.diffusion import Diffusion
+
+    d = Diffusion().descriptors(physics, configs)
+    fam = np.array([[float(f == name) for name in DESCRIPTOR_FAMILIES] for f in families]).reshape(len(configs), -1)
+    rest = [d[k] for k in ("nearest", "wall", "value_spread", "value_sum")]
+    return np.column_stack([d["sources"], d["sources_squared"], fam, *rest])
 
 
 @dataclass
