@@ -10,7 +10,6 @@ fresh each time; the initial sets (round 0's solves) are made in every configura
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 import tempfile
@@ -22,6 +21,8 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_args import options  # noqa: E402
+
 from diffcurate.curate.cluster.session import ray_session  # noqa: E402
 from diffcurate.curate.loop.config import default_config  # noqa: E402
 from diffcurate.curate.loop.rundir import init_run, read_rounds  # noqa: E402
@@ -29,12 +30,7 @@ from diffcurate.curate.loop.runner import run  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", default="small")
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--epochs", type=int, default=6)
-    ap.add_argument("--pool", type=int, default=1000)
-    args = ap.parse_args()
+    args = options(__doc__, preset="small", rounds=2, epochs=6, pool=1000)
     rows = []
     with ray_session(num_cpus=2), tempfile.TemporaryDirectory() as d:
         for workers in (1, 2):

@@ -12,7 +12,6 @@ its own rate. The actor's time includes painting x and the mask from the configu
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -21,13 +20,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_args import options  # noqa: E402
+
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", default="paper")
-    ap.add_argument("--samples", type=int, default=512)
-    ap.add_argument("--repeats", type=int, default=3)
-    args = ap.parse_args()
+    args = options(__doc__, preset="paper", samples=512, repeats=3)
 
     import ray
 

@@ -61,7 +61,7 @@ class TrainConfig(LossParams):
     """Everything that decides a training run (stored in checkpoints as plain data). The loss hyperparameters
     (delta, w, a, b, reduction) are `LossParams`' fields, shared with the losses this config builds."""
 
-    epochs: int = 30  # stop = epochs: epochs per round (the run's `min_steps` may add more); plateau: the most epochs
+    epochs: int = 30  # stop = epochs: epochs per round (the run's `round_steps` may add more); plateau: the most epochs
     batch_size: int = 32  # samples per optimiser step
     lr: float = 1e-3  # Adam learning rate (peak)
     warmup_steps: int = 0  # steps of linear warm-up from 0 to lr

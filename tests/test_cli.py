@@ -198,3 +198,19 @@ def test_a_config_without_its_tables_is_one_line(cli, tmp_path):
     code, _, err = cli("init", tmp_path / "r", "--config", bad)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "missing [physics]" in err, err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_config_naming_min_steps_at_the_top_reads_as_round_steps(tmp_path):
+    """config.toml files written before the run's floor was named `round_steps` load unchanged in meaning, and the
+    trainer's own `train.min_steps` (the plateau floor) is left as it is."""
+    from diffcurate.curate.loop.config import RunConfig, default_config
+    from diffcurate.curate.loop.rundir import round_train_config
+
+    d = default_config("tiny").to_dict()
+    d["train"]["min_steps"] = 7
+    d.pop("round_steps")
+    cfg = RunConfig.from_dict({**d, "min_steps": 640})
+    assert cfg.round_steps == 640 and cfg.train.min_steps == 7
+    # 640 steps at batch 16 on 64 samples: 160 epochs, above the preset's 10
+    assert round_train_config(cfg, 0, 64).epochs == 160
+    assert "min_steps" not in cfg.to_dict() and cfg.to_dict()["round_steps"] == 640

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import fields
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_type_hints
 
 import typer
 from rich.table import Table
 
 from diffcurate.common.errors import hint
 from diffcurate.curate.acquisition.ranker import ACQUISITIONS, STRATEGIES
-from diffcurate.curate.cli.options import Address, Json, RunDir
+from diffcurate.curate.cli.options import Json, RunDir
 from diffcurate.curate.progress import console, say
 
 
@@ -40,34 +41,40 @@ def init_cmd(
 def run_cmd(
     run_dir: RunDir,
     rounds: Annotated[int | None, typer.Option("--rounds", min=0, help="Acquisition rounds (after round 0).")] = None,
-    strategy: Annotated[str | None, typer.Option("--strategy", help=f"One of: {', '.join(STRATEGIES)}.")] = None,
-    acquisition: Annotated[
-        str | None, typer.Option("--acquisition", help=f"How candidates are scored: {', '.join(ACQUISITIONS)}.")
-    ] = None,
-    address: Address = None,
-    dashboard: Annotated[bool | None, typer.Option("--dashboard/--no-dashboard", help="Ray dashboard.")] = None,
-    dashboard_host: Annotated[str | None, typer.Option("--dashboard-host", help="Dashboard bind address.")] = None,
-    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Solver actors.")] = None,
-    trainers: Annotated[
-        int | None, typer.Option("--trainers", min=1, help="Trainer actors: the surrogate + ensemble members.")
-    ] = None,
-    train_workers: Annotated[
-        int | None,
-        typer.Option("--train-workers", min=1, help="Ray Train workers per model (data-parallel DDP; 1: one actor)."),
-    ] = None,
-    max_solves: Annotated[int | None, typer.Option("--max-solves", min=1, help="Stop at this many solves.")] = None,
-    target_p99: Annotated[float | None, typer.Option("--target-p99", help="Stop when test p99 <= E.")] = None,
     wait: Annotated[
         bool, typer.Option("--wait/--no-wait", help="If another `curate run` holds RUN_DIR: wait for it, or refuse.")
     ] = True,
+    **overrides,
 ) -> None:
     """Run (or resume after any interruption) the curation rounds of a run directory."""
     from diffcurate.curate.loop.config import RunOverrides
     from diffcurate.curate.loop.runner import run
 
-    given = locals()
-    overrides = RunOverrides(**{f.name: given[f.name] for f in fields(RunOverrides)})  # the options named alike
-    run(run_dir, rounds, log=say, overrides=overrides, wait=wait)
+    run(run_dir, rounds, log=say, overrides=RunOverrides(**overrides), wait=wait)
+
+
+def _override_options(command):
+    """Give `command` one option per `RunOverrides` field (the one list of what `curate run` may change), after
+    its own parameters: typer reads the signature."""
+    from diffcurate.curate.loop.config import RunOverrides
+
+    names = {"strategies": ", ".join(STRATEGIES), "acquisitions": ", ".join(ACQUISITIONS)}
+    hints = get_type_hints(RunOverrides)
+    params = [p for p in inspect.signature(command).parameters.values() if p.kind is not p.VAR_KEYWORD]
+    for f in fields(RunOverrides):
+        cli = f.metadata["cli"]
+        flag = cli["flag"] or "--" + f.name.replace("_", "-")
+        option = typer.Option(flag, help=cli["help"].format(**names), min=cli["min"])
+        params.append(
+            inspect.Parameter(
+                f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[hints[f.name], option]
+            )
+        )
+    command.__signature__ = inspect.signature(command).replace(parameters=params)
+    return command
+
+
+_override_options(run_cmd)
 
 
 def status_dict(run_dir: Path, checks: bool = True) -> dict:

@@ -108,7 +108,7 @@ class RunConfig:
     max_solves: int = 0  # stop when the solve budget is spent (0: no limit)
     target_p99: float = 0.0  # stop when the test p99 per-sample MAE reaches this (0: never)
     warm_start: bool = True  # each round starts from the previous round's weights
-    min_steps: int = 0  # each round trains at least this many optimiser steps: train.epochs is raised (train.min_steps only delays the plateau stop)
+    round_steps: int = 0  # each round trains at least this many optimiser steps (train.epochs is raised to fit)
     data: DataConfig = field(default_factory=DataConfig)
     acquisition: AcquisitionConfig = field(default_factory=AcquisitionConfig)
     ray: RayConfig = field(default_factory=RayConfig)
@@ -136,6 +136,8 @@ class RunConfig:
         from diffcurate.model.train import TrainConfig
 
         d = dict(d)
+        if "min_steps" in d and "round_steps" not in d:  # config.toml files that name it as train.min_steps does
+            d["round_steps"] = d.pop("min_steps")
         missing = [k for k in ("preset", "physics", "sources", "model", "train") if k not in d]
         if missing:
             raise InputError(f"bad run config: missing {', '.join(f'[{k}]' for k in missing)}")
@@ -237,10 +239,14 @@ def _physics(d) -> Physics:
         raise InputError(f"bad run config: [physics] {e}") from None
 
 
-def _override(table: str, recorded: bool = True, fixed: bool = False):
+def _override(
+    table: str, help: str, recorded: bool = True, fixed: bool = False, flag: str = "", min: float | None = None
+):
     """A field of `RunOverrides`: the config table it changes ("" for the top level), whether config.toml records
-    the change, and whether it is fixed once acquisition rounds have run."""
-    return field(default=None, metadata={"table": table, "recorded": recorded, "fixed": fixed})
+    the change, whether it is fixed once acquisition rounds have run, and its `curate run` option (`flag`, by
+    default --the-name; the help, which may name {strategies} and {acquisitions}; the least value)."""
+    cli = {"help": help, "flag": flag, "min": min}
+    return field(default=None, metadata={"table": table, "recorded": recorded, "fixed": fixed, "cli": cli})
 
 
 @dataclass
@@ -249,16 +255,18 @@ class RunOverrides:
     one list that `apply_overrides` and the command's options follow. Strategy and acquisition only before the
     first acquisition round; changing only where to find Ray or its dashboard does not rewrite config.toml."""
 
-    strategy: str | None = _override("acquisition", fixed=True)
-    acquisition: str | None = _override("acquisition", fixed=True)
-    workers: int | None = _override("ray")
-    trainers: int | None = _override("ray")
-    train_workers: int | None = _override("ray")
-    address: str | None = _override("ray", recorded=False)
-    dashboard: bool | None = _override("ray", recorded=False)
-    dashboard_host: str | None = _override("ray", recorded=False)
-    max_solves: int | None = _override("")
-    target_p99: float | None = _override("")
+    strategy: str | None = _override("acquisition", "One of: {strategies}.", fixed=True)
+    acquisition: str | None = _override("acquisition", "How candidates are scored: {acquisitions}.", fixed=True)
+    address: str | None = _override("ray", "Join an existing Ray cluster (auto or HOST:PORT).", recorded=False)
+    dashboard: bool | None = _override("ray", "Ray dashboard.", recorded=False, flag="--dashboard/--no-dashboard")
+    dashboard_host: str | None = _override("ray", "Dashboard bind address.", recorded=False)
+    workers: int | None = _override("ray", "Solver actors.", min=1)
+    trainers: int | None = _override("ray", "Trainer actors: the surrogate + ensemble members.", min=1)
+    train_workers: int | None = _override(
+        "ray", "Ray Train workers per model (data-parallel DDP; 1: one actor).", min=1
+    )
+    max_solves: int | None = _override("", "Stop at this many solves.", min=1)
+    target_p99: float | None = _override("", "Stop when test p99 <= E.")
 
 
 # what a curation run of each preset sets on top of the preset's physics, model and [train] (`MODEL_PRESETS`,

@@ -87,30 +87,24 @@ class RoundFiles:
         return self.train(m) / "train.jsonl"
 
 
+def _under_root(*parts: str, doc: str | None = None) -> property:
+    """A fixed path of a run directory, as a property of `RunPaths`."""
+    return property(lambda self: self.root.joinpath(*parts), doc=doc)
+
+
 @dataclass
 class RunPaths:
     root: Path
 
-    @property
-    def config(self) -> Path:
-        return self.root / CONFIG
-
-    @property
-    def store(self) -> Path:
-        return self.root / "store"
-
-    @property
-    def rounds(self) -> Path:
-        return self.root / ROUNDS
-
-    @property
-    def lock(self) -> Path:
-        """Held by the one `curate run` of the directory (`run_lock`); its text is the holder's pid."""
-        return self.root / LOCK
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
+    config = _under_root(CONFIG)
+    store = _under_root("store")
+    rounds = _under_root(ROUNDS)
+    lock = _under_root(
+        LOCK, doc="Held by the one `curate run` of the directory (`run_lock`); its text is the holder's pid."
+    )
+    checkpoints = _under_root("checkpoints")
+    actors = _under_root("state", "actors.json", doc="Where each actor ran, one entry per `curate run`.")
+    report = _under_root("report")
 
     def checkpoint(self, k: int) -> Path:
         return self.checkpoints / f"round-{k:03d}.pt"
@@ -133,18 +127,9 @@ class RunPaths:
     def round(self, k: int) -> RoundFiles:
         return RoundFiles(self.root / "state" / f"round-{k:03d}")
 
-    @property
-    def actors(self) -> Path:
-        """Where each actor ran, one entry per `curate run`."""
-        return self.root / "state" / "actors.json"
-
     def estimator(self, name: str) -> Path:
         """The calibration of ground-truth-free estimator `name`."""
         return self.root / "estimators" / f"{name}.json"
-
-    @property
-    def report(self) -> Path:
-        return self.root / "report"
 
 
 def member_train_config(cfg: RunConfig, m: int) -> TrainConfig:
@@ -153,10 +138,10 @@ def member_train_config(cfg: RunConfig, m: int) -> TrainConfig:
 
 
 def round_train_config(cfg: RunConfig, m: int, n_train: int) -> TrainConfig:
-    """Member m's training config for a round on n_train samples: at least the run's `min_steps` optimiser steps."""
+    """Member m's training config for a round on n_train samples: at least the run's `round_steps` optimiser steps."""
     tc = member_train_config(cfg, m)
-    if cfg.min_steps and n_train:
-        need = -(-cfg.min_steps * tc.batch_size // n_train)  # ceil(steps x batch / n)
+    if cfg.round_steps and n_train:
+        need = -(-cfg.round_steps * tc.batch_size // n_train)  # ceil(steps x batch / n)
         tc = replace(tc, epochs=max(tc.epochs, need))
     return tc
 
