@@ -214,3 +214,25 @@ def test_a_config_naming_min_steps_at_the_top_reads_as_round_steps(tmp_path):
     # 640 steps at batch 16 on 64 samples: 160 epochs, above the preset's 10
     assert round_train_config(cfg, 0, 64).epochs == 160
     assert "min_steps" not in cfg.to_dict() and cfg.to_dict()["round_steps"] == 640
+
+
+def test_a_round_started_before_round_steps_and_problem_were_named_continues(tmp_path):
+    """A round folder's started record written with `min_steps` at the top and no `problem` key (as runs made
+    before those names have it) counts as started under the same config; a real difference is still named."""
+    from diffcurate.common.files import atomic_json
+    from diffcurate.curate.loop.config import default_config
+    from diffcurate.curate.loop.health import result_fields, stale_rounds
+    from diffcurate.curate.loop.rundir import RunPaths, init_run
+
+    cfg = default_config("tiny")
+    init_run(tmp_path / "r", cfg)
+    old = result_fields(cfg)
+    old["min_steps"] = old.pop("round_steps")
+    del old["problem"]
+    started = RunPaths(tmp_path / "r").round(0).started
+    started.parent.mkdir(parents=True)
+    atomic_json(started, old)
+    assert stale_rounds(tmp_path / "r", cfg) == []
+    atomic_json(started, {**old, "min_steps": 500})
+    (line,) = stale_rounds(tmp_path / "r", cfg)
+    assert "round_steps 500 then, 0 now" in line

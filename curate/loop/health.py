@@ -29,6 +29,8 @@ from diffcurate.curate.loop.rundir import (
 _NOT_RESULTS = ("rounds", "max_solves", "target_p99")
 # result fields a round's started record may lack, with the value it started under
 _STARTED_DEFAULTS = {"problem": "diffusion"}
+# result fields a round's started record may name as they were once named
+_STARTED_RENAMED = {"min_steps": "round_steps"}
 _RAY_RESULTS = ("trainers",)  # ensemble members score candidates for some acquisitions
 
 
@@ -69,7 +71,7 @@ def stale_rounds(root: Path, cfg: RunConfig) -> list[str]:
             then = json.loads(started.read_text())
         except ValueError:
             then = {}
-        then = {**_STARTED_DEFAULTS, **then}
+        then = {**_STARTED_DEFAULTS, **{_STARTED_RENAMED.get(f, f): v for f, v in then.items()}}
         diff = sorted(f for f in now.keys() | then.keys() if now.get(f) != then.get(f))
         if diff:
             shown = "; ".join(f"{f} {then.get(f)!r} then, {now.get(f)!r} now" for f in diff[:3])
