@@ -26,7 +26,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from diffcurate.model.data import dataset_from_configs, uniform_configs  # noqa: E402
+from diffcurate.model.data import dataset_from_configs, synthetic_configs  # noqa: E402
 from diffcurate.model.metrics import Metrics, evaluate_model  # noqa: E402
 from diffcurate.model.nets import build_model, count_parameters, default_model_config  # noqa: E402
 from diffcurate.model.train import default_train_config, train  # noqa: E402
@@ -39,7 +39,7 @@ console = Console(stderr=True)
 def make(preset: str, n: int, seed: int):
     """(dataset, solver seconds per sample) for n uniform configurations."""
     p = PRESETS[preset]
-    configs = uniform_configs(p.physics, n, p.sources, seed)
+    configs = synthetic_configs(p.physics, n, p.sources, seed)
     t = time.perf_counter()
     y = solve(p.physics, configs, "fast", dtype="float32", batch_size=64)
     return dataset_from_configs(p.physics, configs, y), (time.perf_counter() - t) / n

@@ -17,7 +17,7 @@ import torch
 from diffcurate.common.errors import CheckError, InputError
 from diffcurate.common.files import atomic_path
 from diffcurate.model.nets import build_model, config_to_dict
-from diffcurate.solvers.problem import PRESETS, Physics
+from diffcurate.solvers.plugins import as_task, task_of
 
 FORMAT = "diffcurate.model/1"
 KNOWN_FORMATS = (FORMAT,)  # checkpoints without a tag are read as format 1 (written before tags were checked)
@@ -28,9 +28,11 @@ def transform_of(meta: dict) -> str:
     return (meta.get("train_config") or {}).get("transform", "none")
 
 
-def preset_of(physics: Physics | None) -> str | None:
-    """The preset whose physics equals `physics`, if any (for messages and defaults)."""
-    return next((name for name, p in PRESETS.items() if p.physics == physics), None)
+def preset_of(physics) -> str | None:
+    """The problem's preset with these parameters, if any (for messages and defaults); `physics`: a `Task`
+    (or a diffusion Physics)."""
+    task = as_task(physics)
+    return task.preset() if task is not None else None
 
 
 @dataclass(frozen=True)
@@ -94,11 +96,13 @@ def save_checkpoint(
     model: torch.nn.Module,
     model_config,
     train_config=None,
-    physics: Physics | None = None,
+    physics=None,
     metrics: dict | None = None,
     **extra,
 ) -> Path:
-    """Save weights with everything needed to rebuild and check them. Extra keys must be plain data."""
+    """Save weights with everything needed to rebuild and check them (`physics`: the data's `Task`, or a
+    diffusion Physics: the problem's name and parameters are recorded). Extra keys must be plain data."""
+    task = as_task(physics)
     mc = model_config if isinstance(model_config, dict) else config_to_dict(model_config)
     tc = train_config if isinstance(train_config, dict) or train_config is None else train_config.to_dict()
     obj = {
@@ -106,8 +110,9 @@ def save_checkpoint(
         "state_dict": cpu_state(model),
         "model_config": mc,
         "train_config": tc or {},
-        "physics": physics.to_dict() if physics is not None else None,
-        "preset": preset_of(physics),
+        "physics": task.params_dict() if task is not None else None,
+        "problem": task.name if task is not None else None,
+        "preset": task.preset() if task is not None else None,
         "metrics": metrics or {},
         **extra,
     }
@@ -146,20 +151,24 @@ def read_checkpoint(path) -> dict:
     return obj
 
 
-def check_physics(meta: dict, physics: Physics | None, path="checkpoint") -> None:
-    if physics is None or meta.get("physics") is None:
+def check_physics(meta: dict, physics, path="checkpoint") -> None:
+    """InputError unless a checkpoint was trained for the problem and parameters of `physics` (a `Task`, or a
+    diffusion Physics); a checkpoint that names no problem is of the diffusion problem."""
+    task = as_task(physics)
+    if task is None or meta.get("physics") is None:
         return
-    stored = Physics.from_dict(meta["physics"])
-    if stored != physics:
-        want = preset_of(physics) or f"L={physics.lattice}"
-        have = preset_of(stored) or f"L={stored.lattice}"
+    name = meta.get("problem") or "diffusion"
+    if name != task.name:
+        raise InputError(f"{path} was trained for problem {name!r}, not for {task.name!r}")
+    stored = task_of(name, meta["physics"])
+    if stored.fingerprint() != task.fingerprint():
         raise InputError(
-            f"{path} was trained for physics {have} ({stored.fingerprint()}), not for the requested {want}"
-            f" ({physics.fingerprint()})"
+            f"{path} was trained for physics {stored.preset() or stored.params_dict()} ({stored.fingerprint()}), "
+            f"not for the requested {task.preset() or task.params_dict()} ({task.fingerprint()})"
         )
 
 
-def load_checkpoint(path, physics: Physics | None = None, device: str | torch.device = "cpu"):
+def load_checkpoint(path, physics=None, device: str | torch.device = "cpu"):
     """(model in eval mode on `device`, meta dict without the state_dict); `path` may be a `Blob`."""
     obj = read_checkpoint(path)
     path = path.name if isinstance(path, Blob) else path

@@ -1,8 +1,8 @@
-"""Datasets the trainer reads: items are (x, y, mask, count), whatever the storage behind them.
+"""Datasets the trainer reads: items are (x, y, regions, stratum), whatever the problem and the storage behind them.
 
-x float32 (1, L, L) input image, y float32 (1, L, L) target, mask bool (1, L, L) disc pixels (needed because
-zero-valued discs are invisible in x), count int64 scalar = number of sources. Files and stores are read by the
-store's `load_data` (curate/store/dataset.py).
+x float32 (C_in, H, W) the problem's `encode`, y float32 (C_out, H, W) the solved target, regions bool (R, H, W)
+the problem's metric regions (named by the dataset's `region_names`; computed once, with the data), stratum
+int64 scalar. Files and stores are read by the store's `load_data` (curate/store/dataset.py).
 """
 
 from __future__ import annotations
@@ -15,40 +15,46 @@ from torch.utils.data import Dataset
 
 from diffcurate.common.errors import InputError
 from diffcurate.common.splits import check_split
-from diffcurate.solvers.problem import Configs, Physics, disc_mask, paint
+from diffcurate.solvers.plugins import as_task
 
 
 class ArrayDataset(Dataset):
-    """In-memory arrays: x, y (n, L, L) float, mask (n, L, L) bool, counts (n,) int."""
+    """In-memory arrays: x (n, C_in, H, W) float32, y (n, C_out, H, W) float32, regions (n, R, H, W) bool,
+    strata (n,) int64; `region_names` (R,) names the regions."""
 
-    def __init__(self, x, y, mask, counts) -> None:
+    def __init__(self, x, y, regions, strata, region_names) -> None:
         self.x = torch.as_tensor(np.asarray(x, np.float32))
         self.y = torch.as_tensor(np.asarray(y, np.float32))
-        self.mask = torch.as_tensor(np.asarray(mask, bool))
-        self.counts = torch.as_tensor(np.asarray(counts, np.int64))
-        n = len(self.counts)
-        if not (self.x.shape == self.y.shape == self.mask.shape and self.x.ndim == 3 and self.x.shape[0] == n):
+        self.regions = torch.as_tensor(np.asarray(regions, bool))
+        self.strata = torch.as_tensor(np.asarray(strata, np.int64))
+        self.region_names = tuple(region_names)
+        n = len(self.strata)
+        shapes = (self.x.shape, self.y.shape, self.regions.shape)
+        if not (
+            all(len(s) == 4 and s[0] == n and s[2:] == self.x.shape[2:] for s in shapes)
+            and self.regions.shape[1] == len(self.region_names)
+        ):
             raise InputError(
-                f"dataset arrays disagree: x {tuple(self.x.shape)}, y {tuple(self.y.shape)},"
-                f" mask {tuple(self.mask.shape)}, counts ({n},); expected (n, L, L) x3 and (n,)"
+                f"dataset arrays disagree: x {tuple(self.x.shape)}, y {tuple(self.y.shape)}, regions "
+                f"{tuple(self.regions.shape)} ({len(self.region_names)} named), strata ({n},); expected (n, C, H, W)"
             )
 
     def __len__(self) -> int:
-        return int(self.counts.shape[0])
+        return int(self.strata.shape[0])
 
     def __getitem__(self, i: int):
-        return self.x[i, None], self.y[i, None], self.mask[i, None], self.counts[i]
+        return self.x[i], self.y[i], self.regions[i], self.strata[i]
 
     def subset(self, idx) -> ArrayDataset:
         idx = torch.as_tensor(np.asarray(idx, np.int64))
-        return ArrayDataset(self.x[idx], self.y[idx], self.mask[idx], self.counts[idx])
+        return ArrayDataset(self.x[idx], self.y[idx], self.regions[idx], self.strata[idx], self.region_names)
 
 
 class Batches(Dataset):
-    """The batches of a dataset that reads whole batches (`read_batch(rows) -> (y (B, 1, L, L) float32,
-    Configs)`, as a store's does) as items: a DataLoader with `batch_size=None` and a batch sampler hands each
-    worker one batch at a time, and x is painted where it is used (`batch_to_device`), so a worker ships y and
-    the configurations, not x, mask and y item by item."""
+    """The batches of a dataset that reads whole batches (`read_batch(rows) -> (y (B, C_out, H, W) float32,
+    configurations)`, as a store's does) as items: a DataLoader with `batch_size=None` and a batch sampler hands
+    each worker one batch at a time, and x is encoded where it is used (`batch_to_device`), so a worker ships y
+    and the configurations' arrays, not x and y item by item."""
 
     def __init__(self, data: Dataset):
         self.data = data
@@ -56,22 +62,22 @@ class Batches(Dataset):
     def __len__(self) -> int:
         return len(self.data)
 
-    def __getitem__(self, rows) -> tuple[torch.Tensor, ...]:
+    def __getitem__(self, rows) -> tuple[torch.Tensor, dict]:
         y, cfg = self.data.read_batch(rows)
-        return y, torch.from_numpy(cfg.centers), torch.from_numpy(cfg.values), torch.from_numpy(cfg.counts)
+        arrays = self.data.task.to_arrays(cfg)
+        return y, {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
 
 
-def batch_to_device(physics: Physics, batch, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x, y) on `device` from a `Batches` item: y moved, x painted there."""
-    from diffcurate.solvers.problem import paint_tensor
-
-    y, centers, values, counts = batch
-    x = paint_tensor(physics, Configs(centers.numpy(), values.numpy(), counts.numpy()), device)  # (B, 1, L, L)
-    return x, y.to(device, non_blocking=True)
+def batch_to_device(task, batch, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, y) on `device` from a `Batches` item: y moved, x encoded from the configurations."""
+    y, arrays = batch
+    configs = task.from_arrays({k: v.numpy() for k, v in arrays.items()})
+    x = torch.from_numpy(task.encode(configs))  # (B, C_in, H, W) float32
+    return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
 
 def reads_batches(data: Dataset) -> bool:
-    return callable(getattr(data, "read_batch", None)) and getattr(data, "physics", None) is not None
+    return callable(getattr(data, "read_batch", None)) and getattr(data, "task", None) is not None
 
 
 def as_arrays(data: Dataset) -> ArrayDataset:
@@ -79,14 +85,21 @@ def as_arrays(data: Dataset) -> ArrayDataset:
     may not open the store the data came from."""
     if isinstance(data, ArrayDataset):
         return data
-    items = [data[i] for i in range(len(data))]  # (x, y, mask) (1, L, L) each, count
-    x, y, mask = (torch.cat([it[k] for it in items]) for k in range(3))
-    return ArrayDataset(x, y, mask, torch.stack([torch.as_tensor(it[3]) for it in items]))
+    items = [data[i] for i in range(len(data))]  # x, y, regions (C, H, W) each, stratum
+    x, y, regions = (torch.stack([it[k] for it in items]) for k in range(3))
+    strata = torch.stack([torch.as_tensor(it[3]) for it in items])
+    return ArrayDataset(x, y, regions, strata, data.region_names)
 
 
-def dataset_from_configs(physics: Physics, configs: Configs, y: np.ndarray) -> ArrayDataset:
-    """Paint x and the disc mask from the configurations; y (n, L, L) the solved targets."""
-    return ArrayDataset(paint(physics, configs), y, disc_mask(physics, configs), configs.counts)
+def dataset_from_configs(task, configs, y: np.ndarray) -> ArrayDataset:
+    """x encoded and the regions taken from the configurations; y (n, H, W) or (n, C_out, H, W) the solved
+    targets. `task`: a `solvers.interface.Task` (or a diffusion Physics)."""
+    task = as_task(task)
+    y = np.asarray(y, np.float32)
+    y = y[:, None] if y.ndim == 3 else y  # (n, C_out, H, W)
+    regions = task.regions(configs, y)  # name -> (n, H, W) bool
+    masks = np.stack(list(regions.values()), 1) if regions else np.zeros((len(y), 0, *y.shape[2:]), bool)
+    return ArrayDataset(task.encode(configs), y, masks, task.strata(configs), tuple(regions))
 
 
 def split_indices(n: int, split: str, seed: int = 0, train_fraction: float = 0.9) -> np.ndarray:
@@ -113,16 +126,14 @@ def default_num_workers(lattice: int, device: torch.device) -> int:
     return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
-def uniform_configs(physics: Physics, n: int, sources: tuple[int, int], seed: int = 0) -> Configs:
-    """n configurations of the paper's uniform family (the sampler registry's `uniform`, indices 0..n-1)."""
-    from diffcurate.solvers.sampling import sample_configs
+def synthetic_configs(task, n: int, strata: tuple[int, int], seed: int = 0):
+    """n configurations of the problem's first family (for diffusion, the paper's uniform one), indices 0..n-1."""
+    task = as_task(task)
+    return task.problem.sample(task.params, task.problem.families()[0], seed, range(n), strata)[0]
 
-    return sample_configs("uniform", physics, seed, range(n), sources)[0]
 
-
-def synthetic_dataset(physics: Physics, n: int, sources: tuple[int, int], seed: int = 0) -> ArrayDataset:
-    """n uniform configurations solved with the fast solver (float32 targets)."""
-    from diffcurate.solvers import solve
-
-    configs = uniform_configs(physics, n, sources, seed)
-    return dataset_from_configs(physics, configs, solve(physics, configs, "fast", dtype="float32", batch_size=64))
+def synthetic_dataset(task, n: int, strata: tuple[int, int], seed: int = 0) -> ArrayDataset:
+    """n configurations of the problem's first family (`synthetic_configs`), solved by the problem."""
+    task = as_task(task)
+    configs = synthetic_configs(task, n, strata, seed)
+    return dataset_from_configs(task, configs, task.problem.solve(task.params, configs))

@@ -1,8 +1,9 @@
-"""The single definition of the paper's regions and errors (docs/formats.md, "JSON outputs": evaluate schema).
+"""The single definition of the errors (docs/formats.md, "JSON outputs": evaluate schema).
 
-Regions: sources = disc pixels (the mask: zero-valued discs are invisible in x); field = every other pixel;
-r1 / r2 / r3 = field pixels with y in [0.2, 1], [0.1, 0.2), [0.05, 0.1). Errors are pooled over the pixels of
-the whole set (sums and counts accumulated across batches, never means of batch means). Empty regions -> None.
+Regions: `all` (every pixel), then the problem's own (`Problem.regions`, carried by each item: for diffusion
+sources, field and the bands r1 / r2 / r3 of the paper). Errors are pooled over the pixels of the whole set
+(sums and counts accumulated across batches, never means of batch means), per region and per stratum. Empty
+regions -> None.
 """
 
 from __future__ import annotations
@@ -13,9 +14,6 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 import torch
 
-from diffcurate.solvers.diffusion import BANDS
-
-REGIONS = ("all", "sources", "field", "r1", "r2", "r3")
 PERCENTILES = {"p50": 50, "p95": 95, "p99": 99}
 
 
@@ -26,7 +24,7 @@ class Metrics:
 
     n_samples: int
     mae: dict[str, float | None]  # pooled over the pixels of each region
-    mae_by_sources: dict[str, dict[str, float | None]]  # region -> source count -> pooled MAE
+    mae_by_sources: dict[str, dict[str, float | None]]  # region -> stratum -> pooled MAE
     rel_l2: float | None
     per_sample_mae: dict[str, float | None]  # mean, p50, p95, p99, max of the per-sample MAE
 
@@ -46,13 +44,9 @@ class Metrics:
         return self.per_sample_mae["p99"]
 
 
-def region_masks(y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(B, 1, L, L) target + disc mask -> (B, 6, L, L) bool, one channel per region in REGIONS order."""
-    mask = mask.bool()
-    field = ~mask
-    parts = [torch.ones_like(mask), mask, field]
-    parts += [field & (y >= lo) & (y < hi) for lo, hi in BANDS.values()]
-    return torch.cat(parts, dim=1)
+def region_names(data) -> tuple[str, ...]:
+    """The names of the regions a Dataset's (or a DataLoader's) items carry, after `all`."""
+    return tuple(getattr(getattr(data, "dataset", data), "region_names", ()))
 
 
 def per_sample_mae(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -65,23 +59,26 @@ def _none_if_empty(s: float, n: float) -> float | None:
 
 
 class MetricAccumulator:
-    """Accumulate per-region error sums and pixel counts over batches; `result()` gives the evaluate schema."""
+    """Accumulate per-region error sums and pixel counts over batches; `result()` gives the evaluate schema.
+    `regions`: the names of the regions the items carry (`all` comes first, always)."""
 
-    def __init__(self) -> None:
-        self.abs_sum: dict[int, np.ndarray] = {}  # source count -> (6,) sum |e| per region
-        self.n_pix: dict[int, np.ndarray] = {}  # source count -> (6,) pixels per region
+    def __init__(self, regions: tuple[str, ...] = ()) -> None:
+        self.regions = ("all", *regions)
+        self.abs_sum: dict[int, np.ndarray] = {}  # stratum -> (R + 1,) sum |e| per region
+        self.n_pix: dict[int, np.ndarray] = {}  # stratum -> (R + 1,) pixels per region
         self.sq_err = 0.0
         self.sq_y = 0.0
         self.samples: list[np.ndarray] = []
 
-    def update(self, pred: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, counts: torch.Tensor) -> None:
-        """pred, y (B, 1, L, L) in target units; mask (B, 1, L, L) bool; counts (B,) int."""
+    def update(self, pred: torch.Tensor, y: torch.Tensor, regions: torch.Tensor, strata: torch.Tensor) -> None:
+        """pred, y (B, C_out, H, W) in target units; regions (B, R, H, W) bool; strata (B,) int."""
         pred, y = pred.detach().double(), y.detach().double()
-        err = (pred - y).abs()  # (B, 1, L, L)
-        reg = region_masks(y, mask.to(y.device))  # (B, 6, L, L)
-        sums = (err * reg).flatten(2).sum(2).cpu().numpy()  # (B, 6)
-        pix = reg.flatten(2).sum(2).cpu().numpy().astype(np.float64)  # (B, 6)
-        for k, s, n in zip(counts.reshape(-1).tolist(), sums, pix, strict=True):
+        err = (pred - y).abs().mean(1, keepdim=True)  # (B, 1, H, W): over the output channels
+        every = torch.ones_like(regions[:, :1], dtype=torch.bool)
+        reg = torch.cat([every, regions.bool().to(y.device)], 1)  # (B, R + 1, H, W)
+        sums = (err * reg).flatten(2).sum(2).cpu().numpy()  # (B, R + 1)
+        pix = reg.flatten(2).sum(2).cpu().numpy().astype(np.float64)  # (B, R + 1)
+        for k, s, n in zip(strata.reshape(-1).tolist(), sums, pix, strict=True):
             k = int(k)
             self.abs_sum[k] = self.abs_sum.get(k, 0.0) + s
             self.n_pix[k] = self.n_pix.get(k, 0.0) + n
@@ -94,15 +91,16 @@ class MetricAccumulator:
 
     def result(self) -> dict:
         ps = self.per_sample()
-        tot_s = sum(self.abs_sum.values(), np.zeros(len(REGIONS)))
-        tot_n = sum(self.n_pix.values(), np.zeros(len(REGIONS)))
+        regions = self.regions
+        tot_s = sum(self.abs_sum.values(), np.zeros(len(regions)))
+        tot_n = sum(self.n_pix.values(), np.zeros(len(regions)))
         keys = sorted(self.abs_sum)
         return Metrics(
             n_samples=int(ps.size),
-            mae={r: _none_if_empty(tot_s[i], tot_n[i]) for i, r in enumerate(REGIONS)},
+            mae={r: _none_if_empty(tot_s[i], tot_n[i]) for i, r in enumerate(regions)},
             mae_by_sources={
                 r: {str(k): _none_if_empty(self.abs_sum[k][i], self.n_pix[k][i]) for k in keys}
-                for i, r in enumerate(REGIONS)
+                for i, r in enumerate(regions)
             },
             rel_l2=float(np.sqrt(self.sq_err / self.sq_y)) if self.sq_y > 0 else None,
             per_sample_mae={
@@ -127,7 +125,7 @@ def evaluate_model(
     transform: str | Callable[[torch.Tensor], torch.Tensor] = "none",
     batch_size: int = 64,
 ) -> tuple[dict, np.ndarray]:
-    """Metrics of `model` on a Dataset/DataLoader of (x, y, mask, count) items, in eval mode without grad.
+    """Metrics of `model` on a Dataset/DataLoader of (x, y, regions, stratum) items, in eval mode without grad.
 
     `transform` names the target transform the model was trained with; its inverse maps predictions back to
     target units. Returns (evaluate-schema dict, (n,) per-sample MAE in data order)."""
@@ -136,19 +134,20 @@ def evaluate_model(
     inverse = transform_pair(transform)[1] if isinstance(transform, str) else transform
     device = torch.device(device)
     model.eval()
-    acc = MetricAccumulator()
+    acc = MetricAccumulator(region_names(data))
     with torch.no_grad():
-        for x, y, mask, counts in _batches(data, batch_size):
-            pred = inverse(model(x.to(device)).float())  # (B, 1, L, L) float32, target units
-            acc.update(pred, y.to(device), mask.to(device), counts)
+        for x, y, regions, strata in _batches(data, batch_size):
+            pred = inverse(model(x.to(device)).float())  # (B, C_out, H, W) float32, target units
+            acc.update(pred, y.to(device), regions.to(device), strata)
     return acc.result(), acc.per_sample()
 
 
 def per_sample_weighted_mae(pred: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, sources_weight: float):
-    """(B,) per-sample MAE with disc pixels weighted by `sources_weight` (1.0 = the plain per-sample MAE).
+    """(B,) per-sample MAE with the pixels of `mask` (the problem's first region: for diffusion, the discs)
+    weighted by `sources_weight` (1.0 = the plain per-sample MAE).
 
-    The ranker's true-error score: raising the weight makes the pick favour configurations whose sources are
-    badly reproduced (the paper's worst region)."""
+    The ranker's true-error score: raising the weight makes the pick favour configurations whose first region
+    is badly reproduced (for diffusion, the sources: the paper's worst region)."""
     e = (pred.double() - y.double()).abs().flatten(1)
     w = 1.0 + (sources_weight - 1.0) * mask.flatten(1).double()
     return (e * w).sum(1) / w.sum(1)

@@ -39,6 +39,8 @@ class EDCNNConfig:
     slope: float = 0.02  # LeakyReLU negative slope
     dropout: float = 0.0  # dropout rate (> 0 enables the mc-dropout estimator)
     clamp_sources: bool = False  # copy the known disc values of x into the output (fixed sources only)
+    in_channels: int = 1  # channels of x (the problem's encode)
+    out_channels: int = 1  # channels of y (the problem's solve)
     arch: str = "edcnn"  # edcnn (the paper's encoder-decoder) or unet
 
     @property
@@ -73,7 +75,7 @@ class EDCNN(nn.Module):
         cfg.check()
         self.clamp = cfg.clamp_sources
         enc: list[nn.Module] = []
-        cin = 1
+        cin = cfg.in_channels
         for i, c in enumerate(cfg.enc_channels):
             enc.append(nn.Conv2d(cin, c, 3, padding=1))
             if i == 0:
@@ -83,7 +85,7 @@ class EDCNN(nn.Module):
                 enc.append(nn.AvgPool2d(2))
             cin = c
         dec: list[nn.Module] = _maybe_dropout(cfg.dropout)
-        outs = list(cfg.dec_channels) + [1]
+        outs = list(cfg.dec_channels) + [cfg.out_channels]
         first_up = len(outs) - cfg.pools
         for i, c in enumerate(outs):
             if i >= first_up:
@@ -96,7 +98,7 @@ class EDCNN(nn.Module):
         self.encoder = nn.Sequential(*enc)
         self.decoder = nn.Sequential(*dec)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, L, L) -> (B, 1, L, L)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C_in, H, W) -> (B, C_out, H, W)
         return clamp_known(x, self.decoder(self.encoder(x)), self.clamp)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, L, L) -> (B, C * 16)
@@ -114,6 +116,8 @@ class UNetConfig:
     slope: float = 0.02  # LeakyReLU negative slope
     dropout: float = 0.0  # dropout rate (> 0 enables the mc-dropout estimator)
     clamp_sources: bool = False  # copy the known disc values of x into the output (fixed sources only)
+    in_channels: int = 1  # channels of x (the problem's encode)
+    out_channels: int = 1  # channels of y (the problem's solve)
     arch: str = "unet"  # edcnn (the paper's encoder-decoder) or unet
 
     def check(self, lattice: int | None = None) -> None:
@@ -139,9 +143,10 @@ class UNet(nn.Module):
         cfg.check()
         self.clamp = cfg.clamp_sources
         ch = [cfg.base * 2**i for i in range(cfg.depth + 1)]
-        self.down = nn.ModuleList([_double(1 if i == 0 else ch[i - 1], ch[i], cfg.slope) for i in range(cfg.depth)])
+        cin = cfg.in_channels
+        self.down = nn.ModuleList([_double(cin if i == 0 else ch[i - 1], ch[i], cfg.slope) for i in range(cfg.depth)])
         self.pool = nn.AvgPool2d(2)
-        self.mid = _double(ch[cfg.depth - 1] if cfg.depth else 1, ch[cfg.depth], cfg.slope, cfg.dropout)
+        self.mid = _double(ch[cfg.depth - 1] if cfg.depth else cin, ch[cfg.depth], cfg.slope, cfg.dropout)
         self.up = nn.ModuleList(
             [
                 nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch[i + 1], ch[i], 3, padding=1))
@@ -149,9 +154,9 @@ class UNet(nn.Module):
             ]
         )
         self.merge = nn.ModuleList([_double(2 * ch[i], ch[i], cfg.slope) for i in reversed(range(cfg.depth))])
-        self.head = nn.Conv2d(ch[0], 1, 1)
+        self.head = nn.Conv2d(ch[0], cfg.out_channels, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, L, L) -> (B, 1, L, L)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C_in, H, W) -> (B, C_out, H, W)
         h, skips = self._encode(x)
         for up, merge in zip(self.up, self.merge, strict=True):
             h = merge(torch.cat([up(h), skips.pop()], dim=1))
@@ -271,7 +276,7 @@ def model_info(cfg, lattice: int, batch_size: int = 1) -> dict:
     leaves = [m for m in model.modules() if not list(m.children())]
     handles = [m.register_forward_hook(hook) for m in leaves]
     with torch.no_grad():
-        model(torch.empty(1, 1, lattice, lattice, device="meta"))
+        model(torch.empty(1, cfg.in_channels, lattice, lattice, device="meta"))
     for h in handles:
         h.remove()
     params = count_parameters(model)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 
 from diffcurate.model.checkpoint import cpu_state
-from diffcurate.solvers.problem import Physics
+from diffcurate.solvers.interface import Task
 
 
 def _rng_state(dev: torch.device) -> dict:
@@ -55,7 +55,7 @@ class TrainState:
         self.stopped = bool(patience) and self.since_best >= patience
         self.epoch = epoch + 1
 
-    def to_checkpoint(self, mc: dict, tc: dict, physics: Physics | None, dev: torch.device) -> dict:
+    def to_checkpoint(self, mc: dict, tc: dict, task: Task | None, dev: torch.device) -> dict:
         """`last.pt`'s plain-data contents (its keys are the format of docs/formats.md)."""
         return {
             "state_dict": cpu_state(self.model),
@@ -72,7 +72,8 @@ class TrainState:
             "decay_from": self.decay_from,
             "decay_steps": self.decay_steps,
             "rng": _rng_state(dev),
-            "physics": physics.to_dict() if physics else None,
+            "physics": task.params_dict() if task is not None else None,
+            "problem": task.name if task is not None else None,
         }
 
     def restore(self, st: dict, dev: torch.device) -> None:

@@ -43,6 +43,8 @@ from diffcurate.model.metrics import Metrics, evaluate_model
 from diffcurate.model.nets import build_model, config_from_dict, config_to_dict
 from diffcurate.model.parallel import Shard
 from diffcurate.model.state import TrainState
+from diffcurate.solvers.interface import Task
+from diffcurate.solvers.plugins import as_task
 from diffcurate.solvers.problem import Physics
 
 LAST = "last.pt"
@@ -160,7 +162,12 @@ class TrainResult:
     stopped_early: bool = False
 
 
-def _warm_state(init_from, model_config: dict, physics: Physics | None = None) -> dict:
+def _same_form(model_config: dict) -> dict:
+    """A stored model config as this version writes it (a file from before a field: its default)."""
+    return config_to_dict(config_from_dict(model_config))
+
+
+def _warm_state(init_from, model_config: dict, physics: Task | None = None) -> dict:
     """State dict to warm-start from: a checkpoint path, a checkpoint dict or a bare state_dict. A checkpoint
     of other physics or another architecture is refused."""
     obj = read_checkpoint(init_from) if isinstance(init_from, str | Path | Blob) else init_from
@@ -169,27 +176,27 @@ def _warm_state(init_from, model_config: dict, physics: Physics | None = None) -
         check_physics(obj, physics, f"warm start {init_from}")
         if not obj["state_dict"]:
             raise InputError(f"warm start: {init_from} holds no weights")
-        if obj.get("model_config") not in (None, model_config):
+        if obj.get("model_config") is not None and _same_form(obj["model_config"]) != model_config:
             raise InputError(f"warm start: checkpoint model {obj['model_config']} differs from {model_config}")
         return obj["state_dict"]
     return obj
 
 
-def check_run(model_cfg, tc: TrainConfig, physics: Physics | None, train_data: Dataset) -> tuple[LossSpec, LossSpec]:
+def check_run(model_cfg, tc: TrainConfig, task: Task | None, train_data: Dataset) -> tuple[LossSpec, LossSpec]:
     """The (primary, alternate) losses, after every check that can refuse the run before it starts."""
     losses = tc.loss_specs()
-    model_cfg.check(physics.lattice if physics else None)
+    model_cfg.check(task.grid[0] if task is not None else None)
     if model_cfg.clamp_sources:
         if tc.transform != "none":
             raise InputError("clamp_sources copies the input into the discs; it needs --transform none")
-        if physics is not None and physics.source_model != "fixed":
+        if task is not None and task.params_dict().get("source_model", "fixed") != "fixed":
             raise InputError("clamp_sources needs fixed-value sources (the input is not the field in the discs)")
     if len(train_data) == 0:
         raise InputError("training set is empty")
     return losses
 
 
-def _new_state(mc: dict, tc: TrainConfig, dev: torch.device, init_from, physics: Physics | None) -> TrainState:
+def _new_state(mc: dict, tc: TrainConfig, dev: torch.device, init_from, physics: Task | None) -> TrainState:
     """Seeded initial weights (or a warm start's) and a fresh Adam."""
     torch.manual_seed(tc.seed)
     model = build_model(mc).to(dev)
@@ -239,11 +246,11 @@ def _lr(state: TrainState, tc: TrainConfig, step: int, total_steps: int) -> floa
 
 
 def in_memory(data: Dataset) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(x, y) as (n, 1, L, L) float32 tensors when the set fits `IN_MEMORY_BYTES`, read once; else None."""
+    """(x, y) as (n, C, H, W) float32 tensors when the set fits `IN_MEMORY_BYTES`, read once; else None."""
     if isinstance(data, ArrayDataset):
-        return data.x[:, None], data.y[:, None]  # views, no copy
-    x0 = data[0][0]  # (1, L, L)
-    if 2 * len(data) * x0.numel() * 4 > IN_MEMORY_BYTES:
+        return data.x, data.y  # no copy
+    x0, y0 = data[0][:2]  # (C_in, H, W), (C_out, H, W)
+    if len(data) * (x0.numel() + y0.numel()) * 4 > IN_MEMORY_BYTES:
         return None
     items = [data[i] for i in range(len(data))]
     return torch.stack([it[0] for it in items]), torch.stack([it[1] for it in items])
@@ -257,10 +264,10 @@ def _batches(data: Dataset, tensors, order: torch.Tensor, tc: TrainConfig, num_w
         rows = BatchSampler(order.tolist(), tc.batch_size, drop_last=False)
         pin = dev.type == "cuda"
         loader = DataLoader(Batches(data), batch_size=None, sampler=rows, num_workers=num_workers, pin_memory=pin)
-        return (batch_to_device(data.physics, b, dev) for b in loader)
+        return (batch_to_device(data.task, b, dev) for b in loader)
     if tensors is None:
         loader = DataLoader(data, batch_size=tc.batch_size, sampler=order.tolist(), num_workers=num_workers)
-        return ((x, y) for x, y, _mask, _counts in loader)
+        return ((x, y) for x, y, _regions, _strata in loader)
     x, y = tensors
     return ((x[idx], y[idx]) for idx in order.split(tc.batch_size))
 
@@ -340,7 +347,7 @@ def train(
     val_data: Dataset | None = None,
     out_dir=None,
     *,
-    physics: Physics | None = None,
+    physics: Task | Physics | None = None,  # what the data is of (a diffusion Physics: the diffusion problem's)
     device: str | torch.device = "auto",
     resume: bool = False,
     init_from=None,
@@ -356,10 +363,11 @@ def train(
     tc = train_config
     model_cfg = config_from_dict(model_config) if isinstance(model_config, dict) else model_config
     mc = config_to_dict(model_cfg)  # the plain data that checkpoints hold and resumes compare
+    physics = as_task(physics)
     losses = check_run(model_cfg, tc, physics, train_data)
     dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
     if num_workers is None:
-        L = physics.lattice if physics is not None else int(train_data[0][0].shape[-1])  # item x: (1, L, L)
+        L = physics.grid[0] if physics is not None else int(train_data[0][0].shape[-1])  # item x: (C, H, W)
         num_workers = default_num_workers(L, dev)
     shard = shard or Shard()
     if shard.world > 1 and resume:
@@ -375,7 +383,7 @@ def train(
     if resume and last is not None and last.exists():
         st = read_checkpoint(last)
         stored = TrainConfig.from_dict(st["train_config"]).to_dict()  # a file from before a field: its default
-        if st["model_config"] != mc or stored != tc.to_dict():
+        if _same_form(st["model_config"]) != mc or stored != tc.to_dict():
             raise InputError(f"{last}: cannot resume, its model/train config differs from the requested one")
         state.restore(st, dev)
         _write_log(log, state.history)  # drop lines of an epoch that was killed before its checkpoint

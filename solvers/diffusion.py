@@ -92,7 +92,7 @@ class Diffusion(Problem):
     def regions(self, params: Physics, configs: Configs, y: np.ndarray) -> dict[str, np.ndarray]:
         """sources: the disc pixels; field: every other pixel; r1..r3: field pixels in bands of y."""
         mask = disc_mask(params, configs)  # (B, L, L) bool
-        y0 = y[:, 0]
+        y0 = np.asarray(y[:, 0], np.float64)  # (B, L, L): bands compared in double precision
         out = {"sources": mask, "field": ~mask}
         out.update({r: ~mask & (y0 >= lo) & (y0 < hi) for r, (lo, hi) in BANDS.items()})
         return out

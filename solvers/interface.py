@@ -175,3 +175,49 @@ def require(problem: Problem, capability: str, who: str) -> None:
     """One line when `who` (a strategy, an estimator) needs a capability the problem lacks."""
     if capability not in problem.capabilities():
         raise InputError(f"{who} needs the problem's `{capability}`, which problem {problem.name!r} does not offer")
+
+
+@dataclass(frozen=True)
+class Task:
+    """A problem with its parameters: what a store's samples, a dataset and a checkpoint are of. The core
+    holds one where it needs the problem's view of data (encode, regions, strata, ids), so that the parameters
+    never travel without the problem that reads them."""
+
+    problem: Problem
+    params: Any
+
+    @property
+    def name(self) -> str:
+        return self.problem.name
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self.problem.grid(self.params)
+
+    def params_dict(self) -> dict:
+        return self.problem.params_to_dict(self.params)
+
+    def fingerprint(self) -> str:
+        return self.problem.fingerprint(self.params)
+
+    def preset(self) -> str | None:
+        """The problem's preset with these parameters, if any (for messages and checkpoints)."""
+        return next((n for n, p in self.problem.presets().items() if p.params == self.params), None)
+
+    def encode(self, configs) -> np.ndarray:
+        return self.problem.encode(self.params, configs)  # (B, C_in, H, W) float32
+
+    def strata(self, configs) -> np.ndarray:
+        return self.problem.strata(self.params, configs)  # (B,) int64
+
+    def regions(self, configs, y: np.ndarray) -> dict[str, np.ndarray]:
+        return self.problem.regions(self.params, configs, y)  # name -> (B, H, W) bool
+
+    def sample_ids(self, configs) -> list[str]:
+        return self.problem.sample_ids(self.params, configs)
+
+    def from_arrays(self, arrays: dict[str, np.ndarray]):
+        return self.problem.from_arrays(self.params, arrays)
+
+    def to_arrays(self, configs) -> dict[str, np.ndarray]:
+        return self.problem.to_arrays(self.params, configs)

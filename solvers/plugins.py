@@ -12,7 +12,8 @@ import numpy as np
 
 from diffcurate.common.errors import InputError
 from diffcurate.solvers.diffusion import Diffusion
-from diffcurate.solvers.interface import Problem
+from diffcurate.solvers.interface import Problem, Task
+from diffcurate.solvers.problem import Physics
 
 GROUP = "diffcurate.problems"
 BUILT_IN: dict[str, type[Problem]] = {"diffusion": Diffusion}
@@ -168,3 +169,19 @@ class Guarded:
 
     def __getattr__(self, name: str):  # everything else, unchecked
         return getattr(self.problem, name)
+
+
+def as_task(physics) -> Task | None:
+    """A `Task` as it is, or the diffusion problem's task for a diffusion `Physics` (what code written for the
+    diffusion problem alone passes); None stays None."""
+    if physics is None or isinstance(physics, Task):
+        return physics
+    if isinstance(physics, Physics):
+        return Task(get_problem("diffusion"), physics)
+    raise InputError(f"expected a Task (a problem and its parameters), got {type(physics).__name__}")
+
+
+def task_of(name: str, params: dict, package: str | None = None) -> Task:
+    """The task of a problem's name and its parameters as plain data (a store's or checkpoint's record)."""
+    problem = get_problem(name, package)
+    return Task(problem, problem.params_from_dict(params))

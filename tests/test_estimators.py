@@ -172,11 +172,11 @@ def test_production_residual_recovers_the_hidden_amplitude(rng):
     `residual-l1` (least-squares amplitude) still sees a prediction that is off by a constant factor."""
     from dataclasses import replace
 
-    from diffcurate.model.data import uniform_configs
+    from diffcurate.model.data import synthetic_configs
     from diffcurate.solvers.registry import solve
 
     ph = replace(TINY, source_model="production")
-    cfg = uniform_configs(ph, 6, (1, 10), 0)
+    cfg = synthetic_configs(ph, 6, (1, 10), 0)
     y = solve(ph, cfg, "fast", dtype="float64")
     models = Models(ph, Member(build_model(default_model_config("tiny")), "none", {}))
     x = paint(ph, cfg)

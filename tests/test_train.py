@@ -13,7 +13,7 @@ from diffcurate.common.errors import InputError
 from diffcurate.curate.store.dataset import load_data
 from diffcurate.model.callbacks import EachEpoch
 from diffcurate.model.checkpoint import atomic_save, load_checkpoint, read_checkpoint
-from diffcurate.model.data import default_num_workers, synthetic_dataset, uniform_configs
+from diffcurate.model.data import default_num_workers, synthetic_dataset, synthetic_configs
 from diffcurate.model.metrics import evaluate_model
 from diffcurate.model.nets import default_model_config
 from diffcurate.model.train import TrainConfig, default_train_config, train
@@ -154,7 +154,7 @@ def test_bad_train_options(data):
 def _write_npz(path, n=96, seed=0):
     from diffcurate.solvers import solve
 
-    configs = uniform_configs(TINY.physics, n, TINY.sources, seed)
+    configs = synthetic_configs(TINY.physics, n, TINY.sources, seed)
     y = solve(TINY.physics, configs, "fast", dtype="float32")
     from diffcurate.solvers.problem import paint
 
@@ -377,7 +377,7 @@ def test_a_streamed_store_trains_to_the_weights_of_the_in_memory_set(data, tmp_p
     from diffcurate.model.data import dataset_from_configs
 
     tr, va = data
-    cfg = uniform_configs(TINY.physics, len(tr), TINY.sources, seed=0)  # synthetic_dataset's configurations
+    cfg = synthetic_configs(TINY.physics, len(tr), TINY.sources, seed=0)  # synthetic_dataset's configurations
     with Store.create(tmp_path / "s", TINY.physics) as st:
         st.add(cfg, tr.y.numpy(), split="train")
         ids = st.ids("train")

@@ -1,7 +1,8 @@
-"""Torch Datasets over a store or an exported file, all yielding the trainer's item (x, y, mask, count).
+"""Torch Datasets over a store or an exported file, all yielding the trainer's item (x, y, regions, stratum).
 
-Item contract (shared with model/'s ArrayDataset): x float32 (1, L, L) = ``paint`` of the config, y float32
-(1, L, L), mask bool (1, L, L) = ``disc_mask`` (disc pixels), count int64 scalar (number of sources).
+Item contract (shared with model/'s ArrayDataset): x float32 (C_in, H, W) = the problem's ``encode`` of the
+configuration, y float32 (C_out, H, W), regions bool (R, H, W) = the problem's ``regions`` (named by the
+dataset's ``region_names``), stratum int64 scalar.
 
 DataLoader workers: see ``model.data.default_num_workers`` (the trainer's default) and bench/store.py.
 """
@@ -22,15 +23,15 @@ from diffcurate.curate.store.arrays import FORMATS, load_arrays, validated_sampl
 from diffcurate.curate.store.env import acquire_env, begin, is_store, open_env, release_env
 from diffcurate.curate.store.lmdbstore import Store
 from diffcurate.curate.store.records import configs_from_headers, decode_record
-from diffcurate.solvers.problem import Configs, Physics, disc_mask, paint
+from diffcurate.model.data import dataset_from_configs
+from diffcurate.solvers.interface import Task
+from diffcurate.solvers.plugins import as_task
 
 
-def make_item(physics: Physics, cfg: Configs, y: np.ndarray) -> tuple[torch.Tensor, ...]:
-    """(x, y, mask, count) for one sample: cfg has one configuration, y is (L, L)."""
-    x = torch.from_numpy(paint(physics, cfg))  # (1, L, L) float32
-    mask = torch.from_numpy(disc_mask(physics, cfg))  # (1, L, L) bool
-    yt = torch.from_numpy(np.asarray(y, np.float32).reshape(1, *y.shape[-2:]))  # (1, L, L) float32
-    return x, yt, mask, torch.tensor(int(cfg.counts[0]), dtype=torch.int64)
+def make_item(task: Task, cfg, y: np.ndarray) -> tuple[torch.Tensor, ...]:
+    """(x, y, regions, stratum) for one sample: cfg holds one configuration, y is (H, W)."""
+    d = dataset_from_configs(task, cfg, np.asarray(y, np.float32)[None])
+    return d[0]
 
 
 class StoreDataset(Dataset):
@@ -42,6 +43,8 @@ class StoreDataset(Dataset):
         self.path = Path(path)
         with Store(self.path, readonly=True) as st:  # closed again before any fork
             self.physics = st.physics
+            self.task = Task(st.problem, st.physics)
+            self.region_names = region_names(self.task)
             self.ids = list(st.ids(split)) if ids is None else [str(i) for i in ids]
         self._env = self._db = self._pid = None
         self._shared = False
@@ -81,16 +84,14 @@ class StoreDataset(Dataset):
             if buf is None:
                 raise InputError(f"no sample {key!r} in {self.path}")
             h, y = decode_record(buf, key)
-        cfg = Configs(np.array(h["centers"], np.int64).reshape(1, -1, 2), np.array([h["values"]]), [h["n_sources"]])
-        return make_item(self.physics, cfg, y)
+        return make_item(self.task, configs_from_headers(self.task.problem, self.physics, [h]), y)
 
-    def read_batch(self, rows: Sequence[int]) -> tuple[torch.Tensor, Configs]:
-        """y (B, 1, L, L) float32 and the configurations of rows, read in one transaction: what a loader ships
-        when x is painted where it is used (`solvers.problem.paint_tensor`); model.train's batch protocol."""
+    def read_batch(self, rows: Sequence[int]):
+        """y (B, 1, H, W) float32 and the configurations of rows, read in one transaction: what a loader ships
+        when x is encoded where it is used (`model.data.batch_to_device`); model.train's batch protocol."""
         if self._pid != os.getpid():
             self._open()
-        L = self.physics.lattice
-        y = torch.empty((len(rows), 1, L, L), dtype=torch.float32)  # (B, 1, L, L)
+        y = torch.empty((len(rows), 1, *self.task.grid), dtype=torch.float32)  # (B, 1, H, W)
         out = y.numpy()  # the same memory: each record is decoded straight into the batch
         headers = []
         with begin(self._env, buffers=True) as txn:
@@ -101,7 +102,7 @@ class StoreDataset(Dataset):
                     raise InputError(f"no sample {key!r} in {self.path}")
                 h, out[b, 0] = decode_record(buf, key)
                 headers.append(h)
-        return y, configs_from_headers(headers)
+        return y, configs_from_headers(self.task.problem, self.physics, headers)
 
 
 class ArraysDataset(Dataset):
@@ -110,8 +111,10 @@ class ArraysDataset(Dataset):
     def __init__(self, path: str | os.PathLike, ids: Sequence[str] | None = None, split: str = "all"):
         d = load_arrays(path)
         self.physics, self.configs, y = validated_samples(d, str(path))
-        self.y = np.asarray(y, np.float32)  # (n, L, L)
-        self.x = np.asarray(d["x"], np.float32) if "x" in d else None  # (n, L, L)
+        self.task = as_task(self.physics)
+        self.region_names = region_names(self.task)
+        self.y = np.asarray(y, np.float32)  # (n, H, W)
+        self.x = np.asarray(d["x"], np.float32) if "x" in d else None  # (n, H, W) or (n, C_in, H, W)
         self.rows = np.arange(len(self.configs))
         check_split(split)
         if split != "all" and "split" in d:  # an exported file carries each row's split: honour it
@@ -130,15 +133,15 @@ class ArraysDataset(Dataset):
 
     def __getitem__(self, i: int):
         r = int(self.rows[i])
-        cfg = self.configs[r]
-        x, y, mask, count = make_item(self.physics, cfg, self.y[r])
+        cfg = self.configs[r : r + 1]
+        x, y, regions, stratum = make_item(self.task, cfg, self.y[r])
         if self.x is not None:
-            x = torch.from_numpy(self.x[r].copy()).unsqueeze(0)
-        return x, y, mask, count
+            x = torch.from_numpy(self.x[r].copy()).reshape(x.shape)
+        return x, y, regions, stratum
 
 
 def open_dataset(path: str | os.PathLike, split: str = "train", ids: Sequence[str] | None = None) -> Dataset:
-    """A Dataset of (x, y, mask, count) over a store directory or an .npz/.h5 file: one split of the store, or
+    """A Dataset of (x, y, regions, stratum) over a store directory or an .npz/.h5 file: one split of the store, or
     of the file's rows where it marks splits (an export); an unmarked file is one set (all rows).
 
     >>> from diffcurate.curate.store.dataset import open_dataset
@@ -152,20 +155,33 @@ def open_dataset(path: str | os.PathLike, split: str = "train", ids: Sequence[st
     raise InputError(f"{p}: neither a store directory nor an .npz/.h5 file")
 
 
-IN_MEMORY_BYTES = 2 << 30  # a split smaller than this is read once into RAM (x, y, mask: 9 bytes per pixel)
+IN_MEMORY_BYTES = 2 << 30  # a split smaller than this is read once into RAM
 
 
-def _load_store(path: Path, split: str, seed: int, train_fraction: float) -> tuple[Dataset, Physics]:
+def region_names(task: Task) -> tuple[str, ...]:
+    """The names of the problem's metric regions, from one configuration of its first family."""
+    p = task.problem
+    cfg = p.sample(task.params, p.families()[0], 0, [0])[0]
+    return tuple(p.regions(task.params, cfg, np.zeros((1, p.channels[1], *task.grid), np.float32)))
+
+
+def _item_bytes(task: Task) -> int:
+    """Bytes of one in-memory sample: x and y float32, one bool per region and pixel."""
+    c_in, c_out = task.problem.channels
+    h, w = task.grid
+    return h * w * (4 * (c_in + c_out) + len(region_names(task)))
+
+
+def _load_store(path: Path, split: str, seed: int, train_fraction: float) -> tuple[Dataset, Task]:
     """`load_data` of a store: its own splits ("all" = every split); `seed` and
     `train_fraction` are unused because a store's splits are fixed when samples are added."""
-    from diffcurate.model.data import dataset_from_configs
-
     with Store(path, readonly=True) as st:
+        task = Task(st.problem, st.physics)
         ids = st.ids(split)
-        if len(ids) * st.physics.lattice**2 * 9 > IN_MEMORY_BYTES:
-            return StoreDataset(path, split, ids), st.physics
+        if len(ids) * _item_bytes(task) > IN_MEMORY_BYTES:
+            return StoreDataset(path, split, ids), task
         cfg, y, _ = st.get(ids)
-        return dataset_from_configs(st.physics, cfg, y), st.physics
+        return dataset_from_configs(task, cfg, y), task
 
 
 def file_rows(d: dict, split: str, seed: int, train_fraction: float, where: str) -> np.ndarray:
@@ -195,19 +211,18 @@ def file_rows(d: dict, split: str, seed: int, train_fraction: float, where: str)
     return rows
 
 
-def _load_file(path: Path, split: str, seed: int, train_fraction: float) -> tuple[Dataset, Physics]:
+def _load_file(path: Path, split: str, seed: int, train_fraction: float) -> tuple[Dataset, Task]:
     """`load_data` of npz and HDF5 files: validated row by row (`validated_samples`), split
     by the file's own `split` array where it has one (`file_rows`), else by seed."""
-    from diffcurate.model.data import dataset_from_configs
-
     d = load_arrays(path)
     physics, cfg, y = validated_samples(d, str(path))
+    task = as_task(physics)
     rows = file_rows(d, split, seed, train_fraction, str(path))
-    return dataset_from_configs(physics, cfg[rows], y[rows]), physics
+    return dataset_from_configs(task, cfg[rows], y[rows]), task
 
 
-def load_data(path, split: str = "all", seed: int = 0, train_fraction: float = 0.9) -> tuple[Dataset, Physics]:
-    """(Dataset of (x, y, mask, count), Physics) for one split of a store or an npz/HDF5 file: the one loader of
+def load_data(path, split: str = "all", seed: int = 0, train_fraction: float = 0.9) -> tuple[Dataset, Task]:
+    """(Dataset of (x, y, regions, stratum), its Task) for one split of a store or an npz/HDF5 file: the one loader of
     `curate train` and `curate evaluate`."""
     path = Path(path)
     if not path.exists():
@@ -220,7 +235,7 @@ def load_data(path, split: str = "all", seed: int = 0, train_fraction: float = 0
     return _load_file(path, split, seed, train_fraction)
 
 
-def load_file_dataset(path: str | os.PathLike, split: str = "all") -> tuple[ArraysDataset, Physics]:
-    """(Dataset, physics) of an npz/HDF5 file with targets, validated row by row (`validated_samples`)."""
+def load_file_dataset(path: str | os.PathLike, split: str = "all") -> tuple[ArraysDataset, Task]:
+    """(Dataset, its Task) of an npz/HDF5 file with targets, validated row by row (`validated_samples`)."""
     ds = ArraysDataset(path, split=split)
-    return ds, ds.physics
+    return ds, ds.task

@@ -47,6 +47,7 @@ from diffcurate.curate.store.heap import keep_freed_pages
 from diffcurate.curate.store.lock import LOCK_FILE, lock_writer, unlock_writer
 from diffcurate.curate.store.records import (
     ENCODINGS,
+    config_header,
     configs_from_headers,
     decode_index,
     decode_record,
@@ -54,10 +55,10 @@ from diffcurate.curate.store.records import (
     encode_record,
     header_json,
     problem_of,
+    stratum_of,
 )
 from diffcurate.curate.store.summary import Summary
-from diffcurate.solvers.plugins import provenance
-from diffcurate.solvers.problem import Configs, Physics
+from diffcurate.solvers.plugins import get_problem, provenance
 
 SCHEMA_VERSION = 1
 BATCH = 64  # samples per write transaction
@@ -122,11 +123,12 @@ class Store(Summary):
             )
         self.meta = meta
         try:
-            self.problem = problem_of(meta)  # {name, package, version}; one line if that problem is not installed
+            self.problem_record = problem_of(meta)  # {name, package, version}; one line if it is not installed
+            self.problem = get_problem(self.problem_record["name"])
+            self.physics = self.problem.params_from_dict(meta["physics"])  # the problem's parameters
         except InputError:
             self.close()
             raise
-        self.physics = Physics.from_dict(meta["physics"])
         self.encoding: str = meta["encoding"]
 
     def _open(self, readonly: bool, map_size: int) -> None:
@@ -146,7 +148,7 @@ class Store(Summary):
     def create(
         cls,
         path: str | os.PathLike,
-        physics: Physics,
+        physics,
         *,
         preset: str = "",
         encoding: str = "float32",
@@ -173,8 +175,8 @@ class Store(Summary):
             unlock_writer(path)  # the Store holds its own reference
         try:
             store.check_physics(physics)
-            if store.problem["name"] != problem:
-                raise InputError(f"{path} holds samples of problem {store.problem['name']!r}, not {problem!r}")
+            if store.problem.name != problem:
+                raise InputError(f"{path} holds samples of problem {store.problem.name!r}, not {problem!r}")
         except InputError:
             store.close()
             raise
@@ -183,7 +185,7 @@ class Store(Summary):
     @staticmethod
     def _init_env(
         path: Path,
-        physics: Physics,
+        physics,
         preset: str,
         encoding: str,
         command: str,
@@ -195,7 +197,7 @@ class Store(Summary):
         env = acquire_env(path, map_size=map_size)
         meta = {
             "schema_version": SCHEMA_VERSION,
-            "physics": physics.to_dict(),
+            "physics": get_problem(problem).params_to_dict(physics),
             "problem": recorded,
             "preset": preset,
             "encoding": encoding,
@@ -211,11 +213,13 @@ class Store(Summary):
             env.open_db(b"index", txn=txn)
         release_env(env)
 
-    def check_physics(self, physics: Physics, what: str = "samples") -> None:
-        if physics.fingerprint() != self.physics.fingerprint():
+    def check_physics(self, physics, what: str = "samples") -> None:
+        """InputError unless `physics` (the problem's parameters) are the store's."""
+        p = self.problem
+        if p.fingerprint(physics) != p.fingerprint(self.physics):
             raise InputError(
                 f"{what} were made with other physics than the store {self.path}: "
-                f"{physics.to_dict()} vs the store's {self.physics.to_dict()}"
+                f"{p.params_to_dict(physics)} vs the store's {p.params_to_dict(self.physics)}"
             )
 
     def close(self) -> None:
@@ -237,7 +241,7 @@ class Store(Summary):
 
     # --- writing ---------------------------------------------------------------------------------------------
 
-    def add(self, configs: Configs, y: np.ndarray | Sequence[np.ndarray], **meta) -> int:
+    def add(self, configs, y: np.ndarray | Sequence[np.ndarray], **meta) -> int:
         """Add solved samples; returns how many were new. Duplicates (by id) are skipped, whatever their split:
         a sample lives in exactly one split and adding it again elsewhere does not move it.
 
@@ -259,7 +263,7 @@ class Store(Summary):
 
     def records(
         self,
-        configs: Configs,
+        configs,
         y: np.ndarray | Sequence[np.ndarray],
         *,
         split: str = "train",
@@ -267,7 +271,7 @@ class Store(Summary):
         round: int = 0,
         scores: np.ndarray | None = None,
         provenance: dict | Sequence[dict] | None = None,
-        physics: Physics | None = None,
+        physics=None,
     ) -> list[tuple[bytes, dict, np.ndarray]]:
         """Validated (key, header, field) items for `add` / `add_atomic`; InputError before anything is written."""
         if self.readonly:
@@ -275,19 +279,21 @@ class Store(Summary):
         if physics is not None:
             self.check_physics(physics)
         check_split(split, allow_all=False)
-        n, L = len(configs), self.physics.lattice
+        p, n, (H, W) = self.problem, len(configs), self.problem.grid(self.physics)
         blocks = [np.asarray(b) for b in ([y] if isinstance(y, np.ndarray) else y)]
-        if any(b.ndim != 3 or b.shape[1:] != (L, L) for b in blocks) or sum(map(len, blocks)) != n:
+        if any(b.ndim != 3 or b.shape[1:] != (H, W) for b in blocks) or sum(map(len, blocks)) != n:
             got = blocks[0].shape if len(blocks) == 1 else [b.shape for b in blocks]
-            raise InputError(f"targets must have shape ({n}, {L}, {L}) to match the configs, got {got}")
-        fields = [f for b in blocks for f in b]  # n views (L, L)
-        configs.validate(self.physics)
+            raise InputError(f"targets must have shape ({n}, {H}, {W}) to match the configs, got {got}")
+        fields = [f for b in blocks for f in b]  # n views (H, W)
+        arrays = p.to_arrays(self.physics, configs)
+        p.from_arrays(self.physics, arrays)  # the problem's own check of each configuration
+        schema = p.schema(self.physics)
         samplers = [sampler] * n if isinstance(sampler, str) else list(sampler)
         provs = [provenance or {}] * n if provenance is None or isinstance(provenance, dict) else list(provenance)
         sc = np.full(n, np.nan) if scores is None else np.asarray(scores, np.float64).reshape(-1)
         if len(samplers) != n or len(provs) != n or sc.shape != (n,):
             raise InputError(f"sampler, provenance and scores must be one value or {n} values")
-        # one pass over each block (no (n, L, L) temporaries): a finite sum means every value is finite; an
+        # one pass over each block (no (n, H, W) temporaries): a finite sum means every value is finite; an
         # overflowing sum, a float16 store (which needs the range) or a bad value falls back to min and max
         with np.errstate(over="ignore", invalid="ignore"):
             sums_finite = all(np.isfinite(b.sum()) for b in blocks)
@@ -298,23 +304,20 @@ class Store(Summary):
                 raise InputError("targets contain NaN or infinite values")
             if self.encoding == "float16" and max(-lo, hi, 0) > 65504:
                 raise InputError("targets exceed the float16 range; use a float32 store")
-        ids = [configs.sample_id(s, self.physics) for s in range(n)]
+        ids, strata = p.sample_ids(self.physics, configs), p.strata(self.physics, configs)
         items = []
         for s in range(n):
-            c, v = configs.sample(s)
             header = {
                 "id": ids[s],
-                "n_sources": int(configs.counts[s]),
-                "centers": c.tolist(),
-                "values": [float(a) for a in v],
+                "config": config_header(schema, arrays, s),
+                "stratum": int(strata[s]),
                 "sampler": str(samplers[s]),
                 "round": int(round),
                 "split": split,
                 "score": None if np.isnan(sc[s]) else float(sc[s]),
                 "provenance": dict(provs[s]),
-                "source_model": self.physics.source_model,
                 "dtype": self.encoding,
-                "shape": [L, L],
+                "shape": [H, W],
                 "added": time.time(),
             }
             items.append((ids[s].encode(), header, fields[s]))
@@ -387,13 +390,13 @@ class Store(Summary):
                 raise damaged(self.path, e) from None
 
     def index(self) -> pd.DataFrame:
-        """One row per sample, ordered by id: id, n_sources, sampler, round, split, score, strategy, cluster,
-        added (unix time)."""
-        cols = ["id", "n_sources", "sampler", "round", "split", "score", "strategy", "cluster", "added"]
+        """One row per sample, ordered by id: id, stratum (`Problem.strata`), sampler, round, split, score,
+        strategy, cluster, added (unix time)."""
+        cols = ["id", "stratum", "sampler", "round", "split", "score", "strategy", "cluster", "added"]
         rows = [
             [
                 h["id"],
-                h["n_sources"],
+                stratum_of(h),
                 h["sampler"],
                 h["round"],
                 h["split"],
@@ -405,7 +408,7 @@ class Store(Summary):
             for h in self._headers()
         ]
         df = pd.DataFrame(rows, columns=cols)
-        return df.astype({"n_sources": "int64", "round": "int64", "score": "float64"})
+        return df.astype({"stratum": "int64", "round": "int64", "score": "float64"})
 
     def ids(self, split: str | None = None) -> list[str]:
         return [h["id"] for h in self._headers() if split in (None, "all", h["split"])]
@@ -416,15 +419,18 @@ class Store(Summary):
                 return int(txn.stat(self._samples)["entries"])
         return len(self.ids(split))
 
-    def configs(self, split: str | None = None) -> Configs:
-        """The configurations of a split (all if None), ordered by id."""
-        return configs_from_headers(h for h in self._headers() if split in (None, "all", h["split"]))
+    def configs(self, split: str | None = None):
+        """The configurations of a split (all if None), ordered by id: the problem's batch."""
+        return self.configs_of(h for h in self._headers() if split in (None, "all", h["split"]))
 
-    def get(self, ids: Sequence[str], skip_damaged: bool = False) -> tuple[Configs, np.ndarray, list[dict]]:
-        """(configs, y (n, L, L) float32, headers) for the ids, in order; checksums are verified. With
+    def configs_of(self, headers):
+        """The configurations of record or index headers, in their order."""
+        return configs_from_headers(self.problem, self.physics, headers)
+
+    def get(self, ids: Sequence[str], skip_damaged: bool = False) -> tuple[object, np.ndarray, list[dict]]:
+        """(configs, y (n, H, W) float32, headers) for the ids, in order; checksums are verified. With
         `skip_damaged`, records that fail their checksum are left out and listed in `self.damaged`."""
-        L = self.physics.lattice
-        y = np.empty((len(ids), L, L), np.float32)  # (n, L, L)
+        y = np.empty((len(ids), *self.problem.grid(self.physics)), np.float32)  # (n, H, W)
         headers = []
         self.damaged = []
         with begin(self.env, buffers=True) as txn:
@@ -444,4 +450,4 @@ class Store(Summary):
                     continue
                 headers.append(h)
         y = y[: len(headers)]
-        return configs_from_headers(headers), y, headers
+        return self.configs_of(headers), y, headers

@@ -11,8 +11,8 @@ import numpy as np
 from zlib_ng.zlib_ng import crc32
 
 from diffcurate.common.errors import CheckError
+from diffcurate.solvers.interface import ArraySpec
 from diffcurate.solvers.plugins import get_problem
-from diffcurate.solvers.problem import Configs
 
 ENCODINGS = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
 _LEN = struct.Struct(">I")
@@ -80,13 +80,61 @@ def header_json(record) -> bytes:
     return bytes(record[4 : 4 + n])
 
 
-def configs_from_headers(headers) -> Configs:
-    """The configurations of record or index headers, in their order."""
-    hs = list(headers)
-    return Configs.from_lists(
-        [np.array(h["centers"], np.int64).reshape(-1, 2) for h in hs],
-        [np.array(h["values"], np.float64) for h in hs],
-    )
+def _implied(schema: dict[str, ArraySpec]) -> set[str]:
+    """The arrays a record leaves out: each ragged array's length, which its trimmed rows carry."""
+    return {spec.length for spec in schema.values() if spec.length}
+
+
+def config_header(schema: dict[str, ArraySpec], arrays: dict[str, np.ndarray], s: int) -> dict:
+    """Configuration s of a batch's arrays (`Problem.to_arrays`) as the JSON of its record: each array's row,
+    a ragged one cut to its length (`ArraySpec.length`), the lengths themselves left out."""
+    out = {}
+    for key, spec in schema.items():
+        if key in _implied(schema):
+            continue
+        row = arrays[key][s]
+        if spec.length:
+            row = row[: int(arrays[spec.length][s])]
+        out[key] = row.tolist()
+    return out
+
+
+def config_of(header: dict) -> dict:
+    """A record's configuration JSON. Records of stores made before problems were pluggable hold the diffusion
+    problem's arrays at the top of the header: the same JSON, read from there."""
+    return header["config"] if "config" in header else header
+
+
+def stratum_of(header: dict) -> int:
+    """A record's stratum (`Problem.strata`); records of stores made before problems were pluggable name the
+    diffusion problem's stratum, its number of discs, otherwise."""
+    return int(header["stratum"] if "stratum" in header else header["n_sources"])
+
+
+def arrays_from_headers(schema: dict[str, ArraySpec], headers) -> dict[str, np.ndarray]:
+    """The schema's arrays (B, *shape) of record or index headers, in their order: named axes padded with zeros
+    to the longest row (at least 1), the lengths of ragged arrays taken from their rows."""
+    configs = [config_of(h) for h in headers]
+    out = {}
+    for key, spec in schema.items():
+        if key in _implied(schema):
+            continue
+        fixed = [d for d in spec.shape[1:] if isinstance(d, int)]
+        rows = [np.asarray(c[key], spec.dtype) for c in configs]
+        rows = [r.reshape(0, *fixed) if r.size == 0 and spec.shape else r for r in rows]
+        width = [max([r.shape[i] for r in rows] + [1]) for i in range(len(spec.shape))]
+        a = np.zeros((len(rows), *width), spec.dtype)
+        for b, r in enumerate(rows):
+            a[(b, *[slice(0, w) for w in r.shape])] = r
+        out[key] = a
+        if spec.length and spec.length not in out:
+            out[spec.length] = np.array([len(r) for r in rows], schema[spec.length].dtype)
+    return {key: out[key] for key in schema}
+
+
+def configs_from_headers(problem, params, headers):
+    """The configurations of record or index headers, in their order (the problem's own batch)."""
+    return problem.from_arrays(params, arrays_from_headers(problem.schema(params), list(headers)))
 
 
 def problem_of(meta: dict) -> dict:

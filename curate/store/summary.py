@@ -12,7 +12,6 @@ import numpy as np
 from diffcurate.common.errors import CheckError, InputError
 from diffcurate.curate.store.env import begin, damaged
 from diffcurate.curate.store.records import (
-    configs_from_headers,
     decode_index,
     decode_record,
     encode_record,
@@ -41,8 +40,8 @@ class Summary:
     def subset(self, split: str, fraction: float, seed: int = 0) -> list[str]:
         """A train subset of round(fraction * N) ids; subsets of one seed are nested (1.25 % within 2.5 % ...).
 
-        Each source count's ids are shuffled (seeded) and dealt round-robin across source counts, so every
-        prefix holds equal numbers per source count until a count runs out. Ids are sorted first: the result
+        Each stratum's ids are shuffled (seeded) and dealt round-robin across strata, so every prefix holds
+        equal numbers per stratum until a stratum runs out. Ids are sorted first: the result
         depends only on the store's content and the seed, not on insertion order."""
         if not 0 < fraction <= 1:
             raise InputError(f"fraction must be in (0, 1], got {fraction}")
@@ -52,7 +51,7 @@ class Summary:
             return []
         rng = np.random.default_rng(seed)
         ranked = []
-        for _, g in df.groupby("n_sources", sort=True):
+        for _, g in df.groupby("stratum", sort=True):
             perm = rng.permutation(len(g))
             ranked += [(r, rng.random(), i) for r, i in enumerate(g["id"].to_numpy()[perm])]
         order = [i for _, _, i in sorted(ranked)]
@@ -74,8 +73,6 @@ class Summary:
         """Re-solve every record that fails its checksum from the configuration its index entry holds, and write it
         back with the same header (the id, split and provenance stay): (ids repaired, lines for what could not be,
         a record whose index entry is damaged too). One transaction: all repairs or none."""
-        from diffcurate.solvers.registry import solve
-
         headers, cannot = [], []
         with begin(self.env, buffers=True) as txn:
             for key in self.damaged_records():
@@ -84,12 +81,12 @@ class Summary:
                     h = decode_index(raw, key) if raw is not None else None
                 except (CheckError, ValueError):
                     h = None
-                if h is None or configs_from_headers([h]).sample_id(0, self.physics) != key:
+                if h is None or self._id_of(h) != key:
                     cannot.append(f"record {key}: its index entry is missing or damaged too; it cannot be re-solved")
                 else:
                     headers.append(h)
         if headers:
-            y = solve(self.physics, configs_from_headers(headers), "fast", dtype="float32")  # (n, L, L)
+            y = self.problem.solve(self.physics, self.configs_of(headers))[:, 0]  # (n, H, W) float32
             buf = bytearray()
             with begin(self.env, write=True) as txn:
                 for h, field in zip(headers, y, strict=True):
@@ -109,12 +106,13 @@ class Summary:
         with begin(self.env) as txn:
             psize = txn.stat(self._samples)["psize"]
         return {
-            "physics": self.physics.to_dict(),
-            "problem": self.problem,
+            "physics": self.problem.params_to_dict(self.physics),
+            "problem": self.problem_record,
+            "stratum": self.problem.stratum,
             "schema_version": int(self.meta["schema_version"]),
             "count": len(df),
             "by_split": counts("split"),
-            "by_sources": counts("n_sources"),
+            "by_stratum": counts("stratum"),
             "by_round": counts("round"),
             "by_sampler": counts("sampler"),
             "bytes": int((self.env.info()["last_pgno"] + 1) * psize),
@@ -132,14 +130,17 @@ class Summary:
         index entries that disagree with their records. Empty means the store is sound."""
         problems: list[str] = []
         self.bad_ids: set[str] = set()  # ids of records with a problem (not to be re-solved)
-        L = self.physics.lattice
         try:
-            self._verify(problems, L)
+            self._verify(problems, self.problem.grid(self.physics))
         except lmdb.Error as e:  # damaged B-tree pages: the walk cannot go on, but what it found stays
             problems.append(f"LMDB: the store's pages are damaged ({e})")
         return problems
 
-    def _verify(self, problems: list[str], L: int) -> None:
+    def _id_of(self, header: dict) -> str:
+        """The id the problem gives a record's configuration (a bad configuration: InputError)."""
+        return self.problem.sample_ids(self.physics, self.configs_of([header]))[0]
+
+    def _verify(self, problems: list[str], grid: tuple[int, int]) -> None:
         with begin(self.env, buffers=True) as txn:
             seen = set()
             n_before = len(problems)
@@ -148,11 +149,10 @@ class Summary:
                 seen.add(key)
                 try:
                     h, y = decode_record(v, key)
-                    cfg = configs_from_headers([h])
-                    if h["id"] != key or cfg.sample_id(0, self.physics) != key:
+                    if h["id"] != key or self._id_of(h) != key:
                         problems.append(f"record {key}: id does not match its configuration")
-                    if y.shape != (L, L):
-                        problems.append(f"record {key}: shape {y.shape} is not ({L}, {L})")
+                    if y.shape != grid:
+                        problems.append(f"record {key}: shape {y.shape} is not {grid}")
                     idx = txn.get(k, db=self._index)
                     if idx is None:
                         problems.append(f"record {key}: missing from the index")
@@ -160,7 +160,7 @@ class Summary:
                         problems.append(f"record {key}: index entry disagrees with the record")
                 except CheckError as e:
                     problems.append(str(e))
-                except (KeyError, TypeError, ValueError) as e:
+                except (KeyError, TypeError, ValueError, InputError) as e:
                     problems.append(f"record {key}: undecodable ({e})")
                 if len(problems) > n_before:
                     self.bad_ids.add(key)
