@@ -4,6 +4,8 @@ interface is the one the rest of solvers/ defines: the same ids, samples and fie
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import numpy as np
 
 from diffcurate.common.errors import InputError
@@ -30,10 +32,15 @@ class Diffusion(Problem):
         return params.to_dict()
 
     def params_from_dict(self, d: dict) -> Physics:
+        """Exactly Physics' fields, numbers where numbers belong."""
+        names = [f.name for f in fields(Physics)]
+        if not isinstance(d, dict) or set(d) != set(names):
+            got = sorted(d) if isinstance(d, dict) else type(d).__name__
+            raise InputError(f"needs exactly {', '.join(names)}; got {got}")
         try:
             return Physics.from_dict(d)
         except (KeyError, TypeError, ValueError) as e:
-            raise InputError(f"bad diffusion parameters {d!r}: {e}") from None
+            raise InputError(str(e)) from None
 
     def fingerprint(self, params: Physics) -> str:
         return params.fingerprint()
@@ -116,6 +123,26 @@ class Diffusion(Problem):
             row = (k, k * k, min(nn, L / lD), np.minimum(c, L - 1 - c).min() / lD, v.std(), v.sum())
             for name, value in zip(names, row, strict=True):
                 out[name][s] = value
+        return out
+
+    def features(self, params: Physics, configs: Configs) -> np.ndarray:
+        """(n, 7): centroid (2), spread, mean value, nearest-neighbour distance, distance of the nearest disc to a
+        wall, number of sources; lengths / L."""
+        L = params.lattice
+        out = np.zeros((len(configs), 7))
+        for s in range(len(configs)):
+            c, v = configs.sample(s)
+            c = c.astype(float)
+            d = np.sqrt(((c[:, None] - c[None]) ** 2).sum(-1)) + np.eye(len(c)) * 2 * L
+            wall = np.minimum(c, L - 1 - c).min()
+            out[s] = [
+                *c.mean(0) / L,
+                c.std(0).mean() / L,
+                v.mean(),
+                d.min() / L if len(c) > 1 else 1.0,
+                wall / L,
+                len(c),
+            ]
         return out
 
     def mutate(self, params: Physics, configs: Configs, parents, per_parent: int, rng, strata=None):

@@ -38,12 +38,14 @@ class ArraySpec:
 
 @dataclass(frozen=True)
 class ProblemPreset:
-    """Named parameters, and the range of strata the samplers draw from unless told otherwise."""
+    """Named parameters, the range of strata the samplers draw from unless told otherwise, and the scale of the
+    core's model, training and run presets that suit them (`curate init --problem NAME --preset NAME`)."""
 
     name: str
     params: Any
     strata: tuple[int, int]
     notes: str = field(default="", compare=False)
+    scale: str = "small"  # the size of network, training and run it pairs with: paper, small or tiny
 
 
 class Problem(ABC):
@@ -118,6 +120,10 @@ class Problem(ABC):
         """Samplers that no pool draws: families the curated data must generalise to."""
         return ()
 
+    def pool_sampler(self) -> str:
+        """The sampler a run's pools draw by default: the first mixture, else the first family."""
+        return self.mixtures[0] if self.mixtures else self.families()[0]
+
     def families(self) -> tuple[str, ...]:
         """The families pools draw: every sampler but the held-out ones and the mixtures (a run's test split
         takes each of them, by default)."""
@@ -150,6 +156,12 @@ class Problem(ABC):
     def descriptors(self, params, configs) -> dict[str, np.ndarray]:
         """Named (B,) float64 features of each configuration (strategies that pick in feature space, reports)."""
         return {}
+
+    def features(self, params, configs) -> np.ndarray:
+        """(B, D) float64 features that tell configurations apart, for picks kept diverse (k-means on z-scored
+        columns): by default the stratum and the descriptors."""
+        cols = [self.strata(params, configs).astype(np.float64), *self.descriptors(params, configs).values()]
+        return np.column_stack(cols)
 
     # --- optional capabilities (see OPTIONAL) ---------------------------------------------------------------
 

@@ -94,6 +94,7 @@ PRESETS: dict[str, Preset] = {
         Physics(lattice=512, radius=5, diffusion=1.0, decay=1.0 / 400.0),
         (1, 20),
         "The seed paper: 512x512, R=5, D=1, gamma=1/400 (l_D=20), 1-20 sources.",
+        scale="paper",
     ),
     "small": Preset(
         "small",
@@ -101,12 +102,14 @@ PRESETS: dict[str, Preset] = {
         (1, 20),
         "64x64, R=2, l_D=8: R/l_D=0.25 as in the paper, but the lattice is 8 diffusion lengths wide (paper: 25)"
         " and 20 sources cover it far more densely; trains on a CPU in minutes.",
+        scale="small",
     ),
     "tiny": Preset(
         "tiny",
         Physics(lattice=32, radius=2, diffusion=1.0, decay=1.0 / 16.0),
         (1, 10),
         "32x32, R=2, l_D=4 (R/l_D=0.5), 1-10 sources: for tests.",
+        scale="tiny",
     ),
 }
 

@@ -159,7 +159,7 @@ def test_solver_actor_killed_mid_round(al_run, ray_cluster):
             if len(landed) == 1:
                 os.kill(victim, signal.SIGKILL)
 
-        y = solve_ordered(solvers, pool, cfg.physics, on_chunk=kill_after_first)[0]
+        y = solve_ordered(solvers, pool, cfg.task.grid, on_chunk=kill_after_first)[0]
         assert len(landed) == len(range(0, 3000, 64))  # every chunk landed once, the killed actor's retried
         assert ray.get(solvers[0].pid.remote()) != victim  # it was restarted
         assert np.allclose(y, solve(cfg.physics, pool, "fast", dtype="float32"), atol=1e-6)

@@ -13,7 +13,7 @@ from diffcurate.common.errors import InputError
 from diffcurate.curate.store.dataset import load_data
 from diffcurate.model.callbacks import EachEpoch
 from diffcurate.model.checkpoint import atomic_save, load_checkpoint, read_checkpoint
-from diffcurate.model.data import default_num_workers, synthetic_dataset, synthetic_configs
+from diffcurate.model.data import default_num_workers, synthetic_configs, synthetic_dataset
 from diffcurate.model.metrics import evaluate_model
 from diffcurate.model.nets import default_model_config
 from diffcurate.model.train import TrainConfig, default_train_config, train

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from diffcurate.solvers.problem import Configs, Physics
+from diffcurate.solvers.plugins import as_task
 
 
 @dataclass
@@ -71,18 +71,11 @@ ACQUISITIONS: dict[str, Acquisition] = {
 }
 
 
-def config_features(physics: Physics, configs: Configs) -> np.ndarray:
-    """(n, 7) float64 features of a configuration for diversity: centroid (2), spread, mean value, nearest
-    neighbour distance, distance of the nearest disc to a wall, number of sources; lengths / L."""
-    L = physics.lattice
-    out = np.zeros((len(configs), 7))
-    for s in range(len(configs)):
-        c, v = configs.sample(s)
-        c = c.astype(float)
-        d = np.sqrt(((c[:, None] - c[None]) ** 2).sum(-1)) + np.eye(len(c)) * 2 * L
-        wall = np.minimum(c, L - 1 - c).min()
-        out[s] = [*c.mean(0) / L, c.std(0).mean() / L, v.mean(), d.min() / L if len(c) > 1 else 1.0, wall / L, len(c)]
-    return out
+def config_features(task, configs) -> np.ndarray:
+    """(n, D) float64 features that tell configurations apart, for picks kept diverse: the problem's `features`
+    (`task`: a `Task`, or a diffusion Physics)."""
+    task = as_task(task)
+    return np.asarray(task.problem.features(task.params, configs), np.float64)
 
 
 def kmeans(x: np.ndarray, k: int, rng: np.random.Generator, iters: int = 25) -> np.ndarray:
@@ -246,20 +239,15 @@ def _count_prior(scores, strata, feats, budget, acq, rng) -> Selection:
     return _random_by_allocation(strata, budget, shares(weight), rng)
 
 
-DESCRIPTOR_FAMILIES = ("uniform", "clustered", "boundary", "overlap", "sparse-values", "mutant")
-
-
-def config_descriptors(physics: Physics, configs: Configs, families: list[str]) -> np.ndarray:
-    """(n, 12) float64 descriptors that explain where a surrogate errs (not only the source count): count and
-    count^2, the family one-hot (pool families and mined mutants), mean nearest-neighbour distance between discs and
-    the nearest disc's distance to a wall (in diffusion lengths), the spread and the sum of the source values: the
-    diffusion problem's descriptors, with the family one-hot after the count's two."""
-    from diffcurate.solvers.diffusion import Diffusion
-
-    d = Diffusion().descriptors(physics, configs)
-    fam = np.array([[float(f == name) for name in DESCRIPTOR_FAMILIES] for f in families]).reshape(len(configs), -1)
-    rest = [d[k] for k in ("nearest", "wall", "value_spread", "value_sum")]
-    return np.column_stack([d["sources"], d["sources_squared"], fam, *rest])
+def config_descriptors(task, configs, families: list[str]) -> np.ndarray:
+    """(n, D) float64 descriptors that explain where a surrogate errs besides the stratum: the problem's
+    `descriptors`, then a one-hot of each configuration's family (the problem's pool families and mined
+    mutants). `task`: a `Task`, or a diffusion Physics."""
+    task = as_task(task)
+    d = task.problem.descriptors(task.params, configs)
+    names = (*task.problem.families(), "mutant")
+    fam = np.array([[float(f == name) for name in names] for f in families]).reshape(len(configs), -1)
+    return np.column_stack([*d.values(), fam])
 
 
 @dataclass

@@ -5,8 +5,8 @@
 * `_Trainer` trains the surrogate on the store each round (`FitJob`), evaluates it, scores candidates (`ScoreJob`)
   and embeds them.
 
-Calls carry the typed objects (Physics, Configs, the model and train configs, job dataclasses). Actors restart
-after a crash and their calls are retried (`max_restarts`, `max_task_retries`); that is safe because they are pure
+Calls carry the typed objects (the problem's parameters and batches, the model and train configs, job
+dataclasses). Actors restart after a crash and their calls are retried (`max_restarts`, `max_task_retries`); that is safe because they are pure
 functions of their inputs, and only the driver writes to the store (deduplicated by id). Objects that cross the
 cluster are small: configurations in, fields and scores out, never models.
 """
@@ -21,9 +21,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from diffcurate.common.errors import InputError
-from diffcurate.solvers.interface import Batch
+from diffcurate.solvers.interface import Batch, Task
 from diffcurate.solvers.plugins import get_problem
-from diffcurate.solvers.problem import Configs, Physics
 
 if TYPE_CHECKING:
     from diffcurate.model.checkpoint import Blob
@@ -53,7 +52,7 @@ class _Actor:
 class _Generator(_Actor):
     """Configurations for index ranges of (sampler, seed): cheap, pure, reproducible."""
 
-    def __init__(self, problem: str, physics: Physics):
+    def __init__(self, problem: str, physics):
         self.problem, self.physics = problem, physics
 
     def configs(self, sampler: str, seed: int, start: int, stop: int, strata: tuple[int, int]):
@@ -63,7 +62,7 @@ class _Generator(_Actor):
 class _Solver(_Actor):
     """Solves batches of configurations; one torch/FFT thread per CPU it was given."""
 
-    def __init__(self, problem: str, physics: Physics, device: str = "cpu", threads: int = 1):
+    def __init__(self, problem: str, physics, device: str = "cpu", threads: int = 1):
         from diffcurate.curate.store.heap import keep_freed_pages
         from diffcurate.solvers.threads import set_threads
 
@@ -79,7 +78,7 @@ class _Solver(_Actor):
         """(n, H, W) float32 fields of the configurations (the problem's one output channel)."""
         return self.problem.solve(self.physics, configs, self.device)[:, 0]
 
-    def solve_timed(self, configs: Configs):
+    def solve_timed(self, configs: Batch):
         """(fields, start, end): wall-clock times for the run's timeline."""
         import time
 
@@ -104,9 +103,7 @@ def _remote(cls, num_cpus: float, num_gpus: float, resources: dict | None):
     )(cls)
 
 
-def make_generators(
-    problem: str, physics: Physics, n: int = 1, num_cpus: float = 0.0, resources: dict | None = None
-) -> list:
+def make_generators(problem: str, physics, n: int = 1, num_cpus: float = 0.0, resources: dict | None = None) -> list:
     """Generators need no CPU reservation: drawing configurations costs microseconds. `resources`: custom Ray
     resources each actor asks for (every make_*: actors then run only on nodes that offer them)."""
     cls = _remote(_Generator, num_cpus, 0.0, resources)
@@ -115,7 +112,7 @@ def make_generators(
 
 def make_solvers(
     problem: str,
-    physics: Physics,
+    physics,
     n: int,
     num_cpus: float = 1.0,
     num_gpus: float = 0.0,
@@ -141,10 +138,10 @@ def make_solvers(
 @dataclass(frozen=True)
 class Solved:
     """Solved samples as arrays, for an actor that must not open the store: the configurations and y, from which
-    the actor paints x and the mask itself (half the bytes of shipping x as well)."""
+    the actor encodes x and takes the regions itself (half the bytes of shipping x as well)."""
 
-    configs: Configs
-    y: np.ndarray  # (n, L, L) float32
+    configs: object  # the problem's batch
+    y: np.ndarray  # (n, H, W) float32
     samplers: tuple[str, ...] = ()  # each sample's sampler family (the test split: held-out families apart)
     ids: tuple[str, ...] = ()
 
@@ -152,7 +149,7 @@ class Solved:
 @dataclass(frozen=True)
 class FitJob:
     """One training of a round: the training and validation sets (object refs to `Solved`, put once per round),
-    the model, training and physics to train with, where to work and the node that may work there, and the
+    the model, training and task (problem and parameters) to train with, where to work and the node that may work there, and the
     previous weights to warm-start from; `run` tags the gauges. The trainer returns the best weights' bytes, and
     the driver writes them: no actor writes the run directory of another node."""
 
@@ -160,7 +157,7 @@ class FitJob:
     val_set: object  # ray.ObjectRef[Solved]
     model: EDCNNConfig | UNetConfig
     train: TrainConfig
-    physics: Physics
+    task: Task
     work_dir: str  # resumable epoch by epoch when the trainer runs on `driver_node`; elsewhere a local temp dir
     driver_node: str
     init_from: Blob | None = None
@@ -170,12 +167,13 @@ class FitJob:
 
 @dataclass(frozen=True)
 class ScoreJob:
-    """True-error scores of solved candidates with a checkpoint: per-sample MAE, disc pixels weighted."""
+    """True-error scores of solved candidates with a checkpoint: per-sample MAE, the problem's first region
+    weighted."""
 
     ckpt: Blob
-    physics: Physics
-    configs: Configs
-    y: np.ndarray  # (n, L, L) float32: the candidates' solved fields
+    task: Task
+    configs: object  # the problem's batch
+    y: np.ndarray  # (n, H, W) float32: the candidates' solved fields
     sources_weight: float  # the run's acquisition.sources_weight
 
 
@@ -213,7 +211,7 @@ class _Trainer(_Actor):
         from diffcurate.model.train import train
 
         tr, va = ray.get([job.train_set, job.val_set])
-        train_set, val_set = as_dataset(job.physics, tr), as_dataset(job.physics, va)
+        train_set, val_set = as_dataset(job.task, tr), as_dataset(job.task, va)
         local = self.node() == job.driver_node
         with tempfile.TemporaryDirectory(prefix="diffcurate-fit-") as tmp:
             res = train(
@@ -222,7 +220,7 @@ class _Trainer(_Actor):
                 train_set,
                 val_set,
                 job.work_dir if local else tmp,
-                physics=job.physics,
+                physics=job.task,
                 device=self.device,
                 resume=True,
                 init_from=job.init_from,
@@ -230,7 +228,7 @@ class _Trainer(_Actor):
             )
             return fit_summary(res, len(train_set), self.device)
 
-    def evaluate(self, test: Solved, ckpt: Blob, physics: Physics, held_out: tuple[str, ...] = ()) -> dict:
+    def evaluate(self, test: Solved, ckpt: Blob, task: Task, held_out: tuple[str, ...] = ()) -> dict:
         """Test-split metrics (evaluate schema) and each test sample's error, for reports. Test samples of the
         `held_out` sampler families are reported apart, as `held_out`, and left out of `test`."""
         from diffcurate.model.checkpoint import transform_of
@@ -245,7 +243,7 @@ class _Trainer(_Actor):
         for key, rows in (("test", np.nonzero(~apart)[0]), ("held_out", np.nonzero(apart)[0])):
             if len(rows) or key == "test":
                 metrics, err = evaluate_model(
-                    net, dataset_from_configs(physics, cfg[rows], y[rows]), self.device, transform_of(meta)
+                    net, dataset_from_configs(task, cfg[rows], y[rows]), self.device, transform_of(meta)
                 )
                 out[key] = metrics
                 per_sample[rows] = err
@@ -259,26 +257,24 @@ class _Trainer(_Actor):
         from diffcurate.model.checkpoint import transform_of
         from diffcurate.model.inference import predict
         from diffcurate.model.metrics import per_sample_weighted_mae
-        from diffcurate.solvers.problem import disc_mask, paint
 
         net, meta = self._model(job.ckpt)
-        ph, cfg = job.physics, job.configs
-        pred = predict(net, paint(ph, cfg), transform_of(meta), self.device)  # (n, L, L)
+        task, cfg = job.task, job.configs
+        y = np.asarray(job.y, np.float32)[:, None]  # (n, 1, H, W)
+        pred = predict(net, task.encode(cfg), transform_of(meta), self.device)  # (n, C_out, H, W)
+        regions = list(task.regions(cfg, y).values())
+        first = regions[0] if regions else np.zeros((len(y), *y.shape[2:]), bool)  # (n, H, W)
         s = per_sample_weighted_mae(
-            torch.from_numpy(pred),
-            torch.as_tensor(np.asarray(job.y, np.float32)),
-            torch.from_numpy(disc_mask(ph, cfg)),
-            job.sources_weight,
+            torch.from_numpy(pred), torch.from_numpy(y), torch.from_numpy(first), job.sources_weight
         )
         return s.numpy()
 
-    def embed(self, ckpt: Blob, physics: Physics, configs: Configs, train: Configs) -> tuple[np.ndarray, np.ndarray]:
+    def embed(self, ckpt: Blob, task: Task, configs, train) -> tuple[np.ndarray, np.ndarray]:
         """Bottleneck features of the candidates (n, D) and of the training set (m, D)."""
         from diffcurate.model.inference import embed
-        from diffcurate.solvers.problem import paint
 
         net, _ = self._model(ckpt)
-        return embed(net, paint(physics, configs), self.device), embed(net, paint(physics, train), self.device)
+        return embed(net, task.encode(configs), self.device), embed(net, task.encode(train), self.device)
 
 
 def make_trainers(
@@ -300,12 +296,12 @@ def make_trainers(
     return [cls.remote(threads, "cuda" if num_gpus > 0 else "cpu") for _ in range(n)]
 
 
-def as_dataset(physics, data):
-    """A dataset from what travels: `Solved` (x and the mask painted here) or a dataset as it is."""
+def as_dataset(task, data):
+    """A dataset from what travels: `Solved` (x and the regions made here) or a dataset as it is."""
     from diffcurate.model.data import dataset_from_configs
 
     if hasattr(data, "configs") and hasattr(data, "y"):
-        return dataset_from_configs(physics, data.configs, data.y)
+        return dataset_from_configs(task, data.configs, data.y)
     return data
 
 

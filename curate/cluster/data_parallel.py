@@ -170,7 +170,7 @@ def _worker(config: dict) -> None:
     job = config["job"]
     torch.set_num_threads(config["threads"])
     device = ray.train.torch.get_device() if torch.cuda.is_available() else torch.device("cpu")
-    train_set, val_set = (as_dataset(job.physics, d) for d in ray.get([job.train_set, job.val_set]))
+    train_set, val_set = (as_dataset(job.task, d) for d in ray.get([job.train_set, job.val_set]))
     here = ray.get_runtime_context().get_node_id() == job.driver_node
     with tempfile.TemporaryDirectory(prefix="diffcurate-fit-") as tmp:
         out_dir = (job.work_dir if here and job.work_dir else tmp) if shard.lead else None
@@ -180,7 +180,7 @@ def _worker(config: dict) -> None:
             train_set,
             val_set,
             out_dir,
-            physics=job.physics,
+            physics=job.task,
             device=device,
             init_from=ray.get(config["init_from"]),
             callbacks=[epoch_reporter(job.run, job.progress)] if shard.lead else [],
@@ -236,13 +236,13 @@ def train_on_workers(
     from diffcurate.model.data import as_arrays
     from diffcurate.model.nets import config_from_dict
     from diffcurate.model.train import check_run, max_epochs
+    from diffcurate.solvers.plugins import as_task
 
     if device not in ("auto", "cpu", "cuda"):
         raise InputError(f"--workers trains on cpu or cuda (auto: cuda when the cluster has {n} GPUs), not {device}")
     model_cfg = config_from_dict(model_config) if isinstance(model_config, dict) else model_config
-    check_run(
-        model_cfg, train_config, physics, train_set
-    )  # the refusals of one process, here, before any worker starts
+    task = as_task(physics)
+    check_run(model_cfg, train_config, task, train_set)  # the refusals of one process, here, before any worker starts
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     with ray_session():
@@ -263,7 +263,7 @@ def train_on_workers(
             val_set=ray.put(as_arrays(val_set)),
             model=model_config,
             train=train_config,
-            physics=physics,
+            task=task,
             work_dir="",  # rank 0 works in a temp dir; the caller writes what it mails back
             driver_node=ray.get_runtime_context().get_node_id(),
             init_from=Blob.of(init_from) if init_from is not None else None,

@@ -24,7 +24,8 @@ from diffcurate.curate.progress import progress_bar
 from diffcurate.curate.store.env import is_store
 from diffcurate.curate.store.lmdbstore import BATCH, Store, check_path
 from diffcurate.curate.store.lock import check_writable
-from diffcurate.solvers.problem import Configs, Physics
+from diffcurate.solvers.interface import Batch
+from diffcurate.solvers.plugins import get_problem
 
 
 @dataclass
@@ -47,16 +48,16 @@ class GenerateResult:
 BLOCK_SAMPLES = 8192  # samples `generate` plans, solves and commits at a time: its memory is one block's
 
 
-def bytes_per_sample(physics: Physics, encoding: str = "float32") -> int:
+def bytes_per_sample(grid: tuple[int, int], encoding: str = "float32") -> int:
     """What one sample takes in a store, at least: its target in whole 4 KiB overflow pages with its header, and
     its index entry."""
     from diffcurate.curate.store.records import ENCODINGS
 
-    record = physics.lattice**2 * ENCODINGS[encoding].itemsize + 1024
+    record = grid[0] * grid[1] * ENCODINGS[encoding].itemsize + 1024
     return -(-record // 4096) * 4096 + 1024
 
 
-def check_room(store_path, physics: Physics, new: int, encoding: str = "float32") -> None:
+def check_room(store_path, grid: tuple[int, int], new: int, encoding: str = "float32") -> None:
     """InputError (one line) if `new` samples cannot fit on the disk that holds the store: refused before Ray
     starts, not after hours of solving into a full disk."""
     import shutil
@@ -64,7 +65,7 @@ def check_room(store_path, physics: Physics, new: int, encoding: str = "float32"
     where = Path(store_path).absolute()
     while not where.exists():
         where = where.parent
-    each = bytes_per_sample(physics, encoding)
+    each = bytes_per_sample(grid, encoding)
     need, free = max(0, new) * each, shutil.disk_usage(where).free
     if need > free:
         raise InputError(
@@ -73,12 +74,12 @@ def check_room(store_path, physics: Physics, new: int, encoding: str = "float32"
         )
 
 
-def cache_writes(physics: Physics) -> bool:
+def cache_writes(grid: tuple[int, int]) -> bool:
     """Whether `generate` keeps what it writes in the page cache: yes for small records (a small-preset set of
     10^5 samples is 2 GB, and the trainer reads it next), no from 256 KiB a record (L >= 256), where useful sets
     outgrow the cache (the paper's 400k samples are 400 GB) and dropping committed pages makes writes faster
     (docs/benchmarks.md, "Measured choices")."""
-    return physics.lattice**2 * 4 < 256 << 10
+    return grid[0] * grid[1] * 4 < 256 << 10
 
 
 def solve_pending(store: Store, pending, solvers: list, advance, split: str) -> int:
@@ -87,18 +88,18 @@ def solve_pending(store: Store, pending, solvers: list, advance, split: str) -> 
     commit per chunk would fsync every few samples), chunk by chunk in the last round. A kill loses at most the
     buffered, uncommitted results. Returns the number of samples written."""
     added = buffered = 0
-    buffer: list[tuple[Configs, list, np.ndarray]] = []
+    buffer: list[tuple[Batch, list, np.ndarray]] = []
 
     def flush() -> int:
-        cfg = Configs.concat([c for c, _, _ in buffer])
+        cfg = store.problem.concat(store.physics, [c for c, _, _ in buffer])
         fams = [f for _, fs, _ in buffer for f in fs]
-        ys = [y for _, _, y in buffer]  # (k, L, L) blocks, written without joining them first
+        ys = [y for _, _, y in buffer]  # (k, H, W) blocks, written without joining them first
         buffer.clear()
         return store.add(cfg, ys, split=split, sampler=fams)
 
     def land(fams, cfg, y, start, end, pending, running):
         nonlocal added, buffered
-        buffer.append((cfg, fams, y))  # y (n, L, L): a read-only zero-copy view
+        buffer.append((cfg, fams, y))  # y (n, H, W): a read-only zero-copy view
         buffered += len(cfg)
         # full batches, and in the last round (one chunk or less left per actor) each chunk as it lands, so
         # the commit after the last solve, when every actor is idle, holds one chunk instead of up to a batch
@@ -113,7 +114,7 @@ def solve_pending(store: Store, pending, solvers: list, advance, split: str) -> 
 
 @dataclass
 class Plan:
-    """What one request still needs: chunks to solve as (Configs, families), how many of its samples the store
+    """What one request still needs: chunks to solve as (configurations, families), how many of its samples the store
     already holds, how many draws were passed over because another split holds or claims them, and its ids."""
 
     pending: list
@@ -143,7 +144,7 @@ def plan_blocks(
     to another split, is passed over and redrawn from the next index (never moved, never leaked across splits),
     so the split ends up with exactly `count` samples. `chunk` configurations per chunk, `default_chunk` if
     None. `gens` are generator actors, or None to draw in this process (cheap: configurations only)."""
-    chunk = chunk or default_chunk(store.physics)
+    chunk = chunk or default_chunk(store.problem.grid(store.physics))
     index = store.index()  # one read transaction (the writer lock keeps other writers out meanwhile)
     stored = dict(zip(index["id"].tolist(), index["split"].tolist(), strict=True))
     where = {**(claimed or {}), **stored}
@@ -153,7 +154,7 @@ def plan_blocks(
         if gens is None:
             from diffcurate.curate.cluster.actors import draw_configs
 
-            return [draw_configs(store.problem["name"], store.physics, sampler, seed, start, stop, sources)]
+            return [draw_configs(store.problem.name, store.physics, sampler, seed, start, stop, sources)]
         import ray
 
         return ray.get(
@@ -214,7 +215,7 @@ def fill(
 
 def generate(
     store_path: Path,
-    physics: Physics,
+    physics,  # the problem's parameters
     count: int,
     seed: int,
     sampler: str = "mixed",
@@ -222,7 +223,7 @@ def generate(
     split: str = "train",
     workers: int = 1,
     address: str | None = None,
-    chunk: int | None = None,  # default: `default_chunk(physics)`
+    chunk: int | None = None,  # default: `default_chunk(grid)`
     preset: str = "",
     command: str = "",
     show_progress: bool = True,
@@ -236,9 +237,10 @@ def generate(
     check_split(split, allow_all=False)
     if workers < 1:
         raise InputError(f"--workers must be >= 1, got {workers}")
-    from diffcurate.solvers.sampling import sample_configs
-
-    sample_configs(sampler, physics, seed, range(0), sources)  # refuse unknown samplers before any work
+    p = get_problem(problem)
+    if sampler not in p.samplers():  # refused before any work
+        raise InputError(f"unknown sampler {sampler!r} of problem {problem!r} (choose from {', '.join(p.samplers())})")
+    grid = p.grid(physics)
     t0 = time.perf_counter()
     request = {
         "kind": "generate",
@@ -262,14 +264,14 @@ def generate(
             if any(all(h.get(k) == v for k, v in request.items()) for h in st.history()):
                 if not next(plan_blocks(st, None, sampler, seed, count, sources, split, chunk)).pending:
                     return GenerateResult(count, 0, count, 0, time.perf_counter() - t0, 0.0)
-    check_room(store_path, physics, count - held, encoding)
+    check_room(store_path, grid, count - held, encoding)
     with ray_session(address, num_cpus=num_cpus):
         import ray
 
         solvers = make_solvers(problem, physics, workers, num_gpus=gpus)  # first: it refuses GPUs the cluster lacks
         gens = make_generators(problem, physics, 1)
         with Store.create(
-            store_path, physics, preset=preset, command=command, cache_writes=cache_writes(physics), problem=problem
+            store_path, physics, preset=preset, command=command, cache_writes=cache_writes(grid), problem=problem
         ) as store:
             ray.get([s.pid.remote() for s in solvers])  # actor start (a Python + torch import each) is not solving
             added = present = todo = 0

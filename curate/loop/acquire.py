@@ -42,7 +42,7 @@ def generate_pool(c: RunContext, k: int) -> None:
     while n < cfg.data.pool:
         stop = start + cfg.data.pool - n
         drawn, fams, ids = ray.get(
-            c.gens[0].configs.remote(cfg.data.sampler, cfg.sub_seed("pool", k), start, stop, tuple(cfg.sources))
+            c.gens[0].configs.remote(cfg.data.sampler, cfg.sub_seed("pool", k), start, stop, tuple(cfg.strata))
         )
         keep = np.array([i not in have for i in ids], bool)
         have.update(ids)  # a configuration drawn twice within the pool counts once
@@ -81,7 +81,7 @@ def mine(c: RunContext, k: int) -> None:
         pool_ids = z["ids"].tolist()
     rng = np.random.default_rng(c.cfg.sub_seed("mine", k))
     parents = np.argsort(-scores, kind="stable")[: a.mine_parents]
-    mutants, parent, how = c.problem.mutate(c.physics, pool, parents, a.mine_per_parent, rng, tuple(c.cfg.sources))
+    mutants, parent, how = c.problem.mutate(c.physics, pool, parents, a.mine_per_parent, rng, tuple(c.cfg.strata))
     with Store(c.paths.store, readonly=True) as st:
         seen = set(st.ids()) | set(pool_ids)
     keep = []
@@ -114,7 +114,7 @@ def embed(c: RunContext, k: int) -> None:
     ckpt, configs = str(c.paths.checkpoint(k - 1)), c.candidates(k).configs
     with Store(c.paths.store, readonly=True) as st:
         train = st.configs("train")
-    fp, ft = ray.get(c.trainer.embed.remote(Blob.of(ckpt), c.physics, configs, train))
+    fp, ft = ray.get(c.trainer.embed.remote(Blob.of(ckpt), c.task, configs, train))
     atomic_npz(c.paths.round(k).embed, pool=fp, train=ft)
 
 
@@ -126,9 +126,9 @@ def pick(c: RunContext, k: int) -> None:
         with np.load(files.embed) as z:
             feats = NetFeatures(z["pool"], z["train"])
     elif needs_descriptors(a.strategy):
-        feats = Descriptors(config_descriptors(c.physics, cand.configs, cand.families))
+        feats = Descriptors(config_descriptors(c.task, cand.configs, cand.families))
     else:
-        feats = config_features(c.physics, cand.configs)
+        feats = config_features(c.task, cand.configs)
     acq = a
     if STRATEGIES[a.strategy].scores_once and k > 1:  # round 1's allocation, fixed from then on
         first = json.loads(c.paths.round(1).selection.read_text())

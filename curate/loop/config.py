@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import tomli_w
 import tomllib
@@ -15,7 +15,6 @@ import tomllib
 from diffcurate.common.errors import InputError
 from diffcurate.common.files import atomic_text
 from diffcurate.common.typed import build_typed
-from diffcurate.solvers.problem import PRESETS, Physics
 
 if TYPE_CHECKING:
     from diffcurate.model.nets import EDCNNConfig, UNetConfig
@@ -27,7 +26,8 @@ DEFAULT_PROBLEM = "diffusion"
 
 
 def _families() -> list[str]:
-    """The default problem's families: the test split's samplers."""
+    """The default problem's families: the test split's samplers (a run of another problem: its own, set by
+    `default_config`)."""
     from diffcurate.solvers.plugins import get_problem
 
     return list(get_problem(DEFAULT_PROBLEM).families())
@@ -38,14 +38,14 @@ class DataConfig:
     """Sizes and samplers of the initial sets and of each round's candidate pool."""
 
     initial: int = 200  # initial training set: a small seeded random set
-    sampler: str = "mixed"  # initial set and candidate pools
+    sampler: str = "mixed"  # initial set and candidate pools (a problem's default: `Problem.pool_sampler`)
     val: int = 100  # early stopping
-    test_per_cell: int = 3  # test set: this many per (family, source count), uniform + every edge case
+    test_per_cell: int = 3  # test set: this many per (family, stratum), every family of the problem
     test_families: list[str] = field(default_factory=_families)  # samplers of the test split
     test_seed: int = 2024  # fixed across runs so strategies are compared on one test set
     pool: int = 1000  # candidates proposed per round
     held_out_families: list[str] = field(default_factory=list)  # test samplers no pool draws (ring, ...): apart
-    held_out_per_cell: int = 0  # held-out test samples per (family, source count)
+    held_out_per_cell: int = 0  # held-out test samples per (family, stratum)
 
 
 @dataclass
@@ -56,16 +56,16 @@ class AcquisitionConfig:
     acquisition: str = "residual"  # how candidates are scored (the ranker's ACQUISITIONS; docs/study.md)
     budget: int = 100  # samples added in round 1
     budget_growth: float = 1.0  # round k adds budget x growth^(k-1): 2.0 doubles the set each round from 100
-    floor: float = 0.5  # each source count gets at least floor x its equal share of the budget
+    floor: float = 0.5  # each stratum gets at least floor x its equal share of the budget
     exploration: float = 0.1  # share of each count's budget taken at random
     diversity: str = "kmeans"  # kmeans | none: near-duplicate candidates are not all taken
-    candidates_factor: float = 3.0  # diversity clusters the top factor x budget candidates of a count
-    sources_weight: float = 0.0  # score = weighted MAE: disc pixels x this, others x 1 (0: the learnable field)
+    candidates_factor: float = 3.0  # diversity clusters the top factor x budget candidates of a stratum
+    sources_weight: float = 0.0  # score = weighted MAE: the problem's first region x this, others x 1 (0: off)
     beta: float = 4.0  # sbal, strata: P(pick) proportional to (fitted) score^beta
     weight_power: float = 1.0  # ewd: features scaled by score^power (1: BADGE; 2: picks ~ score^4 like sbal beta 4)
     mine_parents: int = 0  # hard-case mining: mutate the top N scored candidates (0: off)
     mine_per_parent: int = 4  # mutants per parent, scored like the pool and added to the candidates
-    allocation: dict[str, float] = field(default_factory=dict)  # stratified: budget shares by count {"1" = 0.1, ..}
+    allocation: dict[str, float] = field(default_factory=dict)  # stratified: budget shares by stratum {"1" = 0.1, ..}
 
     def budget_at(self, k: int) -> int:
         """Samples added in round k >= 1."""
@@ -94,12 +94,13 @@ class RayConfig:
 
 @dataclass
 class RunConfig:
-    """The whole run, parsed once from config.toml into typed parts: `physics` a Physics, `model` the network's
-    config (EDCNNConfig / UNetConfig), `train` a TrainConfig; `to_dict` writes back the same TOML tables."""
+    """The whole run, parsed once from config.toml into typed parts: `physics` the problem's parameters (for
+    diffusion a Physics), `model` the network's config (EDCNNConfig / UNetConfig), `train` a TrainConfig;
+    `to_dict` writes back the same TOML tables."""
 
     preset: str
-    physics: Physics
-    sources: list[int]
+    physics: Any
+    strata: list[int]  # the range [lo, hi] of strata the run draws (for diffusion: source counts)
     model: ModelConfig
     train: TrainConfig
     problem: str = DEFAULT_PROBLEM  # the problem (`curate problems`) whose parameters [physics] holds
@@ -122,9 +123,21 @@ class RunConfig:
         """Plain data in the TOML's layout: the typed parts as their own tables, None values left out."""
         from diffcurate.model.nets import config_to_dict
 
-        typed = {"physics": self.physics.to_dict(), "model": config_to_dict(self.model), "train": self.train.to_dict()}
+        typed = {
+            "physics": self.task.params_dict(),
+            "model": config_to_dict(self.model),
+            "train": self.train.to_dict(),
+        }
         d = {f.name: typed[f.name] if f.name in typed else getattr(self, f.name) for f in fields(self)}
         return _drop_none({k: asdict(v) if is_dataclass(v) else v for k, v in d.items()})
+
+    @property
+    def task(self):
+        """The run's problem with its parameters (`solvers.interface.Task`)."""
+        from diffcurate.solvers.interface import Task
+        from diffcurate.solvers.plugins import get_problem
+
+        return Task(get_problem(self.problem), self.physics)
 
     def save(self, path: Path) -> None:
         atomic_text(path, HEADER + tomli_w.dumps(self.to_dict()))
@@ -136,16 +149,17 @@ class RunConfig:
         from diffcurate.model.train import TrainConfig
 
         d = dict(d)
-        if "min_steps" in d and "round_steps" not in d:  # config.toml files that name it as train.min_steps does
-            d["round_steps"] = d.pop("min_steps")
-        missing = [k for k in ("preset", "physics", "sources", "model", "train") if k not in d]
+        for old, new in _RENAMED.items():  # config.toml files written with a field's earlier name
+            if old in d and new not in d:
+                d[new] = d.pop(old)
+        missing = [k for k in ("preset", "physics", "strata", "model", "train") if k not in d]
         if missing:
             raise InputError(f"bad run config: missing {', '.join(f'[{k}]' for k in missing)}")
         subs = {"data": DataConfig, "acquisition": AcquisitionConfig, "ray": RayConfig}
         try:
             for key, sub in subs.items():
                 d[key] = build_typed(sub, d.get(key, {}), key)
-            d["physics"] = _physics(d["physics"])
+            d["physics"] = _physics(d.get("problem", DEFAULT_PROBLEM), d["physics"])
             d["model"] = config_from_dict(d["model"])
             d["train"] = TrainConfig.from_dict(d["train"])
             return build_typed(cls, d, "config")
@@ -170,8 +184,13 @@ class RunConfig:
         from diffcurate.solvers.plugins import get_problem
 
         problem = get_problem(self.problem)
-        problem.params_from_dict(self.physics.to_dict())  # [physics] must be this problem's parameters
-        self.model.check(self.physics.lattice)
+        grid = problem.grid(self.physics)
+        self.model.check(grid[0])
+        if (self.model.in_channels, self.model.out_channels) != tuple(problem.channels):
+            raise InputError(
+                f"[model] in_channels, out_channels = {self.model.in_channels}, {self.model.out_channels}, but problem "
+                f"{problem.name!r} encodes {problem.channels[0]} and solves {problem.channels[1]} channels"
+            )
         self.train.loss_specs()
         a = self.acquisition
         if a.strategy not in STRATEGIES:
@@ -185,26 +204,26 @@ class RunConfig:
                 f" pool {self.data.pool}"
             )
         if a.strategy == "stratified" and not a.allocation:
-            raise InputError("strategy stratified needs acquisition.allocation (shares by source count)")
+            raise InputError("strategy stratified needs acquisition.allocation (shares by stratum)")
         if a.strategy == "count-prior" and a.allocation:
             raise InputError("strategy count-prior finds its allocation in round 1; leave acquisition.allocation out")
         bad = [c for c, w in a.allocation.items() if not (c.isdigit() and isinstance(w, int | float) and w >= 0)]
         if bad or (a.allocation and not sum(a.allocation.values()) > 0):
-            raise InputError(f"acquisition.allocation needs source counts as keys and shares >= 0, got {bad}")
+            raise InputError(f"acquisition.allocation needs strata as keys and shares >= 0, got {bad}")
         if a.mine_parents < 0 or a.mine_per_parent < 1:
             raise InputError("need mine_parents >= 0 and mine_per_parent >= 1")
         if a.mine_parents:
             require(problem, "mutate", "mining (acquisition.mine_parents)")
-        from diffcurate.solvers.sampling import sampler_names
-
-        unknown = [f for f in [*self.data.test_families, *self.data.held_out_families] if f not in sampler_names()]
+        names = problem.samplers()
+        unknown = [
+            f for f in [*self.data.test_families, *self.data.held_out_families, self.data.sampler] if f not in names
+        ]
         if unknown:
-            raise InputError(f"unknown test families {unknown} (choose from {', '.join(sampler_names())})")
+            raise InputError(f"unknown samplers {unknown} (choose from {', '.join(names)})")
         if not (0 <= a.floor <= 1 and 0 <= a.exploration <= 1):
             raise InputError("floor and exploration must lie in [0, 1]")
-        lo, hi = self.sources
-        if not 1 <= lo <= hi:
-            raise InputError(f"bad source range {self.sources}")
+        if len(self.strata) != 2 or not 0 <= self.strata[0] <= self.strata[1]:
+            raise InputError(f"bad strata range {self.strata} (need [lo, hi] with 0 <= lo <= hi)")
         if self.ray.trainers < 1:
             raise InputError(f"need at least 1 trainer, got ray.trainers = {self.ray.trainers}")
         if self.ray.train_workers < 1:
@@ -227,15 +246,17 @@ def _drop_none(d):
     return d
 
 
-def _physics(d) -> Physics:
-    """The [physics] table: exactly Physics' fields, numbers where numbers belong."""
-    names = [f.name for f in fields(Physics)]
-    if not isinstance(d, dict) or set(d) != set(names):
-        got = sorted(d) if isinstance(d, dict) else type(d).__name__
-        raise InputError(f"bad run config: [physics] needs exactly {', '.join(names)}; got {got}")
+# top-level fields of config.toml files written with an earlier name, and their names now
+_RENAMED = {"min_steps": "round_steps", "sources": "strata"}
+
+
+def _physics(problem: str, d):
+    """The [physics] table, read by the run's problem (`Problem.params_from_dict`)."""
+    from diffcurate.solvers.plugins import get_problem
+
     try:
-        return Physics.from_dict(d)
-    except (TypeError, ValueError) as e:
+        return get_problem(problem).params_from_dict(d)
+    except InputError as e:
         raise InputError(f"bad run config: [physics] {e}") from None
 
 
@@ -284,21 +305,30 @@ RUN_PRESETS: dict[str, dict] = {
 }
 
 
-def default_config(preset: str = "small", arch: str = "edcnn") -> RunConfig:
-    """The run config of a preset: its tables, read as a config file is (`RunConfig.from_dict`)."""
+def default_config(preset: str | None = None, arch: str = "edcnn", problem: str = DEFAULT_PROBLEM) -> RunConfig:
+    """The run config of one of a problem's presets (None: the problem's default): its parameters and strata,
+    with the network, training and run presets of its scale, read as a config file is (`RunConfig.from_dict`)."""
     from diffcurate.model.nets import default_model_config
     from diffcurate.model.train import default_train_config
+    from diffcurate.solvers.plugins import get_problem
 
-    if preset not in PRESETS:
-        raise InputError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
-    p = PRESETS[preset]
+    p = get_problem(problem)
+    presets = p.presets()
+    preset = preset or p.default_preset
+    if preset not in presets:
+        raise InputError(f"unknown preset {preset!r} of problem {problem!r} (choose from {', '.join(presets)})")
+    chosen = presets[preset]
+    model = default_model_config(chosen.scale, arch)
+    model.in_channels, model.out_channels = p.channels
     base = RunConfig(
         preset=preset,
-        physics=p.physics,
-        sources=list(p.sources),
-        model=default_model_config(preset, arch),
-        train=default_train_config(preset),
+        physics=chosen.params,
+        strata=list(chosen.strata),
+        model=model,
+        train=default_train_config(chosen.scale),
+        problem=problem,
+        data=DataConfig(sampler=p.pool_sampler(), test_families=list(p.families())),
     ).to_dict()
-    for key, v in RUN_PRESETS[preset].items():
+    for key, v in RUN_PRESETS[chosen.scale].items():
         base[key] = {**base.get(key, {}), **v} if isinstance(v, dict) else v
     return RunConfig.from_dict(base)

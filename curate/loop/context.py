@@ -17,9 +17,8 @@ from diffcurate.curate.loop.config import RunConfig
 from diffcurate.curate.loop.rundir import RunPaths
 from diffcurate.curate.store.lmdbstore import Store
 from diffcurate.model.checkpoint import Blob
-from diffcurate.solvers.interface import Batch, Problem
+from diffcurate.solvers.interface import Batch, Problem, Task
 from diffcurate.solvers.plugins import get_problem
-from diffcurate.solvers.problem import Physics
 
 
 @dataclass
@@ -72,8 +71,13 @@ class RunContext:
         return RunPaths(self.root)
 
     @property
-    def physics(self) -> Physics:
+    def physics(self):
+        """The problem's parameters (the run's [physics])."""
         return self.cfg.physics
+
+    @property
+    def task(self) -> Task:
+        return Task(self.problem, self.cfg.physics)
 
     @property
     def problem(self) -> Problem:
@@ -128,8 +132,8 @@ class RunContext:
         return Candidates.load(self, k)
 
     def solve(self, configs: Batch) -> np.ndarray:
-        """(n, L, L) float32 solved fields, in order, on the solver actors (the one dispatcher)."""
-        return solve_ordered(self.solvers, configs, self.physics)[0]
+        """(n, H, W) float32 solved fields, in order, on the solver actors (the one dispatcher)."""
+        return solve_ordered(self.solvers, configs, self.task.grid)[0]
 
     def score(self, k: int, configs: Batch, y: np.ndarray | None) -> np.ndarray:
         """(n,) float64 scores of candidates with the model of round k-1: the true weighted MAE against the
@@ -140,7 +144,7 @@ class RunContext:
         a = self.cfg.acquisition
         ckpt = str(self.paths.checkpoint(k - 1))
         if y is not None:
-            job = ScoreJob(Blob.of(ckpt), self.physics, configs, y, a.sources_weight)
+            job = ScoreJob(Blob.of(ckpt), self.task, configs, y, a.sources_weight)
             s = ray.get(self.trainer.score.remote(job))
         else:
             from diffcurate.curate.loop.estimate import score_candidates

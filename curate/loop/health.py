@@ -28,9 +28,9 @@ from diffcurate.curate.loop.rundir import (
 # fields that only say how far or where a run goes, not what a round computes
 _NOT_RESULTS = ("rounds", "max_solves", "target_p99")
 # result fields a round's started record may lack, with the value it started under
-_STARTED_DEFAULTS = {"problem": "diffusion"}
+_STARTED_DEFAULTS = {"problem": "diffusion", "model.in_channels": 1, "model.out_channels": 1}
 # result fields a round's started record may name as they were once named
-_STARTED_RENAMED = {"min_steps": "round_steps"}
+_STARTED_RENAMED = {"min_steps": "round_steps", "sources": "strata"}
 _RAY_RESULTS = ("trainers",)  # ensemble members score candidates for some acquisitions
 
 
@@ -193,7 +193,7 @@ def run_identity(cfg: RunConfig) -> str:
     train and val sets: samplers, seeds, counts). The run's store records it when round 0 creates it."""
     import hashlib
 
-    body = {"physics": cfg.physics.to_dict(), "round_0": [list(map(_plain, r)) for r in initial_requests(cfg)]}
+    body = {"physics": cfg.task.params_dict(), "round_0": [list(map(_plain, r)) for r in initial_requests(cfg)]}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -204,7 +204,7 @@ def write_report(root: Path) -> Path:
 
 
 def _write_report(root: Path, cfg, rounds: list[dict], rep: Path) -> Path:
-    lo, hi = cfg.sources
+    lo, hi = cfg.strata
     worst = _worst_cases(root, rounds, rep / "worst.png")  # first: the step that reads the checkpoint
     _metrics_per_round(rounds, rep / "metrics.png")
     _by_sources(rounds, rep / "by_sources.png", lo, hi)

@@ -246,12 +246,12 @@ def init_run(root: Path, cfg: RunConfig) -> RunPaths:
 
 
 def initial_requests(cfg: RunConfig) -> list[tuple]:
-    """(split, sampler, seed, count, sources) of the fixed test sets, then the initial train and val sets.
+    """(split, sampler, seed, count, strata) of the fixed test sets, then the initial train and val sets.
 
     The test requests come first and depend on `data.test_seed` alone, so `fill`, which plans requests in order
     and redraws a later request's configuration that an earlier one claims, gives one config the same test split
     for every run seed, disjoint from everything the run trains on."""
-    lo, hi = cfg.sources
+    lo, hi = cfg.strata
     d = cfg.data
     reqs = []
     for f, fam in enumerate(d.test_families):

@@ -158,7 +158,7 @@ class Runner:
             return None
         if not GENERATE.done(c, k):
             self.run_step(k, GENERATE, pipelined=True)
-        self._prefetching = Background(c.solvers, c.pool(k), c.physics)
+        self._prefetching = Background(c.solvers, c.pool(k), c.task.grid)
         return k, self._prefetching, time.time()
 
     def collect(self, ahead) -> None:

@@ -50,7 +50,7 @@ def fit(c: RunContext, k: int) -> None:
             val_set=val_ref,
             model=cfg.model,
             train=round_train_config(cfg, m, n_train),
-            physics=cfg.physics,
+            task=c.task,
             work_dir=str(files.train(m)),
             driver_node=driver,
             init_from=init,
@@ -88,7 +88,7 @@ def evaluate(c: RunContext, k: int) -> None:
     from diffcurate.model.checkpoint import Blob
 
     held, test = tuple(c.cfg.data.held_out_families), c.test_set()
-    refs = [tr.evaluate.remote(test, Blob.of(c.paths.member(k, m)), c.physics, held) for m, tr in enumerate(c.trainers)]
+    refs = [tr.evaluate.remote(test, Blob.of(c.paths.member(k, m)), c.task, held) for m, tr in enumerate(c.trainers)]
     first, *members = ray.get(refs)
     if members:
         first["members"] = [{"member": m, "test": r["test"]} for m, r in enumerate(members, 1)]

@@ -94,7 +94,7 @@ class Heat(Problem):
 
     def presets(self) -> dict[str, ProblemPreset]:
         return {
-            "tiny": ProblemPreset("tiny", Plate(16, 1), (1, 4), "16 x 16, sinks of radius 1: for tests"),
+            "tiny": ProblemPreset("tiny", Plate(16, 1), (1, 4), "16 x 16, sinks of radius 1: for tests", scale="tiny"),
             "small": ProblemPreset("small", Plate(32, 2), (1, 6), "32 x 32, sinks of radius 2"),
         }
 
