@@ -152,11 +152,20 @@ class Diffusion(Problem):
         return mutate(configs, params, parents, per_parent, tuple(strata or DEFAULT_SOURCES), rng)
 
     def residual(self, params: Physics, configs: Configs, y_pred: np.ndarray) -> np.ndarray:
-        """The discrete problem's per-pixel residual of predicted fields (for production sources, of their
-        shape only: the normalisation hides the amplitude)."""
-        import torch
+        """The discrete problem's per-pixel residual of predicted fields (for production sources in normalised
+        units, the amplitude fitted by least squares: correction.py)."""
+        from diffcurate.solvers.correction import residual_field
 
-        from diffcurate.solvers.operator import residual
+        return residual_field(params, configs, y_pred[:, 0]).numpy()[:, None]  # (B, 1, L, L) float64
 
-        u = torch.as_tensor(np.asarray(y_pred[:, 0], np.float64))  # (B, L, L)
-        return residual(u, params, configs).numpy()[:, None]  # (B, 1, L, L) float64
+    def residual_offset(self, params: Physics, y_pred: np.ndarray) -> np.ndarray:
+        from diffcurate.solvers.correction import scale_term
+
+        return scale_term(params, y_pred[:, 0])
+
+    def correct(self, params: Physics, configs: Configs, y_pred: np.ndarray, iterations: int | None) -> np.ndarray:
+        """The error from the residual by preconditioned conjugate gradients (correction.py), or by one fast
+        solve in float64 (iterations None)."""
+        from diffcurate.solvers.correction import estimated_error
+
+        return estimated_error(params, configs, y_pred[:, 0], iterations)[:, None]  # (B, 1, L, L) float64

@@ -21,7 +21,7 @@ import numpy as np
 
 from diffcurate.common.errors import InputError
 
-OPTIONAL = ("mutate", "residual", "reference_solve")  # capabilities a problem may offer
+OPTIONAL = ("mutate", "residual", "correct", "reference_solve")  # capabilities a problem may offer
 Batch = Any  # a problem's batch of configurations: its own type, with len(batch) and batch[index]
 
 
@@ -175,7 +175,19 @@ class Problem(ABC):
         raise NotImplementedError
 
     def residual(self, params, configs, y_pred: np.ndarray) -> np.ndarray:
-        """(B, C_out, H, W) float64: the discrete operator's residual of a prediction (ground-truth-free error)."""
+        """(B, C_out, H, W) float64: the discrete operator's residual of predictions y_pred (B, C_out, H, W),
+        zero for the exact solution (the `residual-l1` estimator and acquisition)."""
+        raise NotImplementedError
+
+    def residual_offset(self, params, y_pred: np.ndarray) -> np.ndarray:
+        """(B,) float64 added to the mean |residual| of each prediction: what the residual cannot see (for
+        diffusion, the amplitude that normalised targets hide). Zero unless a problem says otherwise."""
+        return np.zeros(len(y_pred))
+
+    def correct(self, params, configs, y_pred: np.ndarray, iterations: int | None) -> np.ndarray:
+        """(B, C_out, H, W) float64: the error u - y_pred of predictions, estimated from their residual by
+        `iterations` steps of an iterative solve of the correction problem, or (None) exactly, by a full solve
+        (the `residual` estimator and acquisition, and `residual-exact`)."""
         raise NotImplementedError
 
     def reference_solve(self, params, configs) -> np.ndarray:

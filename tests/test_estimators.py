@@ -25,6 +25,7 @@ from diffcurate.curate.loop.estimate import (
 )
 from diffcurate.model.estimators import ESTIMATORS, Member, Models, auroc, check_available, fit, raw_estimate, spearman
 from diffcurate.model.nets import build_model, default_model_config
+from diffcurate.solvers.plugins import as_task
 from diffcurate.solvers.problem import PRESETS, paint
 
 TINY = PRESETS["tiny"].physics
@@ -74,7 +75,7 @@ def test_calibration_recovers_a_power_law_and_states_its_slack(rng):
 
 def test_mc_dropout_refuses_a_model_trained_without_dropout():
     net = build_model(default_model_config("tiny"))
-    models = Models(TINY, Member(net, "none", {"arch": "edcnn", "dropout": 0.0}))
+    models = Models(as_task(TINY), Member(net, "none", {"arch": "edcnn", "dropout": 0.0}))
     with pytest.raises(InputError, match="dropout > 0"):
         check_available("mc-dropout", models)
     with pytest.raises(InputError, match="unknown estimator"):
@@ -83,9 +84,9 @@ def test_mc_dropout_refuses_a_model_trained_without_dropout():
 
 def _corrupt(y: np.ndarray, rng) -> np.ndarray:
     """The true fields plus a Gaussian bump (height 0.5, a phantom source: what the inverse net sees) and a 10 x 10
-    checkerboard of +-0.5 (a high-frequency wiggle: what the residual sees)."""
-    bad = y.astype(np.float64)
-    L = y.shape[1]
+    checkerboard of +-0.5 (a high-frequency wiggle: what the residual sees). y: (n, 1, L, L)."""
+    bad = y.astype(np.float64)[:, 0]
+    L = y.shape[-1]
     ii, jj = np.meshgrid(np.arange(L), np.arange(L), indexing="ij")
     board = 0.5 * (-1.0) ** np.add.outer(np.arange(10), np.arange(10))  # (10, 10)
     for s in range(len(bad)):
@@ -93,7 +94,7 @@ def _corrupt(y: np.ndarray, rng) -> np.ndarray:
         bad[s] += 0.5 * np.exp(-((ii - i - 5) ** 2 + (jj - j - 5) ** 2) / 8)
         i, j = rng.integers(0, L - 10, size=2)
         bad[s, i : i + 10, j : j + 10] += board
-    return bad.astype(np.float32)
+    return bad.astype(np.float32)[:, None]
 
 
 def test_every_estimator_ranks_a_corrupted_prediction_above_a_good_one(tiny_run, rng):
@@ -101,7 +102,7 @@ def test_every_estimator_ranks_a_corrupted_prediction_above_a_good_one(tiny_run,
     source = resolve_source(tiny_run)
     models = load_models(source)
     cfg, y = _split(source, "test")
-    x = paint(models.physics, cfg)
+    x = models.task.encode(cfg)
     bad = _corrupt(y, rng)
     for name in ESTIMATORS:
         g = raw_estimate(name, models, cfg, x, y)
@@ -118,7 +119,7 @@ def test_calibration_is_plain_json_in_mae_units_and_reused(tiny_run):
     d = json.loads(path.read_text())
     assert d["method"] == "loglinear" and d["checkpoint"] == source.checkpoint.name and d["slack"] >= 1
     cfg, y = _split(source, "test")
-    x = paint(models.physics, cfg)
+    x = models.task.encode(cfg)
     pred = models.predict(x)
     ratio = cal.apply(raw_estimate("residual", models, cfg, x, pred).raw) / true_errors(pred, y)
     assert np.median(np.abs(np.log(ratio))) < np.log(1.1)  # residual: within 10 % for most test samples
@@ -177,9 +178,9 @@ def test_production_residual_recovers_the_hidden_amplitude(rng):
 
     ph = replace(TINY, source_model="production")
     cfg = synthetic_configs(ph, 6, (1, 10), 0)
-    y = solve(ph, cfg, "fast", dtype="float64")
-    models = Models(ph, Member(build_model(default_model_config("tiny")), "none", {}))
-    x = paint(ph, cfg)
+    y = solve(ph, cfg, "fast", dtype="float64")[:, None]  # (n, 1, L, L)
+    models = Models(as_task(ph), Member(build_model(default_model_config("tiny")), "none", {}))
+    x = paint(ph, cfg)[:, None]
     noisy = y + 0.02 * rng.standard_normal(y.shape)
     np.testing.assert_allclose(raw_estimate("residual", models, cfg, x, noisy).raw, true_errors(noisy, y), rtol=1e-8)
     assert raw_estimate("residual", models, cfg, x, y).raw.max() < 1e-12

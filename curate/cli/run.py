@@ -19,21 +19,27 @@ from diffcurate.curate.progress import console, say
 
 def init_cmd(
     run_dir: RunDir,
-    preset: Annotated[str, typer.Option("--preset", help="paper, small or tiny.")] = "small",
+    problem: Annotated[
+        str, typer.Option("--problem", help="The problem to curate data for (`curate problems` lists them).")
+    ] = "diffusion",
+    preset: Annotated[
+        str | None, typer.Option("--preset", help="One of the problem's presets (default: the problem's own).")
+    ] = None,
     model: Annotated[str, typer.Option("--model", help="edcnn or unet.")] = "edcnn",
     config: Annotated[Path | None, typer.Option("--config", help="A full run config (TOML) to start from.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="The run's seed (every random choice).")] = None,
 ) -> None:
-    """Create a run directory: config.toml (physics, samplers, model, training, acquisition, seeds, Ray)."""
+    """Create a run directory: config.toml (problem, physics, samplers, model, training, acquisition, seeds, Ray)."""
     from diffcurate.curate.loop.config import RunConfig, default_config
     from diffcurate.curate.loop.rundir import init_run
 
-    cfg = RunConfig.load(config) if config else default_config(preset, model)
+    cfg = RunConfig.load(config) if config else default_config(preset, model, problem)
     if seed is not None:
         cfg.seed = seed
     paths = init_run(run_dir, cfg)
     console.print(
-        f"initialised {run_dir} ({cfg.preset}, {cfg.acquisition.strategy} on {cfg.acquisition.acquisition}); edit "
+        f"initialised {run_dir} ({cfg.problem} {cfg.preset}, {cfg.acquisition.strategy} on "
+        f"{cfg.acquisition.acquisition}); edit "
         f"{paths.config} or run {hint('run', run_dir)}"
     )
 

@@ -40,7 +40,8 @@ from diffcurate.model.estimators import (
     raw_estimate,
     spearman,
 )
-from diffcurate.solvers.problem import Configs, Physics, paint
+from diffcurate.solvers.interface import Batch, Task
+from diffcurate.solvers.plugins import as_task, task_of
 
 ENSEMBLE_SIZE = 3  # K: the surrogate + K-1 members
 INVERSE_MIN_EPOCHS = 20  # the inverse net is small and cheap; the surrogate's few (tiny: 3) epochs leave it blind
@@ -108,7 +109,7 @@ def _calibration_key(source: Source, name: str) -> str:
     return h.hexdigest()[:16]
 
 
-def _member(path: Path, physics: Physics | None, device: str) -> Member:
+def _member(path: Path, physics: Task | None, device: str) -> Member:
     from diffcurate.model.checkpoint import load_checkpoint, transform_of
 
     net, meta = load_checkpoint(path, physics, device)
@@ -119,7 +120,7 @@ def _member(path: Path, physics: Physics | None, device: str) -> Member:
 
 
 def _train_val(source: Source):
-    """(train Dataset of the checkpoint's round: samples added at rounds <= k, val Dataset, physics)."""
+    """(train Dataset of the checkpoint's round: samples added at rounds <= k, val Dataset, the store's Task)."""
     from diffcurate.curate.store.lmdbstore import Store
     from diffcurate.model.data import dataset_from_configs
 
@@ -128,7 +129,7 @@ def _train_val(source: Source):
         ids = idx[(idx["split"] == "train") & (idx["round"] <= source.round)]["id"].tolist()
         cfg, y, _ = st.get(ids)
         vcfg, vy, _ = st.get(st.ids("val"))
-        ph = st.physics
+        ph = Task(st.problem, st.physics)
     return dataset_from_configs(ph, cfg, y), dataset_from_configs(ph, vcfg, vy), ph
 
 
@@ -152,8 +153,8 @@ def _train_inverse(source: Source, device: str, log: Log) -> None:
 
     cfg = load_checked_run(source.run_dir)
     train_set, val_set, ph = _train_val(source)
-    swap = lambda d: ArrayDataset(d.y.numpy(), d.x.numpy(), d.mask.numpy(), d.counts.numpy())  # noqa: E731
-    mc = inverse_model_config(ph.lattice)
+    swap = lambda d: ArrayDataset(d.y, d.x, d.regions, d.strata, d.region_names)  # noqa: E731
+    mc = inverse_model_config(ph.grid[0], ph.problem.channels)
     tc = replace(
         cfg.train,
         seed=cfg.seed + 7,
@@ -192,7 +193,7 @@ def load_models(source: Source, device: str = "cpu", ensemble_size: int = ENSEMB
     net, meta = load_checkpoint(source.checkpoint, device=device)
     if meta.get("physics") is None:
         raise InputError(f"{source.checkpoint}: the checkpoint records no physics")
-    ph = Physics.from_dict(meta["physics"])
+    ph = task_of(meta.get("problem") or "diffusion", meta["physics"])
     model = Member(net, transform_of(meta), meta["model_config"])
     models = Models(ph, model, device=device)
     if source.run_dir is None:
@@ -214,12 +215,13 @@ def true_errors(pred: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.abs(pred.astype(np.float64) - y.astype(np.float64)).reshape(len(y), -1).mean(1)
 
 
-def _split(source: Source, split: str) -> tuple[Configs, np.ndarray]:
+def _split(source: Source, split: str) -> tuple[Batch, np.ndarray]:
+    """(configurations, y (n, C_out, H, W) float32) of a split of the run's store."""
     from diffcurate.curate.store.lmdbstore import Store
 
     with Store(source.paths.store, readonly=True) as st:
         cfg, y, _ = st.get(st.ids(split))
-    return cfg, y
+    return cfg, y[:, None]
 
 
 def calibrate(source: Source, models: Models, name: str) -> Calibration:
@@ -233,7 +235,7 @@ def calibrate(source: Source, models: Models, name: str) -> Calibration:
         if cal.key == sha:
             return cal
     cfg, y = _split(source, "val")
-    x = paint(models.physics, cfg)
+    x = models.task.encode(cfg)  # (n, C_in, H, W)
     pred = models.predict(x)
     raw = raw_estimate(name, models, cfg, x, pred).raw
     cal = fit(
@@ -256,10 +258,10 @@ class Calibrated:
     models: Models
     calibration: Calibration
 
-    def raw(self, configs: Configs, x: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    def raw(self, configs: Batch, x: np.ndarray, pred: np.ndarray) -> np.ndarray:
         return raw_estimate(self.name, self.models, configs, x, pred).raw
 
-    def __call__(self, configs: Configs, x: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    def __call__(self, configs: Batch, x: np.ndarray, pred: np.ndarray) -> np.ndarray:
         return self.calibration.apply(self.raw(configs, x, pred))  # (n,) MAE units
 
 
@@ -282,17 +284,17 @@ def load_estimator(
 
 
 def score_candidates(
-    run_dir_or_checkpoint, physics: Physics, configs: Configs, name: str, device: str = "cpu", log: Log = lambda s: None
+    run_dir_or_checkpoint, physics, configs: Batch, name: str, device: str = "cpu", log: Log = lambda s: None
 ) -> np.ndarray:
     """(n,) calibrated estimated per-sample MAE of the surrogate on unsolved candidates: the acquisition score
     of a ground-truth-free estimator (the loop's score step for acquisition != "true-error")."""
     if not get_estimator(name).ground_truth_free:
         raise InputError(f"estimator {name!r} needs solutions; it is no acquisition score")
     est = load_estimator(run_dir_or_checkpoint, name, device, log)
-    if est.models.physics != physics:
+    task = as_task(physics)
+    if (est.models.task.name, est.models.task.fingerprint()) != (task.name, task.fingerprint()):
         raise InputError(f"{run_dir_or_checkpoint}: checkpoint physics differ from the candidates' physics")
-    configs.validate(physics)
-    x = paint(physics, configs)
+    x = task.encode(task.from_arrays(task.to_arrays(configs)))  # (n, C_in, H, W): configurations checked first
     return est(configs, x, est.models.predict(x))
 
 
@@ -318,19 +320,18 @@ def evaluate_estimators(
     prepare(source, names, device, log)
     models = load_models(source, device)
     vcfg, vy = _split(source, "val")
-    val_err = true_errors(models.predict(paint(models.physics, vcfg)), vy)
+    val_err = true_errors(models.predict(models.task.encode(vcfg)), vy)
     thr = float(np.percentile(val_err, 90)) if threshold is None else float(threshold)
     cfg, y = _split(source, "test")
-    x = paint(models.physics, cfg)
+    x = models.task.encode(cfg)
     t0 = time.perf_counter()
     pred = models.predict(x)
     predict_ms = (time.perf_counter() - t0) * 1e3 / len(cfg)
     err = true_errors(pred, y)
     t0 = time.perf_counter()
-    from diffcurate.solvers.registry import solve
-
-    solve(models.physics, cfg, "fast", dtype="float32", batch_size=64)
+    models.task.problem.solve(models.task.params, cfg)
     solve_ms = (time.perf_counter() - t0) * 1e3 / len(cfg)
+    strata = models.task.strata(cfg)
     rows: dict[str, dict] = {}
     for name in names:
         try:
@@ -343,7 +344,7 @@ def evaluate_estimators(
         raw = raw_estimate(name, models, cfg, x, pred).raw
         ms = (time.perf_counter() - t0) * 1e3 / len(cfg)
         estimate = cal.apply(raw)
-        by = {str(k): spearman(raw[cfg.counts == k], err[cfg.counts == k]) for k in np.unique(cfg.counts)}
+        by = {str(k): spearman(raw[strata == k], err[strata == k]) for k in np.unique(strata)}
         ratio = np.log(np.maximum(err, 1e-12)) - np.log(np.maximum(estimate, 1e-12))
         rows[name] = {
             "available": True,

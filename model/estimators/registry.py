@@ -7,7 +7,7 @@ import numpy as np
 from diffcurate.common.errors import InputError
 from diffcurate.model.estimators import inverse, residual, spread
 from diffcurate.model.estimators.base import REQUIREMENTS, Estimate, Estimator, Models
-from diffcurate.solvers.problem import Configs
+from diffcurate.solvers.interface import Batch
 
 # name -> Estimator; the order is the order of `curate estimate-eval`'s table
 ESTIMATORS: dict[str, Estimator] = {
@@ -22,17 +22,20 @@ ESTIMATORS: dict[str, Estimator] = {
         Estimator(
             "residual-l1",
             residual.residual_l1,
-            "mean |r|: the discrete PDE residual's L1 norm (free pixels |A y|, discs |y - c|)",
+            "mean |r|: the discrete PDE residual's L1 norm (diffusion: free pixels |A y|, discs |y - c|)",
+            needs=("residual",),
         ),
         Estimator(
             "residual",
             residual.corrected_residual,
-            f"mean |e|, e from the residual by {residual.PCG_ITERATIONS} preconditioned CG steps of the correction",
+            f"mean |e|, e from the residual by {residual.PCG_ITERATIONS} iterations of the problem's correction",
+            needs=("correct",),
         ),
         Estimator(
             "residual-exact",
             residual.exact_error,
             "the correction solve A e = -r (one full solve): the true error, for calibration",
+            needs=("correct",),
             calibrate=False,
             ground_truth_free=False,
         ),
@@ -74,6 +77,6 @@ def check_available(name: str, models: Models) -> Estimator:
     return est
 
 
-def raw_estimate(name: str, models: Models, configs: Configs, x: np.ndarray, pred: np.ndarray) -> Estimate:
-    """Raw score of predictions `pred` (n, L, L) for inputs `x` (n, L, L) of `configs`."""
+def raw_estimate(name: str, models: Models, configs: Batch, x: np.ndarray, pred: np.ndarray) -> Estimate:
+    """Raw score of predictions `pred` (n, C_out, H, W) for inputs `x` (n, C_in, H, W) of `configs`."""
     return check_available(name, models).fn(models, configs, x, pred)

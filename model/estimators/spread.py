@@ -21,41 +21,41 @@ import torch
 from diffcurate.model.estimators.base import Estimate, Models, pixel_mean
 from diffcurate.model.losses import transform_pair
 from diffcurate.model.nets import enable_mc_dropout
-from diffcurate.solvers.problem import Configs
+from diffcurate.solvers.interface import Batch
 
 MC_PASSES = 16
 MC_SEED = 0
 
 
 def rms_distance(others: np.ndarray, pred: np.ndarray) -> Estimate:
-    """others (K, n, L, L), pred (n, L, L) -> per-pixel sqrt(mean_k (f_k - pred)^2) and its mean."""
-    d = np.sqrt(((others.astype(np.float64) - pred[None].astype(np.float64)) ** 2).mean(0))  # (n, L, L)
+    """others (K, n, C, H, W), pred (n, C, H, W) -> per-pixel sqrt(mean_k (f_k - pred)^2) and its mean."""
+    d = np.sqrt(((others.astype(np.float64) - pred[None].astype(np.float64)) ** 2).mean(0))  # (n, C, H, W)
     return Estimate(pixel_mean(d), d.astype(np.float32))
 
 
-def ensemble_spread(models: Models, configs: Configs, x: np.ndarray, pred: np.ndarray) -> Estimate:
+def ensemble_spread(models: Models, configs: Batch, x: np.ndarray, pred: np.ndarray) -> Estimate:
     others = [models.predict(x)] + [m(x, models.device, models.batch_size) for m in models.members]
     return rms_distance(np.stack(others), pred)
 
 
 def mc_passes(models: Models, x: np.ndarray, passes: int = MC_PASSES) -> np.ndarray:
-    """(T, n, L, L) float32: T stochastic passes (dropout on, BatchNorm on running stats), seeded."""
+    """(T, n, C_out, H, W) float32: T stochastic passes (dropout on, BatchNorm on running stats) over x
+    (n, C_in, H, W), seeded."""
     net = enable_mc_dropout(copy.deepcopy(models.model.net))
     inverse = transform_pair(models.model.transform)[1]
-    out = np.empty((passes, *x.shape), np.float32)
     dev = torch.device(models.device)
+    blocks = []
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(MC_SEED)
         for a in range(0, len(x), models.batch_size):
-            xb = torch.as_tensor(x[a : a + models.batch_size], dtype=torch.float32, device=dev)[:, None]
-            for t in range(passes):
-                out[t, a : a + len(xb)] = inverse(net(xb).float())[:, 0].cpu().numpy()
-    return out
+            xb = torch.as_tensor(x[a : a + models.batch_size], dtype=torch.float32, device=dev)  # (B, C_in, H, W)
+            blocks.append(np.stack([inverse(net(xb).float()).cpu().numpy() for _ in range(passes)]))
+    return np.concatenate(blocks, axis=1).astype(np.float32)  # (T, n, C_out, H, W)
 
 
-def mc_dropout_spread(models: Models, configs: Configs, x: np.ndarray, pred: np.ndarray) -> Estimate:
+def mc_dropout_spread(models: Models, configs: Batch, x: np.ndarray, pred: np.ndarray) -> Estimate:
     return rms_distance(mc_passes(models, x), pred)
 
 
-def tod_spread(models: Models, configs: Configs, x: np.ndarray, pred: np.ndarray) -> Estimate:
+def tod_spread(models: Models, configs: Batch, x: np.ndarray, pred: np.ndarray) -> Estimate:
     return rms_distance(models.previous(x, models.device, models.batch_size)[None], pred)
