@@ -214,6 +214,12 @@ class RunConfig:
             raise InputError("need mine_parents >= 0 and mine_per_parent >= 1")
         if a.mine_parents:
             require(problem, "mutate", "mining (acquisition.mine_parents)")
+        from diffcurate.model.estimators import ESTIMATORS
+        from diffcurate.solvers.interface import OPTIONAL
+
+        for need in ESTIMATORS[a.acquisition].needs if a.acquisition in ESTIMATORS else ():
+            if need in OPTIONAL:
+                require(problem, need, f"acquisition {a.acquisition!r}")
         names = problem.samplers()
         unknown = [
             f for f in [*self.data.test_families, *self.data.held_out_families, self.data.sampler] if f not in names
@@ -318,6 +324,9 @@ def default_config(preset: str | None = None, arch: str = "edcnn", problem: str 
     if preset not in presets:
         raise InputError(f"unknown preset {preset!r} of problem {problem!r} (choose from {', '.join(presets)})")
     chosen = presets[preset]
+    caps = p.capabilities()
+    # the ground-truth-free score the problem can give: its residual's correction, else the residual's norm
+    score = "residual" if "correct" in caps else "residual-l1" if "residual" in caps else "true-error"
     model = default_model_config(chosen.scale, arch)
     model.in_channels, model.out_channels = p.channels
     base = RunConfig(
@@ -328,6 +337,7 @@ def default_config(preset: str | None = None, arch: str = "edcnn", problem: str 
         train=default_train_config(chosen.scale),
         problem=problem,
         data=DataConfig(sampler=p.pool_sampler(), test_families=list(p.families())),
+        acquisition=AcquisitionConfig(acquisition=score),
     ).to_dict()
     for key, v in RUN_PRESETS[chosen.scale].items():
         base[key] = {**base.get(key, {}), **v} if isinstance(v, dict) else v

@@ -149,7 +149,7 @@ class RunContext:
         else:
             from diffcurate.curate.loop.estimate import score_candidates
 
-            s = score_candidates(Path(ckpt), self.physics, configs, a.acquisition)
+            s = score_candidates(Path(ckpt), self.task, configs, a.acquisition)
         return np.asarray(s, np.float64)
 
     def scores_on(self, k: int) -> str:
