@@ -176,7 +176,7 @@ def test_status_json_and_report(al_run, cli):
     code, _, _ = cli("report", al_run)
     rep = al_run / "report"
     assert code == 0 and (rep / "report.md").exists()
-    for png in ("metrics.png", "by_sources.png", "timeline.png", "worst.png"):
+    for png in ("metrics.png", "by_stratum.png", "timeline.png", "worst.png"):
         assert (rep / png).stat().st_size > 10_000
     assert "| 2 | 80 | 20 |" in (rep / "report.md").read_text()
 

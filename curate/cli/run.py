@@ -95,6 +95,8 @@ def status_dict(run_dir: Path, checks: bool = True) -> dict:
     # rounds_completed counts round 0 (the initial set); acquisition_rounds the rounds that added samples
     return {
         "run": str(run_dir),
+        "problem": cfg.problem,
+        "stratum": cfg.task.problem.stratum,  # what the problem's strata count ("sources" for diffusion)
         "preset": cfg.preset,
         "strategy": cfg.acquisition.strategy,
         "acquisition": cfg.acquisition.acquisition,
@@ -137,19 +139,23 @@ def status_cmd(
 
 
 def status_tables(d: dict):
-    """The round table and the last round's MAE by source count, as one renderable."""
+    """The round table and the last round's MAE by stratum and region, as one renderable."""
     from rich.console import Group
 
     from diffcurate.curate.loop.steps import TRAIN
     from diffcurate.model.metrics import Metrics
 
+    # the first of the problem's own regions (for diffusion, the sources) gets a column of its own
+    first = (
+        next((r for r in Metrics.from_dict(d["rounds"][0]["test"]).mae if r != "all"), None) if d["rounds"] else None
+    )
     t = Table(
         "round",
         "train",
         "added",
         "solves",
         "MAE",
-        "sources",
+        *([first] if first else []),
         "p99",
         "max",
         "rel L2",
@@ -166,7 +172,7 @@ def status_tables(d: dict):
             str(r["added"]),
             str(r["solves"]),
             f"{m.mae_all:.4g}",
-            f"{m.mae['sources']:.4g}",
+            *([_fmt(m.mae[first])] if first else []),
             f"{m.p99:.4g}",
             f"{m.per_sample_mae['max']:.4g}",
             f"{m.rel_l2:.3g}",
@@ -177,11 +183,16 @@ def status_tables(d: dict):
     if d["rounds"]:
         last = d["rounds"][-1]
         by = Metrics.from_dict(last["test"]).mae_by_sources
-        t2 = Table("sources", *by, title=f"round {last['round']}: test MAE by number of sources and region")
+        stratum = d["stratum"]
+        t2 = Table(stratum, *by, title=f"round {last['round']}: test MAE by {stratum} and region")
         for n in by["all"]:
             t2.add_row(n, *[f"{by[r][n]:.3g}" if by[r][n] is not None else "-" for r in by])
         parts.append(t2)
     return Group(*parts)
+
+
+def _fmt(v: float | None) -> str:
+    return f"{v:.4g}" if v is not None else "-"
 
 
 def report_cmd(run_dir: RunDir) -> None:

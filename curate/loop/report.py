@@ -26,13 +26,20 @@ def _plt():
     return plt
 
 
+def _first_region(test: dict) -> str | None:
+    """The first of the problem's own metric regions (for diffusion, the sources), if it has any."""
+    return next((r for r in test["mae"] if r != "all"), None)
+
+
 def _metrics_per_round(rounds: list[dict], out: Path) -> None:
     plt = _plt()
     n = [r["train_size"] for r in rounds]
     tests = [Metrics.from_dict(r["test"]) for r in rounds]
+    first = _first_region(rounds[0]["test"])
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
     ax[0].plot(n, [t.mae_all for t in tests], "o-", label="all pixels")
-    ax[0].plot(n, [t.mae["sources"] for t in tests], "s--", label="sources")
+    if first:
+        ax[0].plot(n, [t.mae[first] for t in tests], "s--", label=first)
     ax[0].set(xlabel="training-set size", ylabel="test MAE", xscale="log", yscale="log", title="test MAE")
     ax[0].legend()
     for q in ("p50", "p95", "p99", "max"):
@@ -47,26 +54,26 @@ def _metrics_per_round(rounds: list[dict], out: Path) -> None:
     plt.close(fig)
 
 
-def _by_sources(rounds: list[dict], out: Path, lo: int, hi: int) -> None:
+def _by_stratum(rounds: list[dict], out: Path, lo: int, hi: int, stratum: str) -> None:
     plt = _plt()
-    counts = [str(c) for c in range(lo, hi + 1)]
+    strata = [str(c) for c in range(lo, hi + 1)]
     by = [Metrics.from_dict(r["test"]).mae_by_sources["all"] for r in rounds]
-    err = np.array([[b.get(c) or np.nan for c in counts] for b in by])
-    added = np.array([[r["added_by_sources"].get(c, 0) for c in counts] for r in rounds])
+    err = np.array([[b.get(c) or np.nan for c in strata] for b in by])
+    added = np.array([[r["added_by_sources"].get(c, 0) for c in strata] for r in rounds])
     fig, ax = plt.subplots(1, 2, figsize=(11, 3.6))
     im = ax[0].imshow(
         err, aspect="auto", cmap="magma", origin="lower", extent=(lo - 0.5, hi + 0.5, -0.5, len(rounds) - 0.5)
     )
     fig.colorbar(im, ax=ax[0], label="test MAE")
-    ax[0].set(xlabel="number of sources", ylabel="round", title="test MAE per source count")
+    ax[0].set(xlabel=stratum, ylabel="round", title=f"test MAE per stratum ({stratum})")
     for a in ax:
         a.xaxis.set_major_locator(_integer_locator())
     ax[0].yaxis.set_major_locator(_integer_locator())
-    bottom = np.zeros(len(counts))
+    bottom = np.zeros(len(strata))
     for k, row in enumerate(added[1:], start=1):
         ax[1].bar(range(lo, hi + 1), row, bottom=bottom, label=f"round {k}")
         bottom += row
-    ax[1].set(xlabel="number of sources", ylabel="samples added", title="where the budget went")
+    ax[1].set(xlabel=stratum, ylabel="samples added", title="where the budget went")
     if len(rounds) > 1:
         ax[1].legend(fontsize=7)
     fig.tight_layout()
@@ -140,7 +147,7 @@ def _worst_cases(root: Path, rounds: list[dict], out: Path, n: int = 4) -> list[
     from diffcurate.curate.store.lmdbstore import Store
     from diffcurate.model.checkpoint import load_checkpoint, transform_of
     from diffcurate.model.inference import predict
-    from diffcurate.solvers.problem import paint
+    from diffcurate.solvers.interface import Task
 
     paths = RunPaths(root)
     k = rounds[-1]["round"]
@@ -148,11 +155,12 @@ def _worst_cases(root: Path, rounds: list[dict], out: Path, n: int = 4) -> list[
     order = np.argsort(ev["per_sample"])[::-1][:n]
     ids = [ev["ids"][i] for i in order]
     with Store(paths.store, readonly=True) as st:
-        cfg, y, headers = st.get(ids)
-        physics = st.physics
-    net, meta = load_checkpoint(paths.checkpoint(k), physics=physics)
-    x = paint(physics, cfg)
-    pred = predict(net, x, transform_of(meta))
+        cfg, y, headers = st.get(ids)  # y (n, H, W)
+        task = Task(st.problem, st.physics)
+    net, meta = load_checkpoint(paths.checkpoint(k), physics=task)
+    x = task.encode(cfg)[:, 0]  # (n, H, W): the input's first channel
+    pred = predict(net, task.encode(cfg), transform_of(meta))[:, 0]  # (n, H, W): the first output channel
+    strata = task.strata(cfg)
     plt = _plt()
     fig, ax = plt.subplots(len(ids), 4, figsize=(11, 2.7 * len(ids)), squeeze=False)
     for r in range(len(ids)):
@@ -170,7 +178,7 @@ def _worst_cases(root: Path, rounds: list[dict], out: Path, n: int = 4) -> list[
             ax[r, c].set_yticks([])
             fig.colorbar(im, ax=ax[r, c], fraction=0.046)
             ax[r, c].set_title(title if r == 0 else "", fontsize=9)
-        ax[r, 0].set_ylabel(f"{cfg.counts[r]} sources, {headers[r]['sampler']}", fontsize=8)
+        ax[r, 0].set_ylabel(f"{strata[r]} {task.problem.stratum}, {headers[r]['sampler']}", fontsize=8)
         ax[r, 3].set_title(f"|error|, per-sample MAE {float(err.mean()):.3g}", fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
@@ -179,7 +187,7 @@ def _worst_cases(root: Path, rounds: list[dict], out: Path, n: int = 4) -> list[
         {
             "id": i,
             "per_sample_mae": float(ev["per_sample"][j]),
-            "sources": int(cfg.counts[r]),
+            "stratum": int(strata[r]),
             "sampler": headers[r]["sampler"],
         }
         for r, (i, j) in enumerate(zip(ids, order, strict=True))
@@ -207,23 +215,27 @@ def _write_report(root: Path, cfg, rounds: list[dict], rep: Path) -> Path:
     lo, hi = cfg.strata
     worst = _worst_cases(root, rounds, rep / "worst.png")  # first: the step that reads the checkpoint
     _metrics_per_round(rounds, rep / "metrics.png")
-    _by_sources(rounds, rep / "by_sources.png", lo, hi)
+    stratum = cfg.task.problem.stratum
+    _by_stratum(rounds, rep / "by_stratum.png", lo, hi, stratum)
     _timeline(rounds, rep / "timeline.png")
+    params = ", ".join(f"{k}={v}" for k, v in cfg.task.params_dict().items())
+    first = _first_region(rounds[0]["test"])
     lines = [
         f"# diffcurate report: {root.name}",
         "",
-        f"Preset `{cfg.preset}` (L={cfg.physics.lattice}, R={cfg.physics.radius}, "
-        f"{cfg.physics.source_model}), strategy `{cfg.acquisition.strategy}` / `{cfg.acquisition.acquisition}`, "
-        f"budget {cfg.acquisition.budget} per round from pools of {cfg.data.pool}, seed {cfg.seed}.",
+        f"Problem `{cfg.problem}`, preset `{cfg.preset}` ({params}), strategy `{cfg.acquisition.strategy}` / "
+        f"`{cfg.acquisition.acquisition}`, budget {cfg.acquisition.budget} per round from pools of "
+        f"{cfg.data.pool}, seed {cfg.seed}.",
         "",
-        "| round | train size | added | solves | test MAE | sources MAE | p99 | max | rel L2 | train s | total s |",
+        f"| round | train size | added | solves | test MAE | {first or 'all'} MAE | p99 | max | rel L2 | train s | "
+        "total s |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rounds:
         m = Metrics.from_dict(r["test"])
         lines.append(
             f"| {r['round']} | {r['train_size']} | {r['added']} | {r['solves']} | {m.mae_all:.4g} | "
-            f"{m.mae['sources']:.4g} | {m.p99:.4g} | {m.per_sample_mae['max']:.4g} | "
+            f"{m.mae[first or 'all']:.4g} | {m.p99:.4g} | {m.per_sample_mae['max']:.4g} | "
             f"{m.rel_l2:.3g} | {r['seconds'][TRAIN.name]:.1f} | {r['seconds']['total']:.1f} |"
         )
     if any("members" in r for r in rounds):  # ray.trainers > 1: the ensemble members, each on its own
@@ -243,7 +255,7 @@ def _write_report(root: Path, cfg, rounds: list[dict], rep: Path) -> Path:
         "",
         "![metrics per round](metrics.png)",
         "",
-        "![per source count](by_sources.png)",
+        f"![per stratum ({stratum})](by_stratum.png)",
         "",
         "## Timeline",
         "",
@@ -266,10 +278,10 @@ def _write_report(root: Path, cfg, rounds: list[dict], rep: Path) -> Path:
         "",
         "![worst](worst.png)",
         "",
-        "| id | sources | sampler | per-sample MAE |",
+        f"| id | {stratum} | sampler | per-sample MAE |",
         "|---|---|---|---|",
     ]
-    lines += [f"| {w['id']} | {w['sources']} | {w['sampler']} | {w['per_sample_mae']:.4g} |" for w in worst]
+    lines += [f"| {w['id']} | {w['stratum']} | {w['sampler']} | {w['per_sample_mae']:.4g} |" for w in worst]
     path = rep / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
