@@ -11,6 +11,7 @@ import torch
 from diffcurate.common.errors import InputError
 from diffcurate.model.checkpoint import load_checkpoint, transform_of
 from diffcurate.model.losses import transform_pair
+from diffcurate.solvers.plugins import task_of
 
 
 class Surrogate(torch.nn.Module):
@@ -64,9 +65,13 @@ def export_model(checkpoint, fmt: str, out) -> Path:
         raise InputError(f"unknown export format {fmt!r} (choose from {', '.join(EXPORTERS)})")
     net, meta = load_checkpoint(checkpoint)
     transform = transform_of(meta)
-    L = int((meta.get("physics") or {}).get("lattice", 64))
+    if meta.get("physics") is not None:  # an example input on the problem's grid
+        h, w = task_of(meta.get("problem") or "diffusion", meta["physics"]).grid
+    else:
+        h = w = 64
+    c_in = int(meta["model_config"].get("in_channels", 1))
     model = Surrogate(net, transform).eval()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    EXPORTERS[fmt](model, torch.zeros(1, 1, L, L), out)
+    EXPORTERS[fmt](model, torch.zeros(1, c_in, h, w), out)  # (1, C_in, H, W)
     return out

@@ -20,6 +20,10 @@ BANDS = {"r1": (0.2, float("inf")), "r2": (0.1, 0.2), "r3": (0.05, 0.1)}
 class Diffusion(Problem):
     name = "diffusion"
     description = "steady diffusion-decay around K disc sources (Toledo-Marin, Glazier and Fox, 2023)"
+    citation = (
+        "J. Q. Toledo-Marin, J. A. Glazier, G. Fox, Analyzing the Performance of Deep Encoder-Decoder Networks as "
+        "Surrogates for a Diffusion Equation, arXiv:2302.03786 (2023)"
+    )
     stratum = "sources"
     default_preset = "small"
     channels = (1, 1)
@@ -53,6 +57,17 @@ class Diffusion(Problem):
             "centers": ArraySpec("int64", ("K", 2), length="counts"),  # (row, col) of each disc
             "values": ArraySpec("float64", ("K",), length="counts"),  # its source value
             "counts": ArraySpec("int64"),  # K, the number of discs
+        }
+
+    def field_docs(self, params: Physics) -> dict[str, str]:
+        L = params.lattice
+        return {
+            "x": f"float32 ({L}, {L}): the sources painted on the lattice (disc pixels = the source value, else 0)",
+            "y": f"float32 ({L}, {L}): the steady state u of D Lap u - gamma u = 0 with u = c on the discs "
+            f"({params.source_model} sources), dimensionless, in [0, 1]",
+            "centers": "int64 (K, 2): disc centres (row, col) in lattice units, rows >= counts are padding",
+            "values": "float64 (K,): the source values c_k in [0, 1]",
+            "counts": "int64: the number of sources",
         }
 
     def to_arrays(self, params: Physics, configs: Configs) -> dict[str, np.ndarray]:

@@ -34,6 +34,7 @@ class ArraySpec:
     dtype: str
     shape: tuple[int | str, ...] = ()
     length: str | None = None
+    doc: str = ""  # what the array holds, for dataset cards
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class Problem(ABC):
 
     name: ClassVar[str]  # the registry key, recorded with every store, run and export
     description: ClassVar[str] = ""
+    citation: ClassVar[str] = ""  # the source to cite for the physics, printed on dataset cards
     stratum: ClassVar[str] = "stratum"  # what a stratum counts, for tables ("sources")
     default_preset: ClassVar[str]  # the preset a new run of the problem takes unless told another
     channels: ClassVar[tuple[int, int]] = (1, 1)  # (C_in of encode, C_out of solve)
@@ -156,6 +158,19 @@ class Problem(ABC):
     def descriptors(self, params, configs) -> dict[str, np.ndarray]:
         """Named (B,) float64 features of each configuration (strategies that pick in feature space, reports)."""
         return {}
+
+    def field_docs(self, params) -> dict[str, str]:
+        """What x, y and each configuration array hold (dataset cards): by default their shapes and the
+        schema's `doc` strings."""
+        (h, w), (c_in, c_out) = self.grid(params), self.channels
+        shape = lambda c: f"({h}, {w})" if c == 1 else f"({c}, {h}, {w})"  # noqa: E731
+        out = {
+            "x": f"float32 {shape(c_in)}: the network's input (`encode`)",
+            "y": f"float32 {shape(c_out)}: the solution",
+        }
+        for key, spec in self.schema(params).items():
+            out[key] = f"{spec.dtype} {tuple(spec.shape)}" + (f": {spec.doc}" if spec.doc else "")
+        return out
 
     def features(self, params, configs) -> np.ndarray:
         """(B, D) float64 features that tell configurations apart, for picks kept diverse (k-means on z-scored

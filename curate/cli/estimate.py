@@ -25,7 +25,7 @@ def eval_table(r: dict) -> Table:
     t = Table(
         "estimator",
         "Spearman",
-        "min / max by sources",
+        "min / max by stratum",
         "AUROC",
         "ms / sample",
         "calibration",
@@ -90,8 +90,13 @@ def predict_cmd(
         float | None, typer.Option("--max-error", help="Solve samples whose estimated MAE is not below E.")
     ] = None,
     estimator: Annotated[
-        str, typer.Option("--estimator", help=f"Error estimator: {', '.join(ESTIMATOR_NAMES)}.")
-    ] = "residual",
+        str | None,
+        typer.Option(
+            "--estimator",
+            help=f"Error estimator: {', '.join(ESTIMATOR_NAMES)} (default: residual where the problem can correct "
+            "its residual, else residual-l1, else ensemble).",
+        ),
+    ] = None,
     device: Device = "auto",
     json_out: Json = False,
 ) -> None:

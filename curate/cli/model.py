@@ -92,30 +92,30 @@ def train_cmd(
     from diffcurate.curate.store.dataset import load_data
     from diffcurate.curate.store.lock import check_writable
     from diffcurate.model.callbacks import ProgressBar
-    from diffcurate.model.checkpoint import preset_of
     from diffcurate.model.nets import default_model_config
     from diffcurate.model.train import default_train_config, train
-    from diffcurate.solvers.problem import PRESETS
 
     check_writable(run_dir)  # before the data is read and trained on, not at the first checkpoint
-    train_set, physics = load_data(data, "train", seed, train_fraction)
+    train_set, physics = load_data(data, "train", seed, train_fraction)  # physics: the data's Task
     val_set, _ = load_data(data, "val", seed, train_fraction)
-    name = preset or preset_of(physics)
+    presets = physics.problem.presets()
+    name = preset or physics.preset()
     if name is None:
         raise InputError(f"{data}: its physics matches no preset; pass --preset for model and training defaults")
-    if name not in PRESETS:
-        raise InputError(f"unknown preset {name!r} (choose from {', '.join(PRESETS)})")
-    if PRESETS[name].physics.lattice != physics.lattice:
-        raise InputError(
-            f"--preset {name} is for L={PRESETS[name].physics.lattice}, but {data} has L={physics.lattice}"
-        )
+    if name not in presets:
+        raise InputError(f"unknown preset {name!r} (choose from {', '.join(presets)})")
+    grid = physics.problem.grid(presets[name].params)
+    if grid != physics.grid:
+        raise InputError(f"--preset {name} is for a {grid} grid (L={grid[0]}), but {data} has L={physics.grid[0]}")
+    scale = presets[name].scale  # the size of network and training the preset pairs with
     sizes = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "patience": patience}  # None: the preset's
     losses = {"loss": loss, "weight": weight, "alt_weight": alt_weight, "transform": transform}
     schedule_opts = {"schedule": schedule, "schedule_period": period, "seed": seed}
-    tc = default_train_config(name, **{k: v for k, v in sizes.items() if v is not None}, **losses, **schedule_opts)
+    tc = default_train_config(scale, **{k: v for k, v in sizes.items() if v is not None}, **losses, **schedule_opts)
     tc.loss_specs()  # validate names before any work
-    model_config = default_model_config(name, model)
+    model_config = default_model_config(scale, model)
     model_config.clamp_sources = clamp_sources
+    model_config.in_channels, model_config.out_channels = physics.problem.channels
     if workers > 1:
         if resume:
             raise InputError("--resume continues one process's epochs; data-parallel training restarts")
@@ -187,15 +187,15 @@ def _train_on_workers(run_dir, model_config, tc, train_set, val_set, physics, n,
         )
 
 
-def metrics_table(d: dict, title: str = "evaluation") -> Table:
-    """The evaluate schema as a table: one row per source count (and one for all), one column per region, so
-    that 20 source counts fit any terminal."""
+def metrics_table(d: dict, title: str = "evaluation", stratum: str = "stratum") -> Table:
+    """The evaluate schema as a table: one row per stratum (and one for all), one column per region, so that
+    20 strata fit any terminal. `stratum`: what the problem's strata count ("sources" for diffusion)."""
     from diffcurate.model.metrics import Metrics
 
     m = Metrics.from_dict(d)
     regions = list(m.mae)
     keys = sorted(next(iter(m.mae_by_sources.values()), {}), key=int)
-    t = Table("sources", *regions, title=f"{title}: n={m.n_samples}, rel L2 {_fmt(m.rel_l2)}")
+    t = Table(stratum, *regions, title=f"{title}: n={m.n_samples}, rel L2 {_fmt(m.rel_l2)}")
     t.add_row("all", *[_fmt(m.mae[r]) for r in regions], end_section=True)
     for k in keys:
         t.add_row(k, *[_fmt(m.mae_by_sources[r][k]) for r in regions])
@@ -238,7 +238,7 @@ def evaluate_cmd(
     metrics, _ = evaluate_model(net, dataset, dev, transform, batch_size)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(metrics, indent=1) + "\n")
-    _console(as_json).print(metrics_table(metrics, f"{checkpoint.name} on {data.name}"))
+    _console(as_json).print(metrics_table(metrics, f"{checkpoint.name} on {data.name}", physics.problem.stratum))
     if as_json:
         typer.echo(json.dumps(metrics))
 

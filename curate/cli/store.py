@@ -94,7 +94,7 @@ def generate_cmd(
 
 
 def info_cmd(store: StoreDir, json_out: Json = False) -> None:
-    """Physics and counts per split / source count / round / sampler, size on disk."""
+    """Problem, physics and counts per split / stratum / round / sampler, size on disk."""
     from diffcurate.curate.store.lmdbstore import Store
 
     with Store(store, readonly=True) as s:
@@ -113,14 +113,14 @@ def info_cmd(store: StoreDir, json_out: Json = False) -> None:
     if json_out:
         print(json.dumps(d))
         return
-    ph = d["physics"]
+    params = " ".join(f"{k}={v}" for k, v in d["physics"].items())
     console.print(
-        f"[bold]{store}[/]  preset {d['preset'] or '-'}  L={ph['lattice']} R={ph['radius']} D={ph['diffusion']:g} "
-        f"gamma={ph['decay']:.4g} {ph['source_model']}  schema {d['schema_version']}  {d['encoding']}  "
-        f"{d['count']} samples  {d['bytes'] / 2**20:.1f} MiB"
+        f"[bold]{store}[/]  problem {d['problem']['name']}  preset {d['preset'] or '-'}  {params}  "
+        f"schema {d['schema_version']}  {d['encoding']}  {d['count']} samples  {d['bytes'] / 2**20:.1f} MiB"
     )
-    for key in ("by_split", "by_sampler", "by_round", "by_sources"):
-        t = Table(key.removeprefix("by_"), "samples", title=key.replace("_", " "))
+    for key in ("by_split", "by_sampler", "by_round", "by_stratum"):
+        name = d["stratum"] if key == "by_stratum" else key.removeprefix("by_")
+        t = Table(name, "samples", title=f"by {name}")
         for k, v in sorted(d[key].items(), key=lambda kv: (len(kv[0]), kv[0])):
             t.add_row(k, str(v))
         console.print(t)

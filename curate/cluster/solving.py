@@ -25,7 +25,7 @@ def configs_for(
     if (input_path is None) == (count is None):
         raise InputError("give either --input CONFIGS or --count N (with --seed), not both and not neither")
     if input_path is not None:
-        return load_configs(input_path).validate(physics)
+        return load_configs(input_path, physics)
     if count < 1:
         raise InputError(f"--count must be >= 1, got {count}")
     return sample_configs(sampler, physics, seed, range(count), sources)[0]

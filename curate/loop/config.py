@@ -314,6 +314,7 @@ RUN_PRESETS: dict[str, dict] = {
 def default_config(preset: str | None = None, arch: str = "edcnn", problem: str = DEFAULT_PROBLEM) -> RunConfig:
     """The run config of one of a problem's presets (None: the problem's default): its parameters and strata,
     with the network, training and run presets of its scale, read as a config file is (`RunConfig.from_dict`)."""
+    from diffcurate.model.estimators.registry import default_estimator
     from diffcurate.model.nets import default_model_config
     from diffcurate.model.train import default_train_config
     from diffcurate.solvers.plugins import get_problem
@@ -324,9 +325,7 @@ def default_config(preset: str | None = None, arch: str = "edcnn", problem: str 
     if preset not in presets:
         raise InputError(f"unknown preset {preset!r} of problem {problem!r} (choose from {', '.join(presets)})")
     chosen = presets[preset]
-    caps = p.capabilities()
-    # the ground-truth-free score the problem can give: its residual's correction, else the residual's norm
-    score = "residual" if "correct" in caps else "residual-l1" if "residual" in caps else "true-error"
+    score = default_estimator(p)  # the ground-truth-free score the problem supports best
     model = default_model_config(chosen.scale, arch)
     model.in_channels, model.out_channels = p.channels
     base = RunConfig(

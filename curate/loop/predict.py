@@ -1,7 +1,7 @@
 """Guarded prediction (`curate predict`): the surrogate answers, an estimator judges each answer, and samples whose
 estimated per-sample MAE is not below `--max-error` go to the solver instead.
 
-Output (docs/formats.md, "`curate predict`"): the config arrays, physics and x, plus `y` (n, L, L) float32 = the
+Output (docs/formats.md, "`curate predict`"): the config arrays, physics and x, plus `y` (n, H, W) float32 = the
 returned fields, `path` (n,) "model" / "solver", `estimate` (n,) calibrated MAE units, `error` (n,) the true
 per-sample MAE of the model's prediction where the sample was solved, NaN otherwise. A sample keeps the model's
 answer iff estimate < E, so `--max-error 0` solves everything; without `--max-error` nothing is solved.
@@ -18,22 +18,21 @@ import numpy as np
 
 from diffcurate.common.errors import InputError
 from diffcurate.curate.loop.estimate import Calibrated, Log, load_estimator, load_models, resolve_source, true_errors
-from diffcurate.curate.store.arrays import format_of, load_arrays, physics_from_arrays, save_arrays
+from diffcurate.curate.store.arrays import configs_of, format_of, load_arrays, save_arrays, task_from_arrays
 from diffcurate.curate.store.lock import check_writable
 from diffcurate.model.estimators import check_available, get_estimator
-from diffcurate.solvers.problem import Configs, paint
-
-DEFAULT_ESTIMATOR = "residual"
+from diffcurate.model.estimators.registry import default_estimator
+from diffcurate.solvers.interface import Batch
 
 
 @dataclass
 class Guarded:
-    y: np.ndarray  # (n, L, L) float32 returned fields
+    y: np.ndarray  # (n, C_out, H, W) float32 returned fields
     path: np.ndarray  # (n,) str "model" / "solver"
     estimate: np.ndarray  # (n,) float64 estimated per-sample MAE
     error: np.ndarray  # (n,) float64 true per-sample MAE of the model's answer where solved, NaN elsewhere
-    x: np.ndarray  # (n, L, L) float32 inputs
-    pred: np.ndarray  # (n, L, L) float32 the model's answers
+    x: np.ndarray  # (n, C_in, H, W) float32 inputs
+    pred: np.ndarray  # (n, C_out, H, W) float32 the model's answers
     seconds: dict
 
     @property
@@ -46,15 +45,14 @@ def check_max_error(max_error: float | None) -> None:
         raise InputError(f"--max-error must be a finite number >= 0, got {max_error}")
 
 
-def guard(est: Calibrated, configs: Configs, max_error: float | None) -> Guarded:
-    """Predict, estimate, and solve what the estimate does not clear (configs already validated)."""
-    from diffcurate.solvers.registry import solve
-
+def guard(est: Calibrated, configs: Batch, max_error: float | None) -> Guarded:
+    """Predict, estimate, and solve (with the problem's solver) what the estimate does not clear (configs already
+    validated)."""
     check_max_error(max_error)
-    ph = est.models.physics
+    task = est.models.task
     t = {"predict": time.perf_counter()}
-    x = paint(ph, configs)  # (n, L, L) float32
-    pred = est.models.predict(x)  # (n, L, L) float32
+    x = task.encode(configs)  # (n, C_in, H, W) float32
+    pred = est.models.predict(x)  # (n, C_out, H, W) float32
     t["estimate"] = time.perf_counter()
     estimate = est(configs, x, pred)
     t["solve"] = time.perf_counter()
@@ -62,9 +60,9 @@ def guard(est: Calibrated, configs: Configs, max_error: float | None) -> Guarded
     y, error = pred.copy(), np.full(len(configs), np.nan)
     idx = np.nonzero(solve_it)[0]
     if len(idx):
-        u = solve(ph, configs[idx], "fast", dtype="float64", batch_size=64)  # (m, L, L) float64
+        u = task.problem.solve(task.params, configs[idx])  # (m, C_out, H, W) float32
         error[idx] = true_errors(pred[idx], u)
-        y[idx] = u.astype(np.float32)
+        y[idx] = u
     t["end"] = time.perf_counter()
     seconds = {k: t[n] - t[k] for k, n in (("predict", "estimate"), ("estimate", "solve"), ("solve", "end"))}
     path = np.where(solve_it, "solver", "model")
@@ -76,7 +74,7 @@ def predict_file(
     input_path,
     out,
     max_error: float | None = None,
-    estimator: str = DEFAULT_ESTIMATOR,
+    estimator: str | None = None,  # None: the problem's best (`default_estimator`)
     device: str = "cpu",
     log: Log = lambda s: None,
 ) -> dict:
@@ -87,26 +85,29 @@ def predict_file(
         raise InputError(f"{out}: directory {out.parent} does not exist")
     check_writable(out.parent)
     check_max_error(max_error)
-    get_estimator(estimator)
+    if estimator is not None:
+        get_estimator(estimator)
     source = resolve_source(checkpoint)
     d = load_arrays(input_path)
-    configs = Configs(d["centers"], d["values"], d["counts"])
     models = load_models(source, device)
-    ph = models.physics
-    if "lattice" in d:
-        theirs = physics_from_arrays(d)
-        if theirs != ph:
+    ph = models.task
+    if any(k in d for k in ph.params_dict()):
+        theirs = task_from_arrays(d, str(input_path))
+        if (theirs.name, theirs.fingerprint()) != (ph.name, ph.fingerprint()):
             raise InputError(
                 f"{input_path}: its physics ({theirs.fingerprint()}) differ from the checkpoint's ({ph.fingerprint()})"
             )
-    configs.validate(ph)
+    configs = configs_of(ph, d, str(input_path))
+    estimator = estimator or default_estimator(ph.problem)
     if source.run_dir is None:
         check_available(estimator, models)  # a bare checkpoint cannot train what is missing
     est = load_estimator(checkpoint, estimator, device, log, models=models, source=source)
     if est.calibration.method == "uncalibrated":
         log(f"note: {estimator} is uncalibrated for a checkpoint outside a run directory (raw estimates)")
     g = guard(est, configs, max_error)
-    save_arrays(out, ph, configs, x=g.x, y=g.y, extra={"path": g.path, "estimate": g.estimate, "error": g.error})
+    one = lambda a: a[:, 0] if a.shape[1] == 1 else a  # noqa: E731  (n, H, W) for one channel
+    extra = {"path": g.path, "estimate": g.estimate, "error": g.error}
+    save_arrays(out, ph, configs, x=one(g.x), y=one(g.y), extra=extra)
     model_err = g.error[g.solved]
     return {
         "out": str(out),

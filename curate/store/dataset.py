@@ -190,7 +190,7 @@ def file_rows(d: dict, split: str, seed: int, train_fraction: float, where: str)
     never reach training; test (or all) takes exactly those rows. A file without one is split by seed."""
     from diffcurate.model.data import split_indices
 
-    n = len(d["counts"])
+    n = len(d["y"])  # a file with targets (load_data reads no other)
     if "split" not in d:  # unmarked (e.g. `curate solve` output): test means every row
         return np.arange(n) if split == "test" else split_indices(n, split, seed, train_fraction)
     marks = np.asarray(d["split"]).astype(str)

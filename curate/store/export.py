@@ -1,10 +1,11 @@
 """Export a store to the config-array layout of docs/formats.md with a dataset card, and import such files into a store.
 
-An export writes the config arrays, x float32, y float32, the physics scalars and `ids`, plus per-sample
-provenance arrays `split`, `sampler` (str), `round` (int64) and `score` (float64, NaN = none) so that an import
-restores them. Rows are ordered by id, so exporting equal stores gives byte-identical arrays. Next to the file:
-`<out>.card.json` and `<out>.card.md` (physics, counts, samplers, rounds, acquisition provenance, sha256 of each
-array, the command). Everything is held in memory: (n, L, L) x and y cost 8 L^2 bytes per sample.
+An export writes the problem's configuration arrays, x float32 (the problem's `encode`), y float32, the problem
+and its parameters and `ids`, plus per-sample provenance arrays `split`, `sampler` (str), `round` (int64) and
+`score` (float64, NaN = none) so that an import restores them. Rows are ordered by id, so exporting equal stores
+gives byte-identical arrays. Next to the file: `<out>.card.json` and `<out>.card.md` (problem, physics, strata,
+samplers, rounds, acquisition provenance, sha256 of each array, the command). Everything is held in memory: x
+and y cost 4 (C_in + C_out) H W bytes per sample.
 """
 
 from __future__ import annotations
@@ -26,8 +27,7 @@ from diffcurate.curate.store.arrays import format_of, load_arrays, save_arrays, 
 from diffcurate.curate.store.env import is_store
 from diffcurate.curate.store.lmdbstore import Store
 from diffcurate.curate.store.lock import check_writable
-from diffcurate.curate.store.records import problem_of
-from diffcurate.solvers.problem import paint
+from diffcurate.solvers.interface import Task
 
 
 def card_paths(out: str | os.PathLike) -> tuple[Path, Path]:
@@ -39,18 +39,11 @@ def _sha256(a: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
 
 
-CITATION = (
-    "J. Q. Toledo-Marin, J. A. Glazier, G. Fox, Analyzing the Performance of Deep Encoder-Decoder Networks as "
-    "Surrogates for a Diffusion Equation, arXiv:2302.03786 (2023)"
-)
-CARD_FACTS = {
-    "license": "MIT",
-    "citation": CITATION,
-}
+LICENSE = "MIT"
 SPLITS_MADE = (
     "train: the run's seeded random initial set plus each round's picks (round > 0, with the strategy, cluster and "
     "score that chose them); val: a seeded random set of the run's sampler, for early stopping; test: a fixed "
-    "grid of per-source-count cells per sampler family (data.test_seed), the same for every run of one config; a "
+    "grid of per-stratum cells per sampler family (data.test_seed), the same for every run of one config; a "
     "sample's id is a hash of physics and configuration, so no sample is in two splits"
 )
 
@@ -64,15 +57,11 @@ def _version() -> str:
         return "(source tree)"
 
 
-def field_descriptions(physics) -> dict:
-    L = physics.lattice
+def field_descriptions(task: Task) -> dict:
+    """What each array of an export holds: the problem's own words for x, y and its configuration arrays
+    (`Problem.field_docs`), then the provenance arrays."""
     return {
-        "x": f"float32 ({L}, {L}): the sources painted on the lattice (disc pixels = the source value, else 0)",
-        "y": f"float32 ({L}, {L}): the steady state u of D Lap u - gamma u = 0 with u = c on the discs "
-        f"({physics.source_model} sources), dimensionless, in [0, 1]",
-        "centers": "int64 (K, 2): disc centres (row, col) in lattice units, rows >= n_sources are padding",
-        "values": "float64 (K,): the source values c_k in [0, 1]",
-        "counts": "int64: the number of sources",
+        **task.problem.field_docs(task.params),
         "split": "train, val or test",
         "sampler": "the sampler family, or `mutant` for a mined configuration",
         "round": "0 for the initial sets, k for samples picked in round k",
@@ -80,37 +69,47 @@ def field_descriptions(physics) -> dict:
     }
 
 
-def write_parquet(out: Path, physics, configs, x, y, ids, extra: dict) -> None:
-    """One row per sample: id, x and y as (L, L) nested lists of float32, the configuration (centers as a list
-    of [row, col], values, n_sources), split, sampler, round, score; the physics in the schema metadata.
-    Loads with `datasets.Dataset.from_parquet` and `pandas.read_parquet`."""
+def _nested(a: np.ndarray):
+    """(n, *dims) float32 -> nested Arrow lists (one level per axis after the first)."""
+    import pyarrow as pa
+
+    out = pa.array(np.ascontiguousarray(a, np.float32).reshape(-1), pa.float32())
+    for size in reversed(a.shape[1:]):
+        out = pa.ListArray.from_arrays(np.arange(0, len(out) + 1, size, dtype=np.int32), out)
+    return out
+
+
+def write_parquet(out: Path, task: Task, configs, x, y, ids, extra: dict) -> None:
+    """One row per sample: id, x and y as nested lists of float32 ((H, W), or (C, H, W) for several channels),
+    the problem's configuration arrays (a ragged one cut to its length), the stratum, split, sampler, round,
+    score; the problem and its parameters in the schema metadata. Loads with `datasets.Dataset.from_parquet`
+    and `pandas.read_parquet`."""
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
         raise InputError("--format parquet needs pyarrow: pip install 'diffcurate[parquet]'") from None
-    L = physics.lattice
-
-    def grid(a: np.ndarray):  # (n, L, L) float32 -> list<list<float32>>
-        rows = pa.ListArray.from_arrays(
-            np.arange(0, a.size + 1, L, dtype=np.int32), pa.array(a.reshape(-1), pa.float32())
-        )
-        return pa.ListArray.from_arrays(np.arange(0, len(rows) + 1, L, dtype=np.int32), rows)
-
-    k = configs.counts.astype(np.int64)
+    schema = task.problem.schema(task.params)
+    arrays = task.to_arrays(configs)
+    columns = {}
+    for key, spec in schema.items():
+        rows = arrays[key]
+        if spec.length:
+            rows = [rows[s, : int(arrays[spec.length][s])].tolist() for s in range(len(rows))]
+        columns[key] = pa.array(rows.tolist() if isinstance(rows, np.ndarray) else rows)
     table = pa.table(
         {
             "id": pa.array(ids.tolist(), pa.string()),
-            "x": grid(np.asarray(x, np.float32)),
-            "y": grid(np.asarray(y, np.float32)),
-            "n_sources": pa.array(k),
-            "centers": pa.array(
-                [configs.centers[s, : k[s]].tolist() for s in range(len(k))], pa.list_(pa.list_(pa.int64()))
-            ),
-            "values": pa.array([configs.values[s, : k[s]].tolist() for s in range(len(k))], pa.list_(pa.float64())),
+            "x": _nested(x),
+            "y": _nested(y),
+            **columns,
+            "stratum": pa.array(task.strata(configs).astype(np.int64)),
             **{name: pa.array(v.tolist()) for name, v in extra.items()},
         },
-        metadata={b"diffcurate.physics": json.dumps(physics.to_dict()).encode()},
+        metadata={
+            b"diffcurate.problem": task.name.encode(),
+            b"diffcurate.physics": json.dumps(task.params_dict()).encode(),
+        },
     )
     with atomic_path(out) as tmp:
         pq.write_table(table, tmp)
@@ -149,20 +148,21 @@ def export_store(
             raise InputError(f"nothing to export from {store_path} (split={split}, max_round={max_round})")
         skipped = list(st.damaged)  # damaged index entries: not exported
         df = df.sort_values("id").reset_index(drop=True)
-        configs, y, headers = st.get(df["id"].tolist(), skip_damaged=True)  # y (n, L, L) float32
+        configs, y, headers = st.get(df["id"].tolist(), skip_damaged=True)  # y (n, H, W) float32
         skipped += st.damaged
         if st.damaged:  # records that failed their checksum: their rows go too
             good = {h["id"] for h in headers}
             df = df[df["id"].isin(good)].reset_index(drop=True)
-        physics, meta = st.physics, dict(st.meta)
-    x = paint(physics, configs)  # (n, L, L) float32
+        task, meta, record = Task(st.problem, st.physics), dict(st.meta), st.problem_record
+    x = task.encode(configs)  # (n, C_in, H, W) float32
+    x = x[:, 0] if x.shape[1] == 1 else x  # one channel: (n, H, W)
     extra = {
         "split": np.array(df["split"].tolist(), dtype=str),
         "sampler": np.array(df["sampler"].tolist(), dtype=str),
         "round": df["round"].to_numpy(np.int64),
         "score": df["score"].to_numpy(np.float64),
     }
-    arrays = {"centers": configs.centers, "values": configs.values, "counts": configs.counts, "x": x, "y": y, **extra}
+    arrays = {**task.to_arrays(configs), "x": x, "y": y, **extra}
     strategies = [h["provenance"].get("strategy") for h in headers]
     by_round = {}
     for r, g in df.groupby("round"):
@@ -178,23 +178,26 @@ def export_store(
         "format": f,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": command,
-        "physics": physics.to_dict(),
-        "problem": problem_of(meta),
+        "physics": task.params_dict(),
+        "problem": record,
+        "description": task.problem.description,
+        "stratum": task.problem.stratum,
         "preset": meta.get("preset", ""),
         "store_schema_version": meta["schema_version"],
         "store_encoding": meta["encoding"],
         "selection": {"split": split, "max_round": max_round},
         "n_samples": len(df),
         "by_split": {str(k): int(v) for k, v in df["split"].value_counts().sort_index().items()},
-        "by_sources": {str(k): int(v) for k, v in df["n_sources"].value_counts().sort_index().items()},
+        "by_stratum": {str(k): int(v) for k, v in df["stratum"].value_counts().sort_index().items()},
         "by_sampler": {str(k): int(v) for k, v in df["sampler"].value_counts().sort_index().items()},
         "rounds": by_round,
         "store_history": meta.get("history", []),  # the generate / import commands that filled the store
         "skipped_damaged": len(skipped),  # damaged records or index entries left out (see `curate verify`)
         "sha256": {k: _sha256(a) for k, a in arrays.items()},
-        **CARD_FACTS,
+        "license": LICENSE,
+        "citation": task.problem.citation,
         "generator": f"diffcurate {_version()}",
-        "fields": field_descriptions(physics),
+        "fields": field_descriptions(task),
         "splits_made": SPLITS_MADE,
     }
     jpath, mpath = card_paths(out)
@@ -202,9 +205,9 @@ def export_store(
         atomic_text(jpath, json.dumps(card, indent=2) + "\n")
         atomic_text(mpath, card_markdown(card))
         if f == "parquet":
-            write_parquet(out, physics, configs, x, y, df["id"].to_numpy(str), extra)
+            write_parquet(out, task, configs, x, y, df["id"].to_numpy(str), extra)
         else:
-            save_arrays(out, physics, configs, x=x, y=y, ids=df["id"].to_numpy(str), extra=extra, fmt=f)
+            save_arrays(out, task, configs, x=x, y=y, ids=df["id"].to_numpy(str), extra=extra, fmt=f)
     except OSError:  # a full disk: no cards without their file (a kill leaves them, and the next export replaces them)
         for p in (jpath, mpath):
             p.unlink(missing_ok=True)
@@ -221,21 +224,22 @@ def remove_stale_temps(out: Path) -> None:
 
 
 def card_markdown(card: dict) -> str:
-    ph = card["physics"]
+    ph, pr = card["physics"], card["problem"]
+    stratum = card.get("stratum", "stratum")
     lines = [
         f"# Dataset card: {card['file']}",
         "",
         f"{card['n_samples']} samples ({card['format']}), exported {card['created']} by `{card['command']}`.",
         "",
-        "## Physics",
-        f"L={ph['lattice']}, R={ph['radius']}, D={ph['diffusion']}, gamma={ph['decay']}, "
-        f"source model `{ph['source_model']}`, preset `{card['preset'] or '-'}`. "
+        "## Problem and physics",
+        f"Problem `{pr['name']}` ({pr.get('package', '?')} {pr.get('version', '?')}): {card.get('description', '')}.",
+        ", ".join(f"{k}={v}" for k, v in ph.items()) + f"; preset `{card['preset'] or '-'}`. "
         f"Targets stored as {card['store_encoding']}, exported as float32.",
         "",
-        "## Counts",
-        "| source count | samples |",
+        f"## Samples per stratum ({stratum})",
+        f"| {stratum} | samples |",
         "|---|---|",
-        *[f"| {k} | {v} |" for k, v in card["by_sources"].items()],
+        *[f"| {k} | {v} |" for k, v in card["by_stratum"].items()],
         "",
         "Splits: " + ", ".join(f"{k} {v}" for k, v in card["by_split"].items()),
         "Samplers: " + ", ".join(f"{k} {v}" for k, v in card["by_sampler"].items()),
@@ -261,7 +265,7 @@ def card_markdown(card: dict) -> str:
             f"{h.get('count', '-')} | {h.get('added', '-')} |"
             for h in card["store_history"]
         ]
-        lines += ["", "(rounds of `curate run` are recorded per sample: round, strategy, score, source model)"]
+        lines += ["", "(rounds of `curate run` are recorded per sample: round, strategy, score)"]
     if "fields" in card:
         lines += ["", "## Fields", *[f"- `{k}`: {v}" for k, v in card["fields"].items()]]
         lines += ["", "## How the splits were made", card["splits_made"]]
@@ -269,7 +273,7 @@ def card_markdown(card: dict) -> str:
             "",
             "## Licence and citation",
             f"Licence: {card['license']}. Made with {card['generator']}.",
-            f"Cite the problem's source: {card['citation']}.",
+            *([f"Cite the problem's source: {card['citation']}."] if card.get("citation") else []),
         ]
     lines += ["", "## sha256 of the arrays (C-order bytes)", *[f"- `{k}`: {v}" for k, v in card["sha256"].items()]]
     return "\n".join(lines) + "\n"
@@ -291,10 +295,11 @@ def import_arrays(
     The file's `sampler`/`round`/`score` arrays, where present, override `sampler`/`round`. A missing store is
     created with the file's physics when `create`; a store with other physics refuses the file."""
     d = load_arrays(path)
-    physics, configs, y = validated_samples(d, str(path))  # every row, before anything is written
+    task, configs, y = validated_samples(d, str(path))  # every row, before anything is written
     n = len(configs)
     if "ids" in d:
-        bad = [s for s in range(n) if configs.sample_id(s, physics) != str(d["ids"][s])]
+        ids = task.sample_ids(configs)
+        bad = [s for s in range(n) if ids[s] != str(d["ids"][s])]
         if bad:
             raise InputError(f"{path}: row {bad[0]} has id {d['ids'][bad[0]]} that does not match its configuration")
     splits = np.array([split] * n) if split is not None else d.get("split")
@@ -315,12 +320,16 @@ def import_arrays(
     check_writable(store_path)
     new_store = create and not is_store(store_path)
     if new_store:
-        st = Store.create(store_path, physics, command=command)
+        st = Store.create(store_path, task.params, command=command, problem=task.name)
     else:
         st = Store(store_path)
     try:
         with st:
-            st.check_physics(physics, what=f"the samples of {path}")
+            if st.problem.name != task.name:
+                raise InputError(
+                    f"{path} holds samples of problem {task.name!r}; {store_path} is of {st.problem.name!r}"
+                )
+            st.check_physics(task.params, what=f"the samples of {path}")
             items = []
             # group rows by (split, round): `records` takes one of each per call; one transaction for all
             for sp, rd in sorted({(str(a), int(b)) for a, b in zip(splits, rounds, strict=True)}):

@@ -68,13 +68,24 @@ def get_estimator(name: str) -> Estimator:
 
 
 def check_available(name: str, models: Models) -> Estimator:
-    """The estimator, or InputError naming what it needs and the models lack."""
+    """The estimator, or InputError naming what it needs and the models (or their problem) lack."""
     est = get_estimator(name)
     for need in est.needs:
         ok, what = REQUIREMENTS[need]
         if not ok(models):
-            raise InputError(f"estimator {name!r} needs {what}")
+            of = f", which problem {models.task.name!r} does not offer" if need in PROBLEM_NEEDS else ""
+            raise InputError(f"estimator {name!r} needs {what}{of}")
     return est
+
+
+PROBLEM_NEEDS = ("residual", "correct")  # requirements that the problem meets, not the run directory
+
+
+def default_estimator(problem) -> str:
+    """The ground-truth-free estimate a problem supports best: the error from its residual's correction, else
+    the residual's norm, else the spread of an ensemble (which any problem has)."""
+    caps = problem.capabilities()
+    return "residual" if "correct" in caps else "residual-l1" if "residual" in caps else "ensemble"
 
 
 def raw_estimate(name: str, models: Models, configs: Batch, x: np.ndarray, pred: np.ndarray) -> Estimate:
