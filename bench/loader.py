@@ -1,14 +1,15 @@
 """The trainer's streamed data path: how many samples/s reach the training step, item by item against whole
-batches with x painted on the device, for several loader worker counts, in one run (docs/benchmarks.md, "Data
+batches with x encoded where it is used, for several loader worker counts, in one run (docs/benchmarks.md, "Data
 path").
 
     .venv/bin/python bench/loader.py                       # paper preset (L = 512), 256 samples, batch 32
     .venv/bin/python bench/loader.py --preset small --samples 2048 --workers 0 1 2 4
 
-`items`: a DataLoader over the store's samples, each worker reading, decoding and painting one sample at a time
-(x, y, mask, count, then collated), as a Dataset without `read_batch` is streamed. `batches`: `model.data.Batches`,
-each worker reading a whole batch in one LMDB transaction and shipping y and the configurations; x is painted
-where it is used (`solvers.problem.paint_tensor`, here on --device). Each row is the median of --repeats warm
+`items`: a DataLoader over the store's samples, each worker reading, decoding and encoding one sample at a time
+(x, y, regions, stratum, then collated), as a Dataset without `read_batch` is streamed. `batches`:
+`model.data.Batches`, each worker reading a whole batch in one LMDB transaction and shipping y and the
+configurations' arrays; x is encoded where it is used (`model.data.batch_to_device`: the problem's `encode`, then
+moved to --device). Each row is the median of --repeats warm
 epochs (the store's pages cached) of iterating the loader to (x, y) on the device, with no training step. The read
 floor, measured in the same run, reads every sample's stored bytes in one LMDB transaction without decoding.
 """
@@ -45,7 +46,7 @@ def make_store(path: Path, preset: str, n: int):
 def epoch_items(ds, order, batch: int, workers: int, device) -> int:
     loader = DataLoader(ds, batch_size=batch, sampler=order, num_workers=workers)
     seen = 0
-    for x, y, _mask, _count in loader:
+    for x, y, _regions, _stratum in loader:
         x, y = x.to(device), y.to(device)  # (B, 1, L, L) float32 each
         seen += len(x)
     return seen
@@ -59,7 +60,7 @@ def epoch_batches(ds, order, batch: int, workers: int, device) -> int:
     )
     seen = 0
     for b in loader:
-        x, y = batch_to_device(ds.physics, b, device)  # (B, 1, L, L) float32 each
+        x, y = batch_to_device(ds.task, b, device)  # (B, 1, L, L) float32 each
         seen += len(x)
     return seen
 

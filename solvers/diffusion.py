@@ -17,6 +17,15 @@ DEFAULT_SOURCES = (1, 20)  # the seed paper's range of source counts
 BANDS = {"r1": (0.2, float("inf")), "r2": (0.1, 0.2), "r3": (0.05, 0.1)}
 
 
+def paper_regions(mask: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+    """The seed paper's regions of fields y (B, H, W) with disc pixels `mask` (B, H, W) bool: sources, field,
+    and the field's bands r1..r3 of y (compared in double precision)."""
+    y0 = np.asarray(y, np.float64)
+    out = {"sources": mask, "field": ~mask}
+    out.update({r: ~mask & (y0 >= lo) & (y0 < hi) for r, (lo, hi) in BANDS.items()})
+    return out
+
+
 class Diffusion(Problem):
     name = "diffusion"
     description = "steady diffusion-decay around K disc sources (Toledo-Marin, Glazier and Fox, 2023)"
@@ -113,11 +122,7 @@ class Diffusion(Problem):
 
     def regions(self, params: Physics, configs: Configs, y: np.ndarray) -> dict[str, np.ndarray]:
         """sources: the disc pixels; field: every other pixel; r1..r3: field pixels in bands of y."""
-        mask = disc_mask(params, configs)  # (B, L, L) bool
-        y0 = np.asarray(y[:, 0], np.float64)  # (B, L, L): bands compared in double precision
-        out = {"sources": mask, "field": ~mask}
-        out.update({r: ~mask & (y0 >= lo) & (y0 < hi) for r, (lo, hi) in BANDS.items()})
-        return out
+        return paper_regions(disc_mask(params, configs), y[:, 0])
 
     def strata(self, params: Physics, configs: Configs) -> np.ndarray:
         return configs.counts.astype(np.int64)

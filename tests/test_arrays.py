@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from diffcurate.common.errors import InputError
-from diffcurate.curate.store.arrays import load_arrays, load_configs, physics_from_arrays, save_arrays
+from diffcurate.curate.store.arrays import load_arrays, load_configs, save_arrays, task_from_arrays
 from diffcurate.solvers.problem import Configs, Physics, paint
 
 TINY = Physics(32, 2, 1.0, 1 / 16, "production")
@@ -27,7 +27,7 @@ def test_round_trip(tmp_path, ext):
     ids = [c.sample_id(s, TINY) for s in range(6)]
     p = save_arrays(tmp_path / f"a.{ext}", TINY, c, x=x, y=y, ids=ids, extra={"path": np.array(["model"] * 6)})
     d = load_arrays(p)
-    assert physics_from_arrays(d) == TINY
+    assert task_from_arrays(d).params == TINY and str(d["problem"]) == "diffusion"
     assert d["source_model"].shape == () and str(d["source_model"]) == "production"
     assert d["ids"].dtype.kind == "U" and d["ids"].tolist() == ids and d["path"].tolist() == ["model"] * 6
     assert d["x"].dtype == np.float32 and d["y"].dtype == np.float64
@@ -58,7 +58,7 @@ def test_bad_inputs(tmp_path):
         save_arrays(tmp_path / "a.csv", TINY, c)
     with pytest.raises(InputError, match="x must have shape"):
         save_arrays(tmp_path / "a.npz", TINY, c, x=np.zeros((5, 32, 32)))
-    with pytest.raises(InputError, match="lattice"):
+    with pytest.raises(InputError, match="grid is .32, 32."):
         save_arrays(tmp_path / "a.npz", TINY, c, y=np.zeros((6, 16, 16)))
     with pytest.raises(InputError, match="ids"):
         save_arrays(tmp_path / "a.npz", TINY, c, ids=["a"])
@@ -73,7 +73,7 @@ def test_bad_inputs(tmp_path):
         load_arrays(tmp_path / "shape.npz")
     np.savez(tmp_path / "nophys.npz", centers=c.centers, values=c.values, counts=c.counts)
     with pytest.raises(InputError, match="no physics"):
-        physics_from_arrays(load_arrays(tmp_path / "nophys.npz"))
+        task_from_arrays(load_arrays(tmp_path / "nophys.npz"))
     (tmp_path / "junk.h5").write_bytes(b"not hdf5")
     with pytest.raises(InputError, match="not an HDF5 file"):
         load_arrays(tmp_path / "junk.h5")

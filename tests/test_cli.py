@@ -147,7 +147,7 @@ def test_store_commands(cli, ray_cluster, tmp_path):
         "schema_version",
         "count",
         "by_split",
-        "by_sources",
+        "by_stratum",
         "by_round",
         "by_sampler",
         "bytes",

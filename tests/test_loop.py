@@ -381,7 +381,7 @@ def test_count_prior_scores_round_one_then_keeps_its_allocation(al_run, tmp_path
     with Store(RunPaths(root).store, readonly=True) as st:
         idx = st.index()
     for k in (1, 2):
-        picked = idx[idx["round"] == k]["n_sources"].value_counts().to_dict()
+        picked = idx[idx["round"] == k]["stratum"].value_counts().to_dict()
         top = max(sel[0]["allocation"], key=sel[0]["allocation"].get)
         assert picked.get(int(top), 0) == max(picked.values())  # the largest share gets the most picks
 

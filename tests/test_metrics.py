@@ -8,6 +8,7 @@ import torch
 
 from diffcurate.model.data import ArrayDataset
 from diffcurate.model.metrics import MetricAccumulator, evaluate_model, per_sample_mae
+from diffcurate.solvers.diffusion import paper_regions
 
 
 def t(a, dtype=torch.float32):
@@ -23,9 +24,16 @@ MASK = t([[1, 0, 0, 0], [1, 0, 0, 1]], torch.bool)
 COUNTS = torch.tensor([1, 2])
 
 
+def regions(y: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, tuple[str, ...]]:
+    """The diffusion problem's regions of (B, 1, H, W) targets and disc masks: (B, R, H, W) bool and their names."""
+    r = paper_regions(mask[:, 0].numpy(), y[:, 0].numpy())
+    return torch.from_numpy(np.stack(list(r.values()), 1)), tuple(r)
+
+
 def test_regions_and_pooling_by_hand():
-    acc = MetricAccumulator()
-    acc.update(PRED, Y, MASK, COUNTS)
+    reg, names = regions(Y, MASK)
+    acc = MetricAccumulator(names)
+    acc.update(PRED, Y, reg, COUNTS)
     m = acc.result()
     assert m["n_samples"] == 2
     mae = m["mae"]
@@ -59,11 +67,12 @@ def test_pooling_over_unequal_batches_equals_whole_set():
     pred = y + scale * torch.tensor(rng.normal(0, 1, (7, 1, 5, 5)), dtype=torch.float32)
     mask = torch.tensor(rng.random((7, 1, 5, 5)) < 0.2)
     counts = torch.tensor([1, 3, 3, 2, 1, 5, 2])
-    whole = MetricAccumulator()
-    whole.update(pred, y, mask, counts)
-    parts = MetricAccumulator()
-    parts.update(pred[:2], y[:2], mask[:2], counts[:2])
-    parts.update(pred[2:], y[2:], mask[2:], counts[2:])
+    reg, names = regions(y, mask)
+    whole = MetricAccumulator(names)
+    whole.update(pred, y, reg, counts)
+    parts = MetricAccumulator(names)
+    parts.update(pred[:2], y[:2], reg[:2], counts[:2])
+    parts.update(pred[2:], y[2:], reg[2:], counts[2:])
     a, b = whole.result(), parts.result()
     for region in a["mae"]:
         assert b["mae"][region] == pytest.approx(a["mae"][region], rel=1e-12)
@@ -90,9 +99,9 @@ class Noisy(torch.nn.Module):
 
 
 def test_evaluate_model_uses_eval_mode_and_inverse_transform():
-    x = t([[0.1, 0.2, 0.3, 0.4], [0.5, 0.5, 0.5, 0.5]]).squeeze(1)
+    x = t([[0.1, 0.2, 0.3, 0.4], [0.5, 0.5, 0.5, 0.5]])
     y = (2 * x) ** 2  # Scale predicts sqrt(y) exactly
-    ds = ArrayDataset(x, y, np.zeros((2, 2, 2), bool), [1, 1])
+    ds = ArrayDataset(x, y, np.zeros((2, 1, 2, 2), bool), [1, 1], ("sources",))
     m, per = evaluate_model(Scale(), ds, transform="sqrt", batch_size=1)
     assert m["mae"]["all"] == pytest.approx(0.0, abs=1e-7) and per.shape == (2,)
     m_none, _ = evaluate_model(Scale(), ds, transform="none")
@@ -104,4 +113,4 @@ def test_evaluate_model_uses_eval_mode_and_inverse_transform():
     b = evaluate_model(net, ds)[1]
     assert np.array_equal(a, b)
     assert not net.training
-    assert a == pytest.approx(per_sample_mae(x.unsqueeze(1), y.unsqueeze(1)).numpy())  # dropout was off
+    assert a == pytest.approx(per_sample_mae(x, y).numpy())  # dropout was off

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from diffcurate.common.errors import InputError
-from diffcurate.solvers.plugins import Guarded, find_problems, get_problem
+from diffcurate.solvers.plugins import _LOADED, Guarded, find_problems, get_problem
 from diffcurate.solvers.problem import PRESETS, disc_mask, paint
 from diffcurate.solvers.registry import solve
 from diffcurate.solvers.sampling import sample_configs
@@ -116,9 +116,10 @@ BROKEN = {  # a plugin package whose problem does not load
 }
 
 
-def test_a_plugin_installed_without_an_index_is_listed(tmp_path):
+def test_a_plugin_installed_without_an_index_is_listed_and_curated(tmp_path, cli, ray_cluster):
     """pip installs the example package, and one whose problem does not load, offline; `curate problems` finds
-    both by their entry points (the broken one listed with why, the others unharmed), then both are removed."""
+    both by their entry points (the broken one listed with why, the others unharmed); the heat problem then goes
+    through every command a user's problem needs (`curate_heat_end_to_end`); then both are removed."""
     src, broken = tmp_path / "heat", tmp_path / "broken"
     shutil.copytree(HEAT, src)
     broken.mkdir()
@@ -145,9 +146,64 @@ def test_a_plugin_installed_without_an_index_is_listed(tmp_path):
         assert heat["held_out"] == ["edge"] and heat["families"] == ["scattered", "clustered"]
         assert heat["stratum"] == "sinks" and heat["channels"] == {"in": 2, "out": 1}
         assert heat["capabilities"] == ["mutate", "residual", "reference_solve"] and heat["default_preset"] == "tiny"
+        curate_heat_end_to_end(tmp_path, cli, ray_cluster)
     finally:
         subprocess.run([*pip, "uninstall", "-y", "diffcurate-heat", "diffcurate-broken"], check=True)
+        _LOADED.pop("heat", None)
     assert "heat" not in find_problems() and "broken" not in find_problems()
+
+
+def curate_heat_end_to_end(tmp_path: Path, cli, address: str) -> None:
+    """init, one round, status, report, export, import, train, evaluate and predict on the installed heat problem:
+    not a line of diffcurate names it."""
+    run = tmp_path / "run"
+    code, out, err = cli("init", run, "--problem", "heat", "--seed", "3")
+    assert code == 0, err
+    assert 'problem = "heat"' in (run / "config.toml").read_text() and "size = 16" in (run / "config.toml").read_text()
+    code, out, err = cli("run", run, "--rounds", "1", "--no-dashboard", "--address", address)
+    assert code == 0, err
+    code, out, err = cli("status", run, "--json")
+    st = json.loads(out)
+    assert code == 0 and st["problem"] == "heat" and st["stratum"] == "sinks" and st["rounds_completed"] == 2
+    test = st["rounds"][-1]["test"]
+    assert set(test["mae"]) == {"all", "sinks", "plate"} and set(test["mae_by_sources"]["all"]) <= {"1", "2", "3", "4"}
+    assert st["rounds"][1]["added"] == 20 and st["acquisition"] == "residual-l1"  # heat has no `correct`
+    code, out, err = cli("report", run)
+    assert code == 0 and "Problem `heat`" in (run / "report" / "report.md").read_text(), err
+    code, out, err = cli("export", "--store", run / "store", "--out", tmp_path / "all.npz")
+    assert code == 0, err
+    card = json.loads((tmp_path / "all.npz.card.json").read_text())
+    assert card["problem"]["name"] == "heat" and card["problem"]["package"] == "diffcurate-heat"
+    assert card["physics"] == {"size": 16, "radius": 1} and card["stratum"] == "sinks"
+    with np.load(tmp_path / "all.npz") as z:
+        n = len(z["ids"])
+        assert str(z["problem"]) == "heat" and z["x"].shape == (n, 2, 16, 16) and z["y"].shape == (n, 16, 16)
+        assert z["heating"].shape == (n,) and z["centers"].shape[0] == n and int(z["size"]) == 16
+    code, out, err = cli("import", "--store", tmp_path / "copy", "--input", tmp_path / "all.npz")
+    assert code == 0, err
+    code, out, err = cli("info", "--store", tmp_path / "copy", "--json")
+    assert code == 0 and json.loads(out)["count"] == n and json.loads(out)["problem"]["name"] == "heat"
+    code, out, err = cli("train", tmp_path / "t", "--data", tmp_path / "all.npz", "--epochs", "1", "--no-progress")
+    assert code == 0, err
+    ckpt = run / "checkpoints" / "round-001.pt"
+    code, out, err = cli("evaluate", "--checkpoint", ckpt, "--data", run / "store", "--out", tmp_path / "ev.json")
+    assert code == 0 and set(json.loads((tmp_path / "ev.json").read_text())["mae"]) == {"all", "sinks", "plate"}, err
+    code, out, err = cli("predict", "--checkpoint", ckpt, "--input", tmp_path / "all.npz", "--out", tmp_path / "p.npz")
+    assert code == 0, err
+    with np.load(tmp_path / "p.npz") as z:
+        assert z["y"].shape == (n, 16, 16) and set(z["path"].tolist()) == {"model"}
+    code, out, err = cli(
+        "predict",
+        "--checkpoint",
+        ckpt,
+        "--input",
+        tmp_path / "all.npz",
+        "--out",
+        tmp_path / "q.npz",
+        "--estimator",
+        "residual",
+    )
+    assert code == 2 and err.count("\n") == 1 and "which problem 'heat' does not offer" in err, err
 
 
 def test_a_store_of_a_problem_not_installed_is_one_line(tmp_path, cli):
@@ -157,7 +213,7 @@ def test_a_store_of_a_problem_not_installed_is_one_line(tmp_path, cli):
     from diffcurate.curate.store.lmdbstore import Store
 
     with Store.create(tmp_path / "s", TINY.physics) as st:
-        assert st.problem["name"] == "diffusion" and st.problem["package"] == "diffcurate"
+        assert st.problem_record["name"] == "diffusion" and st.problem_record["package"] == "diffcurate"
         with begin(st.env, write=True) as txn:
             record = {"name": "plasma", "package": "diffcurate-plasma", "version": "2.0"}
             txn.put(b"problem", json.dumps(record).encode(), db=st._meta)

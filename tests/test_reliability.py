@@ -541,7 +541,7 @@ def test_exports_follow_the_umask_and_load_in_the_data_tools(small_store, tmp_pa
     np.testing.assert_array_equal(np.stack(df["y"][3]), y[0])
     ds = datasets.Dataset.from_parquet(str(tmp_path / "a.parquet"))
     assert ds.num_rows == 40 and np.asarray(ds[0]["x"]).shape == (32, 32)
-    assert {"centers", "values", "n_sources", "split", "sampler", "round", "score"} <= set(ds.column_names)
+    assert {"centers", "values", "counts", "stratum", "split", "sampler", "round", "score"} <= set(ds.column_names)
 
 
 def test_a_flipped_byte_in_a_checkpoint_is_refused_by_every_command(cli, solved, ckpt, tmp_path):

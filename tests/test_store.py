@@ -65,7 +65,8 @@ def test_add_get_and_dedupe(store, solved):
     assert hs[1]["provenance"] == {"strategy": "topk"} and hs[1]["round"] == 1 and hs[0]["score"] == 3.0
     assert len(store.configs("val")) == 20
     df = store.index()
-    assert {"id", "n_sources", "sampler", "round", "split", "score"} <= set(df.columns)
+    assert {"id", "stratum", "sampler", "round", "split", "score"} <= set(df.columns)
+    assert df.set_index("id").loc[ids, "stratum"].tolist() == c.counts[[3, 90, 0]].tolist()
     assert df.set_index("id").loc[ids[1], "strategy"] == "topk"
     assert store.verify() == []
     with pytest.raises(InputError, match="no sample"):
@@ -116,12 +117,12 @@ def test_reader_env_is_read_only_and_refuses_a_writer(tmp_path, solved):
 
 def test_info_schema(store):
     info = store.info()
-    assert {"physics", "schema_version", "count", "by_split", "by_sources", "by_round", "by_sampler", "bytes"} <= set(
+    assert {"physics", "schema_version", "count", "by_split", "by_stratum", "by_round", "by_sampler", "bytes"} <= set(
         info
     )
     assert info["count"] == 120 and info["by_split"] == {"test": 20, "train": 80, "val": 20}
     assert info["by_sampler"] == {"clustered": 20, "uniform": 100} and info["bytes"] > 120 * 32 * 32 * 4
-    assert Physics.from_dict(info["physics"]) == TINY and sum(info["by_sources"].values()) == 120
+    assert Physics.from_dict(info["physics"]) == TINY and sum(info["by_stratum"].values()) == 120
 
 
 def test_checksum_corruption_detected(store, solved):
@@ -225,9 +226,11 @@ def test_kill_9_writer_leaves_sound_store(tmp_path):
 def test_dataset_items_and_workers(store, solved):
     c, y = solved
     ds = StoreDataset(store.path, split="val")
-    x, yy, mask, count = ds[0]
-    assert x.shape == yy.shape == mask.shape == (1, 32, 32)
-    assert (x.dtype, yy.dtype, mask.dtype, count.dtype) == (torch.float32, torch.float32, torch.bool, torch.int64)
+    x, yy, regions, count = ds[0]
+    assert x.shape == yy.shape == (1, 32, 32) and regions.shape == (5, 32, 32)
+    assert ds.region_names == ("sources", "field", "r1", "r2", "r3")
+    assert (x.dtype, yy.dtype, regions.dtype, count.dtype) == (torch.float32, torch.float32, torch.bool, torch.int64)
+    mask = regions[:1]
     s = [c.sample_id(i, TINY) for i in range(len(c))].index(ds.ids[0])
     np.testing.assert_array_equal(x[0].numpy(), paint(TINY, c[s])[0])
     np.testing.assert_array_equal(mask[0].numpy(), disc_mask(TINY, c[s])[0])
@@ -273,7 +276,7 @@ def test_subsets_nested_balanced_reproducible(tmp_path):
             assert set(small) <= set(big)
         assert subs[3] == st.subset("train", 0.1, seed=1) and subs[3] != st.subset("train", 0.1, seed=2)
         df = st.index().set_index("id")
-        per = df.loc[subs[3], "n_sources"].value_counts()
+        per = df.loc[subs[3], "stratum"].value_counts()
         assert len(per) == 10 and per.max() - per.min() <= 1  # 40 = 4 per source count
         with pytest.raises(InputError):
             st.subset("train", 0.0, seed=1)

@@ -97,8 +97,9 @@ def test_checkpoint_round_trip_weights_only(data, tmp_path):
     res = _run(data, tmp_path, epochs=1)
     raw = torch.load(tmp_path / "best.pt", weights_only=True)
     assert raw["model_config"]["arch"] == "edcnn" and raw["physics"]["lattice"] == 32 and raw["preset"] == "tiny"
+    assert raw["problem"] == "diffusion" and raw["model_config"]["in_channels"] == 1
     model, meta = load_checkpoint(tmp_path / "best.pt", physics=TINY.physics)
-    x = data[1].x[:5, None]
+    x = data[1].x[:5]  # (5, 1, L, L)
     with torch.no_grad():
         assert torch.equal(model(x), res.model(x))
     assert meta["train_config"] == _cfg(epochs=1).to_dict() and "state_dict" not in meta
@@ -176,13 +177,14 @@ def test_load_data_split_is_deterministic_and_disjoint(tmp_path):
     tr, ph = load_data(path, "train", seed=3)
     va, _ = load_data(path, "val", seed=3)
     al, _ = load_data(path, "all")
-    assert ph == TINY.physics and (len(tr), len(va), len(al)) == (45, 5, 50)
+    assert ph.params == TINY.physics and ph.name == "diffusion" and (len(tr), len(va), len(al)) == (45, 5, 50)
     rows = {tuple(al.y[i].flatten()[:8].tolist()) for i in range(50)}
     got = [tuple(d.y[i].flatten()[:8].tolist()) for d in (tr, va) for i in range(len(d))]
     assert set(got) == rows and len(got) == 50
     assert torch.equal(load_data(path, "val", seed=3)[0].y, va.y)
     assert not torch.equal(load_data(path, "val", seed=4)[0].y, va.y)
-    x, y, mask, count = tr[0]
+    x, y, regions, count = tr[0]
+    mask = regions[:1]  # the diffusion problem's first region: the discs
     assert x.shape == y.shape == mask.shape == (1, 32, 32) and mask.dtype == torch.bool and count.dtype == torch.int64
     assert (x[mask] >= 0).all() and (x[~mask] == 0).all()
     with pytest.raises(InputError, match="not found"):
@@ -256,8 +258,9 @@ def test_a_stored_last_checkpoint_resumes_to_the_recorded_run(tmp_path):
         assert got["loss_index"] == want["loss_index"] and got["best_epoch"] == want["best_epoch"]
         for key in ("loss", "lr", "val_mae"):
             assert got[key] == pytest.approx(want[key], rel=1e-4), (got["epoch"], key)
-    keys = list(read_checkpoint(out / "last.pt"))  # the stored keys in their order, and the plateau stop's two
-    assert [k for k in keys if k in old_keys] == old_keys and set(keys) - set(old_keys) == {"decay_from", "decay_steps"}
+    keys = list(read_checkpoint(out / "last.pt"))  # the stored keys in their order, the plateau stop's two, the problem
+    new = {"decay_from", "decay_steps", "problem"}
+    assert [k for k in keys if k in old_keys] == old_keys and set(keys) - set(old_keys) == new
     assert read_checkpoint(out / "last.pt")["epoch"] == 2
 
 
@@ -379,7 +382,7 @@ def test_a_streamed_store_trains_to_the_weights_of_the_in_memory_set(data, tmp_p
     tr, va = data
     cfg = synthetic_configs(TINY.physics, len(tr), TINY.sources, seed=0)  # synthetic_dataset's configurations
     with Store.create(tmp_path / "s", TINY.physics) as st:
-        st.add(cfg, tr.y.numpy(), split="train")
+        st.add(cfg, tr.y.numpy()[:, 0], split="train")
         ids = st.ids("train")
         c, y, _ = st.get(ids)
     held = dataset_from_configs(TINY.physics, c, y)  # the store's samples in its order, in memory

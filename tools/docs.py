@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # what the top-level fields of config.toml without a comment of their own mean
 TOP_DOCS = {
     "preset": "the preset the config started from (physics and defaults)",
-    "physics": "lattice (L), radius (R, pixels), diffusion (D), decay (gamma, 1/time), source_model (fixed or production)",
-    "sources": "[MIN, MAX] number of sources per configuration",
+    "physics": "the problem's parameters (diffusion: lattice (L), radius (R, pixels), diffusion (D), decay (gamma, "
+    "1/time), source_model (fixed or production))",
     "model": "the network (below)",
     "train": "the training of each round (below)",
 }

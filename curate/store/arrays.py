@@ -133,12 +133,14 @@ def _check_layout(d: dict, where: str) -> None:
     missing = [k for k in schema if k not in d]
     if missing:
         raise InputError(f"{where}: missing arrays {', '.join(missing)} (need {', '.join(schema)})")
+    wanted = {**{k: _kinds(spec.dtype) for k, spec in schema.items()}, "x": _kinds("f4"), "y": _kinds("f4")}
+    for k, (kinds, want) in wanted.items():  # every dtype first: shapes and lengths are read from them
+        a = np.asarray(d[k]) if k in d else None
+        if a is not None and (a.dtype.kind not in kinds or (a.dtype.kind == "f" and a.dtype.itemsize < 4)):
+            raise InputError(f"{where}: {k} must be {want} (docs/formats.md), got {a.dtype}")
     n, axes = None, {}
     for k, spec in schema.items():
         a = np.asarray(d[k])
-        kinds, want = _kinds(spec.dtype)
-        if a.dtype.kind not in kinds or (a.dtype.kind == "f" and a.dtype.itemsize < 4):
-            raise InputError(f"{where}: {k} must be {want} (docs/formats.md), got {a.dtype}")
         n = len(a) if n is None and a.ndim else n
         shape = tuple(
             axes.setdefault(ax, a.shape[1 + i]) if a.ndim > 1 + i and isinstance(ax, str) else ax
