@@ -149,7 +149,7 @@ def test_solver_actor_killed_mid_round(al_run, ray_cluster):
     cfg = tiny_config()
     runner = Runner(al_run, cfg, quiet, show_progress=False)
     try:
-        pool, _ = sample_configs("mixed", cfg.physics, 77, range(3000), tuple(cfg.sources))
+        pool, _ = sample_configs("mixed", cfg.physics, 77, range(3000), tuple(cfg.strata))
         solvers = runner.ctx.solvers
         victim = ray.get(solvers[0].pid.remote())
         landed = []

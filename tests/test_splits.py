@@ -19,7 +19,7 @@ def one_source_config(seed: int):
     """Tiny preset with a single source: the boundary family has ~4 x 28 positions, so 60 test samples per family
     and 60 initial + 30 val draws collide with the test split for any seed."""
     cfg = default_config("tiny")
-    cfg.sources = [1, 1]
+    cfg.strata = [1, 1]
     cfg.seed = seed
     cfg.data.initial, cfg.data.val, cfg.data.pool = 60, 30, 200
     cfg.data.test_per_cell = 60

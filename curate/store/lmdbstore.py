@@ -362,9 +362,7 @@ class Store(Summary):
 
         A bulk writer never reads back what it wrote, and a paper-scale dataset (~1 MiB per sample) would
         otherwise push everything else out of the cache; dropping them also lets the kernel recycle those page
-        frames for the next commit instead of taking fresh ones. Measured on a 2-core VM, where a fresh page
-        is expensive: kernel time per paper `Store.add` sample 3.0-3.7 -> 0.5-0.6 ms, wall 4.8-5.7 -> 2.5-2.6 ms.
-        Pages still mapped (the B-tree pages LMDB reads) stay; readers fetch the rest from disk again."""
+        frames for the next commit (docs/benchmarks.md, "Measured choices"). Pages still mapped stay."""
         if not hasattr(os, "posix_fadvise"):
             return
         fd = os.open(self.path / "data.mdb", os.O_RDONLY)
