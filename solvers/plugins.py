@@ -88,7 +88,15 @@ def get_problem(name: str, package: str | None = None) -> Problem:
         )
     if f.problem is None:
         raise InputError(f"problem {name!r} ({f.package} {f.version}) does not load: {f.error}")
-    return f.problem
+    return f.problem if name in BUILT_IN else Guarded(f.problem, f"{f.package} {f.version}")
+
+
+def check_problem(name: str, params) -> None:
+    """One line (InputError) if a plugin problem's answers break its declarations on a few configurations
+    (`Guarded.check`); built-in problems are tested with the package."""
+    problem = get_problem(name)
+    if isinstance(problem, Guarded):
+        problem.check(params)
 
 
 def provenance(name: str) -> dict:
@@ -157,6 +165,46 @@ class Guarded:
         x = self._call("encode", params, configs)
         return self._field("encode", x, len(configs), self.problem.channels[0], self.problem.grid(params), np.float32)
 
+    def regions(self, params, configs, y) -> dict[str, np.ndarray]:
+        r = self._call("regions", params, configs, y)
+        want = (len(configs), *self.problem.grid(params))
+        if not isinstance(r, dict) or any(
+            not isinstance(m, np.ndarray) or m.dtype != bool or m.shape != want for m in r.values()
+        ):
+            raise self._fail("regions", f"must return {{name: {want} bool array}}")
+        return r
+
+    def sample_ids(self, params, configs) -> list[str]:
+        ids = self._call("sample_ids", params, configs)
+        if len(ids) != len(configs) or not all(isinstance(i, str) and i for i in ids):
+            raise self._fail("sample_ids", f"returned {len(ids)} ids for {len(configs)} configurations")
+        return list(ids)
+
+    def from_arrays(self, params, arrays):
+        return self._call("from_arrays", params, arrays)
+
+    def to_arrays(self, params, configs) -> dict:
+        return self._call("to_arrays", params, configs)
+
+    def residual(self, params, configs, y_pred) -> np.ndarray:
+        r = self._call("residual", params, configs, y_pred)
+        return self._field("residual", r, len(configs), self.problem.channels[1], self.problem.grid(params), np.float64)
+
+    def correct(self, params, configs, y_pred, iterations) -> np.ndarray:
+        e = self._call("correct", params, configs, y_pred, iterations)
+        return self._field("correct", e, len(configs), self.problem.channels[1], self.problem.grid(params), np.float64)
+
+    def check(self, params) -> None:
+        """A few configurations through every method the curation needs before anything is solved or written:
+        what a run and `generate` ask of a plugin first, so that a fault is one line before any work."""
+        sampler = self.problem.pool_sampler()
+        configs, _ = self.sample(params, sampler, 0, range(2))
+        configs = self.from_arrays(params, self.to_arrays(params, configs))
+        self.sample_ids(params, configs)
+        self.strata(params, configs)
+        self.encode(params, configs)
+        self.regions(params, configs, np.zeros((2, self.problem.channels[1], *self.problem.grid(params)), np.float32))
+
     def strata(self, params, configs) -> np.ndarray:
         s = self._call("strata", params, configs)
         if not isinstance(s, np.ndarray) or s.shape != (len(configs),) or s.dtype.kind not in "iu":
@@ -168,6 +216,8 @@ class Guarded:
         return s
 
     def __getattr__(self, name: str):  # everything else, unchecked
+        if name.startswith("__") or "problem" not in self.__dict__:  # (unpickling: not set up yet)
+            raise AttributeError(name)
         return getattr(self.problem, name)
 
 

@@ -115,19 +115,68 @@ BROKEN = {  # a plugin package whose problem does not load
     "broken_problem.py": 'raise ImportError("needs a library this machine lacks")\n',
 }
 
+# a plugin package of faulty heat problems, one per entry point: (the override, what the one line says)
+FAULTS = {
+    "sample": ("def sample(self, *a):\n        raise RuntimeError('sampler broke')", "sample raised RuntimeError"),
+    "schema": (
+        "def to_arrays(self, p, c):\n        return {**super().to_arrays(p, c), 'heating': np.ones(len(c), np.int64)}",
+        "the schema declares float64",
+    ),
+    "encode": ("def encode(self, p, c):\n        return super().encode(p, c)[:, :1]", "encode returned shape"),
+    "strata": ("def strata(self, p, c):\n        return super().strata(p, c) * 0.5", "strata returned float64"),
+    "solve": (
+        "def solve(self, p, c, device='cpu'):\n        raise RuntimeError('diverged')",
+        "solve raised RuntimeError",
+    ),
+    "nan": ("def solve(self, p, c, device='cpu'):\n        return super().solve(p, c) * np.nan", "solve returned NaN"),
+    "dtype": (
+        "def solve(self, p, c, device='cpu'):\n        return super().solve(p, c).astype(np.float64)",
+        "solve returned dtype float64",
+    ),
+}
+FAULTY = {
+    "pyproject.toml": '[build-system]\nrequires = ["setuptools>=77"]\nbuild-backend = "setuptools.build_meta"\n'
+    '[project]\nname = "diffcurate-faulty"\nversion = "0.0.1"\n[project.entry-points."diffcurate.problems"]\n'
+    + "".join(f'faulty-{k} = "faulty_problems:Faulty_{k}"\n' for k in FAULTS)
+    + '[tool.setuptools]\npy-modules = ["faulty_problems"]\n',
+    "faulty_problems.py": "import numpy as np\nfrom diffcurate_heat import Heat\n"
+    + "".join(
+        f"\n\nclass Faulty_{k}(Heat):\n    name = 'faulty-{k}'\n\n    {code}\n" for k, (code, _) in FAULTS.items()
+    ),
+}
+
+
+def faulty_plugins_are_one_line_and_write_nothing(tmp_path: Path, cli, address: str) -> None:
+    """Each faulty plugin, at the command line: `curate run` of a run of it stops with one line naming the plugin
+    and the method, exit 2, and its store holds no sample."""
+    from diffcurate.curate.store.lmdbstore import Store
+
+    for k, (_, says) in FAULTS.items():
+        run = tmp_path / f"faulty-{k}"
+        code, _, err = cli("init", run, "--problem", f"faulty-{k}")
+        assert code == 0, err
+        code, _, err = cli("run", run, "--rounds", "0", "--no-dashboard", "--address", address)
+        lines = [line for line in err.strip().splitlines() if line.startswith("error")]  # (progress lines aside)
+        assert code == 2 and len(lines) == 1 and "Traceback" not in err, (k, err)
+        assert f"problem 'faulty-{k}' (diffcurate-faulty 0.0.1): " in lines[0] and says in lines[0], (k, err)
+        if (run / "store").exists():
+            with Store(run / "store", readonly=True) as st:
+                assert st.count() == 0, k
+
 
 def test_a_plugin_installed_without_an_index_is_listed_and_curated(tmp_path, cli, ray_cluster):
     """pip installs the example package, and one whose problem does not load, offline; `curate problems` finds
     both by their entry points (the broken one listed with why, the others unharmed); the heat problem then goes
     through every command a user's problem needs (`curate_heat_end_to_end`); then both are removed."""
-    src, broken = tmp_path / "heat", tmp_path / "broken"
+    src, broken, faulty = tmp_path / "heat", tmp_path / "broken", tmp_path / "faulty"
     shutil.copytree(HEAT, src)
-    broken.mkdir()
-    for name, text in BROKEN.items():
-        (broken / name).write_text(text)
+    for folder, files in ((broken, BROKEN), (faulty, FAULTY)):
+        folder.mkdir()
+        for name, text in files.items():
+            (folder / name).write_text(text)
     pip = [sys.executable, "-m", "pip", "-q"]
     install = [*pip, "install", "--no-index", "--no-deps", "--no-build-isolation"]
-    subprocess.run([*install, str(src), str(broken)], check=True)
+    subprocess.run([*install, str(src), str(broken), str(faulty)], check=True)
     try:
         out = subprocess.run(
             [str(Path(sys.executable).with_name("curate")), "problems", "--json"],
@@ -147,9 +196,13 @@ def test_a_plugin_installed_without_an_index_is_listed_and_curated(tmp_path, cli
         assert heat["stratum"] == "sinks" and heat["channels"] == {"in": 2, "out": 1}
         assert heat["capabilities"] == ["mutate", "residual", "reference_solve"] and heat["default_preset"] == "tiny"
         curate_heat_end_to_end(tmp_path, cli, ray_cluster)
+        faulty_plugins_are_one_line_and_write_nothing(tmp_path, cli, ray_cluster)
     finally:
-        subprocess.run([*pip, "uninstall", "-y", "diffcurate-heat", "diffcurate-broken"], check=True)
-        _LOADED.pop("heat", None)
+        subprocess.run(
+            [*pip, "uninstall", "-y", "diffcurate-heat", "diffcurate-broken", "diffcurate-faulty"], check=True
+        )
+        for name in [n for n in _LOADED if n == "heat" or n.startswith("faulty-")]:
+            _LOADED.pop(name)
     assert "heat" not in find_problems() and "broken" not in find_problems()
 
 

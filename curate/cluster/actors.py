@@ -71,8 +71,11 @@ class _Solver(_Actor):
         self.problem, self.physics, self.device = get_problem(problem), physics, device
         # one configuration while the actor starts: the problem's solver is imported and whatever it builds once
         # per parameters (tables, FFT plans) is built, so the first real call is as fast as the rest
-        warm, _ = self.problem.sample(physics, next(iter(self.problem.samplers())), 0, [0])
-        self.solve(warm)
+        try:
+            warm, _ = self.problem.sample(physics, next(iter(self.problem.samplers())), 0, [0])
+            self.solve(warm)
+        except Exception:  # a faulty problem: its first real call fails as a task, which the driver reports in one
+            pass  # line (an actor that fails to start would be a dead actor, reported as such)
 
     def solve(self, configs: Batch) -> np.ndarray:
         """(n, H, W) float32 fields of the configurations (the problem's one output channel)."""

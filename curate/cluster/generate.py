@@ -25,7 +25,7 @@ from diffcurate.curate.store.env import is_store
 from diffcurate.curate.store.lmdbstore import BATCH, Store, check_path
 from diffcurate.curate.store.lock import check_writable
 from diffcurate.solvers.interface import Batch
-from diffcurate.solvers.plugins import get_problem
+from diffcurate.solvers.plugins import check_problem, get_problem
 
 
 @dataclass
@@ -240,6 +240,7 @@ def generate(
     p = get_problem(problem)
     if sampler not in p.samplers():  # refused before any work
         raise InputError(f"unknown sampler {sampler!r} of problem {problem!r} (choose from {', '.join(p.samplers())})")
+    check_problem(problem, physics)  # a plugin's faults, before any work
     grid = p.grid(physics)
     t0 = time.perf_counter()
     request = {

@@ -34,6 +34,7 @@ from diffcurate.curate.loop.rundir import (
 from diffcurate.curate.loop.steps import ADD, GENERATE, SOLVE_POOL, STEPS, Step
 from diffcurate.curate.store.lock import check_writable
 from diffcurate.model.metrics import Metrics
+from diffcurate.solvers.plugins import check_problem
 
 PLACEMENT_TIMEOUT = 180  # seconds for the actors to start (an unschedulable request would wait forever)
 
@@ -215,6 +216,7 @@ def check_run(root: Path, cfg: RunConfig) -> None:
     checksums of the checkpoints the next round loads), made
     before Ray starts and before any file of the run is written, so that a refused config leaves the run as it
     was."""
+    check_problem(cfg.problem, cfg.physics)  # a plugin's faults, before anything is drawn, solved or written
     check_run_store(root, cfg, deep=True)
     check_records(root)
     check_state(root, cfg)
