@@ -214,6 +214,10 @@ def test_a_config_naming_min_steps_at_the_top_reads_as_round_steps(tmp_path):
     # 640 steps at batch 16 on 64 samples: 160 epochs, above the preset's 10
     assert round_train_config(cfg, 0, 64).epochs == 160
     assert "min_steps" not in cfg.to_dict() and cfg.to_dict()["round_steps"] == 640
+    # and the strata as `sources`, and a strategy by its earlier name
+    d["sources"] = d.pop("strata")
+    old = RunConfig.from_dict({**d, "acquisition": {**d["acquisition"], "strategy": "uniform-per-count"}})
+    assert old.strata == cfg.strata and old.acquisition.strategy == "uniform-per-stratum"
 
 
 def test_a_round_started_before_round_steps_and_problem_were_named_continues(tmp_path):
@@ -232,6 +236,10 @@ def test_a_round_started_before_round_steps_and_problem_were_named_continues(tmp
     started = RunPaths(tmp_path / "r").round(0).started
     started.parent.mkdir(parents=True)
     atomic_json(started, old)
+    assert stale_rounds(tmp_path / "r", cfg) == []
+    old["sources"] = old.pop("strata")  # the strata's earlier name, and a strategy's
+    cfg.acquisition.strategy = "uniform-per-stratum"
+    atomic_json(started, {**old, "acquisition.strategy": "uniform-per-count"})
     assert stale_rounds(tmp_path / "r", cfg) == []
     atomic_json(started, {**old, "min_steps": 500})
     (line,) = stale_rounds(tmp_path / "r", cfg)

@@ -56,7 +56,7 @@ def test_exploration_share_is_random_and_counted():
     assert set(sel.index[:7].tolist()) == set(range(93, 100))
 
 
-@pytest.mark.parametrize("strategy", ["al", "topk", "random", "uniform-per-count"])
+@pytest.mark.parametrize("strategy", ["al", "topk", "random", "uniform-per-stratum"])
 def test_every_strategy_spends_exactly_the_budget_without_duplicates(strategy):
     ph = PRESETS["small"].physics
     cfg, _ = sample_configs("mixed", ph, 0, range(500), (1, 20))
@@ -66,7 +66,7 @@ def test_every_strategy_spends_exactly_the_budget_without_duplicates(strategy):
     sel = select(strategy, scores, cfg.counts, config_features(ph, cfg), 60, acq, np.random.default_rng(4))
     assert len(sel.index) == 60 == len(set(sel.index.tolist()))
     assert len(sel.cluster) == len(sel.how) == 60
-    if strategy == "uniform-per-count":
+    if strategy == "uniform-per-stratum":
         per = np.bincount(cfg.counts[sel.index], minlength=21)[1:]
         assert per.max() - per.min() <= 1
     if strategy == "al":  # the floor keeps every count fed, the error share favours many sources

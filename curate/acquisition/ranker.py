@@ -21,7 +21,7 @@ score^beta.
 BADGE-style k-means++ seeding on the bottleneck features scaled by each candidate's score, so a pick is likely in
 proportion to its squared distance, in error-scaled feature space, from the picks so far.
 
-Baselines: `random`, `uniform-per-count`, `topk`, `stratified` (random within each stratum, the budget split
+Baselines: `random`, `uniform-per-stratum`, `topk`, `stratified` (random within each stratum, the budget split
 by a given allocation: the strongest non-adaptive baseline when the allocation is the one a strategy ended with),
 `count-prior` (the budget split in proportion to the first acquisition round's mean score per stratum, then fixed:
 the allocation a user could make by hand after one round), the peers `lcmd` / `coreset` (bmdal-reg, on the surrogate's
@@ -195,7 +195,7 @@ def _random(scores, strata, feats, budget, acq, rng) -> Selection:
     return Selection(np.sort(idx).astype(np.int64), np.full(len(idx), -1), ["random"] * len(idx))
 
 
-def _uniform_per_count(scores, strata, feats, budget, acq, rng) -> Selection:
+def _uniform_per_stratum(scores, strata, feats, budget, acq, rng) -> Selection:
     groups = {int(c): np.nonzero(strata == c)[0] for c in np.unique(strata)}
     alloc = allocate(budget, {}, {c: len(r) for c, r in groups.items()}, 1.0)
     parts = []
@@ -359,7 +359,7 @@ STRATEGIES: dict[str, Strategy] = {
     "al": Strategy(_al, True),
     "topk": Strategy(_topk, True),
     "random": Strategy(_random, False),
-    "uniform-per-count": Strategy(_uniform_per_count, False),
+    "uniform-per-stratum": Strategy(_uniform_per_stratum, False),
     # peers from bmdal-reg (acquisition/peers.py): diversity in the network's feature space, no scores or solves
     "lcmd": Strategy(_peer("lcmd"), False, True),
     "coreset": Strategy(_peer("coreset"), False, True),

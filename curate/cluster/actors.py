@@ -195,6 +195,7 @@ class _Trainer(_Actor):
             torch.set_num_threads(threads)
         self.device = str(resolve_device(device))
         self._cache: tuple[str, object, dict] | None = None
+        self._test: tuple[tuple, dict] | None = None  # the test split's datasets, kept across rounds
 
     def _model(self, ckpt: Blob):
         from diffcurate.model.checkpoint import load_checkpoint
@@ -239,16 +240,23 @@ class _Trainer(_Actor):
         from diffcurate.model.metrics import evaluate_model
 
         net, meta = self._model(ckpt)
-        cfg, y = test.configs, test.y
         out = {"ids": list(test.ids), "sampler": list(test.samplers)}
         apart = np.array([s in held_out for s in test.samplers], bool)
+        parts = {"test": np.nonzero(~apart)[0], "held_out": np.nonzero(apart)[0]}
+        # the split's datasets (x encoded, regions taken) once per run: the split is fixed, only the model changes
+        key = (task.name, task.fingerprint(), tuple(test.ids), tuple(held_out))
+        if self._test is None or self._test[0] != key:
+            sets = {
+                k: dataset_from_configs(task, test.configs[r], test.y[r])
+                for k, r in parts.items()
+                if len(r) or k == "test"
+            }
+            self._test = (key, sets)
         per_sample = np.zeros(len(test.ids))
-        for key, rows in (("test", np.nonzero(~apart)[0]), ("held_out", np.nonzero(apart)[0])):
-            if len(rows) or key == "test":
-                metrics, err = evaluate_model(
-                    net, dataset_from_configs(task, cfg[rows], y[rows]), self.device, transform_of(meta)
-                )
-                out[key] = metrics
+        for k, rows in parts.items():
+            if len(rows) or k == "test":
+                metrics, err = evaluate_model(net, self._test[1][k], self.device, transform_of(meta))
+                out[k] = metrics
                 per_sample[rows] = err
         out["per_sample"] = per_sample.tolist()
         return out

@@ -152,6 +152,9 @@ class RunConfig:
         for old, new in _RENAMED.items():  # config.toml files written with a field's earlier name
             if old in d and new not in d:
                 d[new] = d.pop(old)
+        acq = d.get("acquisition")
+        if isinstance(acq, dict) and acq.get("strategy") in RENAMED_STRATEGIES:
+            d["acquisition"] = {**acq, "strategy": RENAMED_STRATEGIES[acq["strategy"]]}
         missing = [k for k in ("preset", "physics", "strata", "model", "train") if k not in d]
         if missing:
             raise InputError(f"bad run config: missing {', '.join(f'[{k}]' for k in missing)}")
@@ -254,6 +257,8 @@ def _drop_none(d):
 
 # top-level fields of config.toml files written with an earlier name, and their names now
 _RENAMED = {"min_steps": "round_steps", "sources": "strata"}
+# strategies of config.toml files written with an earlier name, and their names now
+RENAMED_STRATEGIES = {"uniform-per-count": "uniform-per-stratum"}
 
 
 def _physics(problem: str, d):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from diffcurate.common.errors import CheckError, InputError, hint
 from diffcurate.common.files import atomic_json
-from diffcurate.curate.loop.config import RunConfig
+from diffcurate.curate.loop.config import RENAMED_STRATEGIES, RunConfig
 from diffcurate.curate.loop.rundir import (
     RunPaths,
     initial_requests,
@@ -72,6 +72,8 @@ def stale_rounds(root: Path, cfg: RunConfig) -> list[str]:
         except ValueError:
             then = {}
         then = {**_STARTED_DEFAULTS, **{_STARTED_RENAMED.get(f, f): v for f, v in then.items()}}
+        if then.get("acquisition.strategy") in RENAMED_STRATEGIES:
+            then["acquisition.strategy"] = RENAMED_STRATEGIES[then["acquisition.strategy"]]
         diff = sorted(f for f in now.keys() | then.keys() if now.get(f) != then.get(f))
         if diff:
             shown = "; ".join(f"{f} {then.get(f)!r} then, {now.get(f)!r} now" for f in diff[:3])

@@ -100,7 +100,7 @@ class StoreDataset(Dataset):
                 buf = txn.get(key.encode(), db=self._db)
                 if buf is None:
                     raise InputError(f"no sample {key!r} in {self.path}")
-                h, out[b, 0] = decode_record(buf, key)
+                h, _ = decode_record(buf, key, out[b, 0])
                 headers.append(h)
         return y, configs_from_headers(self.task.problem, self.physics, headers)
 

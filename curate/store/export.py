@@ -36,7 +36,9 @@ def card_paths(out: str | os.PathLike) -> tuple[Path, Path]:
 
 
 def _sha256(a: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+    """Of the array's C-order bytes, read in place (no copy for a contiguous array)."""
+    a = np.ascontiguousarray(a)
+    return hashlib.sha256(a.view(np.uint8) if a.dtype.kind != "U" else a.tobytes()).hexdigest()
 
 
 LICENSE = "MIT"

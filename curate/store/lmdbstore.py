@@ -440,7 +440,7 @@ class Store(Summary):
                 if buf is None:
                     raise InputError(f"no sample {i!r} in {self.path}")
                 try:
-                    h, y[len(headers)] = decode_record(buf, str(i))
+                    h, _ = decode_record(buf, str(i), y[len(headers)])
                 except CheckError as e:
                     if not skip_damaged:
                         raise

@@ -47,8 +47,10 @@ def intact(buf) -> bool:
     return len(mv) >= 8 and bytes(mv[-4:]) == _crc(mv[:-4])
 
 
-def decode_record(buf, key: str = "?") -> tuple[dict, np.ndarray]:
-    """(header, y (L, L) float32) from record bytes; CheckError if the checksum or layout is wrong."""
+def decode_record(buf, key: str = "?", out: np.ndarray | None = None) -> tuple[dict, np.ndarray]:
+    """(header, y (H, W) float32) from record bytes; CheckError if the checksum or layout is wrong. With `out`,
+    the target is decoded straight into it (one copy out of the record, in the store's encoding's conversion),
+    and `out` is returned; without, into a new array."""
     mv = memoryview(buf)
     if len(mv) < 8:
         raise CheckError(f"record {key}: truncated ({len(mv)} bytes)")
@@ -58,10 +60,13 @@ def decode_record(buf, key: str = "?") -> tuple[dict, np.ndarray]:
     try:
         header = json.loads(bytes(mv[4 : 4 + n]))
         dt = ENCODINGS[header["dtype"]]
-        y = np.frombuffer(mv[4 + n : -4], dtype=dt).reshape(header["shape"]).astype(np.float32)
+        stored = np.frombuffer(mv[4 + n : -4], dtype=dt).reshape(header["shape"])  # a view of the record
+        if out is None:
+            return header, stored.astype(np.float32)
+        out[...] = stored
     except (ValueError, KeyError, TypeError) as e:
         raise CheckError(f"record {key}: undecodable ({e})") from None
-    return header, y
+    return header, out
 
 
 def encode_index(header_json: bytes) -> bytes:
