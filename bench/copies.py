@@ -1,6 +1,7 @@
-"""Copies of a sample's field along the data path, from the solver's y to the trainer's tensors and an export: the
-peak of what numpy allocates in each stage for one sample, in units of one float32 field (H W 4 bytes), and the
-time per sample of each stage over a batch (docs/benchmarks.md, "Data path and data through Ray").
+"""Copies of a sample's field along the data path, from the solver's y to the trainer's tensors, an evaluation
+and an export: the peak of what numpy allocates in each stage for one sample, in units of one float32 field
+(H W 4 bytes), and the time per sample of each stage over a batch (docs/benchmarks.md, "Data path and data
+through Ray"). An evaluation pools the error over the metric regions, which a dataset holds once made.
 
     .venv/bin/python bench/copies.py                       # paper preset (L = 512): 1 sample for the peaks, 64 timed
     .venv/bin/python bench/copies.py --preset small --samples 256
@@ -20,6 +21,7 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -31,6 +33,7 @@ def _stages(root: Path, preset: str, n: int):
     from diffcurate.curate.store.export import export_store
     from diffcurate.curate.store.lmdbstore import Store
     from diffcurate.model.data import dataset_from_configs
+    from diffcurate.model.metrics import evaluate_model
     from diffcurate.solvers.problem import PRESETS
     from diffcurate.solvers.registry import solve
     from diffcurate.solvers.sampling import sample_configs
@@ -56,11 +59,17 @@ def _stages(root: Path, preset: str, n: int):
     def export():
         export_store(store, out, force=True)
 
+    held = dataset_from_configs(p.physics, cfg, y)
+
+    def evaluate():  # the metrics alone: an identity "model" (x's one channel as the prediction)
+        evaluate_model(torch.nn.Identity(), held)
+
     st.add(cfg, y)
     return st, [
         ("store.add", add),
         ("store.get", get),
         ("dataset (x, masks, tensors)", dataset),
+        ("evaluate (metrics per region)", evaluate),
         ("export npz", export),
     ]
 

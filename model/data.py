@@ -91,15 +91,18 @@ def as_arrays(data: Dataset) -> ArrayDataset:
     return ArrayDataset(x, y, regions, strata, data.region_names)
 
 
-def dataset_from_configs(task, configs, y: np.ndarray) -> ArrayDataset:
+def dataset_from_configs(task, configs, y: np.ndarray, regions: bool = True) -> ArrayDataset:
     """x encoded and the regions taken from the configurations; y (n, H, W) or (n, C_out, H, W) the solved
-    targets. `task`: a `solvers.interface.Task` (or a diffusion Physics)."""
+    targets. `task`: a `solvers.interface.Task` (or a diffusion Physics). `regions=False`: none, for a training
+    set (only evaluation pools by region; its items carry (0, H, W) masks)."""
     task = as_task(task)
     y = np.asarray(y, np.float32)
     y = y[:, None] if y.ndim == 3 else y  # (n, C_out, H, W)
-    regions = task.regions(configs, y)  # name -> (n, H, W) bool
-    masks = np.stack(list(regions.values()), 1) if regions else np.zeros((len(y), 0, *y.shape[2:]), bool)
-    return ArrayDataset(task.encode(configs), y, masks, task.strata(configs), tuple(regions))
+    named = task.regions(configs, y) if regions else {}  # name -> (n, H, W) bool
+    masks = np.zeros((len(y), len(named), *y.shape[2:]), bool)  # (n, R, H, W)
+    for i, m in enumerate(named.values()):
+        masks[:, i] = m
+    return ArrayDataset(task.encode(configs), y, masks, task.strata(configs), tuple(named))
 
 
 def split_indices(n: int, split: str, seed: int = 0, train_fraction: float = 0.9) -> np.ndarray:

@@ -19,11 +19,19 @@ BANDS = {"r1": (0.2, float("inf")), "r2": (0.1, 0.2), "r3": (0.05, 0.1)}
 
 def paper_regions(mask: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
     """The seed paper's regions of fields y (B, H, W) with disc pixels `mask` (B, H, W) bool: sources, field,
-    and the field's bands r1..r3 of y (compared in double precision)."""
-    y0 = np.asarray(y, np.float64)
-    out = {"sources": mask, "field": ~mask}
-    out.update({r: ~mask & (y0 >= lo) & (y0 < hi) for r, (lo, hi) in BANDS.items()})
+    and the field's bands r1..r3 of y, exactly as if compared in double precision."""
+    y = np.asarray(y)
+    at = (lambda c: c) if y.dtype != np.float32 else _float32_bound
+    field = ~mask
+    out = {"sources": mask, "field": field}
+    out.update({r: field & (y >= at(lo)) & (y < at(hi)) for r, (lo, hi) in BANDS.items()})
     return out
+
+
+def _float32_bound(c: float) -> np.float32:
+    """The least float32 >= c: for float32 y, y >= c and y < c in double precision are y >= it and y < it."""
+    b = np.float32(c)
+    return b if float(b) >= c else np.nextafter(b, np.float32(np.inf))
 
 
 class Diffusion(Problem):

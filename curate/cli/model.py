@@ -96,7 +96,7 @@ def train_cmd(
     from diffcurate.model.train import default_train_config, train
 
     check_writable(run_dir)  # before the data is read and trained on, not at the first checkpoint
-    train_set, physics = load_data(data, "train", seed, train_fraction)  # physics: the data's Task
+    train_set, physics = load_data(data, "train", seed, train_fraction, regions=False)  # physics: the data's Task
     val_set, _ = load_data(data, "val", seed, train_fraction)
     presets = physics.problem.presets()
     name = preset or physics.preset()

@@ -215,7 +215,7 @@ class _Trainer(_Actor):
         from diffcurate.model.train import train
 
         tr, va = ray.get([job.train_set, job.val_set])
-        train_set, val_set = as_dataset(job.task, tr), as_dataset(job.task, va)
+        train_set, val_set = as_dataset(job.task, tr, regions=False), as_dataset(job.task, va)
         local = self.node() == job.driver_node
         with tempfile.TemporaryDirectory(prefix="diffcurate-fit-") as tmp:
             res = train(
@@ -307,12 +307,13 @@ def make_trainers(
     return [cls.remote(threads, "cuda" if num_gpus > 0 else "cpu") for _ in range(n)]
 
 
-def as_dataset(task, data):
-    """A dataset from what travels: `Solved` (x and the regions made here) or a dataset as it is."""
+def as_dataset(task, data, regions: bool = True):
+    """A dataset from what travels: `Solved` (x and, with `regions`, the metric regions made here) or a dataset
+    as it is. A training set needs no regions (only evaluation pools by region)."""
     from diffcurate.model.data import dataset_from_configs
 
     if hasattr(data, "configs") and hasattr(data, "y"):
-        return dataset_from_configs(task, data.configs, data.y)
+        return dataset_from_configs(task, data.configs, data.y, regions)
     return data
 
 

@@ -170,7 +170,8 @@ def _worker(config: dict) -> None:
     job = config["job"]
     torch.set_num_threads(config["threads"])
     device = ray.train.torch.get_device() if torch.cuda.is_available() else torch.device("cpu")
-    train_set, val_set = (as_dataset(job.task, d) for d in ray.get([job.train_set, job.val_set]))
+    tr, va = ray.get([job.train_set, job.val_set])
+    train_set, val_set = as_dataset(job.task, tr, regions=False), as_dataset(job.task, va)
     here = ray.get_runtime_context().get_node_id() == job.driver_node
     with tempfile.TemporaryDirectory(prefix="diffcurate-fit-") as tmp:
         out_dir = (job.work_dir if here and job.work_dir else tmp) if shard.lead else None

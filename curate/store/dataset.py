@@ -172,7 +172,7 @@ def _item_bytes(task: Task) -> int:
     return h * w * (4 * (c_in + c_out) + len(region_names(task)))
 
 
-def _load_store(path: Path, split: str, seed: int, train_fraction: float) -> tuple[Dataset, Task]:
+def _load_store(path: Path, split: str, seed: int, train_fraction: float, regions: bool) -> tuple[Dataset, Task]:
     """`load_data` of a store: its own splits ("all" = every split); `seed` and
     `train_fraction` are unused because a store's splits are fixed when samples are added."""
     with Store(path, readonly=True) as st:
@@ -181,7 +181,7 @@ def _load_store(path: Path, split: str, seed: int, train_fraction: float) -> tup
         if len(ids) * _item_bytes(task) > IN_MEMORY_BYTES:
             return StoreDataset(path, split, ids), task
         cfg, y, _ = st.get(ids)
-        return dataset_from_configs(task, cfg, y), task
+        return dataset_from_configs(task, cfg, y, regions), task
 
 
 def file_rows(d: dict, split: str, seed: int, train_fraction: float, where: str) -> np.ndarray:
@@ -211,17 +211,19 @@ def file_rows(d: dict, split: str, seed: int, train_fraction: float, where: str)
     return rows
 
 
-def _load_file(path: Path, split: str, seed: int, train_fraction: float) -> tuple[Dataset, Task]:
+def _load_file(path: Path, split: str, seed: int, train_fraction: float, regions: bool) -> tuple[Dataset, Task]:
     """`load_data` of npz and HDF5 files: validated row by row (`validated_samples`), split
     by the file's own `split` array where it has one (`file_rows`), else by seed."""
     d = load_arrays(path)
     physics, cfg, y = validated_samples(d, str(path))
     task = as_task(physics)
     rows = file_rows(d, split, seed, train_fraction, str(path))
-    return dataset_from_configs(task, cfg[rows], y[rows]), task
+    return dataset_from_configs(task, cfg[rows], y[rows], regions), task
 
 
-def load_data(path, split: str = "all", seed: int = 0, train_fraction: float = 0.9) -> tuple[Dataset, Task]:
+def load_data(
+    path, split: str = "all", seed: int = 0, train_fraction: float = 0.9, regions: bool = True
+) -> tuple[Dataset, Task]:
     """(Dataset of (x, y, regions, stratum), its Task) for one split of a store or an npz/HDF5 file: the one loader of
     `curate train` and `curate evaluate`."""
     path = Path(path)
@@ -229,10 +231,10 @@ def load_data(path, split: str = "all", seed: int = 0, train_fraction: float = 0
         raise InputError(f"data not found: {path}")
     check_split(split)
     if path.is_dir():
-        return _load_store(path, split, seed, train_fraction)
+        return _load_store(path, split, seed, train_fraction, regions)
     if path.suffix.lower() not in FORMATS:
         raise InputError(f"{path}: unsupported data format (a store directory, .npz, .h5 or .hdf5)")
-    return _load_file(path, split, seed, train_fraction)
+    return _load_file(path, split, seed, train_fraction, regions)
 
 
 def load_file_dataset(path: str | os.PathLike, split: str = "all") -> tuple[ArraysDataset, Task]:
