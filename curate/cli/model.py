@@ -16,7 +16,9 @@ from diffcurate.curate.cli.options import Device, Json, OutFile, Preset, TrainSe
 from diffcurate.curate.progress import console
 
 Checkpoint = Annotated[Path, typer.Option("--checkpoint", help="A checkpoint written by `curate train`.")]
-DataFile = Annotated[Path, typer.Option("--data", help="Data file: npz with centers, values, counts, x, y, physics.")]
+DataFile = Annotated[
+    Path, typer.Option("--data", help="A store, or an npz/HDF5 file in the config-array layout with y.")
+]
 ModelName = Annotated[str, typer.Option("--model", help="Architecture: edcnn or unet.")]
 TrainBatch = Annotated[int | None, typer.Option("--batch-size", min=1, help="Samples per training batch.")]
 OptPreset = Annotated[
