@@ -314,6 +314,10 @@ def main() -> int:
     ap.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes (minutes): checks the script itself")
     ap.add_argument("--out", type=Path, help="JSON (default docs/gpu.json; with --dry-run a temp file)")
     ap.add_argument("--address", help="join this Ray cluster for the Ray steps (default: each starts a local one)")
+    ap.add_argument(
+        "--steps",
+        help="comma-separated steps to run (default: all; a step that reads another's result runs without it)",
+    )
     args = ap.parse_args()
     c = {**(DRY if args.dry_run else FULL), "address": args.address or ""}
     out = args.out or (Path(tempfile.gettempdir()) / "gpu_dry_run.json" if args.dry_run else ROOT / "docs" / "gpu.json")
@@ -340,7 +344,14 @@ def main() -> int:
             ("generate", True, lambda: step_generate(c, tmp)),
             ("run", True, lambda: step_run(c, tmp)),
         ]
+        wanted = args.steps.split(",") if args.steps else [name for name, _, _ in steps]
+        unknown = sorted(set(wanted) - {name for name, _, _ in steps})
+        if unknown:
+            print(f"error: unknown steps {unknown} (choose from {', '.join(n for n, _, _ in steps)})", file=sys.stderr)
+            return 2
         for name, needs_ray, fn in steps:
+            if name not in wanted:
+                continue
             t0 = time.perf_counter()
             if needs_ray and no_ray:
                 res["steps"][name] = {"ok": True, "skipped": no_ray, "step_seconds": 0.0}
