@@ -26,7 +26,19 @@ def _maybe_dropout(p: float) -> list[nn.Module]:
 
 
 @dataclass
-class EDCNNConfig:
+class NetConfig:
+    """What every network's config holds besides its own shape: activations, dropout, the channels of x and y
+    (the problem's), the optional clamp."""
+
+    slope: float = 0.02  # LeakyReLU negative slope
+    dropout: float = 0.0  # dropout rate (> 0 enables the mc-dropout estimator)
+    clamp_sources: bool = False  # copy the known disc values of x into the output (fixed sources only)
+    in_channels: int = 1  # channels of x (the problem's encode)
+    out_channels: int = 1  # channels of y (the problem's solve)
+
+
+@dataclass
+class EDCNNConfig(NetConfig):
     """The paper's encoder-decoder CNN (Table 1), parametrised so smaller presets keep the block structure.
 
     Encoder: Conv3x3 per entry of `enc_channels` (BatchNorm after the first only), LReLU, AvgPool(2) after all
@@ -36,11 +48,6 @@ class EDCNNConfig:
 
     enc_channels: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048)  # channels per encoder stage (pooled but the last)
     dec_channels: tuple[int, ...] = (1024, 512, 256, 128, 64, 32)  # channels per decoder stage
-    slope: float = 0.02  # LeakyReLU negative slope
-    dropout: float = 0.0  # dropout rate (> 0 enables the mc-dropout estimator)
-    clamp_sources: bool = False  # copy the known disc values of x into the output (fixed sources only)
-    in_channels: int = 1  # channels of x (the problem's encode)
-    out_channels: int = 1  # channels of y (the problem's solve)
     arch: str = "edcnn"  # edcnn (the paper's encoder-decoder) or unet
 
     @property
@@ -106,18 +113,13 @@ class EDCNN(nn.Module):
 
 
 @dataclass
-class UNetConfig:
+class UNetConfig(NetConfig):
     """A UNet: `depth` AvgPool levels, channels base * 2^level, two Conv3x3+LReLU per level, skip connections.
 
     Skips carry the sharp disc edges that an encoder-decoder must otherwise squeeze through its bottleneck."""
 
     base: int = 16  # channels of the first level (doubling per level)
     depth: int = 3  # number of down-sampling levels
-    slope: float = 0.02  # LeakyReLU negative slope
-    dropout: float = 0.0  # dropout rate (> 0 enables the mc-dropout estimator)
-    clamp_sources: bool = False  # copy the known disc values of x into the output (fixed sources only)
-    in_channels: int = 1  # channels of x (the problem's encode)
-    out_channels: int = 1  # channels of y (the problem's solve)
     arch: str = "unet"  # edcnn (the paper's encoder-decoder) or unet
 
     def check(self, lattice: int | None = None) -> None:

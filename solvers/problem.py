@@ -88,29 +88,31 @@ class Preset(ProblemPreset):
         return self.strata
 
 
+def _preset(name: str, physics: Physics, sources: tuple[int, int], notes: str) -> Preset:
+    """A diffusion preset, paired with the network, training and run presets of its own name (its `scale`)."""
+    return Preset(name, physics, sources, notes, scale=name)
+
+
 PRESETS: dict[str, Preset] = {
-    "paper": Preset(
-        "paper",
-        Physics(lattice=512, radius=5, diffusion=1.0, decay=1.0 / 400.0),
-        (1, 20),
-        "The seed paper: 512x512, R=5, D=1, gamma=1/400 (l_D=20), 1-20 sources.",
-        scale="paper",
-    ),
-    "small": Preset(
-        "small",
-        Physics(lattice=64, radius=2, diffusion=1.0, decay=1.0 / 64.0),
-        (1, 20),
-        "64x64, R=2, l_D=8: R/l_D=0.25 as in the paper, but the lattice is 8 diffusion lengths wide (paper: 25)"
-        " and 20 sources cover it far more densely; trains on a CPU in minutes.",
-        scale="small",
-    ),
-    "tiny": Preset(
-        "tiny",
-        Physics(lattice=32, radius=2, diffusion=1.0, decay=1.0 / 16.0),
-        (1, 10),
-        "32x32, R=2, l_D=4 (R/l_D=0.5), 1-10 sources: for tests.",
-        scale="tiny",
-    ),
+    p.name: p
+    for p in (
+        _preset(
+            "paper",
+            Physics(lattice=512, radius=5, diffusion=1.0, decay=1.0 / 400.0),
+            (1, 20),
+            "The seed paper: 512x512, R=5, D=1, gamma=1/400 (l_D=20), 1-20 sources.",
+        ),
+        _preset(
+            "small",
+            Physics(lattice=64, radius=2, diffusion=1.0, decay=1.0 / 64.0),
+            (1, 20),
+            "64x64, R=2, l_D=8: R/l_D=0.25 as in the paper, but the lattice is 8 diffusion lengths wide (paper: 25)"
+            " and 20 sources cover it far more densely; trains on a CPU in minutes.",
+        ),
+        _preset(
+            "tiny", Physics(32, 2, 1.0, 1.0 / 16.0), (1, 10), "32x32, R=2, l_D=4 (R/l_D=0.5), 1-10 sources: for tests."
+        ),
+    )
 }
 
 

@@ -51,7 +51,7 @@ def _default(f) -> str:
 def config_md() -> str:
     from diffcurate.curate.loop.config import AcquisitionConfig, DataConfig, RayConfig, RunConfig
     from diffcurate.model.losses import LossParams
-    from diffcurate.model.nets import EDCNNConfig, UNetConfig
+    from diffcurate.model.nets import EDCNNConfig, NetConfig, UNetConfig
     from diffcurate.model.train import TrainConfig
 
     lines = [
@@ -104,7 +104,8 @@ def config_md() -> str:
     lines += _preset_training()
     for title, cls in (('[model] (arch = "edcnn")', EDCNNConfig), ('[model] (arch = "unet")', UNetConfig)):
         lines += ["", f"## {title}", "", "| field | default | meaning |", "|---|---|---|"]
-        lines += [f"| `{f.name}` | {_default(f)} | {_comments(cls)[f.name]} |" for f in fields(cls)]
+        notes = {**_comments(NetConfig), **_comments(cls)}  # the fields every network's config shares, then its own
+        lines += [f"| `{f.name}` | {_default(f)} | {notes[f.name]} |" for f in fields(cls)]
     return "\n".join(lines) + "\n"
 
 
