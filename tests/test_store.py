@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -345,3 +346,45 @@ def test_unknown_schema_versions_are_one_line_exit_2(tmp_path, cli, version):
         code, _, err = cli(*args)
         assert code == 2 and len(err.strip().splitlines()) == 1 and "store schema" in err, err
     assert {p.name: p.read_bytes() for p in path.iterdir() if p.name != "lock.mdb"} == before
+
+
+def test_a_store_and_an_export_written_before_problems_were_pluggable(tmp_path, cli):
+    """tests/data/legacy: a store (records with the diffusion arrays at the header's top level and `n_sources`)
+    and its export (no `problem` array), both written by the code before stores were problem-agnostic. They open,
+    verify and re-solve, read the same configurations and fields, import, export again to the same arrays, and
+    take new records beside the old."""
+    import shutil
+
+    from conftest import tiny_configs
+
+    from diffcurate.curate.store.env import begin
+    from diffcurate.curate.store.records import decode_index
+
+    src = Path(__file__).parent / "data" / "legacy"
+    shutil.copytree(src, tmp_path / "legacy")
+    store, old = tmp_path / "legacy" / "store", tmp_path / "legacy" / "export.npz"
+    with Store(store, readonly=True) as st, begin(st.env, buffers=True) as txn:
+        key, raw = next(iter(txn.cursor(db=st._index)))
+        h = decode_index(raw, bytes(key).decode())
+    assert "config" not in h and {"centers", "values", "n_sources"} <= set(h)  # the old layout, as written
+    code, out, err = cli("verify", "--store", store, "--resolve", "4", "--json")
+    assert code == 0 and json.loads(out)["problems"] == [] and json.loads(out)["resolved"] == 4, err
+    d = load_arrays(old)
+    assert "problem" not in d
+    with Store(store, readonly=True) as st:
+        assert st.problem.name == "diffusion" and st.count() == 12
+        cfg, y, _ = st.get(list(d["ids"]))
+        np.testing.assert_array_equal(cfg.centers, d["centers"])
+        np.testing.assert_array_equal(cfg.counts, d["counts"])
+        np.testing.assert_array_equal(y, d["y"])
+        assert st.index().set_index("id").loc[list(d["ids"]), "stratum"].tolist() == d["counts"].tolist()
+        physics = st.physics
+    assert import_arrays(store, old, split=None) == 0  # every sample is there already
+    export_store(store, tmp_path / "again.npz")
+    again = load_arrays(tmp_path / "again.npz")
+    for k in ("centers", "values", "counts", "x", "y", "ids", "split", "sampler", "round"):
+        np.testing.assert_array_equal(again[k], d[k])
+    more = tiny_configs(3, seed=99)
+    with Store(store) as st:
+        assert st.add(more, solve(physics, more, "fast", dtype="float32"), split="val") == 3
+        assert st.count() == 15 and len(st.configs()) == 15 and st.verify() == []
