@@ -155,7 +155,7 @@ def faulty_plugins_are_one_line_and_write_nothing(tmp_path: Path, cli, address: 
         run = tmp_path / f"faulty-{k}"
         code, _, err = cli("init", run, "--problem", f"faulty-{k}")
         assert code == 0, err
-        code, _, err = cli("run", run, "--rounds", "0", "--no-dashboard", "--address", address)
+        code, _, err = cli("run", run, "--rounds", "0", "--no-dashboard", "--workers", "1", "--address", address)
         lines = [line for line in err.strip().splitlines() if line.startswith("error")]  # (progress lines aside)
         assert code == 2 and len(lines) == 1 and "Traceback" not in err, (k, err)
         assert f"problem 'faulty-{k}' (diffcurate-faulty 0.0.1): " in lines[0] and says in lines[0], (k, err)
