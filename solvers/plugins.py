@@ -235,3 +235,25 @@ def task_of(name: str, params: dict, package: str | None = None) -> Task:
     """The task of a problem's name and its parameters as plain data (a store's or checkpoint's record)."""
     problem = get_problem(name, package)
     return Task(problem, problem.params_from_dict(params))
+
+
+def resolve_params(problem: str, preset: str | None, overrides: dict, strata: str | None) -> tuple:
+    """(parameters, strata range, preset name) of a problem's preset (None: its default) for a command line: the
+    diffusion problem's parameter overrides (`--lattice`, ...) applied to its preset; another problem takes its
+    preset's parameters as they are, and such overrides are refused. `strata`: "MIN-MAX" (None: the preset's)."""
+    from diffcurate.solvers.problem import parse_sources, resolve_physics
+
+    p = get_problem(problem)
+    name = preset or p.default_preset
+    if problem in BUILT_IN and isinstance(p, Diffusion):
+        physics, lo_hi = resolve_physics(name, **overrides, sources=strata)
+        return physics, lo_hi, name
+    given = [f"--{k.replace('_', '-')}" for k, v in overrides.items() if v is not None]
+    if given:
+        raise InputError(
+            f"{', '.join(given)} set the diffusion problem's parameters; problem {problem!r} takes its preset's"
+        )
+    presets = p.presets()
+    if name not in presets:
+        raise InputError(f"unknown preset {name!r} of problem {problem!r} (choose from {', '.join(presets)})")
+    return presets[name].params, parse_sources(strata) if strata else tuple(presets[name].strata), name

@@ -236,6 +236,13 @@ def curate_heat_end_to_end(tmp_path: Path, cli, address: str) -> None:
     assert code == 0, err
     code, out, err = cli("info", "--store", tmp_path / "copy", "--json")
     assert code == 0 and json.loads(out)["count"] == n and json.loads(out)["problem"]["name"] == "heat"
+    gen = ("generate", "--store", tmp_path / "gen", "--problem", "heat", "--count", "6", "--address", address)
+    code, out, err = cli(*gen, "--json")
+    assert code == 0 and json.loads(out)["added"] == 6, err  # bulk generation: the problem's pool sampler, preset tiny
+    code, out, err = cli("info", "--store", tmp_path / "gen", "--json")
+    assert json.loads(out)["problem"]["name"] == "heat" and json.loads(out)["by_sampler"] == {"scattered": 6}
+    code, out, err = cli(*gen, "--lattice", "32")
+    assert code == 2 and "--lattice set the diffusion problem's parameters" in err, err
     code, out, err = cli("train", tmp_path / "t", "--data", tmp_path / "all.npz", "--epochs", "1", "--no-progress")
     assert code == 0, err
     ckpt = run / "checkpoints" / "round-001.pt"

@@ -20,9 +20,7 @@ from diffcurate.curate.cli.options import (
     Json,
     Lattice,
     OutFile,
-    Preset,
     Radius,
-    Sampler,
     Seed,
     SolverGpus,
     SourceModel,
@@ -31,7 +29,6 @@ from diffcurate.curate.cli.options import (
     Workers,
 )
 from diffcurate.curate.progress import console
-from diffcurate.solvers.problem import resolve_physics
 
 Split = Annotated[str, typer.Option("--split", help="train, val or test.")]
 
@@ -51,13 +48,20 @@ def generate_cmd(
         ),
     ],
     seed: Seed = 0,
-    sampler: Sampler = "mixed",
+    sampler: Annotated[
+        str | None, typer.Option("--sampler", help="Sampler family (default: the problem's pool sampler, `mixed`).")
+    ] = None,
     sources: Sources = None,
     split: Split = "train",
     workers: Workers = 1,
     gpus: SolverGpus = 0.0,
     address: Address = None,
-    preset: Preset = "small",
+    problem: Annotated[
+        str, typer.Option("--problem", help="The problem (`curate problems`); the options below are diffusion's.")
+    ] = "diffusion",
+    preset: Annotated[
+        str | None, typer.Option("--preset", help="A preset of the problem (default: its own, `small`).")
+    ] = None,
     lattice: Lattice = None,
     radius: Radius = None,
     diffusion: Diffusion = None,
@@ -67,22 +71,25 @@ def generate_cmd(
 ) -> None:
     """Solve N samples of (sampler, seed) on Ray actors into the store; resumable and idempotent."""
     from diffcurate.curate.cluster.generate import generate as run
+    from diffcurate.solvers.plugins import get_problem, resolve_params
 
-    physics, src = resolve_physics(preset, lattice, radius, diffusion, decay, source_model, sources)
+    overrides = {"lattice": lattice, "radius": radius, "diffusion": diffusion, "decay": decay}
+    params, src, name = resolve_params(problem, preset, {**overrides, "source_model": source_model}, sources)
     r = run(
         store,
-        physics,
+        params,
         count,
         seed,
-        sampler,
+        sampler or get_problem(problem).pool_sampler(),
         src,
         split,
         workers,
         address,
-        preset=preset,
+        preset=name,
         command=_command(),
         show_progress=not json_out,
         gpus=gpus,
+        problem=problem,
     )
     if json_out:
         print(json.dumps(r.to_dict()))
