@@ -30,3 +30,7 @@ SolverGpus = Annotated[
     float, typer.Option("--gpus", min=0, help="GPUs per solver actor (1, or 0.5 to share one); 0 solves on the CPU.")
 ]
 Address = Annotated[str | None, typer.Option("--address", help="Join an existing Ray cluster (auto or HOST:PORT).")]
+ProblemName = Annotated[str, typer.Option("--problem", help="The problem (`curate problems` lists them).")]
+PresetOfProblem = Annotated[
+    str | None, typer.Option("--preset", help="One of the problem's presets (default: the problem's own).")
+]

@@ -13,18 +13,14 @@ from rich.table import Table
 
 from diffcurate.common.errors import hint
 from diffcurate.curate.acquisition.ranker import ACQUISITIONS, STRATEGIES
-from diffcurate.curate.cli.options import Json, RunDir
+from diffcurate.curate.cli.options import Json, PresetOfProblem, ProblemName, RunDir
 from diffcurate.curate.progress import console, say
 
 
 def init_cmd(
     run_dir: RunDir,
-    problem: Annotated[
-        str, typer.Option("--problem", help="The problem to curate data for (`curate problems` lists them).")
-    ] = "diffusion",
-    preset: Annotated[
-        str | None, typer.Option("--preset", help="One of the problem's presets (default: the problem's own).")
-    ] = None,
+    problem: ProblemName = "diffusion",
+    preset: PresetOfProblem = None,
     model: Annotated[str, typer.Option("--model", help="edcnn or unet.")] = "edcnn",
     config: Annotated[Path | None, typer.Option("--config", help="A full run config (TOML) to start from.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="The run's seed (every random choice).")] = None,

@@ -20,6 +20,8 @@ from diffcurate.curate.cli.options import (
     Json,
     Lattice,
     OutFile,
+    PresetOfProblem,
+    ProblemName,
     Radius,
     Seed,
     SolverGpus,
@@ -56,12 +58,8 @@ def generate_cmd(
     workers: Workers = 1,
     gpus: SolverGpus = 0.0,
     address: Address = None,
-    problem: Annotated[
-        str, typer.Option("--problem", help="The problem (`curate problems`); the options below are diffusion's.")
-    ] = "diffusion",
-    preset: Annotated[
-        str | None, typer.Option("--preset", help="A preset of the problem (default: its own, `small`).")
-    ] = None,
+    problem: ProblemName = "diffusion",  # (the parameter overrides below are the diffusion problem's)
+    preset: PresetOfProblem = None,
     lattice: Lattice = None,
     radius: Radius = None,
     diffusion: Diffusion = None,
