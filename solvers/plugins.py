@@ -245,7 +245,7 @@ def resolve_params(problem: str, preset: str | None, overrides: dict, strata: st
 
     p = get_problem(problem)
     name = preset or p.default_preset
-    if problem in BUILT_IN and isinstance(p, Diffusion):
+    if isinstance(p, Diffusion):
         physics, lo_hi = resolve_physics(name, **overrides, sources=strata)
         return physics, lo_hi, name
     given = [f"--{k.replace('_', '-')}" for k, v in overrides.items() if v is not None]

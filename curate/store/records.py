@@ -93,9 +93,9 @@ def _implied(schema: dict[str, ArraySpec]) -> set[str]:
 def config_header(schema: dict[str, ArraySpec], arrays: dict[str, np.ndarray], s: int) -> dict:
     """Configuration s of a batch's arrays (`Problem.to_arrays`) as the JSON of its record: each array's row,
     a ragged one cut to its length (`ArraySpec.length`), the lengths themselves left out."""
-    out = {}
+    out, implied = {}, _implied(schema)
     for key, spec in schema.items():
-        if key in _implied(schema):
+        if key in implied:
             continue
         row = arrays[key][s]
         if spec.length:
@@ -120,9 +120,9 @@ def arrays_from_headers(schema: dict[str, ArraySpec], headers) -> dict[str, np.n
     """The schema's arrays (B, *shape) of record or index headers, in their order: named axes padded with zeros
     to the longest row (at least 1), the lengths of ragged arrays taken from their rows."""
     configs = [config_of(h) for h in headers]
-    out = {}
+    out, implied = {}, _implied(schema)
     for key, spec in schema.items():
-        if key in _implied(schema):
+        if key in implied:
             continue
         fixed = [d for d in spec.shape[1:] if isinstance(d, int)]
         rows = [np.asarray(c[key], spec.dtype) for c in configs]
