@@ -53,6 +53,12 @@ TRANSFORMS: dict[str, tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tenso
     "sqrt": (lambda t: t.clamp(min=0).sqrt(), lambda t: t.clamp(min=0).square()),
 }
 
+# name -> fn(e, target, w) -> (B,) per-sample loss, averaged over the batch whatever the reduction: the neural-
+# operator field's relative L2, ||e||_2 / ||y||_2 per sample (weighted by w when a weight is named)
+SAMPLEWISE: dict[str, Callable[[Tensor, Tensor, Tensor], Tensor]] = {
+    "rel-l2": lambda e, t, w: ((w * e * e).flatten(1).sum(1) / (w * t * t).flatten(1).sum(1).clamp_min(1e-30)).sqrt(),
+}
+
 REDUCTIONS = ("mean", "weighted")
 
 
@@ -87,7 +93,7 @@ class LossSpec(LossParams):
 
     def check(self) -> LossSpec:
         for name, table, what in (
-            (self.pointwise, POINTWISE, "loss"),
+            (self.pointwise, {**POINTWISE, **SAMPLEWISE}, "loss"),
             (self.weight, WEIGHTS, "weight"),
             (self.reduction, REDUCTIONS, "reduction"),
         ):
@@ -113,8 +119,16 @@ def _weighted(spec: LossSpec, pred: Tensor, target: Tensor, y: Tensor | None) ->
     return WEIGHTS[spec.weight](y, spec).detach(), POINTWISE[spec.pointwise](pred - target, spec.delta)
 
 
+def _per_sample(spec: LossSpec, pred: Tensor, target: Tensor, y: Tensor | None) -> Tensor:
+    """(B,) a samplewise loss of each sample."""
+    w = WEIGHTS[spec.weight](target if y is None else y, spec).detach()
+    return SAMPLEWISE[spec.pointwise](pred - target, target, w)
+
+
 def loss_value(spec: LossSpec, pred: Tensor, target: Tensor, y: Tensor | None = None) -> Tensor:
     """Scalar loss. pred/target (B, 1, L, L) in the transformed space; y the untransformed target for weights."""
+    if spec.pointwise in SAMPLEWISE:
+        return _per_sample(spec, pred, target, y).mean()
     w, rho = _weighted(spec, pred, target, y)
     if spec.reduction == "weighted":
         return (w * rho).sum() / w.sum()
@@ -124,6 +138,9 @@ def loss_value(spec: LossSpec, pred: Tensor, target: Tensor, y: Tensor | None = 
 def loss_parts(spec: LossSpec, pred: Tensor, target: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """(numerator, denominator) of `loss_value`, both sums over the batch: data-parallel workers add each part up
     over their shares of one batch, so that their loss is the whole batch's whatever the number of workers."""
+    if spec.pointwise in SAMPLEWISE:
+        per = _per_sample(spec, pred, target, y)
+        return per.sum(), torch.tensor(float(per.numel()), device=per.device)
     w, rho = _weighted(spec, pred, target, y)
     den = w.sum() if spec.reduction == "weighted" else torch.tensor(float(rho.numel()), device=rho.device)
     return (w * rho).sum(), den

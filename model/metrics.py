@@ -25,12 +25,14 @@ class Metrics:
     n_samples: int
     mae: dict[str, float | None]  # pooled over the pixels of each region
     mae_by_sources: dict[str, dict[str, float | None]]  # region -> stratum -> pooled MAE
-    rel_l2: float | None
+    rel_l2: float | None  # pooled: sqrt(sum of squared errors / sum of squared targets) over the set
     per_sample_mae: dict[str, float | None]  # mean, p50, p95, p99, max of the per-sample MAE
+    rel_l2_mean: float | None = None  # the field's metric: the mean over samples of ||pred - y||_2 / ||y||_2
 
     @classmethod
     def from_dict(cls, d: dict) -> Metrics:
-        return cls(**{f.name: d[f.name] for f in fields(cls)})
+        """Records written before `rel_l2_mean` was measured read with it None."""
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,6 +56,12 @@ def per_sample_mae(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (pred.double() - y.double()).abs().flatten(1).mean(1)
 
 
+def per_sample_rel_l2(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(B,) ||pred - y||_2 / ||y||_2 of each sample over all pixels and channels (inf where y is all zero)."""
+    e, y = (pred.double() - y.double()).flatten(1), y.double().flatten(1)
+    return (e.square().sum(1) / y.square().sum(1)).sqrt()
+
+
 def _none_if_empty(s: float, n: float) -> float | None:
     return float(s / n) if n > 0 else None
 
@@ -69,6 +77,7 @@ class MetricAccumulator:
         self.sq_err = 0.0
         self.sq_y = 0.0
         self.samples: list[np.ndarray] = []
+        self.rel: list[np.ndarray] = []  # per-sample relative L2
 
     def update(self, pred: torch.Tensor, y: torch.Tensor, regions: torch.Tensor, strata: torch.Tensor) -> None:
         """pred, y (B, C_out, H, W) in target units; regions (B, R, H, W) bool; strata (B,) int."""
@@ -85,12 +94,14 @@ class MetricAccumulator:
         self.sq_err += float(((pred - y) ** 2).sum())
         self.sq_y += float((y**2).sum())
         self.samples.append(per_sample_mae(pred, y).cpu().numpy())
+        self.rel.append(per_sample_rel_l2(pred, y).cpu().numpy())
 
     def per_sample(self) -> np.ndarray:
         return np.concatenate(self.samples) if self.samples else np.zeros(0)
 
     def result(self) -> dict:
         ps = self.per_sample()
+        rel = np.concatenate(self.rel) if self.rel else np.zeros(0)
         regions = self.regions
         tot_s = sum(self.abs_sum.values(), np.zeros(len(regions)))
         tot_n = sum(self.n_pix.values(), np.zeros(len(regions)))
@@ -108,6 +119,7 @@ class MetricAccumulator:
                 **{k: float(np.percentile(ps, q)) if ps.size else None for k, q in PERCENTILES.items()},
                 "max": float(ps.max()) if ps.size else None,
             },
+            rel_l2_mean=float(rel.mean()) if rel.size and np.isfinite(rel).all() else None,
         ).to_dict()
 
 

@@ -27,14 +27,16 @@ def _maybe_dropout(p: float) -> list[nn.Module]:
 
 @dataclass
 class NetConfig:
-    """What every network's config holds besides its own shape: activations, dropout, the channels of x and y
-    (the problem's), the optional clamp."""
+    """What every network's config holds besides its own shape: activations, dropout, the channels and scales of
+    x and y (the problem's), the optional clamp."""
 
     slope: float = 0.02  # LeakyReLU negative slope
     dropout: float = 0.0  # dropout rate (> 0 enables the mc-dropout estimator)
     clamp_sources: bool = False  # copy the known disc values of x into the output (fixed sources only)
     in_channels: int = 1  # channels of x (the problem's encode)
     out_channels: int = 1  # channels of y (the problem's solve)
+    x_scale: float = 1.0  # the network sees x / x_scale (the problem's `scales`)
+    y_scale: float = 1.0  # and answers y / y_scale: targets of order one whatever the problem's units
 
 
 @dataclass
@@ -74,6 +76,20 @@ def clamp_known(x: torch.Tensor, out: torch.Tensor, on: bool) -> torch.Tensor:
     return torch.where(x > 0, x, out) if on else out
 
 
+class Scales:
+    """x / x_scale in, y_scale * out: the identity (not even a multiply) at the default scales of one, so a
+    network of the diffusion problem computes exactly what it always did."""
+
+    def __init__(self, cfg: NetConfig):
+        self.x, self.y = float(cfg.x_scale), float(cfg.y_scale)
+
+    def input(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.x == 1.0 else x / self.x
+
+    def output(self, y: torch.Tensor) -> torch.Tensor:
+        return y if self.y == 1.0 else y * self.y
+
+
 class EDCNN(nn.Module):
     """Paper Table 1 (no skip connections): the bottleneck has to carry the whole field."""
 
@@ -104,12 +120,14 @@ class EDCNN(nn.Module):
             cin = c
         self.encoder = nn.Sequential(*enc)
         self.decoder = nn.Sequential(*dec)
+        self.scales = Scales(cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C_in, H, W) -> (B, C_out, H, W)
-        return clamp_known(x, self.decoder(self.encoder(x)), self.clamp)
+        out = self.scales.output(self.decoder(self.encoder(self.scales.input(x))))
+        return clamp_known(x, out, self.clamp)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, L, L) -> (B, C * 16)
-        return _pooled(self.encoder(x))
+        return _pooled(self.encoder(self.scales.input(x)))
 
 
 @dataclass
@@ -157,15 +175,16 @@ class UNet(nn.Module):
         )
         self.merge = nn.ModuleList([_double(2 * ch[i], ch[i], cfg.slope) for i in reversed(range(cfg.depth))])
         self.head = nn.Conv2d(ch[0], cfg.out_channels, 1)
+        self.scales = Scales(cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C_in, H, W) -> (B, C_out, H, W)
         h, skips = self._encode(x)
         for up, merge in zip(self.up, self.merge, strict=True):
             h = merge(torch.cat([up(h), skips.pop()], dim=1))
-        return clamp_known(x, self.head(h), self.clamp)
+        return clamp_known(x, self.scales.output(self.head(h)), self.clamp)
 
     def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        skips, h = [], x
+        skips, h = [], self.scales.input(x)
         for block in self.down:
             h = block(h)
             skips.append(h)
@@ -176,13 +195,94 @@ class UNet(nn.Module):
         return _pooled(self._encode(x)[0])
 
 
+@dataclass
+class FNOConfig(NetConfig):
+    """The Fourier neural operator (Li et al., ICLR 2021), its Darcy setting by default: the input and the node
+    coordinates lifted to `width` channels, `layers` Fourier layers (a spectral convolution keeping `modes` x
+    `modes` frequencies plus a pointwise one, GELU between), and a two-layer pointwise projection. The input is
+    padded by `padding` nodes on the far sides, as the paper does for a non-periodic domain, and cropped after."""
+
+    modes: int = 12  # Fourier modes kept along each axis (the real FFT's last axis keeps `modes` too)
+    width: int = 32  # channels of the Fourier layers
+    layers: int = 4
+    projection: int = 128  # hidden channels of the projection
+    padding: int = 9
+    arch: str = "fno"
+
+    def check(self, lattice: int | None = None) -> None:
+        if min(self.modes, self.width, self.layers, self.projection) < 1 or self.padding < 0:
+            raise InputError("fno: modes, width, layers and projection must be >= 1 and padding >= 0")
+        if lattice is not None and self.modes > (lattice + self.padding) // 2 + 1:
+            raise InputError(f"fno: {self.modes} modes need a padded grid of >= {2 * self.modes - 2} nodes a side")
+
+
+class SpectralConv(nn.Module):
+    """u -> irfft2(W * rfft2(u)) on the lowest `modes` frequencies of each axis (both signs along the first);
+    complex weights stored as real pairs (B, C_in, H, W) -> (B, C_out, H, W)."""
+
+    def __init__(self, cin: int, cout: int, modes: int):
+        super().__init__()
+        self.modes = modes
+        scale = 1.0 / (cin * cout)
+        self.low = nn.Parameter(scale * torch.rand(cin, cout, modes, modes, 2))  # non-negative first-axis frequencies
+        self.high = nn.Parameter(scale * torch.rand(cin, cout, modes, modes, 2))  # negative ones
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        h, w, m = u.shape[-2], u.shape[-1], self.modes
+        spec = torch.fft.rfft2(u.float())  # (B, C_in, H, W // 2 + 1) complex64
+        out = torch.zeros(u.shape[0], self.low.shape[1], h, w // 2 + 1, dtype=spec.dtype, device=u.device)
+        mix = "bixy,ioxy->boxy"
+        out[:, :, :m, :m] = torch.einsum(mix, spec[:, :, :m, :m], torch.view_as_complex(self.low))
+        out[:, :, -m:, :m] = torch.einsum(mix, spec[:, :, -m:, :m], torch.view_as_complex(self.high))
+        return torch.fft.irfft2(out, s=(h, w)).to(u.dtype)
+
+
+class FNO(nn.Module):
+    def __init__(self, cfg: FNOConfig):
+        super().__init__()
+        cfg.check()
+        self.padding = cfg.padding
+        self.lift = nn.Conv2d(cfg.in_channels + 2, cfg.width, 1)
+        self.spectral = nn.ModuleList([SpectralConv(cfg.width, cfg.width, cfg.modes) for _ in range(cfg.layers)])
+        self.pointwise = nn.ModuleList([nn.Conv2d(cfg.width, cfg.width, 1) for _ in range(cfg.layers)])
+        self.drop = nn.Dropout2d(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
+        self.project = nn.Sequential(
+            nn.Conv2d(cfg.width, cfg.projection, 1), nn.GELU(), nn.Conv2d(cfg.projection, cfg.out_channels, 1)
+        )
+        self.scales = Scales(cfg)
+
+    def _hidden(self, x: torch.Tensor) -> torch.Tensor:  # (B, C_in, H, W) -> (B, width, H + p, W + p)
+        b, _, h, w = x.shape
+        gi = torch.linspace(0, 1, h, device=x.device, dtype=x.dtype).view(1, 1, h, 1).expand(b, 1, h, w)
+        gj = torch.linspace(0, 1, w, device=x.device, dtype=x.dtype).view(1, 1, 1, w).expand(b, 1, h, w)
+        u = self.lift(torch.cat([self.scales.input(x), gi, gj], dim=1))  # (B, width, H, W)
+        u = nn.functional.pad(u, (0, self.padding, 0, self.padding))
+        for k, (spectral, pointwise) in enumerate(zip(self.spectral, self.pointwise, strict=True)):
+            u = spectral(u) + pointwise(u)
+            if k < len(self.spectral) - 1:
+                u = self.drop(nn.functional.gelu(u))
+        return u
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C_in, H, W) -> (B, C_out, H, W)
+        h, w = x.shape[-2:]
+        return self.scales.output(self.project(self._hidden(x)[..., :h, :w]))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:  # (B, C_in, H, W) -> (B, width * 16)
+        h, w = x.shape[-2:]
+        return _pooled(self._hidden(x)[..., :h, :w])
+
+
 @dataclass(frozen=True)
 class Arch:
     config: type
     build: Callable[..., nn.Module]
 
 
-ARCHS: dict[str, Arch] = {"edcnn": Arch(EDCNNConfig, EDCNN), "unet": Arch(UNetConfig, UNet)}
+ARCHS: dict[str, Arch] = {
+    "edcnn": Arch(EDCNNConfig, EDCNN),
+    "unet": Arch(UNetConfig, UNet),
+    "fno": Arch(FNOConfig, FNO),
+}
 
 
 def _arch(name: str) -> Arch:
@@ -194,12 +294,17 @@ def _arch(name: str) -> Arch:
 # each preset's model config per architecture, where it differs from the config's defaults (read like a [model]
 # table of config.toml, through `config_from_dict`)
 MODEL_PRESETS: dict[str, dict[str, dict]] = {
-    "paper": {"edcnn": {}, "unet": {"base": 32, "depth": 5}},
+    "paper": {"edcnn": {}, "unet": {"base": 32, "depth": 5}, "fno": {}},
     "small": {
         "edcnn": {"enc_channels": [16, 32, 64, 128], "dec_channels": [64, 32, 16, 8]},
         "unet": {"base": 8, "depth": 3},
+        "fno": {},
     },
-    "tiny": {"edcnn": {"enc_channels": [8, 16, 32], "dec_channels": [16, 8]}, "unet": {"base": 8, "depth": 2}},
+    "tiny": {
+        "edcnn": {"enc_channels": [8, 16, 32], "dec_channels": [16, 8]},
+        "unet": {"base": 8, "depth": 2},
+        "fno": {"modes": 6, "width": 12, "layers": 2, "projection": 32, "padding": 4},
+    },
 }
 
 
@@ -210,6 +315,14 @@ def default_model_config(preset: str, arch: str = "edcnn"):
     if arch not in table:
         raise InputError(f"no default {arch} config for preset {preset!r} (choose from {', '.join(MODEL_PRESETS)})")
     return config_from_dict({"arch": arch, **table[arch]})
+
+
+def fit_to_problem(cfg, problem, params):
+    """The model config with the problem's channels and scales (what the network's first and last layers and
+    its input and output scaling depend on)."""
+    cfg.in_channels, cfg.out_channels = problem.channels
+    cfg.x_scale, cfg.y_scale = (float(v) for v in problem.scales(params))
+    return cfg
 
 
 def config_to_dict(cfg) -> dict:

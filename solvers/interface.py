@@ -79,6 +79,11 @@ class Problem(ABC):
         """A string that changes whenever the solution of some configuration would: part of every sample id,
         and what lets a store refuse samples of other parameters."""
 
+    def scales(self, params) -> tuple[float, float]:
+        """(x_scale, y_scale): typical magnitudes of x and y, which networks divide out (their config records
+        them), so that a problem in any units trains with targets of order one."""
+        return 1.0, 1.0
+
     # --- configurations ---------------------------------------------------------------------------------------
 
     @abstractmethod

@@ -11,12 +11,13 @@ from importlib.metadata import PackageNotFoundError, entry_points, version
 import numpy as np
 
 from diffcurate.common.errors import InputError
+from diffcurate.solvers.darcy import Darcy
 from diffcurate.solvers.diffusion import Diffusion
 from diffcurate.solvers.interface import Problem, Task
 from diffcurate.solvers.problem import Physics
 
 GROUP = "diffcurate.problems"
-BUILT_IN: dict[str, type[Problem]] = {"diffusion": Diffusion}
+BUILT_IN: dict[str, type[Problem]] = {"diffusion": Diffusion, "darcy": Darcy}
 
 
 @dataclass(frozen=True)

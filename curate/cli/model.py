@@ -19,7 +19,7 @@ Checkpoint = Annotated[Path, typer.Option("--checkpoint", help="A checkpoint wri
 DataFile = Annotated[
     Path, typer.Option("--data", help="A store, or an npz/HDF5 file in the config-array layout with y.")
 ]
-ModelName = Annotated[str, typer.Option("--model", help="Architecture: edcnn or unet.")]
+ModelName = Annotated[str, typer.Option("--model", help="Architecture: edcnn, unet or fno.")]
 TrainBatch = Annotated[int | None, typer.Option("--batch-size", min=1, help="Samples per training batch.")]
 OptPreset = Annotated[
     str | None, typer.Option("--preset", help="Preset for model/training defaults (default: the data's).")
@@ -94,7 +94,7 @@ def train_cmd(
     from diffcurate.curate.store.dataset import load_data
     from diffcurate.curate.store.lock import check_writable
     from diffcurate.model.callbacks import ProgressBar
-    from diffcurate.model.nets import default_model_config
+    from diffcurate.model.nets import default_model_config, fit_to_problem
     from diffcurate.model.train import default_train_config, train
 
     check_writable(run_dir)  # before the data is read and trained on, not at the first checkpoint
@@ -117,7 +117,7 @@ def train_cmd(
     tc.loss_specs()  # validate names before any work
     model_config = default_model_config(scale, model)
     model_config.clamp_sources = clamp_sources
-    model_config.in_channels, model_config.out_channels = physics.problem.channels
+    fit_to_problem(model_config, physics.problem, physics.params)
     if workers > 1:
         if resume:
             raise InputError("--resume continues one process's epochs; data-parallel training restarts")
@@ -197,7 +197,9 @@ def metrics_table(d: dict, title: str = "evaluation", stratum: str = "stratum") 
     m = Metrics.from_dict(d)
     regions = list(m.mae)
     keys = sorted(next(iter(m.mae_by_sources.values()), {}), key=int)
-    t = Table(stratum, *regions, title=f"{title}: n={m.n_samples}, rel L2 {_fmt(m.rel_l2)}")
+    t = Table(
+        stratum, *regions, title=f"{title}: n={m.n_samples}, rel L2 {_fmt(m.rel_l2_mean)} (pooled {_fmt(m.rel_l2)})"
+    )
     t.add_row("all", *[_fmt(m.mae[r]) for r in regions], end_section=True)
     for k in keys:
         t.add_row(k, *[_fmt(m.mae_by_sources[r][k]) for r in regions])

@@ -21,7 +21,7 @@ def init_cmd(
     run_dir: RunDir,
     problem: ProblemName = "diffusion",
     preset: PresetOfProblem = None,
-    model: Annotated[str, typer.Option("--model", help="edcnn or unet.")] = "edcnn",
+    model: Annotated[str, typer.Option("--model", help="edcnn, unet or fno.")] = "edcnn",
     config: Annotated[Path | None, typer.Option("--config", help="A full run config (TOML) to start from.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="The run's seed (every random choice).")] = None,
 ) -> None:
@@ -171,7 +171,7 @@ def status_tables(d: dict):
             *([_fmt(m.mae[first])] if first else []),
             f"{m.p99:.4g}",
             f"{m.per_sample_mae['max']:.4g}",
-            f"{m.rel_l2:.3g}",
+            _fmt(m.rel_l2_mean),
             f"{r['seconds'][TRAIN.name]:.1f}",
             f"{r['seconds']['total']:.1f}",
         )

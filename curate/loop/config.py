@@ -320,7 +320,7 @@ def default_config(preset: str | None = None, arch: str = "edcnn", problem: str 
     """The run config of one of a problem's presets (None: the problem's default): its parameters and strata,
     with the network, training and run presets of its scale, read as a config file is (`RunConfig.from_dict`)."""
     from diffcurate.model.estimators.registry import default_estimator
-    from diffcurate.model.nets import default_model_config
+    from diffcurate.model.nets import default_model_config, fit_to_problem
     from diffcurate.model.train import default_train_config
     from diffcurate.solvers.plugins import get_problem
 
@@ -331,8 +331,7 @@ def default_config(preset: str | None = None, arch: str = "edcnn", problem: str 
         raise InputError(f"unknown preset {preset!r} of problem {problem!r} (choose from {', '.join(presets)})")
     chosen = presets[preset]
     score = default_estimator(p)  # the ground-truth-free score the problem supports best
-    model = default_model_config(chosen.scale, arch)
-    model.in_channels, model.out_channels = p.channels
+    model = fit_to_problem(default_model_config(chosen.scale, arch), p, chosen.params)
     base = RunConfig(
         preset=preset,
         physics=chosen.params,

@@ -28,7 +28,13 @@ from diffcurate.curate.loop.rundir import (
 # fields that only say how far or where a run goes, not what a round computes
 _NOT_RESULTS = ("rounds", "max_solves", "target_p99")
 # result fields a round's started record may lack, with the value it started under
-_STARTED_DEFAULTS = {"problem": "diffusion", "model.in_channels": 1, "model.out_channels": 1}
+_STARTED_DEFAULTS = {
+    "problem": "diffusion",
+    "model.in_channels": 1,
+    "model.out_channels": 1,
+    "model.x_scale": 1.0,
+    "model.y_scale": 1.0,
+}
 # result fields a round's started record may name as they were once named
 _STARTED_RENAMED = {"min_steps": "round_steps", "sources": "strata"}
 _RAY_RESULTS = ("trainers",)  # ensemble members score candidates for some acquisitions

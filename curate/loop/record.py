@@ -46,7 +46,7 @@ def round_record(root: Path, cfg: RunConfig, k: int) -> dict:
 
 def _member_summary(ev: dict) -> dict:
     t = Metrics.from_dict(ev["test"])
-    return {"member": ev["member"], "mae": t.mae_all, "p99": t.p99, "rel_l2": t.rel_l2}
+    return {"member": ev["member"], "mae": t.mae_all, "p99": t.p99, "rel_l2": t.rel_l2, "rel_l2_mean": t.rel_l2_mean}
 
 
 def finished_unlogged(root: Path) -> list[int]:

@@ -236,14 +236,14 @@ def _write_report(root: Path, cfg, rounds: list[dict], rep: Path) -> Path:
         lines.append(
             f"| {r['round']} | {r['train_size']} | {r['added']} | {r['solves']} | {m.mae_all:.4g} | "
             f"{m.mae[first or 'all']:.4g} | {m.p99:.4g} | {m.per_sample_mae['max']:.4g} | "
-            f"{m.rel_l2:.3g} | {r['seconds'][TRAIN.name]:.1f} | {r['seconds']['total']:.1f} |"
+            f"{_g3(m.rel_l2_mean)} | {r['seconds'][TRAIN.name]:.1f} | {r['seconds']['total']:.1f} |"
         )
     if any("members" in r for r in rounds):  # ray.trainers > 1: the ensemble members, each on its own
         lines += [
             "",
             "Ensemble members (trained beside the surrogate, own seeds):",
             "",
-            "| round | member | test MAE | p99 | rel L2 |",
+            "| round | member | test MAE | p99 | rel L2 (pooled) |",
             "|---|---|---|---|---|",
         ]
         lines += [
@@ -285,3 +285,7 @@ def _write_report(root: Path, cfg, rounds: list[dict], rep: Path) -> Path:
     path = rep / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _g3(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3g}"
