@@ -83,7 +83,7 @@ class MetricAccumulator:
         """pred, y (B, C_out, H, W) in target units; regions (B, R, H, W) bool; strata (B,) int."""
         pred, y = pred.detach().double(), y.detach().double()
         err = (pred - y).abs().mean(1, keepdim=True)  # (B, 1, H, W): over the output channels
-        every = torch.ones_like(regions[:, :1], dtype=torch.bool)
+        every = torch.ones(len(regions), 1, *regions.shape[2:], dtype=torch.bool, device=regions.device)
         reg = torch.cat([every, regions.bool().to(y.device)], 1)  # (B, R + 1, H, W)
         sums = (err * reg).flatten(2).sum(2).cpu().numpy()  # (B, R + 1)
         pix = reg.flatten(2).sum(2).cpu().numpy().astype(np.float64)  # (B, R + 1)
