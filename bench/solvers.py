@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/solvers.py                  # L = 64, 128, 256, 512 on the CPU (and CUDA if present)
     .venv/bin/python bench/solvers.py --sizes 512 --cli  # also `curate solve` end to end (64 vs 4 configs)
+    .venv/bin/python bench/solvers.py --problem darcy    # the Darcy solvers at every preset against spsolve
 
 Ratios are against `reference` (SuperLU) and `timestep` (explicit Euler to max|du| < 1e-6) timed in this run,
 because this machine is noisy. Accuracy is max |u - u_reference| (float64 reference).
@@ -117,8 +118,60 @@ def bench_cli(L: int) -> dict:
     return dict(L=L, ms_per_solve=(times[64] - times[4]) / 60 * 1e3, t4=times[4], t64=times[64])
 
 
+def bench_darcy(args) -> list[dict]:
+    """The Darcy problem's solvers on `grf` media at every preset: the default SuperLU call (minimum-degree
+    ordering of A + A^T), AMG-preconditioned CG (when pyamg is installed), and scipy's `spsolve` with its
+    default ordering, the baseline of the ratios; accuracy against the default call's solution."""
+    from scipy.sparse.linalg import spsolve
+
+    from diffcurate.solvers import darcy_solver as ds
+    from diffcurate.solvers.darcy import PRESETS
+    from diffcurate.solvers.darcy_media import sample_media
+
+    rows = []
+    for name, preset in PRESETS.items():
+        s = preset.params.size
+        media = sample_media("grf", s, 0, range(args.batch if s < 200 else 2))[0]
+        fields = [np.where(m, 12.0, 3.0) for m in media]
+
+        def plain(fields=fields):
+            out = []
+            for a in fields:
+                mat = ds.operator(a)
+                out.append(spsolve(mat.tocsc(), np.ones(mat.shape[0])))
+            return out
+
+        t_base, _ = timed(plain, args.repeats)
+        methods = ["direct"] + (["amg"] if ds.amg_available() else [])
+        t_direct, ref = timed(lambda fields=fields: [ds.solve_one(a, 1.0, "direct") for a in fields], args.repeats)
+        for m in methods:
+            t_m, u = (
+                (t_direct, ref)
+                if m == "direct"
+                else timed(lambda fields=fields, m=m: [ds.solve_one(a, 1.0, m) for a in fields], args.repeats)
+            )
+            err = max(float(np.abs(x - r).max() / np.abs(r).max()) for x, r in zip(u, ref, strict=True))
+            rows.append(
+                dict(preset=name, s=s, solver=m, ms=t_m / len(fields) * 1e3, vs_spsolve=t_base / t_m, rel_err=err)
+            )
+        rows.append(dict(preset=name, s=s, solver="spsolve (default)", ms=t_base / len(fields) * 1e3, vs_spsolve=1.0))
+    t = Table("preset", "s", "solver", "ms/solve", "x vs spsolve", "max rel diff vs direct", title="darcy solvers")
+    for r in rows:
+        t.add_row(
+            r["preset"],
+            str(r["s"]),
+            r["solver"],
+            f"{r['ms']:.1f}",
+            f"{r['vs_spsolve']:.2f}",
+            f"{r.get('rel_err', 0):.1e}",
+        )
+    console.print(t)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--problem", default="diffusion", choices=["diffusion", "darcy"])
     ap.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256, 512])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch", type=int, default=8)
@@ -126,6 +179,11 @@ def main() -> None:
     ap.add_argument("--cli", action="store_true", help="also time `curate solve` end to end at the largest size")
     ap.add_argument("--json", type=Path, help="write the rows here too")
     args = ap.parse_args()
+    if args.problem == "darcy":
+        rows = bench_darcy(args)
+        if args.json:
+            args.json.write_text(json.dumps({"rows": rows}, indent=1))
+        return
     rows = [r for L in args.sizes for r in bench_size(L, args)]
     t = Table(
         "L",
