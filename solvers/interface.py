@@ -60,6 +60,9 @@ class Problem(ABC):
     default_preset: ClassVar[str]  # the preset a new run of the problem takes unless told another
     channels: ClassVar[tuple[int, int]] = (1, 1)  # (C_in of encode, C_out of solve)
     mixtures: ClassVar[tuple[str, ...]] = ()  # samplers that draw from the others (each sample keeps its family)
+    # the weight a true-error score gives the first region by default (`acquisition.sources_weight`): 1 counts
+    # every pixel alike; diffusion's 0 leaves out its discs, whose values the input already holds
+    first_region_weight: ClassVar[float] = 1.0
 
     # --- identity ---------------------------------------------------------------------------------------------
 

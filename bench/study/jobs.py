@@ -174,30 +174,29 @@ def retrain(spec: dict, recs: Path, kind: str, name: str, seed: int) -> tuple[di
     from diffcurate.model.metrics import evaluate_model
     from diffcurate.model.nets import config_to_dict
     from diffcurate.model.train import train
-    from diffcurate.solvers.problem import Configs
-    from diffcurate.solvers.registry import solve
 
     torch.set_num_threads(1)
     meta, arr = records.load(recs, first_arm(spec), name, seed)
     cfg = RunConfig.from_dict(meta["config"])
-    ph = cfg.physics
+    ph = cfg.task
+    keys = list(ph.problem.schema(ph.params))
     keep = arr["train_round"] <= spec["rounds"]  # random's set at the others' size
     sets = {}
     for split, mask in (("train", keep), ("val", slice(None))):
-        c = Configs(arr[f"{split}_centers"][mask], arr[f"{split}_values"][mask], arr[f"{split}_counts"][mask])
-        sets[split] = dataset_from_configs(ph, c, solve(ph, c, "fast", dtype="float32"))
+        c = ph.from_arrays({k: arr[f"{split}_{k}"][mask] for k in keys})
+        sets[split] = dataset_from_configs(ph, c, ph.problem.solve(ph.params, c))
     n_train = len(sets["train"])
     tc = round_train_config(cfg, 0, n_train)
     if kind == "transfer":
-        base = default_config(spec["preset"], spec["transfer"]["model"]).model
+        base = default_config(spec["preset"], spec["transfer"]["model"], problem=ph.name).model
         model = config_to_dict(replace(base, **spec["transfer"].get("model_config", {})))
     else:
         model = config_to_dict(cfg.model)
         tc = replace(tc, epochs=2 * tc.epochs, max_steps=2 * tc.max_steps, patience=2 * (tc.patience or 0) or None)
     res = train(model, tc, sets["train"], sets["val"], physics=ph, device="cpu")
     with np.load(recs / "test_set.npz") as z:  # the fixed test set, in the records' order
-        test = Configs(z["centers"], z["values"], z["counts"])
-    test_ds = dataset_from_configs(ph, test, solve(ph, test, "fast", dtype="float32"))
+        test = ph.from_arrays({k: z[k] for k in keys})
+    test_ds = dataset_from_configs(ph, test, ph.problem.solve(ph.params, test))
     _, per = evaluate_model(res.model, test_ds, "cpu", tc.transform)
     out = {
         "kind": kind,

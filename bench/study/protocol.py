@@ -16,8 +16,13 @@ import tomllib
 from diffcurate.solvers.diffusion import Diffusion
 
 HARD_SOURCES = 15
-HELD_OUT = list(Diffusion().held_out())  # the families no pool draws
-MIXED = list(Diffusion().families())  # the families the pools' mixture draws
+HELD_OUT = list(Diffusion().held_out())  # the diffusion problem's families no pool draws
+MIXED = list(Diffusion().families())  # and the families its pools' mixture draws
+# problem -> (what the `hard` rows of the mixed test are, which they are: fn(sampler, stratum) -> bool mask)
+HARD = {
+    "diffusion": ("mixed test: >= 15 sources or clustered", lambda f, s: (s >= HARD_SOURCES) | (f == "clustered")),
+    "darcy": ("mixed test: the edge families (not grf)", lambda f, s: f != "grf"),
+}
 SETS = {"mixed": ("mae", "p99", "hard"), "held_out": ("mae", "p99")}
 BASELINES = ("random", "stratified")
 
@@ -159,6 +164,27 @@ def first_arm(spec: dict) -> str:
     return next(iter(spec["arms"]))
 
 
+def problem_name(spec: dict) -> str:
+    """The problem a study is of (`problem = NAME` in its spec; diffusion by default)."""
+    return spec.get("problem", "diffusion")
+
+
+def families(spec: dict) -> tuple[list[str], list[str]]:
+    """(the families the pools' mixture draws, the held-out ones) of the study's problem."""
+    from diffcurate.solvers.plugins import get_problem
+
+    p = get_problem(problem_name(spec))
+    return list(p.families()), list(p.held_out())
+
+
+def hard_rows(spec: dict, sampler, strata):
+    """(n_test,) bool: the mixed test's hard rows, by the problem's rule (none for a problem without one)."""
+    import numpy as np
+
+    rule = HARD.get(problem_name(spec))
+    return np.zeros(len(sampler), bool) if rule is None else np.asarray(rule[1](sampler, strata), bool)
+
+
 def run_config(spec: dict, arm: dict, name: str, seed: int, allocation: dict | None = None):
     """The run config of one (arm, strategy, seed): the preset's, with the protocol's sizes and the variant."""
     from dataclasses import replace
@@ -166,7 +192,8 @@ def run_config(spec: dict, arm: dict, name: str, seed: int, allocation: dict | N
     from diffcurate.curate.loop.config import DataConfig, default_config
 
     p = spec["protocol"]
-    cfg = default_config(spec["preset"], arm["model"])
+    cfg = default_config(spec["preset"], arm["model"], problem=problem_name(spec))
+    mixed, held_out = families(spec)
     cfg.model = replace(cfg.model, **arm.get("model_config", {}))
     cfg.seed, cfg.rounds = seed, spec["rounds"] + (arm.get("extend_random", 0) if name == "random" else 0)
     cfg.warm_start = False
@@ -176,15 +203,16 @@ def run_config(spec: dict, arm: dict, name: str, seed: int, allocation: dict | N
         val=p["val"],
         pool=pool_of(name)[1] or p["pool"],
         test_per_cell=p["test_per_cell"],
-        test_families=list(MIXED),
-        held_out_families=list(HELD_OUT),
+        test_families=mixed,
+        held_out_families=held_out,
         held_out_per_cell=p["held_out_per_cell"],
     )
     a = cfg.acquisition
     a.budget, a.budget_growth = p["budget"], p["growth"]
     a.acquisition = "true-error"  # the study's own baseline score, whatever `curate run` defaults to
     for k, v in variant(name).items():
-        setattr(a, k, v)
+        # a variant's sources_weight 0 leaves out the region the input holds; a problem without one keeps its own
+        setattr(a, k, cfg.task.problem.first_region_weight if k == "sources_weight" and v == 0.0 else v)
     if a.strategy == "sbal" and "sbal_beta" in spec and not pool_of(name)[0].startswith("sbal-b"):
         a.beta = float(spec["sbal_beta"])
     if copied_from(spec, name):

@@ -1,6 +1,6 @@
 """Each finished run's small record, the study's only input: docs/study/runs/ARM/NAME-sSEED.{json,npz}.
 
-The JSON holds the run's config, code version, and per round the training size, solves, picks by source count
+The JSON holds the run's config, code version, and per round the training size, solves, picks by stratum
 and the seconds each step took; the npz holds each round's per-sample test MAE (float32, in the order of
 docs/study/runs/test_set.json, which every record must share) and the final training and validation
 configurations, so that the retrain jobs (control, transfer) need no run directory. Records are written
@@ -18,6 +18,7 @@ import numpy as np
 
 from diffcurate.common.files import atomic_path
 from diffcurate.curate.loop.steps import EVALUATE, STEP_NAMES, TRAIN
+from diffcurate.solvers.interface import Task
 
 # seconds of a round that a strategy pays: training and acquisition (solving the pool, scoring, mining, embedding,
 # picking, solving the picks); round 0's solve is mostly the shared test sets and is left out
@@ -62,7 +63,7 @@ def _atomic(path: Path, write) -> None:
 
 def test_set(records: Path, store, ids: list[str], sampler: list[str]) -> list[str]:
     """The study's fixed test set (sorted ids): written by the first record (test_set.json: ids, samplers,
-    source counts; test_set.npz: the configurations, for the retrain jobs), checked by every later one."""
+    strata; test_set.npz: the configurations' schema arrays, for the retrain jobs), checked by every later one."""
     path = records / "test_set.json"
     order = np.argsort(ids)
     sorted_ids = [ids[i] for i in order]
@@ -72,11 +73,9 @@ def test_set(records: Path, store, ids: list[str], sampler: list[str]) -> list[s
             raise SystemExit(f"error: this run's test split differs from {path}: the study needs one test set")
         return have["ids"]
     configs, _, _ = store.get(sorted_ids)
-    mine = {"ids": sorted_ids, "sampler": [sampler[i] for i in order], "n_sources": configs.counts.tolist()}
-    _atomic(
-        records / "test_set.npz",
-        lambda fh: np.savez_compressed(fh, centers=configs.centers, values=configs.values, counts=configs.counts),
-    )
+    task = Task(store.problem, store.physics)
+    mine = {"ids": sorted_ids, "sampler": [sampler[i] for i in order], "stratum": task.strata(configs).tolist()}
+    _atomic(records / "test_set.npz", lambda fh: np.savez_compressed(fh, **task.to_arrays(configs)))
     _atomic(path, lambda fh: fh.write((json.dumps(mine) + "\n").encode()))
     return sorted_ids
 
@@ -101,13 +100,8 @@ def write_run(records: Path, root: Path, arm: str, name: str, seed: int) -> list
         for split in ("train", "val"):
             ids = sorted(st.ids(split))
             configs, _, _ = st.get(ids)
-            sets.update(
-                {
-                    f"{split}_centers": configs.centers,
-                    f"{split}_values": configs.values,
-                    f"{split}_counts": configs.counts,
-                }
-            )
+            arrays = Task(st.problem, st.physics).to_arrays(configs)
+            sets.update({f"{split}_{k}": v for k, v in arrays.items()})
             if split == "train":
                 sets["train_round"] = idx.loc[ids, "round"].to_numpy(np.int64)
     meta = {

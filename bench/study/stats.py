@@ -19,11 +19,10 @@ import numpy as np
 
 from bench.study import records
 from bench.study.protocol import (
-    HARD_SOURCES,
-    HELD_OUT,
-    MIXED,
     SETS,
+    families,
     first_arm,
+    hard_rows,
     is_baseline,
     jobs,
     peer,
@@ -40,7 +39,7 @@ class Errors:
         test = json.loads((recs / "test_set.json").read_text())
         self.ids = test["ids"]
         self.sampler = np.array(test["sampler"], object)
-        self.n_sources = np.array(test["n_sources"])
+        self.strata = np.array(test["stratum"] if "stratum" in test else test["n_sources"])
         self.e, self.n, self.cost, self.solves, self.seeds, self.meta = {}, {}, {}, {}, {}, {}
         for arm, name, seed in jobs(spec, best):
             meta, arr = records.load(recs, arm, name, seed)
@@ -58,8 +57,9 @@ class Errors:
             for arm in d:
                 for s in d[arm]:
                     d[arm][s] = np.array(d[arm][s], np.float64)
-        self.masks = {"mixed": np.isin(self.sampler, MIXED), "held_out": np.isin(self.sampler, HELD_OUT)}
-        self.hard = self.masks["mixed"] & ((self.n_sources >= HARD_SOURCES) | (self.sampler == "clustered"))
+        mixed, held_out = families(spec)
+        self.masks = {"mixed": np.isin(self.sampler, mixed), "held_out": np.isin(self.sampler, held_out)}
+        self.hard = self.masks["mixed"] & hard_rows(spec, self.sampler, self.strata)
 
 
 def metric_values(e: np.ndarray, mask: np.ndarray, hard: np.ndarray) -> dict[str, np.ndarray]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.study import records
-from bench.study.protocol import COPIES, HELD_OUT, SETS, first_arm, jobs, run_dir, schedule
+from bench.study.protocol import COPIES, HARD, SETS, families, first_arm, jobs, problem_name, run_dir, schedule
 from bench.study.stats import Errors, best_strategy, control_block, summarise_arm, transfer_table
 from diffcurate.common.files import atomic_text
 
@@ -24,10 +24,11 @@ def summarise(spec: dict, recs: Path, docs: Path, command: str, default: str, ex
     seconds = sum(r["seconds"]["total"] for a in E.meta.values() for ms in a.values() for m in ms for r in m["rounds"])
     results = {
         "protocol": {
+            "problem": problem_name(spec),
             "preset": spec["preset"],
             "test_size": int(E.masks["mixed"].sum()),
             "held_out_size": int(E.masks["held_out"].sum()),
-            "held_out_families": HELD_OUT,
+            "held_out_families": families(spec)[1],
             "test_split": "one split for every seed (data.test_seed), disjoint from every training draw",
             "seeds": {a: {s: list(v) for s, v in E.seeds[a].items()} for a in E.seeds},
             "initial": p["initial"],
@@ -221,7 +222,7 @@ def plot(res: dict, docs: Path) -> None:
     panels = [
         ("mixed", "mae", "mixed test: MAE"),
         ("mixed", "p99", "mixed test: p99 per-sample MAE"),
-        ("mixed", "hard", "mixed test: >= 15 sources or clustered"),
+        ("mixed", "hard", HARD.get(res["protocol"].get("problem", "diffusion"), ("mixed test: hard rows",))[0]),
         ("held_out", "mae", "held-out families: MAE"),
         ("held_out", "p99", "held-out families: p99"),
         ("held_out", "p99", "held-out p99 against cost (s)"),
@@ -253,10 +254,18 @@ def plot(res: dict, docs: Path) -> None:
         for a in ax.ravel()[len(names) :]:
             a.axis("off")
         for a in ax[-1]:
-            a.set_xlabel("number of sources")
+            a.set_xlabel(_stratum_label(res))
         for a in ax[:, 0]:
             a.set_ylabel("samples picked (seed mean)")
         fig.suptitle("Where each strategy spent its picks (first arm, all rounds)")
         fig.tight_layout()
         fig.savefig(docs / "budget_by_sources.png", dpi=110)
         plt.close(fig)
+
+
+def _stratum_label(res: dict) -> str:
+    """What the study's problem's strata count, for axes."""
+    from diffcurate.solvers.plugins import get_problem
+
+    name = res["protocol"].get("problem", "diffusion")
+    return "number of sources" if name == "diffusion" else get_problem(name).stratum

@@ -60,7 +60,7 @@ class AcquisitionConfig:
     exploration: float = 0.1  # share of each count's budget taken at random
     diversity: str = "kmeans"  # kmeans | none: near-duplicate candidates are not all taken
     candidates_factor: float = 3.0  # diversity clusters the top factor x budget candidates of a stratum
-    sources_weight: float = 0.0  # score = weighted MAE: the problem's first region x this, others x 1 (0: off)
+    sources_weight: float = 0.0  # score = weighted MAE: the problem's first region x this, others x 1 (a new run: the problem's first_region_weight, 0 for diffusion's discs)
     beta: float = 4.0  # sbal, strata: P(pick) proportional to (fitted) score^beta
     weight_power: float = 1.0  # ewd: features scaled by score^power (1: BADGE; 2: picks ~ score^4 like sbal beta 4)
     mine_parents: int = 0  # hard-case mining: mutate the top N scored candidates (0: off)
@@ -340,7 +340,7 @@ def default_config(preset: str | None = None, arch: str = "edcnn", problem: str 
         train=default_train_config(chosen.scale),
         problem=problem,
         data=DataConfig(sampler=p.pool_sampler(), test_families=list(p.families())),
-        acquisition=AcquisitionConfig(acquisition=score),
+        acquisition=AcquisitionConfig(acquisition=score, sources_weight=p.first_region_weight),
     ).to_dict()
     for key, v in RUN_PRESETS[chosen.scale].items():
         base[key] = {**base.get(key, {}), **v} if isinstance(v, dict) else v
