@@ -98,7 +98,7 @@ def main() -> None:
         "device": str(next(result.model.parameters()).device),
         "torch_threads": torch.get_num_threads(),
         "machine": platform.processor() or platform.machine(),
-        "history": [{k: h.get(k) for k in ("epoch", "train_loss", "val_mae", "val_rel_l2")} for h in result.history],
+        "history": result.history,
     }
     args.out.write_text(json.dumps(out, indent=1) + "\n")
     print(

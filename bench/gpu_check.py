@@ -117,7 +117,7 @@ def step_models(c: dict, solver_ms: float | None) -> dict:
     from diffcurate.solvers.problem import PRESETS
 
     L = PRESETS[c["preset"]].physics.lattice
-    return {"lattice": L, "rows": [_model_row(arch, c, L, solver_ms) for arch in ("edcnn", "unet")]}
+    return {"lattice": L, "rows": [_model_row(arch, c, L, solver_ms) for arch in ("edcnn", "unet", "fno")]}
 
 
 def _model_row(arch: str, c: dict, L: int, solver_ms: float | None) -> dict:

@@ -31,7 +31,7 @@ def test_gpu_check_dry_run(ray_cluster, tmp_path):
     assert {(r["dtype"]) for r in rows} == {"float32", "float64"}
     assert max(r["max_error"] for r in rows if r["dtype"] == "float64") < 1e-10  # fast agrees with the reference
     assert all(r["solves_per_s_b4"] > 0 for r in rows)
-    assert [m["arch"] for m in d["steps"]["models"]["rows"]] == ["edcnn", "unet"]
+    assert [m["arch"] for m in d["steps"]["models"]["rows"]] == ["edcnn", "unet", "fno"]
     assert d["steps"]["run"]["rounds"] == 2 and d["steps"]["generate"]["samples_per_s"] > 0  # round 0 and 1
     assert "| cpu | float32 |" in r.stdout  # the rendered table
 
