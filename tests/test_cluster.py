@@ -52,11 +52,12 @@ def _free_port() -> int:
 
 
 def test_a_local_cluster_listens_on_loopback_only():
-    for port in (None, _free_port()):
-        got = _probe(port)
-        assert got["gcs"].startswith("127.0.0.1:")
-        assert len(got["listening"]) >= 4  # GCS, raylet, workers ...: the probe saw the cluster's sockets
-        outside = [s for s in got["listening"] if s["ip"] not in LOOPBACK]
-        assert outside == [], outside
-        if port is not None:  # the dashboard listens where asked, on loopback only (not 0.0.0.0)
-            assert [s["ip"] for s in got["listening"] if s["port"] == port] == ["127.0.0.1"], got
+    """A cluster with the dashboard: the dashboard's sockets besides those every local cluster opens."""
+    port = _free_port()
+    got = _probe(port)
+    assert got["gcs"].startswith("127.0.0.1:")
+    assert len(got["listening"]) >= 4  # GCS, raylet, workers ...: the probe saw the cluster's sockets
+    outside = [s for s in got["listening"] if s["ip"] not in LOOPBACK]
+    assert outside == [], outside
+    # the dashboard listens where asked, on loopback only (not 0.0.0.0)
+    assert [s["ip"] for s in got["listening"] if s["port"] == port] == ["127.0.0.1"], got

@@ -61,7 +61,7 @@ def test_two_rounds_end_to_end(al_run):
     for r in rounds:
         assert set(r) >= {"round", "train_size", "added", "added_by_sources", "solves", "test", "seconds"}
         assert set(r["seconds"]) >= {"generate", "solve", "score", "train", "evaluate", "total"}
-        assert set(r["test"]) == {"n_samples", "mae", "mae_by_sources", "rel_l2", "per_sample_mae"}
+        assert set(r["test"]) == {"n_samples", "mae", "mae_by_sources", "rel_l2", "per_sample_mae", "rel_l2_mean"}
         assert set(r["test"]["mae"]) == {"all", "sources", "field", "r1", "r2", "r3"}
     with Store(RunPaths(al_run).store, readonly=True) as st:
         idx = st.index()

@@ -154,19 +154,6 @@ def test_two_node_run_with_every_actor_away_from_the_store(ray_cluster, tmp_path
             if c.status == psutil.CONN_LISTEN and c.pid in mine and c.laddr.ip not in ("127.0.0.1", "::ffff:127.0.0.1")
         ]
         assert outside == [], outside  # both nodes listen on loopback only
-        # one model on two Ray Train workers, both on the node that may not open a store (round 0 alone)
-        dp = tmp_path / "data-parallel"
-        cfg_dp = default_config("tiny")
-        cfg_dp.ray.dashboard, cfg_dp.ray.workers, cfg_dp.ray.solver_cpus, cfg_dp.ray.trainer_cpus = False, 1, 0.5, 0.5
-        cfg_dp.ray.actor_resources = {"away": 1.0}
-        init_run(dp, cfg_dp)
-        args = ["run", str(dp), "--address", address, "--rounds", "0", "--train-workers", "2"]
-        out = subprocess.run(
-            [sys.executable, "-m", "diffcurate.curate", *args], capture_output=True, text=True, timeout=300, env=env
-        )
-        assert out.returncode == 0, out.stderr[-3000:]
-        fit = json.loads(RunPaths(dp).round(0).fit.read_text())
-        assert read_rounds(dp)[0]["train_size"] == fit["train_size"] == 40 and RunPaths(dp).checkpoint(0).is_file()
     finally:
         for p in reversed(nodes):
             _stop(p)

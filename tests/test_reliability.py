@@ -326,41 +326,40 @@ def _generate_cmd(store: Path, split: str, seed: int, address: str) -> list[str]
     ]
 
 
-@pytest.mark.parametrize("same_split", [False, True])
-def test_two_writers_at_once_equal_the_sequential_result(ray_cluster, tmp_path, same_split):
-    splits = ("train", "train") if same_split else ("train", "val")
-    together = tmp_path / "together"
-    procs = [
-        subprocess.Popen(
-            _generate_cmd(together, s, 0, ray_cluster), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        for s in splits
-    ]
-    results = [p.communicate(timeout=300) for p in procs]
-    assert all(p.returncode == 0 for p in procs), results
-    alone = tmp_path / "alone"
-    for s in splits:
+def test_two_writers_at_once_equal_the_sequential_result(ray_cluster, tmp_path):
+    """Two `generate` processes on one store at once, on the same split and on two splits, hold what the same
+    requests made one after the other hold."""
+
+    def together(store: Path, splits: tuple[str, str]) -> None:
+        procs = [
+            subprocess.Popen(
+                _generate_cmd(store, s, 0, ray_cluster), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+            for s in splits
+        ]
+        results = [p.communicate(timeout=300) for p in procs]
+        assert all(p.returncode == 0 for p in procs), results
+
+    same, two = tmp_path / "same", tmp_path / "two"
+    together(same, ("train", "train"))
+    together(two, ("train", "val"))
+    alone = tmp_path / "alone"  # train then val; a second train request would add nothing
+    for s in ("train", "val"):
         subprocess.run(_generate_cmd(alone, s, 0, ray_cluster), check=True, capture_output=True, timeout=300)
-    with Store(together, readonly=True) as a, Store(alone, readonly=True) as b:
-        for s in set(splits):
-            assert len(a.ids(s)) == len(b.ids(s)) == 300  # nothing lost
-        if same_split:
-            assert a.ids("train") == b.ids("train")
-        else:  # one seed for both splits: whichever writer goes first takes the first 300 distinct samples, the
-            # other the next 300, so the splits are disjoint and together hold what the sequential runs hold
-            assert not set(a.ids("train")) & set(a.ids("val"))
-            assert set(a.ids("train")) | set(a.ids("val")) == set(b.ids("train")) | set(b.ids("val"))
-    if not same_split:
-        return
+    with Store(same, readonly=True) as a, Store(two, readonly=True) as t, Store(alone, readonly=True) as b:
+        assert len(a.ids("train")) == len(t.ids("train")) == len(t.ids("val")) == len(b.ids("train")) == 300
+        assert a.ids("train") == b.ids("train")  # nothing lost
+        # one seed for both splits: whichever writer goes first takes the first 300 distinct samples, the other
+        # the next 300, so the splits are disjoint and together hold what the sequential runs hold
+        assert not set(t.ids("train")) & set(t.ids("val"))
+        assert set(t.ids("train")) | set(t.ids("val")) == set(b.ids("train")) | set(b.ids("val"))
     # a finished request whose samples went missing is filled, not answered from the history
-    gone = tmp_path / "gone"
-    subprocess.run(_generate_cmd(gone, "train", 0, ray_cluster), check=True, capture_output=True, timeout=300)
-    with Store(gone) as st, st.env.begin(write=True) as txn:
+    with Store(alone) as st, st.env.begin(write=True) as txn:
         key = st.ids("train")[0].encode()
         txn.delete(key, db=st._samples)
         txn.delete(key, db=st._index)
-    subprocess.run(_generate_cmd(gone, "train", 0, ray_cluster), check=True, capture_output=True, timeout=300)
-    with Store(gone, readonly=True) as st:
+    subprocess.run(_generate_cmd(alone, "train", 0, ray_cluster), check=True, capture_output=True, timeout=300)
+    with Store(alone, readonly=True) as st:
         assert st.count("train") == 300
 
 

@@ -303,7 +303,8 @@ class RunOverrides:
 
 # what a curation run of each preset sets on top of the preset's physics, model and [train] (`MODEL_PRESETS`,
 # `TRAIN_PRESETS`), as tables of config.toml: each round's training (from scratch on `small`, the protocol of the
-# study, docs/study.md), data sizes, acquisition. `tiny` is scaled down so that tests run rounds in seconds.
+# study, docs/study.md), data sizes, acquisition. `tiny` is scaled down so that tests run rounds in seconds (one
+# solver actor: a tiny round's solves take less than starting a second one).
 RUN_PRESETS: dict[str, dict] = {
     "paper": {"data": {"initial": 2000, "val": 200, "test_per_cell": 5, "pool": 2000}, "acquisition": {"budget": 500}},
     "small": {"warm_start": False},
@@ -312,6 +313,7 @@ RUN_PRESETS: dict[str, dict] = {
         "rounds": 2,
         "acquisition": {"budget": 20},
         "data": {"initial": 40, "val": 20, "test_per_cell": 2, "pool": 80},
+        "ray": {"workers": 1},
     },
 }
 
