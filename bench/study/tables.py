@@ -25,6 +25,7 @@ def summarise(spec: dict, recs: Path, docs: Path, command: str, default: str, ex
     results = {
         "protocol": {
             "problem": problem_name(spec),
+            "arm": first,
             "preset": spec["preset"],
             "test_size": int(E.masks["mixed"].sum()),
             "held_out_size": int(E.masks["held_out"].sum()),
@@ -124,7 +125,7 @@ def _ci(d: dict) -> str:
 def markdown(res: dict) -> str:
     """The study's tables as markdown: per arm and test set, plus the control and transfer."""
     out = []
-    arms = res["arms"] or {"edcnn": res["strategies"]}
+    arms = res["arms"] or {res["protocol"].get("arm", "edcnn"): res["strategies"]}
     for arm, strategies in arms.items():
         for set_name in SETS:
             label = "held-out families" if set_name == "held_out" else "mixed test split"
