@@ -60,7 +60,9 @@ class EDCNNConfig(NetConfig):
         if len(self.enc_channels) < 1 or len(self.dec_channels) + 1 < self.pools:
             raise InputError("edcnn: need len(dec_channels) + 1 >= number of pools (len(enc_channels) - 1)")
         if lattice is not None and lattice % (2**self.pools):
-            raise InputError(f"edcnn: lattice {lattice} is not divisible by 2^{self.pools} (its pools)")
+            raise InputError(
+                f"edcnn: lattice {lattice} is not divisible by 2^{self.pools} (its pools; the fno takes any grid)"
+            )
 
 
 def _pooled(h: torch.Tensor) -> torch.Tensor:
@@ -144,7 +146,9 @@ class UNetConfig(NetConfig):
         if self.base < 1 or self.depth < 0:
             raise InputError("unet: base must be >= 1 and depth >= 0")
         if lattice is not None and lattice % (2**self.depth):
-            raise InputError(f"unet: lattice {lattice} is not divisible by 2^{self.depth} (its depth)")
+            raise InputError(
+                f"unet: lattice {lattice} is not divisible by 2^{self.depth} (its depth; the fno takes any grid)"
+            )
 
 
 def _double(cin: int, cout: int, slope: float, p: float = 0.0) -> nn.Sequential:
