@@ -144,6 +144,15 @@ TRAIN_PRESETS: dict[str, dict] = {
 }
 
 
+def to_channels_last(model: torch.nn.Module) -> torch.nn.Module:
+    """NHWC for the 2-D convolutions' weights, in place; parameters of other ranks (the FNO's spectral weights,
+    (C_in, C_out, modes, modes, 2)) keep their layout, which `Module.to(memory_format=...)` would refuse."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d):
+            m.to(memory_format=torch.channels_last)
+    return model
+
+
 def default_train_config(preset: str, **overrides) -> TrainConfig:
     """`curate train`'s config for a preset (`TRAIN_PRESETS`) with explicit overrides, read like a [train] table."""
     if preset not in TRAIN_PRESETS:
@@ -393,7 +402,7 @@ def train(
     bound = max_epochs(tc, len(train_data))
     tensors = in_memory(train_data)
     if tc.channels_last:
-        state.model.to(memory_format=torch.channels_last)
+        to_channels_last(state.model)
     state.forward = shard.wrap(state.model, dev)
     for cb in callbacks:
         cb.on_train_start(bound, state.epoch)

@@ -183,3 +183,19 @@ def test_a_darcy_run_with_the_fno_is_curated_exported_and_verified(tmp_path, cli
     assert code == 0, err
     card = json.loads((tmp_path / "d.h5.card.json").read_text())
     assert card["problem"]["name"] == "darcy" and card["physics"]["size"] == 32 and "Fourier" in card["citation"]
+
+
+def test_the_fno_trains_with_channels_last_as_the_small_preset_does():
+    """The small [train] preset asks for NHWC; the FNO's 5-D spectral weights keep their layout."""
+    from diffcurate.model.data import dataset_from_configs
+    from diffcurate.model.nets import default_model_config, fit_to_problem
+    from diffcurate.model.train import TrainConfig, train
+    from diffcurate.solvers.interface import Task
+
+    task = Task(P, TINY)
+    configs, _ = P.sample(TINY, "mixed", 0, range(8))
+    data = dataset_from_configs(task, configs, P.solve(TINY, configs), regions=False)
+    cfg = fit_to_problem(default_model_config("tiny", "fno"), P, TINY)
+    res = train(cfg, TrainConfig(epochs=1, batch_size=4, channels_last=True), data, physics=task, device="cpu")
+    assert len(res.history) == 1 and np.isfinite(res.history[0]["loss"])
+    assert res.model.spectral[0].low.dim() == 5  # trained, where Module.to(memory_format=...) refused it
