@@ -257,4 +257,4 @@ def resolve_params(problem: str, preset: str | None, overrides: dict, strata: st
     presets = p.presets()
     if name not in presets:
         raise InputError(f"unknown preset {name!r} of problem {problem!r} (choose from {', '.join(presets)})")
-    return presets[name].params, parse_sources(strata) if strata else tuple(presets[name].strata), name
+    return presets[name].params, parse_sources(strata, least=0) if strata else tuple(presets[name].strata), name

@@ -116,15 +116,16 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def parse_sources(text: str) -> tuple[int, int]:
-    """'1-20' -> (1, 20); '7-7' or '7' -> (7, 7)."""
+def parse_sources(text: str, least: int = 1) -> tuple[int, int]:
+    """'1-20' -> (1, 20); '7-7' or '7' -> (7, 7). `least`: the smallest MIN (1 source; 0 is a stratum of other
+    problems, whose own samplers then check the range)."""
     parts = str(text).strip().split("-")
     try:
         lo, hi = (int(parts[0]), int(parts[-1])) if len(parts) in (1, 2) else (None, None)
     except ValueError:
         lo = hi = None
-    if lo is None or hi is None or lo < 1 or hi < lo:
-        raise ProblemError(f"--sources must look like MIN-MAX with 1 <= MIN <= MAX, got {text!r}")
+    if lo is None or hi is None or lo < least or hi < lo:
+        raise ProblemError(f"--sources must look like MIN-MAX with {least} <= MIN <= MAX, got {text!r}")
     return lo, hi
 
 

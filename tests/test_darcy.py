@@ -183,6 +183,14 @@ def test_a_darcy_run_with_the_fno_is_curated_exported_and_verified(tmp_path, cli
     assert code == 0, err
     card = json.loads((tmp_path / "d.h5.card.json").read_text())
     assert card["problem"]["name"] == "darcy" and card["physics"]["size"] == 32 and "Fourier" in card["citation"]
+    # bulk generation takes Darcy's strata, tenth 0 included; a range its samplers refuse writes nothing
+    gen = ("generate", "--problem", "darcy", "--preset", "tiny", "--count", "3", "--address", ray_cluster)
+    code, out, err = cli(*gen, "--store", tmp_path / "bad", "--sources", "0-12")
+    assert code == 2 and err.count("\n") == 1 and "0-9; got 0-12" in err and not (tmp_path / "bad").exists(), err
+    code, out, err = cli(*gen, "--store", tmp_path / "low", "--sources", "0-1", "--json")
+    assert code == 0 and json.loads(out)["added"] == 3, err
+    code, out, err = cli("info", "--store", tmp_path / "low", "--json")
+    assert set(json.loads(out)["by_stratum"]) <= {"0", "1"}, out
 
 
 def test_the_fno_trains_with_channels_last_as_the_small_preset_does():

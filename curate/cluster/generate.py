@@ -241,6 +241,7 @@ def generate(
     if sampler not in p.samplers():  # refused before any work
         raise InputError(f"unknown sampler {sampler!r} of problem {problem!r} (choose from {', '.join(p.samplers())})")
     check_problem(problem, physics)  # a plugin's faults, before any work
+    p.sample(physics, sampler, seed, [0], tuple(sources))  # a range of strata the sampler refuses, likewise
     grid = p.grid(physics)
     t0 = time.perf_counter()
     request = {
