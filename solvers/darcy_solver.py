@@ -67,9 +67,7 @@ def solve_one(a: np.ndarray, f: np.ndarray | float, method: str = "auto") -> np.
     if method == "auto":
         method = "amg" if s >= AMG_FROM and amg_available() else "direct"
     if method == "direct":
-        from scipy.sparse.linalg import spsolve
-
-        x = spsolve(mat.tocsc(), rhs, permc_spec="MMD_AT_PLUS_A")  # symmetric: order A + A^T
+        x = _direct(mat, rhs)
     elif method == "amg":
         x = _amg(mat, rhs)
     else:
@@ -77,6 +75,13 @@ def solve_one(a: np.ndarray, f: np.ndarray | float, method: str = "auto") -> np.
     u = np.zeros((s, s))
     u[1:-1, 1:-1] = x.reshape(s - 2, s - 2)
     return u
+
+
+def _direct(mat, rhs: np.ndarray) -> np.ndarray:
+    """SuperLU, ordering A + A^T by minimum degree (the matrix is symmetric)."""
+    from scipy.sparse.linalg import spsolve
+
+    return spsolve(mat.tocsc(), rhs, permc_spec="MMD_AT_PLUS_A")
 
 
 def _amg(mat, rhs: np.ndarray) -> np.ndarray:
@@ -90,13 +95,14 @@ def _amg(mat, rhs: np.ndarray) -> np.ndarray:
     return x
 
 
-def residual(a: np.ndarray, f: float, u: np.ndarray) -> np.ndarray:
+def residual(a: np.ndarray, f: float, u: np.ndarray, mat=None) -> np.ndarray:
     """(s, s) float64: f - A u at interior nodes, and -u on the boundary (where u = 0 is imposed): zero for the
-    exact discrete solution."""
+    exact discrete solution. `mat`: `operator(a)`, when the caller has it."""
     s = a.shape[0]
     u = np.asarray(u, np.float64)
+    mat = operator(a) if mat is None else mat
     out = -u.copy()
-    out[1:-1, 1:-1] = f - (operator(a) @ u[1:-1, 1:-1].ravel()).reshape(s - 2, s - 2)
+    out[1:-1, 1:-1] = f - (mat @ u[1:-1, 1:-1].ravel()).reshape(s - 2, s - 2)
     return out
 
 
@@ -104,13 +110,11 @@ def correction(a: np.ndarray, f: float, u_pred: np.ndarray, iterations: int | No
     """(s, s) float64: the error u - u_pred of a prediction, from its residual r (A e = r on the interior, e =
     -u_pred on the boundary), exactly (iterations None) or by that many steps of Jacobi-preconditioned CG."""
     s = a.shape[0]
-    r = residual(a, f, u_pred)
     mat = operator(a)
+    r = residual(a, f, u_pred, mat)
     rhs = r[1:-1, 1:-1].ravel()
     if iterations is None:
-        from scipy.sparse.linalg import spsolve
-
-        e = spsolve(mat.tocsc(), rhs, permc_spec="MMD_AT_PLUS_A")
+        e = _direct(mat, rhs)
     else:
         import scipy.sparse as sp
         from scipy.sparse.linalg import cg
