@@ -18,7 +18,6 @@ import numpy as np
 
 from diffcurate.common.files import atomic_path
 from diffcurate.curate.loop.steps import EVALUATE, STEP_NAMES, TRAIN
-from diffcurate.solvers.interface import Task
 
 # seconds of a round that a strategy pays: training and acquisition (solving the pool, scoring, mining, embedding,
 # picking, solving the picks); round 0's solve is mostly the shared test sets and is left out
@@ -73,7 +72,7 @@ def test_set(records: Path, store, ids: list[str], sampler: list[str]) -> list[s
             raise SystemExit(f"error: this run's test split differs from {path}: the study needs one test set")
         return have["ids"]
     configs, _, _ = store.get(sorted_ids)
-    task = Task(store.problem, store.physics)
+    task = store.task
     mine = {"ids": sorted_ids, "sampler": [sampler[i] for i in order], "stratum": task.strata(configs).tolist()}
     _atomic(records / "test_set.npz", lambda fh: np.savez_compressed(fh, **task.to_arrays(configs)))
     _atomic(path, lambda fh: fh.write((json.dumps(mine) + "\n").encode()))
@@ -100,7 +99,7 @@ def write_run(records: Path, root: Path, arm: str, name: str, seed: int) -> list
         for split in ("train", "val"):
             ids = sorted(st.ids(split))
             configs, _, _ = st.get(ids)
-            arrays = Task(st.problem, st.physics).to_arrays(configs)
+            arrays = st.task.to_arrays(configs)
             sets.update({f"{split}_{k}": v for k, v in arrays.items()})
             if split == "train":
                 sets["train_round"] = idx.loc[ids, "round"].to_numpy(np.int64)

@@ -129,7 +129,7 @@ def _train_val(source: Source):
         ids = idx[(idx["split"] == "train") & (idx["round"] <= source.round)]["id"].tolist()
         cfg, y, _ = st.get(ids)
         vcfg, vy, _ = st.get(st.ids("val"))
-        ph = Task(st.problem, st.physics)
+        ph = st.task
     return dataset_from_configs(ph, cfg, y), dataset_from_configs(ph, vcfg, vy), ph
 
 

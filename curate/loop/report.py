@@ -147,7 +147,6 @@ def _worst_cases(root: Path, rounds: list[dict], out: Path, n: int = 4) -> list[
     from diffcurate.curate.store.lmdbstore import Store
     from diffcurate.model.checkpoint import load_checkpoint, transform_of
     from diffcurate.model.inference import predict
-    from diffcurate.solvers.interface import Task
 
     paths = RunPaths(root)
     k = rounds[-1]["round"]
@@ -156,7 +155,7 @@ def _worst_cases(root: Path, rounds: list[dict], out: Path, n: int = 4) -> list[
     ids = [ev["ids"][i] for i in order]
     with Store(paths.store, readonly=True) as st:
         cfg, y, headers = st.get(ids)  # y (n, H, W)
-        task = Task(st.problem, st.physics)
+        task = st.task
     net, meta = load_checkpoint(paths.checkpoint(k), physics=task)
     x = task.encode(cfg)[:, 0]  # (n, H, W): the input's first channel
     pred = predict(net, task.encode(cfg), transform_of(meta))[:, 0]  # (n, H, W): the first output channel

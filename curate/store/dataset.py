@@ -43,7 +43,7 @@ class StoreDataset(Dataset):
         self.path = Path(path)
         with Store(self.path, readonly=True) as st:  # closed again before any fork
             self.physics = st.physics
-            self.task = Task(st.problem, st.physics)
+            self.task = st.task
             self.region_names = region_names(self.task)
             self.ids = list(st.ids(split)) if ids is None else [str(i) for i in ids]
         self._env = self._db = self._pid = None
@@ -176,7 +176,7 @@ def _load_store(path: Path, split: str, seed: int, train_fraction: float, region
     """`load_data` of a store: its own splits ("all" = every split); `seed` and
     `train_fraction` are unused because a store's splits are fixed when samples are added."""
     with Store(path, readonly=True) as st:
-        task = Task(st.problem, st.physics)
+        task = st.task
         ids = st.ids(split)
         if len(ids) * _item_bytes(task) > IN_MEMORY_BYTES:
             return StoreDataset(path, split, ids), task

@@ -155,7 +155,7 @@ def export_store(
         if st.damaged:  # records that failed their checksum: their rows go too
             good = {h["id"] for h in headers}
             df = df[df["id"].isin(good)].reset_index(drop=True)
-        task, meta, record = Task(st.problem, st.physics), dict(st.meta), st.problem_record
+        task, meta, record = st.task, dict(st.meta), st.problem_record
     x = task.encode(configs)  # (n, C_in, H, W) float32
     x = x[:, 0] if x.shape[1] == 1 else x  # one channel: (n, H, W)
     extra = {

@@ -58,6 +58,7 @@ from diffcurate.curate.store.records import (
     stratum_of,
 )
 from diffcurate.curate.store.summary import Summary
+from diffcurate.solvers.interface import Task
 from diffcurate.solvers.plugins import get_problem, provenance
 
 SCHEMA_VERSION = 1
@@ -130,6 +131,11 @@ class Store(Summary):
             self.close()
             raise
         self.encoding: str = meta["encoding"]
+
+    @property
+    def task(self) -> Task:
+        """What the store's samples are of: its problem with its parameters."""
+        return Task(self.problem, self.physics)
 
     def _open(self, readonly: bool, map_size: int) -> None:
         self.env = acquire_env(self.path, map_size=map_size, write=not readonly)
