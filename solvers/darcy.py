@@ -202,14 +202,17 @@ class Darcy(Problem):
         high permeability connects opposite walls."""
         from scipy import ndimage
 
-        high = configs.high(params)
-        out = {k: np.zeros(len(configs)) for k in ("high", "high_clusters", "low_clusters", "interface", "percolates")}
-        for b, h in enumerate(high):
-            labels, n_high = ndimage.label(h)
-            out["high"][b] = h.mean()
-            out["high_clusters"][b] = n_high
+        high = configs.high(params)  # (B, s, s) bool
+        out = {
+            "high": high.mean((1, 2)),
+            "high_clusters": np.zeros(len(configs)),
+            "low_clusters": np.zeros(len(configs)),
+            "interface": _interface(high).mean((1, 2)),
+            "percolates": np.zeros(len(configs)),
+        }
+        for b, h in enumerate(high):  # connected components, one medium at a time
+            labels, out["high_clusters"][b] = ndimage.label(h)
             out["low_clusters"][b] = ndimage.label(~h)[1]
-            out["interface"][b] = _interface(h[None])[0].mean()
             spans = set(labels[0]) & set(labels[-1]) | set(labels[:, 0]) & set(labels[:, -1])
             out["percolates"][b] = float(bool(spans - {0}))
         return out
