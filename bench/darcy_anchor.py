@@ -24,10 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 PAPER_REL_L2 = 0.0108  # FNO-2D, Darcy, s = 85, 1,000 training samples (Li et al. 2021, Table 4)
 
 
-def data(task, seed: int, n: int, regions: bool = True):
+def data(task, seed: int, n: int, regions: bool = True, sampler: str = "grf"):
+    """(the dataset of samples 0..n-1 of (sampler, seed), solved; the seconds the solves took)."""
     from diffcurate.model.data import dataset_from_configs
 
-    configs, _ = task.problem.sample(task.params, "grf", seed, range(n))
+    configs, _ = task.problem.sample(task.params, sampler, seed, range(n))
     t = time.perf_counter()
     y = task.problem.solve(task.params, configs)
     return dataset_from_configs(task, configs, y, regions=regions), time.perf_counter() - t
